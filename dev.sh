@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Parley's two entry points for a fresh machine:
+#
+#   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
+#   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
+#
+# Both install what a fresh Debian/Ubuntu machine lacks: a C/C++ toolchain, clang and libclang
+# (RocksDB's bindings) and, if there is no cargo at all, a Rust toolchain through rustup.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; exit 1
+  fi
+}
+
+ensure_prerequisites() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v c++ >/dev/null || missing+=(g++)
+  command -v clang >/dev/null || missing+=(clang)
+  compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null \
+    || missing+=(libclang-dev)
+  command -v curl >/dev/null || missing+=(curl ca-certificates)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      log "installing the Rust toolchain with rustup"
+      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+        | sh -s -- -y --profile minimal --component clippy,rustfmt
+      export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+  fi
+  if command -v rustup >/dev/null; then
+    for component in clippy rustfmt; do
+      rustup component list --installed 2>/dev/null | grep -q "^$component" \
+        || rustup component add "$component" >/dev/null 2>&1 || true
+    done
+  fi
+}
+
+target_dir() { echo "${CARGO_TARGET_DIR:-$PWD/target}"; }
+
+cmd_cluster() {
+  ensure_prerequisites
+  log "building parley (the first build compiles RocksDB: 15-30 minutes on 2 cores)"
+  # The same feature selection as the tests, so RocksDB is compiled once for both.
+  cargo build --workspace --all-targets
+  local bin state pids=()
+  bin="$(target_dir)/debug/parley"
+  state="deploy/local/data"
+  mkdir -p "$state"
+  for i in 1 2 3; do
+    "$bin" check-config --config "deploy/local/node$i.toml" >/dev/null
+  done
+  stop() {
+    log "stopping the cluster"
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    exit 0
+  }
+  trap stop INT TERM
+  for i in 1 2 3; do
+    (cd deploy/local && exec "$bin" serve --config "node$i.toml") >>"$state/node$i.log" 2>&1 &
+    pids+=($!)
+  done
+  log "waiting for the nodes to elect a leader"
+  for i in 1 2 3; do
+    local ready=""
+    for _ in $(seq 1 300); do
+      if curl -fsS "http://127.0.0.1:800$i/readyz" >/dev/null 2>&1; then ready=1; break; fi
+      sleep 0.2
+    done
+    [ -n "$ready" ] || { log "node $i did not become ready; see $state/node$i.log"; stop; }
+  done
+  cat <<MSG
+
+Parley is running: 3 nodes on loopback, demo queues 'sales' and 'support',
+demo agents alice, bob and carmen.
+
+  node 1   http://127.0.0.1:8001    gRPC 127.0.0.1:9001    log $state/node1.log
+  node 2   http://127.0.0.1:8002    gRPC 127.0.0.1:9002    log $state/node2.log
+  node 3   http://127.0.0.1:8003    gRPC 127.0.0.1:9003    log $state/node3.log
+
+  cluster view:  curl -s http://127.0.0.1:8001/api/v1/cluster
+  start a chat:  curl -s -XPOST http://127.0.0.1:8002/api/v1/chats -H 'content-type: application/json' \\
+                   -d '{"request_id":"demo-1","queue_id":"sales","customer":{"name":"Ada","email":"ada@example.com"},"question":"Hi"}'
+  (docs/API.md has the rest.) Data lives in $state; delete it for a fresh cluster.
+  Ctrl-C stops the cluster.
+MSG
+  wait
+}
+
+cmd_test() {
+  ensure_prerequisites
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy"
+  cargo clippy --workspace --all-targets -- -D warnings
+  log "cargo test"
+  cargo test --workspace -- --nocapture
+}
+
+case "${1:-}" in
+  cluster) cmd_cluster ;;
+  test) cmd_test ;;
+  *) echo "usage: $0 cluster|test" >&2; exit 2 ;;
+esac

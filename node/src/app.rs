@@ -1,0 +1,431 @@
+//! The app actor: validates client requests, builds commands, proposes them and answers reads.
+//!
+//! Writes are answered only after commit (the proposer waits for it). Reads are served from
+//! this node's applied state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use parley_raft::command::{ChatId, Customer, Directory, Op, Participant, PostMessage, StartChat};
+use parley_raft::replica::ReplicaStatus;
+use parley_raft::state::ChatEvent;
+use parley_raft::{NodeInfo, Outcome, ProposeError, Replica};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::token::ChatTokens;
+
+/// How many requests may wait in the app actor's mailbox.
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// How long a readiness check waits for applying to reach the commit index.
+const READY_APPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The app actor.
+pub struct AppActor {
+    /// The replicated core.
+    replica: Replica,
+    /// Chat token issuing and checking.
+    tokens: ChatTokens,
+    /// Write counters and latency.
+    metrics: Arc<Metrics>,
+    /// Queues and agents from this node's config, seeded at start.
+    directory: Directory,
+    /// This node's site, for the cluster view.
+    site: String,
+}
+
+impl AppActor {
+    /// An actor over `replica`.
+    pub fn new(
+        replica: Replica,
+        tokens: ChatTokens,
+        metrics: Arc<Metrics>,
+        directory: Directory,
+        site: String,
+    ) -> Self {
+        Self {
+            replica,
+            tokens,
+            metrics,
+            directory,
+            site,
+        }
+    }
+}
+
+impl Actor for AppActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if self.directory.queues.is_empty() && self.directory.agents.is_empty() {
+            return;
+        }
+        let replica = self.replica.clone();
+        let directory = self.directory.clone();
+        ctx.spawn(actix::fut::wrap_future(async move {
+            // Seeding is idempotent, so every node does it once at start; it retries until a
+            // leader commits it.
+            loop {
+                match replica.propose(Op::SeedDirectory(directory.clone())).await {
+                    Ok(outcome) => {
+                        tracing::info!(?outcome, "directory seeded");
+                        return;
+                    }
+                    Err(ProposeError::ShuttingDown) => return,
+                    Err(error) => {
+                        tracing::debug!(%error, "seeding the directory; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }));
+    }
+}
+
+/// Proposes `op` and records the write's outcome and latency.
+async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Outcome, ApiError> {
+    let started = Instant::now();
+    let result = replica.propose(op).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(Outcome::Rejected(rejection)) => {
+            metrics.observe_write("rejected", seconds);
+            Err(rejection.into())
+        }
+        Ok(outcome) => {
+            metrics.observe_write("committed", seconds);
+            Ok(outcome)
+        }
+        Err(error) => {
+            metrics.observe_write("failed", seconds);
+            Err(error.into())
+        }
+    }
+}
+
+/// A customer starts a chat.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ChatStarted, ApiError>")]
+pub struct StartChatRequest {
+    /// Client idempotency key.
+    pub request_id: String,
+    /// The chosen queue.
+    pub queue_id: String,
+    /// Pre-chat details.
+    pub customer: Customer,
+    /// Pre-chat question.
+    pub question: String,
+}
+
+/// A started chat and the token that opens it.
+#[derive(Debug, Serialize)]
+pub struct ChatStarted {
+    /// The chat's id.
+    pub chat_id: ChatId,
+    /// Bearer token for this chat only.
+    pub token: String,
+    /// True when the request id had already started this chat.
+    pub replayed: bool,
+}
+
+impl Handler<StartChatRequest> for AppActor {
+    type Result = ResponseFuture<Result<ChatStarted, ApiError>>;
+
+    fn handle(&mut self, msg: StartChatRequest, _ctx: &mut Self::Context) -> Self::Result {
+        let replica = self.replica.clone();
+        let metrics = self.metrics.clone();
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let op = Op::StartChat(StartChat {
+                chat_id: uuid::Uuid::new_v4().to_string(),
+                request_id: msg.request_id,
+                queue_id: msg.queue_id,
+                customer: msg.customer,
+                question: msg.question,
+            });
+            match commit(&replica, &metrics, op).await? {
+                Outcome::ChatStarted {
+                    chat_id, replayed, ..
+                } => Ok(ChatStarted {
+                    token: tokens.issue(&chat_id),
+                    chat_id,
+                    replayed,
+                }),
+                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            }
+        })
+    }
+}
+
+/// A customer posts into their chat.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<MessagePosted, ApiError>")]
+pub struct PostCustomerMessage {
+    /// The chat from the path.
+    pub chat_id: ChatId,
+    /// The bearer token presented.
+    pub token: String,
+    /// Client message id.
+    pub client_msg_id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A committed message.
+#[derive(Debug, Serialize)]
+pub struct MessagePosted {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// The message's sequence number.
+    pub seq: u64,
+    /// True when the client message id had already been posted.
+    pub replayed: bool,
+}
+
+impl Handler<PostCustomerMessage> for AppActor {
+    type Result = ResponseFuture<Result<MessagePosted, ApiError>>;
+
+    fn handle(&mut self, msg: PostCustomerMessage, _ctx: &mut Self::Context) -> Self::Result {
+        let authorized = self.tokens.verify(&msg.chat_id, &msg.token);
+        let replica = self.replica.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            if !authorized {
+                return Err(ApiError::unauthorized("the token does not open this chat"));
+            }
+            let op = Op::PostMessage(PostMessage {
+                chat_id: msg.chat_id,
+                sender: Participant::Customer,
+                client_msg_id: msg.client_msg_id,
+                text: msg.text,
+            });
+            match commit(&replica, &metrics, op).await? {
+                Outcome::MessagePosted {
+                    chat_id,
+                    seq,
+                    replayed,
+                } => Ok(MessagePosted {
+                    chat_id,
+                    seq,
+                    replayed,
+                }),
+                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            }
+        })
+    }
+}
+
+/// Read a chat's events after a sequence number.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<EventsPage, ApiError>")]
+pub struct ReadEvents {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// The bearer token presented.
+    pub token: String,
+    /// Return events with `seq > after`.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A page of chat events.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Events in sequence order.
+    pub events: Vec<ChatEvent>,
+    /// The chat's last sequence number as applied on this node.
+    pub last_seq: u64,
+    /// This node's applied Raft index when the page was read.
+    pub applied_index: Option<u64>,
+}
+
+impl Handler<ReadEvents> for AppActor {
+    type Result = Result<EventsPage, ApiError>;
+
+    fn handle(&mut self, msg: ReadEvents, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.tokens.verify(&msg.chat_id, &msg.token) {
+            return Err(ApiError::unauthorized("the token does not open this chat"));
+        }
+        self.replica.read(|state, applied| {
+            let chat = state
+                .chats
+                .get(&msg.chat_id)
+                .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
+            let events = state
+                .chat_events(&msg.chat_id, msg.after, msg.limit)
+                .map(<[ChatEvent]>::to_vec)
+                .unwrap_or_default();
+            Ok(EventsPage {
+                chat_id: msg.chat_id.clone(),
+                events,
+                last_seq: chat.last_seq(),
+                applied_index: applied.map(|id| id.index),
+            })
+        })
+    }
+}
+
+/// What `GET /api/v1/cluster` shows.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ClusterView, ApiError>")]
+pub struct GetClusterView;
+
+/// The cluster as this node sees it.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// This node.
+    pub node_id: u64,
+    /// This node's site.
+    pub site: String,
+    /// This node's role.
+    pub role: &'static str,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Members with site, addresses and role.
+    pub members: Vec<MemberView>,
+    /// Last log index stored here.
+    pub last_log_index: Option<u64>,
+    /// Commit index known here.
+    pub commit_index: Option<u64>,
+    /// Last index covered by this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last index applied here; `state_digest` is the state at exactly this index.
+    pub applied_index: Option<u64>,
+    /// BLAKE3 of the applied state.
+    pub state_digest: String,
+    /// Whether this node is cut off and serving as an island (island mode is not built yet:
+    /// always false).
+    pub island: bool,
+}
+
+/// One member in the cluster view.
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    /// Node id.
+    pub id: u64,
+    /// Its site and addresses.
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// `leader` or `follower` as far as this node knows.
+    pub role: &'static str,
+}
+
+impl Handler<GetClusterView> for AppActor {
+    type Result = ResponseFuture<Result<ClusterView, ApiError>>;
+
+    fn handle(&mut self, _msg: GetClusterView, _ctx: &mut Self::Context) -> Self::Result {
+        let replica = self.replica.clone();
+        let site = self.site.clone();
+        Box::pin(async move {
+            let commit_index = replica
+                .committed_index()
+                .await
+                .map_err(|e| ApiError::unavailable("raft_stopped", e.to_string()))?;
+            let status: ReplicaStatus = replica.status();
+            let (applied_index, digest) = replica.read(|state, applied| {
+                (applied.map(|id| id.index), state.digest())
+            });
+            let state_digest = digest.map_err(|e| ApiError::internal(e.to_string()))?;
+            let members = status
+                .members
+                .iter()
+                .map(|(id, info)| MemberView {
+                    id: *id,
+                    info: info.clone(),
+                    role: if status.leader == Some(*id) {
+                        "leader"
+                    } else {
+                        "follower"
+                    },
+                })
+                .collect();
+            Ok(ClusterView {
+                node_id: status.id,
+                site,
+                role: status.role,
+                leader: status.leader,
+                term: status.term,
+                members,
+                last_log_index: status.last_log_index,
+                commit_index,
+                snapshot_index: status.snapshot_index,
+                applied_index,
+                state_digest,
+                island: false,
+            })
+        })
+    }
+}
+
+/// Whether this node should receive traffic.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CheckReady;
+
+impl Handler<CheckReady> for AppActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, _msg: CheckReady, _ctx: &mut Self::Context) -> Self::Result {
+        let replica = self.replica.clone();
+        Box::pin(async move {
+            let status = replica.status();
+            if status.leader.is_none() {
+                return Err("no leader is known".to_owned());
+            }
+            let committed = replica
+                .committed_index()
+                .await
+                .map_err(|e| format!("raft stopped: {e}"))?;
+            // Applying trails commit by moments; give it a short while before saying no.
+            let mut applied = replica.subscribe_applied();
+            let caught_up = tokio::time::timeout(READY_APPLY_WAIT, async {
+                loop {
+                    if applied.borrow().last_applied.map(|id| id.index) >= committed {
+                        return true;
+                    }
+                    if applied.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            })
+            .await
+            .unwrap_or(false);
+            if !caught_up {
+                return Err(format!(
+                    "applied index {:?} is behind commit index {committed:?}",
+                    replica.status().applied_index
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Renders the Prometheus metrics.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, ApiError>")]
+pub struct RenderMetrics;
+
+impl Handler<RenderMetrics> for AppActor {
+    type Result = ResponseFuture<Result<String, ApiError>>;
+
+    fn handle(&mut self, _msg: RenderMetrics, _ctx: &mut Self::Context) -> Self::Result {
+        let replica = self.replica.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let committed = replica.committed_index().await.ok().flatten();
+            metrics
+                .render(&replica.status(), committed)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+    }
+}

@@ -1,0 +1,473 @@
+//! Node configuration: a TOML file, overridden by `PARLEY_*` environment variables, parsed into
+//! [`RawConfig`] and then validated into [`Config`].
+//!
+//! Environment overrides use `__` for nesting: `PARLEY_NODE_ID=2`,
+//! `PARLEY_RAFT__HEARTBEAT=50ms`, `PARLEY_DATA_DIR=/var/lib/parley`. Durations are written with
+//! units (`150ms`, `2s`, `1m`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use parley_raft::command::{AgentSpec, Directory, QueueSpec};
+use parley_raft::limits;
+use parley_raft::state::check_directory_id;
+use parley_raft::{NodeId, NodeInfo};
+use parley_storage::FsyncPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "PARLEY_";
+
+/// Shortest accepted cluster secret, in bytes.
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 32;
+
+/// The configuration as written, before validation. Every field documents its unit and default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This node's id: a positive integer, unique in the cluster, never reused. Required.
+    pub node_id: u64,
+    /// The site (data center) this node runs in. Required.
+    pub site: String,
+    /// Directory of this node's RocksDB store. Required.
+    pub data_dir: PathBuf,
+    /// HTTP listen address, `ip:port`. Required.
+    pub http_listen: String,
+    /// gRPC listen address for peers, `ip:port`. Required.
+    pub grpc_listen: String,
+    /// Secret shared by every node of the cluster, at least 32 bytes; chat tokens are derived from
+    /// it, so a token made by one node is valid on all. Required.
+    pub cluster_secret: String,
+    /// `always` (default): every log append is fsynced before it counts. `never`: for throwaway
+    /// test clusters only; a power loss can lose acknowledged writes.
+    #[serde(default = "default_fsync")]
+    pub fsync: FsyncPolicy,
+    /// Raft timing and snapshots.
+    #[serde(default)]
+    pub raft: RawRaft,
+    /// Network and request timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Every voting member, this node included.
+    pub peers: Vec<RawPeer>,
+    /// Queues seeded into the replicated state the first time they are seen.
+    #[serde(default)]
+    pub queues: Vec<RawQueue>,
+    /// Agents seeded into the replicated state the first time they are seen.
+    #[serde(default)]
+    pub agents: Vec<RawAgent>,
+}
+
+fn default_fsync() -> FsyncPolicy {
+    FsyncPolicy::Always
+}
+
+/// Raft settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRaft {
+    /// Leader heartbeat interval. Default `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Lower bound of the randomized election timeout; must exceed `heartbeat`. Default `300ms`.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomized election timeout. Default `600ms`.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries. Default 10000.
+    pub snapshot_every_entries: u64,
+    /// Largest snapshot chunk per RPC, in bytes. Default 1048576.
+    pub snapshot_chunk_bytes: u64,
+    /// Log entries kept after a snapshot, so a briefly lagging follower catches up by log rather
+    /// than by snapshot. Default 1000.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Most Raft entries in flight at once from this leader. Default 2.
+    pub inflight_batches_max: usize,
+}
+
+impl Default for RawRaft {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_every_entries: 10_000,
+            snapshot_chunk_bytes: 1024 * 1024,
+            log_entries_kept_after_snapshot: 1_000,
+            inflight_batches_max: 2,
+        }
+    }
+}
+
+/// Timeouts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    /// Longest a client write waits for its commit, leader changes included. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// Longest wait for a TCP connection to a peer. Default `500ms`.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// HTTP/2 keepalive ping interval between peers. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A peer that leaves a keepalive unanswered this long is disconnected. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Longest a client may long-poll for events. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub long_poll_max: Duration,
+    /// On SIGTERM, how long in-flight requests get to finish. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            write: Duration::from_secs(5),
+            connect: Duration::from_millis(500),
+            keepalive_interval: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(2),
+            long_poll_max: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A cluster member.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// The member's node id.
+    pub id: u64,
+    /// Its site.
+    pub site: String,
+    /// Its gRPC address, `host:port`, as reachable from the other members.
+    pub grpc: String,
+    /// Its HTTP address, `host:port`, as reachable by clients.
+    pub http: String,
+}
+
+/// A queue to seed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// Stable id (letters, digits, `-`, `_`, `.`; at most 64 bytes).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Skills an agent needs for this queue. Default none.
+    #[serde(default)]
+    pub skills: Vec<String>,
+}
+
+/// An agent to seed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Stable id, used to log in.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Skills. Default none.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// Most chats at once. Default 3.
+    #[serde(default = "default_chat_limit")]
+    pub chat_limit: u32,
+}
+
+fn default_chat_limit() -> u32 {
+    3
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's site.
+    pub site: String,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// Key for chat tokens, derived from the cluster secret.
+    pub token_key: [u8; 32],
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+    /// Raft settings (validated).
+    pub raft: RawRaft,
+    /// Timeouts (validated).
+    pub timeouts: RawTimeouts,
+    /// Members by id.
+    pub members: BTreeMap<NodeId, NodeInfo>,
+    /// What to seed.
+    pub directory: Directory,
+}
+
+/// A configuration problem, naming the field and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a field has the wrong type.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A field has a value that is not allowed.
+    #[error("invalid {field}: {problem}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` with environment overrides and validates it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Loads `path` with the given environment provider (tests pass their own).
+    pub fn load_with_env(path: &Path, env: Env) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(invalid(
+                "--config",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::file(path))
+            .merge(env)
+            .extract()
+            .map_err(Box::new)?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    /// Checks every field and builds the [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be a positive integer"));
+        }
+        check_name("site", &self.site)?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let http_listen = parse_socket("http_listen", &self.http_listen)?;
+        let grpc_listen = parse_socket("grpc_listen", &self.grpc_listen)?;
+        if http_listen == grpc_listen {
+            return Err(invalid("grpc_listen", "must differ from http_listen"));
+        }
+        if self.cluster_secret.len() < CLUSTER_SECRET_BYTES_MIN {
+            return Err(invalid(
+                "cluster_secret",
+                format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
+            ));
+        }
+        let token_key = blake3::derive_key("parley chat token key v1", self.cluster_secret.as_bytes());
+
+        let raft = &self.raft;
+        check_range_ms("raft.heartbeat", raft.heartbeat, 10, 10_000)?;
+        check_range_ms("raft.election_timeout_min", raft.election_timeout_min, 20, 60_000)?;
+        check_range_ms("raft.election_timeout_max", raft.election_timeout_max, 20, 60_000)?;
+        if raft.election_timeout_min <= raft.heartbeat * 2 {
+            return Err(invalid(
+                "raft.election_timeout_min",
+                format!(
+                    "({}) must be more than twice raft.heartbeat ({})",
+                    humantime::format_duration(raft.election_timeout_min),
+                    humantime::format_duration(raft.heartbeat)
+                ),
+            ));
+        }
+        if raft.election_timeout_max <= raft.election_timeout_min {
+            return Err(invalid(
+                "raft.election_timeout_max",
+                "must be greater than raft.election_timeout_min",
+            ));
+        }
+        if raft.snapshot_every_entries == 0 {
+            return Err(invalid("raft.snapshot_every_entries", "must be positive"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&raft.snapshot_chunk_bytes) {
+            return Err(invalid(
+                "raft.snapshot_chunk_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if !(1..=64).contains(&raft.inflight_batches_max) {
+            return Err(invalid("raft.inflight_batches_max", "must be between 1 and 64"));
+        }
+
+        let t = &self.timeouts;
+        check_range_ms("timeouts.write", t.write, 100, 600_000)?;
+        check_range_ms("timeouts.connect", t.connect, 10, 60_000)?;
+        check_range_ms("timeouts.keepalive_interval", t.keepalive_interval, 100, 600_000)?;
+        check_range_ms("timeouts.keepalive_timeout", t.keepalive_timeout, 100, 600_000)?;
+        check_range_ms("timeouts.long_poll_max", t.long_poll_max, 0, 600_000)?;
+        check_range_ms("timeouts.shutdown_grace", t.shutdown_grace, 0, 600_000)?;
+
+        if self.peers.is_empty() {
+            return Err(invalid("peers", "must list every member, this node included"));
+        }
+        let mut members = BTreeMap::new();
+        let mut addresses = BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = format!("peers[{i}]");
+            if peer.id == 0 {
+                return Err(invalid(format!("{field}.id"), "must be a positive integer"));
+            }
+            check_name(&format!("{field}.site"), &peer.site)?;
+            check_host_port(&format!("{field}.grpc"), &peer.grpc)?;
+            check_host_port(&format!("{field}.http"), &peer.http)?;
+            for addr in [&peer.grpc, &peer.http] {
+                if !addresses.insert(addr.clone()) {
+                    return Err(invalid(field.clone(), format!("address {addr} is used twice")));
+                }
+            }
+            let info = NodeInfo {
+                site: peer.site.clone(),
+                grpc_addr: peer.grpc.clone(),
+                http_addr: peer.http.clone(),
+            };
+            if members.insert(peer.id, info).is_some() {
+                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", peer.id)));
+            }
+        }
+        match members.get(&self.node_id) {
+            None => {
+                return Err(invalid(
+                    "peers",
+                    format!("must include this node (node_id {})", self.node_id),
+                ))
+            }
+            Some(me) if me.site != self.site => {
+                return Err(invalid(
+                    "site",
+                    format!("is {} but peers lists this node in {}", self.site, me.site),
+                ))
+            }
+            Some(_) => {}
+        }
+
+        let mut queue_ids = BTreeSet::new();
+        let mut queues = Vec::new();
+        for (i, queue) in self.queues.iter().enumerate() {
+            let field = format!("queues[{i}]");
+            check_directory_id(&format!("{field}.id"), &queue.id)
+                .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
+            check_name(&format!("{field}.name"), &queue.name)?;
+            if !queue_ids.insert(queue.id.clone()) {
+                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", queue.id)));
+            }
+            queues.push(QueueSpec {
+                id: queue.id.clone(),
+                name: queue.name.clone(),
+                skills: queue.skills.clone(),
+            });
+        }
+        let mut agent_ids = BTreeSet::new();
+        let mut agents = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let field = format!("agents[{i}]");
+            check_directory_id(&format!("{field}.id"), &agent.id)
+                .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
+            check_name(&format!("{field}.name"), &agent.name)?;
+            if !agent_ids.insert(agent.id.clone()) {
+                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", agent.id)));
+            }
+            if !(1..=100).contains(&agent.chat_limit) {
+                return Err(invalid(format!("{field}.chat_limit"), "must be between 1 and 100"));
+            }
+            agents.push(AgentSpec {
+                id: agent.id.clone(),
+                name: agent.name.clone(),
+                skills: agent.skills.clone(),
+                chat_limit: agent.chat_limit,
+            });
+        }
+
+        Ok(Config {
+            node_id: self.node_id,
+            site: self.site,
+            data_dir: self.data_dir,
+            http_listen,
+            grpc_listen,
+            token_key,
+            fsync: self.fsync,
+            raft: self.raft,
+            timeouts: self.timeouts,
+            members,
+            directory: Directory { queues, agents },
+        })
+    }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > limits::NAME_BYTES_MAX {
+        return Err(invalid(field, format!("longer than {} bytes", limits::NAME_BYTES_MAX)));
+    }
+    Ok(())
+}
+
+fn parse_socket(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(field, format!("{value:?} is not an ip:port address")))
+}
+
+fn check_host_port(field: &str, value: &str) -> Result<(), ConfigError> {
+    let problem = match value.rsplit_once(':') {
+        None => "must be host:port",
+        Some((host, port)) => {
+            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+                "has an invalid host"
+            } else if port.parse::<u16>().map_or(true, |p| p == 0) {
+                "has an invalid port"
+            } else {
+                return Ok(());
+            }
+        }
+    };
+    Err(invalid(field, format!("{value:?} {problem}")))
+}
+
+fn check_range_ms(field: &str, value: Duration, min_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
+    let ms = value.as_millis();
+    if ms < u128::from(min_ms) || ms > u128::from(max_ms) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is outside {}..={}",
+                humantime::format_duration(value),
+                humantime::format_duration(Duration::from_millis(min_ms)),
+                humantime::format_duration(Duration::from_millis(max_ms))
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

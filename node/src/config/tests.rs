@@ -1,0 +1,142 @@
+use super::*;
+use std::io::Write;
+
+const GOOD: &str = r#"
+node_id = 2
+site = "east"
+data_dir = "/tmp/parley-test"
+http_listen = "127.0.0.1:8002"
+grpc_listen = "127.0.0.1:9002"
+cluster_secret = "0123456789abcdef0123456789abcdef"
+
+[raft]
+heartbeat = "50ms"
+election_timeout_min = "200ms"
+election_timeout_max = "400ms"
+
+[[peers]]
+id = 1
+site = "east"
+grpc = "127.0.0.1:9001"
+http = "127.0.0.1:8001"
+
+[[peers]]
+id = 2
+site = "east"
+grpc = "127.0.0.1:9002"
+http = "127.0.0.1:8002"
+
+[[queues]]
+id = "sales"
+name = "Sales"
+
+[[agents]]
+id = "alice"
+name = "Alice"
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut figment = Figment::new().merge(Toml::file(file.path()));
+    for (key, value) in &vars {
+        let path = key.trim_start_matches(ENV_PREFIX).to_lowercase().replace("__", ".");
+        let value: figment::value::Value = value
+            .parse::<i64>()
+            .map(figment::value::Value::from)
+            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+        figment = figment.merge((path, value));
+    }
+    let raw: RawConfig = figment.extract().map_err(Box::new)?;
+    raw.validate()
+}
+
+fn problem(text: &str) -> String {
+    match load(text, &[]) {
+        Ok(_) => panic!("config was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_good_config_validates() {
+    let config = load(GOOD, &[]).unwrap();
+    assert_eq!(config.node_id, 2);
+    assert_eq!(config.members.len(), 2);
+    assert_eq!(config.members[&1].grpc_addr, "127.0.0.1:9001");
+    assert_eq!(config.raft.heartbeat, Duration::from_millis(50));
+    assert_eq!(config.timeouts.write, Duration::from_secs(5), "default");
+    assert_eq!(config.fsync, FsyncPolicy::Always, "default");
+    assert_eq!(config.directory.queues[0].id, "sales");
+    assert_eq!(config.directory.agents[0].chat_limit, 3);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let config = load(
+        GOOD,
+        &[("PARLEY_NODE_ID", "1"), ("PARLEY_SITE", "east"), ("PARLEY_RAFT__HEARTBEAT", "20ms")],
+    )
+    .unwrap();
+    assert_eq!(config.node_id, 1);
+    assert_eq!(config.raft.heartbeat, Duration::from_millis(20));
+}
+
+#[test]
+fn real_environment_provider_is_used_by_load() {
+    // figment's Jail isolates the process environment for the duration of the closure.
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("node.toml", GOOD)?;
+        jail.set_env("PARLEY_TIMEOUTS__WRITE", "7s");
+        jail.set_env("PARLEY_DATA_DIR", "/var/lib/parley");
+        let config = Config::load(Path::new("node.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(config.timeouts.write, Duration::from_secs(7));
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/parley"));
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_get_clear_errors() {
+    let cases: Vec<(String, &str)> = vec![
+        (GOOD.replace("node_id = 2", "node_id = 0"), "node_id"),
+        (GOOD.replace("node_id = 2", "node_id = 7"), "must include this node"),
+        (GOOD.replace("node_id = 2", "node_id = -1"), "node_id"),
+        (GOOD.replace("\"127.0.0.1:8002\"\ngrpc", "\"localhost\"\ngrpc"), "http_listen"),
+        (GOOD.replace("0123456789abcdef0123456789abcdef", "short"), "cluster_secret"),
+        (GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"fast\""), "heartbeat"),
+        (GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"150ms\""), "twice raft.heartbeat"),
+        (
+            GOOD.replace("election_timeout_max = \"400ms\"", "election_timeout_max = \"100ms\""),
+            "election_timeout_max",
+        ),
+        (GOOD.replace("site = \"east\"\ndata_dir", "site = \"west\"\ndata_dir"), "site"),
+        (GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1\""), "peers[0].grpc"),
+        (GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1:9002\""), "used twice"),
+        (GOOD.replace("id = 1\n", "id = 2\n"), "listed twice"),
+        (GOOD.replace("id = \"sales\"", "id = \"sa les\""), "queues[0].id"),
+        (format!("{GOOD}\nunknown_field = 1\n"), "unknown_field"),
+        (GOOD.replace("[raft]", "[raft]\nelection = 1"), "election"),
+        (format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\n"), "listed twice"),
+        (format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nchat_limit = 0\n"), "chat_limit"),
+        (GOOD.replace("[raft]", "[timeouts]\nwrite = \"1ms\"\n[raft]"), "timeouts.write"),
+        ("this is not toml".to_owned(), "expected"),
+    ];
+    for (text, expected) in cases {
+        let message = problem(&text);
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let error = Config::load(Path::new("/nonexistent/parley.toml")).unwrap_err();
+    assert!(error.to_string().contains("/nonexistent/parley.toml"), "{error}");
+}

@@ -1,0 +1,117 @@
+//! Prometheus metrics of one node.
+
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use parley_raft::replica::ReplicaStatus;
+
+/// Labels of the write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `committed`, `rejected` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// The node's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    term: Gauge,
+    leader_id: Gauge,
+    is_leader: Gauge,
+    last_log_index: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    snapshot_index: Gauge,
+    write_latency_seconds: Histogram,
+    writes: Family<WriteLabels, Counter>,
+    long_poll_waiters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("parley");
+        let term = Gauge::default();
+        registry.register("raft_term", "Current Raft term", term.clone());
+        let leader_id = Gauge::default();
+        registry.register("raft_leader_id", "Leader this node knows of (0: none)", leader_id.clone());
+        let is_leader = Gauge::default();
+        registry.register("raft_is_leader", "1 when this node leads", is_leader.clone());
+        let last_log_index = Gauge::default();
+        registry.register("raft_last_log_index", "Last log index stored here", last_log_index.clone());
+        let commit_index = Gauge::default();
+        registry.register("raft_commit_index", "Commit index known here", commit_index.clone());
+        let applied_index = Gauge::default();
+        registry.register("raft_applied_index", "Last index applied here", applied_index.clone());
+        let snapshot_index = Gauge::default();
+        registry.register("raft_snapshot_index", "Last index in a snapshot here", snapshot_index.clone());
+        let write_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "write_latency_seconds",
+            "Time from a client write's arrival to its commit",
+            write_latency_seconds.clone(),
+        );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register("writes", "Client writes by outcome", writes.clone());
+        let long_poll_waiters = Gauge::default();
+        registry.register(
+            "long_poll_waiters",
+            "Clients waiting for chat events on this node",
+            long_poll_waiters.clone(),
+        );
+        Self {
+            registry,
+            term,
+            leader_id,
+            is_leader,
+            last_log_index,
+            commit_index,
+            applied_index,
+            snapshot_index,
+            write_latency_seconds,
+            writes,
+            long_poll_waiters,
+        }
+    }
+
+    /// Records one client write.
+    pub fn observe_write(&self, outcome: &'static str, seconds: f64) {
+        self.writes.get_or_create(&WriteLabels { outcome }).inc();
+        if outcome == "committed" {
+            self.write_latency_seconds.observe(seconds);
+        }
+    }
+
+    /// Sets the number of long-poll waiters.
+    pub fn set_long_poll_waiters(&self, waiters: usize) {
+        self.long_poll_waiters
+            .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Renders the text exposition, after refreshing the Raft gauges from `status`.
+    pub fn render(&self, status: &ReplicaStatus, commit_index: Option<u64>) -> Result<String, std::fmt::Error> {
+        let as_gauge = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.term.set(as_gauge(Some(status.term)));
+        self.leader_id.set(as_gauge(status.leader).max(0));
+        self.is_leader.set(i64::from(status.leader == Some(status.id)));
+        self.last_log_index.set(as_gauge(status.last_log_index));
+        self.commit_index.set(as_gauge(commit_index));
+        self.applied_index.set(as_gauge(status.applied_index));
+        self.snapshot_index.set(as_gauge(status.snapshot_index));
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

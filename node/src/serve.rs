@@ -1,0 +1,175 @@
+//! `parley serve`: builds the runtime and the actor system, starts every part of a node in
+//! order, and stops them in reverse order on SIGTERM or SIGINT.
+//!
+//! Start: open storage and Raft → gRPC server for peers → form or rejoin the cluster → app and
+//! messaging actors → HTTP. Stop: HTTP stops taking connections and finishes in-flight requests
+//! (bounded by `timeouts.shutdown_grace`) → gRPC server → Raft.
+
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::{App, HttpServer};
+use anyhow::Context as _;
+use parley_raft::network::{ChannelSettings, TcpConnector};
+use parley_raft::proposer::{ProposerOptions, SystemClock};
+use parley_raft::{Replica, ReplicaOptions};
+use parley_storage::{DbOptions, IoMode};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppActor;
+use crate::config::Config;
+use crate::messaging::MessagingActor;
+use crate::metrics::Metrics;
+use crate::token::ChatTokens;
+use crate::web::{self, WebState};
+
+/// HTTP worker threads; each runs its own single-threaded runtime.
+const HTTP_WORKERS: usize = 2;
+
+/// The replica options a config describes.
+pub fn replica_options(config: &Config) -> ReplicaOptions {
+    let mut options = ReplicaOptions::new(
+        config.node_id,
+        config.members.clone(),
+        config.data_dir.clone(),
+    );
+    options.db = DbOptions {
+        fsync: config.fsync,
+        io_mode: IoMode::Blocking,
+    };
+    options.heartbeat_ms = millis(config.raft.heartbeat);
+    options.election_timeout_min_ms = millis(config.raft.election_timeout_min);
+    options.election_timeout_max_ms = millis(config.raft.election_timeout_max);
+    options.snapshot_every_entries = config.raft.snapshot_every_entries;
+    options.snapshot_chunk_bytes = config.raft.snapshot_chunk_bytes;
+    options.log_entries_kept_after_snapshot = config.raft.log_entries_kept_after_snapshot;
+    options.proposer = ProposerOptions {
+        write_timeout: config.timeouts.write,
+        inflight_batches_max: config.raft.inflight_batches_max,
+        ..ProposerOptions::default()
+    };
+    options
+}
+
+/// The peer transport settings a config describes.
+pub fn channel_settings(config: &Config) -> ChannelSettings {
+    ChannelSettings {
+        connect_timeout: config.timeouts.connect,
+        keepalive_interval: config.timeouts.keepalive_interval,
+        keepalive_timeout: config.timeouts.keepalive_timeout,
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs a node until SIGTERM or SIGINT. Blocks the calling thread.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("parley")
+        .build()
+        .context("building the tokio runtime")?;
+    actix_rt::System::with_tokio_rt(move || runtime).block_on(node(config))
+}
+
+async fn node(config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        node_id = config.node_id,
+        site = %config.site,
+        http = %config.http_listen,
+        grpc = %config.grpc_listen,
+        members = config.members.len(),
+        "starting"
+    );
+    let settings = channel_settings(&config);
+    let replica = Replica::open(
+        replica_options(&config),
+        Arc::new(TcpConnector { settings }),
+        Arc::new(SystemClock),
+    )
+    .await
+    .with_context(|| format!("opening the replica in {}", config.data_dir.display()))?;
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_listen))?;
+    let grpc_stop = CancellationToken::new();
+    let (raft_service, cluster_service) = replica.services();
+    let grpc = tokio::spawn({
+        let stop = grpc_stop.clone();
+        async move {
+            parley_raft::server::serve(
+                TcpListenerStream::new(grpc_listener),
+                raft_service,
+                cluster_service,
+                settings,
+                stop.cancelled_owned(),
+            )
+            .await
+        }
+    });
+
+    replica
+        .form_cluster()
+        .await
+        .context("forming the cluster from the static membership")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let messaging = MessagingActor::new(replica.clone(), metrics.clone()).start();
+    let app = AppActor::new(
+        replica.clone(),
+        ChatTokens::new(config.token_key),
+        metrics.clone(),
+        config.directory.clone(),
+        config.site.clone(),
+    )
+    .start();
+    let web_state = WebState {
+        app,
+        messaging,
+        long_poll_max: config.timeouts.long_poll_max,
+    };
+    let server = HttpServer::new(move || {
+        let state = web_state.clone();
+        App::new().configure(move |cfg| web::configure(cfg, state))
+    })
+    .workers(HTTP_WORKERS)
+    .disable_signals()
+    .shutdown_timeout(config.timeouts.shutdown_grace.as_secs().max(1))
+    .bind(config.http_listen)
+    .with_context(|| format!("binding HTTP on {}", config.http_listen))?
+    .run();
+    let http = server.handle();
+    let http_task = actix_rt::spawn(server);
+    tracing::info!(node_id = config.node_id, "serving");
+
+    wait_for_signal().await?;
+    tracing::info!("stopping: no new requests; finishing in-flight ones");
+    http.stop(true).await;
+    if let Err(error) = http_task.await {
+        tracing::warn!(%error, "http server task failed");
+    }
+    grpc_stop.cancel();
+    match grpc.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "grpc server stopped with an error"),
+        Err(error) => tracing::warn!(%error, "grpc server task failed"),
+    }
+    replica.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

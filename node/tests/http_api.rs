@@ -1,0 +1,190 @@
+//! The HTTP edge against a real process: the chat slice, idempotency, and bad input that must
+//! get the right status and leave the state unharmed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::Cluster;
+
+async fn status_and_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_slice_and_bad_input() {
+    let cluster = Cluster::start(1);
+    cluster.wait_ready(1, Duration::from_secs(60)).await;
+    let client = &cluster.client;
+    let url = |path: &str| cluster.url(1, path);
+
+    // Health endpoints.
+    assert_eq!(client.get(url("/livez")).send().await.unwrap().status(), StatusCode::OK);
+    let metrics = client.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "parley_raft_term",
+        "parley_raft_leader_id",
+        "parley_raft_commit_index",
+        "parley_raft_applied_index",
+        "parley_write_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    let view = cluster.cluster_view(1).await.unwrap();
+    assert_eq!(view["leader"], 1);
+    assert_eq!(view["members"][0]["site"], "local");
+    assert_eq!(view["state_digest"].as_str().unwrap().len(), 64);
+
+    // Start a chat; a retry with the same request id returns the same chat.
+    let chat = cluster.start_chat(1, "req-1").await;
+    let again = client
+        .post(url("/api/v1/chats"))
+        .json(&json!({"request_id": "req-1", "queue_id": "sales",
+            "customer": {"name": "Test Customer", "email": "customer@example.com"}, "question": "testing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["chat_id"], chat.chat_id.as_str());
+    assert_eq!(again["replayed"], true);
+    let other = cluster.start_chat(1, "req-2").await;
+    assert_ne!(other.chat_id, chat.chat_id);
+
+    // Post, then retry the same client id: same seq, not duplicated.
+    let mut acked = BTreeMap::new();
+    let seq = cluster.post(1, &chat, "m1", "hello").await.unwrap();
+    assert_eq!(seq, 2);
+    acked.insert("m1".to_owned(), seq);
+    assert_eq!(cluster.post(1, &chat, "m1", "hello").await.unwrap(), 2);
+    let seq = cluster.post(1, &chat, "m2", "second").await.unwrap();
+    assert_eq!(seq, 3);
+    acked.insert("m2".to_owned(), seq);
+
+    let post = |chat_id: &str, token: Option<&str>, body: Value| {
+        let mut request = client
+            .post(url(&format!("/api/v1/chats/{chat_id}/messages")))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let id = chat.chat_id.as_str();
+    let token = Some(chat.token.as_str());
+    let cases: Vec<(reqwest::Response, StatusCode, &str)> = vec![
+        (post(id, token, json!({"client_msg_id": "m1", "text": "changed"})).await.unwrap(), StatusCode::CONFLICT, "idempotency_conflict"),
+        (post(id, None, json!({"client_msg_id": "x1", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (post(id, Some("garbage"), json!({"client_msg_id": "x2", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (post(id, Some(other.token.as_str()), json!({"client_msg_id": "x3", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (post(id, token, json!({"client_msg_id": "x4", "text": "x".repeat(5000)})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
+        (post(id, token, json!({"client_msg_id": "x5", "text": ""})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
+        (post(id, token, json!({"client_msg_id": "", "text": "hi"})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
+        (post(id, token, json!({"text": "missing id"})).await.unwrap(), StatusCode::BAD_REQUEST, "malformed_json"),
+        (post(id, token, json!({"client_msg_id": "x6", "text": "hi", "extra": 1})).await.unwrap(), StatusCode::BAD_REQUEST, "malformed_json"),
+        (post(id, token, json!({"client_msg_id": "x7", "text": "y".repeat(70_000)})).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            client.post(url(&format!("/api/v1/chats/{id}/messages"))).bearer_auth(&chat.token)
+                .header("content-type", "application/json").body("{not json").send().await.unwrap(),
+            StatusCode::BAD_REQUEST, "malformed_json",
+        ),
+        (
+            client.post(url(&format!("/api/v1/chats/{id}/messages"))).bearer_auth(&chat.token)
+                .header("content-type", "text/plain").body("hi").send().await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+        ),
+        (
+            client.post(url("/api/v1/chats")).json(&json!({"request_id": "r9", "queue_id": "nope",
+                "customer": {"name": "A", "email": "a@example.com"}})).send().await.unwrap(),
+            StatusCode::NOT_FOUND, "unknown_queue",
+        ),
+        (
+            client.post(url("/api/v1/chats")).json(&json!({"request_id": "r10", "queue_id": "sales",
+                "customer": {"name": "", "email": "a@example.com"}})).send().await.unwrap(),
+            StatusCode::BAD_REQUEST, "invalid_field",
+        ),
+        (
+            client.get(url(&format!("/api/v1/chats/{id}/events?after=-1"))).bearer_auth(&chat.token).send().await.unwrap(),
+            StatusCode::BAD_REQUEST, "invalid_query",
+        ),
+        (
+            client.get(url(&format!("/api/v1/chats/{id}/events?limit=0"))).bearer_auth(&chat.token).send().await.unwrap(),
+            StatusCode::BAD_REQUEST, "invalid_query",
+        ),
+        (
+            client.get(url(&format!("/api/v1/chats/{id}/events"))).bearer_auth(&other.token).send().await.unwrap(),
+            StatusCode::UNAUTHORIZED, "unauthorized",
+        ),
+        (client.get(url("/api/v1/nothing-here")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (i, (response, status, code)) in cases.into_iter().enumerate() {
+        let (got_status, got_code) = status_and_code(response).await;
+        assert_eq!((got_status, got_code.as_str()), (status, code), "case {i}");
+    }
+
+    // A token that is valid for a chat id that does not exist: 404, not 401.
+    let tokens = parley_node::token::ChatTokens::new(blake3::derive_key(
+        "parley chat token key v1",
+        support::SECRET.as_bytes(),
+    ));
+    let ghost = tokens.issue("ghost-chat");
+    let response = post("ghost-chat", Some(&ghost), json!({"client_msg_id": "g1", "text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(status_and_code(response).await, (StatusCode::NOT_FOUND, "unknown_chat".to_owned()));
+
+    // Nothing above changed the chat.
+    cluster
+        .assert_chat_complete(1, &chat, &acked, Duration::from_secs(5))
+        .await;
+    let events = cluster.events(1, &chat).await.unwrap();
+    assert_eq!(events.len(), 3, "start + two messages: {events:?}");
+    assert_eq!(events[1]["text"], "hello");
+
+    // Long poll: a waiting reader is woken by a new message.
+    let waiter = {
+        let client = client.clone();
+        let url = url(&format!("/api/v1/chats/{id}/events?after=3&wait_ms=10000"));
+        let token = chat.token.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let page: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            (page, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cluster.post(1, &chat, "m3", "wake up").await.unwrap(), 4);
+    let (page, waited) = waiter.await.unwrap();
+    assert_eq!(page["events"][0]["seq"], 4);
+    assert_eq!(page["events"][0]["text"], "wake up");
+    assert!(waited < Duration::from_secs(9), "the long poll was not woken ({waited:?})");
+}
+
+#[test]
+fn bad_config_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "node_id = 1\nsite = \"x\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing field"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+}

@@ -1,0 +1,450 @@
+//! A cluster of real `parley serve` processes on loopback, for tests that kill and restart
+//! them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The cluster secret every test cluster uses.
+pub const SECRET: &str = "test-cluster-secret-0123456789abcdef-0123456789";
+
+/// One node process.
+pub struct Node {
+    pub id: u64,
+    pub http: String,
+    pub grpc: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// A cluster of node processes; killed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The config file of node `id` among `addrs` (id → (http, grpc)).
+pub fn config_text(
+    id: u64,
+    data_dir: &Path,
+    addrs: &BTreeMap<u64, (String, String)>,
+    raft_extra: &str,
+) -> String {
+    let (http, grpc) = &addrs[&id];
+    let raft_extra = if raft_extra.contains("snapshot_every_entries") {
+        raft_extra.to_owned()
+    } else {
+        format!("snapshot_every_entries = 200\n{raft_extra}")
+    };
+    let mut text = format!(
+        r#"node_id = {id}
+site = "local"
+data_dir = "{data}"
+http_listen = "{http}"
+grpc_listen = "{grpc}"
+cluster_secret = "{SECRET}"
+
+[raft]
+heartbeat = "100ms"
+election_timeout_min = "300ms"
+election_timeout_max = "600ms"
+{raft_extra}
+
+[timeouts]
+write = "3s"
+shutdown_grace = "2s"
+
+[[queues]]
+id = "sales"
+name = "Sales"
+
+[[agents]]
+id = "alice"
+name = "Alice"
+"#,
+        data = data_dir.display()
+    );
+    for (peer, (http, grpc)) in addrs {
+        text.push_str(&format!(
+            "\n[[peers]]\nid = {peer}\nsite = \"local\"\ngrpc = \"{grpc}\"\nhttp = \"{http}\"\n"
+        ));
+    }
+    text
+}
+
+impl Cluster {
+    /// Writes configs for `n` nodes and starts them all.
+    pub fn start(n: u64) -> Self {
+        Self::start_with(n, "")
+    }
+
+    /// Like [`Cluster::start`], with extra lines in each node's `[raft]` section.
+    pub fn start_with(n: u64, raft_extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addrs: BTreeMap<u64, (String, String)> = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    (
+                        format!("127.0.0.1:{}", free_port()),
+                        format!("127.0.0.1:{}", free_port()),
+                    ),
+                )
+            })
+            .collect();
+        let nodes = addrs
+            .iter()
+            .map(|(&id, (http, grpc))| {
+                let config = dir.path().join(format!("node{id}.toml"));
+                let data = dir.path().join(format!("data{id}"));
+                fs::write(&config, config_text(id, &data, &addrs, raft_extra)).expect("writing config");
+                Node {
+                    id,
+                    http: format!("http://{http}"),
+                    grpc: grpc.clone(),
+                    config,
+                    log: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let mut cluster = Self { dir, nodes, client };
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("{}{}", self.node(id).http, path)
+    }
+
+    /// Starts (or restarts) node `id`'s process.
+    pub fn spawn(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("opening node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning parley");
+        node.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (bounded).
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut child = node.child.take().expect("node is running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for node") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `/readyz` of node `id` answers 200.
+    pub async fn wait_ready(&self, id: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(response) = self.client.get(self.url(id, "/readyz")).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("node {id} not ready within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn cluster_view(&self, id: u64) -> Option<Value> {
+        let response = self
+            .client
+            .get(self.url(id, "/api/v1/cluster"))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// The leader according to live node `via`.
+    pub async fn leader(&self, via: u64) -> Option<u64> {
+        self.cluster_view(via).await?["leader"].as_u64()
+    }
+
+    /// Waits until a leader other than `not` is known by node `via`.
+    pub async fn wait_leader(&self, via: u64, not: Option<u64>, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(leader) = self.leader(via).await {
+                if Some(leader) != not {
+                    return leader;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        for node in &self.nodes {
+            let text = fs::read_to_string(&node.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("----- node {} log (last 40 lines) -----", node.id);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A chat opened by a test.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Chat {
+    pub chat_id: String,
+    pub token: String,
+}
+
+impl Cluster {
+    pub async fn start_chat(&self, via: u64, request_id: &str) -> Chat {
+        let response = self
+            .client
+            .post(self.url(via, "/api/v1/chats"))
+            .json(&json!({
+                "request_id": request_id,
+                "queue_id": "sales",
+                "customer": {"name": "Test Customer", "email": "customer@example.com"},
+                "question": "testing"
+            }))
+            .send()
+            .await
+            .expect("start chat request");
+        assert!(response.status().is_success(), "start chat: {}", response.status());
+        response.json().await.expect("start chat body")
+    }
+
+    /// Posts one message; `Ok(seq)` once committed, `Err` with the reason otherwise.
+    pub async fn post(&self, via: u64, chat: &Chat, client_msg_id: &str, text: &str) -> Result<u64, String> {
+        let response = self
+            .client
+            .post(self.url(via, &format!("/api/v1/chats/{}/messages", chat.chat_id)))
+            .bearer_auth(&chat.token)
+            .json(&json!({"client_msg_id": client_msg_id, "text": text}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            body["seq"].as_u64().ok_or_else(|| format!("no seq in {body}"))
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    }
+
+    /// Posts with retries through the given nodes until committed or `within` elapses.
+    pub async fn post_until_committed(
+        &self,
+        via: &[u64],
+        chat: &Chat,
+        client_msg_id: &str,
+        text: &str,
+        within: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + within;
+        let mut attempt = 0usize;
+        loop {
+            let node = via[attempt % via.len()];
+            attempt += 1;
+            match self.post(node, chat, client_msg_id, text).await {
+                Ok(seq) => return seq,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "message {client_msg_id} not committed within {within:?}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Every event of `chat` as node `via` has applied it.
+    pub async fn events(&self, via: u64, chat: &Chat) -> Result<Vec<Value>, String> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let response = self
+                .client
+                .get(self.url(via, &format!("/api/v1/chats/{}/events?after={after}&limit=1000", chat.chat_id)))
+                .bearer_auth(&chat.token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("events: {}", response.status()));
+            }
+            let page: Value = response.json().await.map_err(|e| e.to_string())?;
+            let batch = page["events"].as_array().cloned().unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(events);
+            }
+            after = batch.last().and_then(|e| e["seq"].as_u64()).unwrap_or(after);
+            events.extend(batch);
+        }
+    }
+
+    /// Checks, on node `via`, that `chat` holds exactly the acknowledged messages `acked`
+    /// (client id → seq) in a gap-free sequence, each once. Retries while the node catches up.
+    pub async fn assert_chat_complete(
+        &self,
+        via: u64,
+        chat: &Chat,
+        acked: &BTreeMap<String, u64>,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let problem = match self.events(via, chat).await {
+                Err(error) => Some(error),
+                Ok(events) => check_events(&events, acked).err(),
+            };
+            match problem {
+                None => return,
+                Some(problem) => {
+                    if Instant::now() > deadline {
+                        panic!("node {via}, chat {}: {problem}", chat.chat_id);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every listed node reports the same applied index, then checks their digests
+    /// are equal. Returns the common applied index.
+    pub async fn assert_converged(&self, ids: &[u64], within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut views = Vec::new();
+            for &id in ids {
+                if let Some(view) = self.cluster_view(id).await {
+                    views.push(view);
+                }
+            }
+            if views.len() == ids.len() {
+                let applied: Vec<Option<u64>> =
+                    views.iter().map(|v| v["applied_index"].as_u64()).collect();
+                if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+                    let digests: Vec<&str> =
+                        views.iter().map(|v| v["state_digest"].as_str().unwrap_or("")).collect();
+                    assert!(
+                        digests.iter().all(|d| *d == digests[0]),
+                        "digests differ at applied index {:?}: {digests:?}",
+                        applied[0]
+                    );
+                    return applied[0].unwrap_or(0);
+                }
+            }
+            assert!(Instant::now() < deadline, "nodes did not reach one applied index within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The events hold exactly the acknowledged messages at their acknowledged seqs, the sequence
+/// has no gaps and no message id appears twice.
+pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
+        let seq = event["seq"].as_u64().ok_or("event without seq")?;
+        if seq != i as u64 + 1 {
+            return Err(format!("gap: event {i} has seq {seq}"));
+        }
+        if event["type"] == "message" {
+            let id = event["client_msg_id"].as_str().ok_or("message without id")?.to_owned();
+            if seen.insert(id.clone(), seq).is_some() {
+                return Err(format!("message {id} appears twice"));
+            }
+        }
+    }
+    for (id, seq) in acked {
+        match seen.get(id) {
+            None => return Err(format!("acknowledged message {id} (seq {seq}) missing")),
+            Some(found) if found != seq => {
+                return Err(format!("message {id} acknowledged as seq {seq} but stored at {found}"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Parley's replicated core: the Raft type configuration, the contact-center state machine and
+//! the gRPC network between nodes.
+//!
+//! # Layout
+//! - [`types`]: the openraft type configuration ([`TypeConfig`]) and node identity ([`NodeInfo`]).
+//! - [`command`]: what can be proposed ([`Command`], [`Op`]) and what `apply` answers ([`Outcome`]).
+//! - [`state`]: the replicated contact-center [`State`], its pure `apply`, `validate` and digest.
+//! - [`limits`]: bounds on every input, shared by `apply` and the HTTP edge.
+//! - [`codec`]: openraft messages to and from the protobuf envelopes of `parley-proto`.
+//! - [`network`]: the tonic client side of Raft behind the [`network::Connector`] seam, so the
+//!   same code runs over real TCP or a simulated network.
+//! - [`server`]: the tonic server side (Raft RPCs and forwarded writes).
+//! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
+//! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
+//! - [`error`]: this crate's error types.
+//!
+//! Nothing here reads a clock or draws randomness inside `apply`: the proposing node stamps
+//! time and ids into each [`Command`] (see [`proposer::Clock`]).
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod limits;
+pub mod network;
+pub mod proposer;
+pub mod replica;
+pub mod server;
+pub mod state;
+pub mod types;
+
+pub use command::{Command, Op, Outcome, Rejection, Request, Response};
+pub use error::{ProposeError, ReplicaError};
+pub use replica::{Replica, ReplicaOptions};
+pub use state::State;
+pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -1,0 +1,373 @@
+//! Getting commands committed: stamping, group commit and forwarding to the leader.
+//!
+//! Every write on a node goes through [`Proposer::propose`]:
+//! 1. the command is stamped with this node's clock and id ([`Proposer::stamp`]);
+//! 2. on the leader it joins the batch queue: one task packs every command waiting in the queue
+//!    into one Raft entry ([`Request`]) while the previous entry is being flushed and
+//!    replicated, so one fsync commits many writes (group commit);
+//! 3. on a follower it is forwarded over gRPC to the leader, which puts it in its batch queue;
+//! 4. when the leader changes or is unknown the proposer waits for a new one and retries, until
+//!    the write timeout. Every command is idempotent (client ids), so a retry never duplicates.
+//!
+//! The answer comes only after the entry is committed on a majority and applied here (leader) or
+//! on the leader (forwarded write).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use parley_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+use crate::codec;
+use crate::command::{Command, Op, Outcome, Request};
+use crate::error::ProposeError;
+use crate::network::Peers;
+use crate::types::{NodeId, Raft};
+
+/// Where the proposer gets wall-clock time. `apply` never reads a clock; this is the only place
+/// time enters the replicated state.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Tuning of the proposer.
+#[derive(Clone, Copy, Debug)]
+pub struct ProposerOptions {
+    /// Longest a write waits for its commit, including leader changes, before the caller is told
+    /// to retry.
+    pub write_timeout: Duration,
+    /// Most commands waiting for the batch task; beyond it writes are refused as overloaded.
+    pub queue_commands_max: usize,
+    /// Most commands in one Raft entry.
+    pub batch_commands_max: usize,
+    /// Most Raft entries proposed but not yet committed at once. 1 means the next batch forms
+    /// while the previous one is flushed, which is what makes group commit effective.
+    pub inflight_batches_max: usize,
+}
+
+impl Default for ProposerOptions {
+    fn default() -> Self {
+        Self {
+            write_timeout: Duration::from_secs(5),
+            queue_commands_max: 16_384,
+            batch_commands_max: crate::limits::BATCH_COMMANDS_MAX,
+            inflight_batches_max: 2,
+        }
+    }
+}
+
+/// The result of proposing on this node only.
+#[derive(Debug)]
+pub enum LocalOutcome {
+    /// Committed and applied.
+    Committed(Outcome),
+    /// This node is not the leader; the leader it knows of, if any.
+    NotLeader(Option<NodeId>),
+    /// Could not be proposed or confirmed.
+    Failed(ProposeError),
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<LocalOutcome>,
+}
+
+/// Proposes commands; cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    peers: Peers,
+    clock: Arc<dyn Clock>,
+    queue: mpsc::Sender<Pending>,
+    options: ProposerOptions,
+}
+
+impl Proposer {
+    /// Starts the batch task on the current tokio runtime.
+    pub fn start(
+        id: NodeId,
+        raft: Raft,
+        peers: Peers,
+        clock: Arc<dyn Clock>,
+        options: ProposerOptions,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(options.queue_commands_max.max(1));
+        tokio::spawn(run_batches(raft.clone(), rx, options));
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                peers,
+                clock,
+                queue,
+                options,
+            }),
+        }
+    }
+
+    /// Stamps `op` with this node's clock and id.
+    pub fn stamp(&self, op: Op) -> Command {
+        Command {
+            at_ms: self.inner.clock.now_ms(),
+            origin: self.inner.id,
+            op,
+        }
+    }
+
+    /// The clock commands are stamped with.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Stamps and commits `op`; see the module docs.
+    pub async fn propose(&self, op: Op) -> Result<Outcome, ProposeError> {
+        self.submit(self.stamp(op)).await
+    }
+
+    /// Commits an already stamped command through whichever node leads.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let timeout = self.inner.options.write_timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut sent = false;
+        let mut metrics = self.inner.raft.metrics();
+        let mut hint: Option<NodeId> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let waited_ms = elapsed_ms(started);
+                return Err(if sent {
+                    ProposeError::Timeout { waited_ms }
+                } else {
+                    ProposeError::NoLeader { waited_ms }
+                });
+            }
+            let leader = hint.take().or_else(|| metrics.borrow().current_leader);
+            let retry_with = match leader {
+                Some(leader) if leader == self.inner.id => {
+                    sent = true;
+                    match self.propose_local(command.clone(), remaining).await {
+                        LocalOutcome::Committed(outcome) => return Ok(outcome),
+                        LocalOutcome::NotLeader(next) => next,
+                        LocalOutcome::Failed(error) => return Err(error),
+                    }
+                }
+                Some(leader) => {
+                    sent = true;
+                    match self.forward(leader, &command, remaining).await {
+                        Ok(LocalOutcome::Committed(outcome)) => return Ok(outcome),
+                        Ok(LocalOutcome::NotLeader(next)) => next.filter(|n| *n != leader),
+                        Ok(LocalOutcome::Failed(error)) => return Err(error),
+                        Err(error) => {
+                            tracing::debug!(leader, %error, "forwarding failed; will retry");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if retry_with.is_some() {
+                hint = retry_with;
+                continue;
+            }
+            // Wait for news of a leader, but never spin: at least a short pause.
+            let pause = remaining.min(Duration::from_millis(25));
+            tokio::time::sleep(pause).await;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(remaining, async {
+                while metrics.borrow().current_leader.is_none() {
+                    if metrics.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Proposes `command` on this node only, waiting at most `timeout`. Used for local writes and
+    /// for writes forwarded here by followers.
+    pub async fn propose_local(&self, command: Command, timeout: Duration) -> LocalOutcome {
+        let (reply, rx) = oneshot::channel();
+        match self.inner.queue.try_send(Pending { command, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return LocalOutcome::Failed(ProposeError::Overloaded)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return LocalOutcome::Failed(ProposeError::ShuttingDown)
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => LocalOutcome::Failed(ProposeError::ShuttingDown),
+            Err(_) => LocalOutcome::Failed(ProposeError::Timeout {
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<LocalOutcome, ForwardError> {
+        let addr = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|node| node.grpc_addr.clone())
+        };
+        let addr = addr.ok_or(ForwardError::UnknownAddress(leader))?;
+        let mut client = self
+            .inner
+            .peers
+            .cluster_client(&addr)
+            .map_err(|e| ForwardError::Transport(e.to_string()))?;
+        let command_json =
+            codec::encode(command).map_err(|e| ForwardError::Transport(e.to_string()))?;
+        let mut request = tonic::Request::new(pb::ForwardRequest {
+            command_json,
+            deadline_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        });
+        request.set_timeout(timeout);
+        let reply = tokio::time::timeout(timeout, client.forward(request))
+            .await
+            .map_err(|_| ForwardError::Transport("deadline elapsed".to_owned()))?
+            .map_err(|status| ForwardError::Transport(status.to_string()))?
+            .into_inner();
+        Ok(match reply.outcome {
+            Some(pb::forward_reply::Outcome::OutcomeJson(json)) => match codec::decode(&json) {
+                Ok(outcome) => LocalOutcome::Committed(outcome),
+                Err(e) => LocalOutcome::Failed(ProposeError::Codec(e.to_string())),
+            },
+            Some(pb::forward_reply::Outcome::NotLeader(not_leader)) => {
+                LocalOutcome::NotLeader(Some(not_leader.leader_id).filter(|id| *id != 0))
+            }
+            None => LocalOutcome::Failed(ProposeError::Codec("empty forward reply".to_owned())),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("leader {0} has no known address")]
+    UnknownAddress(NodeId),
+    #[error("{0}")]
+    Transport(String),
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The batch task: takes everything waiting, proposes it as one entry, answers each command.
+async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: ProposerOptions) {
+    let inflight = Arc::new(Semaphore::new(options.inflight_batches_max.max(1)));
+    let batch_max = options.batch_commands_max.max(1);
+    loop {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(batch_max.min(64));
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        // Callers that gave up are not worth a log entry; their retry comes with the same ids.
+        batch.retain(|pending| !pending.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<LocalOutcome>>) = batch
+            .into_iter()
+            .map(|pending| (pending.command, pending.reply))
+            .unzip();
+        let size = commands.len();
+        match raft.client_write_ff(Request { commands }).await {
+            Err(fatal) => {
+                tracing::warn!(%fatal, "raft stopped; failing batch");
+                for reply in replies {
+                    let _ = reply.send(LocalOutcome::Failed(ProposeError::ShuttingDown));
+                }
+            }
+            Ok(responder) => {
+                tokio::spawn(async move {
+                    let result = responder.await;
+                    drop(permit);
+                    match result {
+                        Ok(Ok(written)) => {
+                            let outcomes = written.data.outcomes;
+                            if outcomes.len() != size {
+                                tracing::error!(
+                                    expected = size,
+                                    got = outcomes.len(),
+                                    "batch answered with the wrong number of outcomes"
+                                );
+                            }
+                            let mut outcomes = outcomes.into_iter();
+                            for reply in replies {
+                                let outcome = match outcomes.next() {
+                                    Some(outcome) => LocalOutcome::Committed(outcome),
+                                    None => LocalOutcome::Failed(ProposeError::Codec(
+                                        "missing outcome".to_owned(),
+                                    )),
+                                };
+                                let _ = reply.send(outcome);
+                            }
+                        }
+                        Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                            for reply in replies {
+                                let _ = reply.send(LocalOutcome::NotLeader(forward.leader_id));
+                            }
+                        }
+                        Ok(Err(other)) => {
+                            tracing::warn!(error = %other, "batch refused");
+                            for reply in replies {
+                                let _ = reply.send(LocalOutcome::NotLeader(None));
+                            }
+                        }
+                        Err(_) => {
+                            // Raft dropped the responder: leadership lost or shutdown. The
+                            // commands may or may not commit; retrying them is safe.
+                            for reply in replies {
+                                let _ = reply.send(LocalOutcome::NotLeader(None));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! One node's replica: the RocksDB stores, openraft, the proposer and the gRPC services, wired
+//! together. The node binary and the chaos suite both build nodes from this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{LogId, ServerState, SnapshotPolicy};
+use parley_storage::{AppliedState, Db, DbOptions, LogStore, StateMachineStore};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::command::{Op, Outcome};
+use crate::error::{ProposeError, ReplicaError};
+use crate::network::{Connector, Network, Peers};
+use crate::proposer::{Clock, Proposer, ProposerOptions};
+use crate::server::{ClusterService, RaftService};
+use crate::state::State;
+use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
+
+/// The state machine store with Parley's types.
+pub type StateStore = StateMachineStore<TypeConfig, State>;
+
+/// Everything a replica needs to start.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// This node's id; must be a key of `members`.
+    pub id: NodeId,
+    /// The static membership: every voter of the cluster with its addresses.
+    pub members: BTreeMap<NodeId, NodeInfo>,
+    /// Directory of the RocksDB store.
+    pub data_dir: PathBuf,
+    /// Storage durability and I/O mode.
+    pub db: DbOptions,
+    /// Leader heartbeat interval, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout, in milliseconds.
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Largest snapshot chunk sent in one RPC, in bytes.
+    pub snapshot_chunk_bytes: u64,
+    /// Log entries kept after a snapshot, so a briefly lagging follower catches up by log.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Proposer tuning.
+    pub proposer: ProposerOptions,
+}
+
+impl ReplicaOptions {
+    /// Options with defaults suited to a LAN for everything but identity and storage.
+    pub fn new(id: NodeId, members: BTreeMap<NodeId, NodeInfo>, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            members,
+            data_dir,
+            db: DbOptions::default(),
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_entries: 10_000,
+            snapshot_chunk_bytes: 1024 * 1024,
+            log_entries_kept_after_snapshot: 1_000,
+            proposer: ProposerOptions::default(),
+        }
+    }
+}
+
+/// What a replica reports about itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Leader, follower, candidate or learner.
+    pub role: &'static str,
+    /// Index of the last log entry stored here.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry applied here.
+    pub applied_index: Option<u64>,
+    /// Index of the last entry in a snapshot here.
+    pub snapshot_index: Option<u64>,
+    /// The voters with their details.
+    pub members: BTreeMap<NodeId, NodeInfo>,
+}
+
+/// A running replica.
+#[derive(Clone)]
+pub struct Replica {
+    id: NodeId,
+    raft: Raft,
+    store: StateStore,
+    proposer: Proposer,
+    db: Db,
+    members: BTreeMap<NodeId, NodeInfo>,
+}
+
+impl Replica {
+    /// Opens the stores under `options.data_dir` and starts Raft and the proposer on the current
+    /// tokio runtime. Does not form the cluster; see [`Replica::form_cluster`].
+    pub async fn open(
+        options: ReplicaOptions,
+        connector: Arc<dyn Connector>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ReplicaError> {
+        if !options.members.contains_key(&options.id) {
+            return Err(ReplicaError::Membership(format!(
+                "node {} is not among the members {:?}",
+                options.id,
+                options.members.keys().collect::<Vec<_>>()
+            )));
+        }
+        let config = openraft::Config {
+            cluster_name: "parley".to_owned(),
+            heartbeat_interval: options.heartbeat_ms,
+            election_timeout_min: options.election_timeout_min_ms,
+            election_timeout_max: options.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
+            snapshot_max_chunk_size: options.snapshot_chunk_bytes,
+            max_in_snapshot_log_to_keep: options.log_entries_kept_after_snapshot,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let db = Db::open(&options.data_dir, options.db)?;
+        let log_store = LogStore::<TypeConfig>::new(db.clone());
+        let store = StateStore::open(db.clone()).await?;
+        let peers = Peers::new(connector);
+        let network = Network {
+            id: options.id,
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
+        let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
+        Ok(Self {
+            id: options.id,
+            raft,
+            store,
+            proposer,
+            db,
+            members: options.members,
+        })
+    }
+
+    /// Forms the cluster from the static membership if this node has never been part of one.
+    /// Every node may call this with the same members, in any order: the first log entry is the
+    /// same on all of them. A node that already has state ignores it.
+    pub async fn form_cluster(&self) -> Result<(), ReplicaError> {
+        match self.raft.initialize(self.members.clone()).await {
+            Ok(()) => {
+                tracing::info!(members = self.members.len(), "formed cluster from static membership");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::debug!("cluster already formed; rejoining");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(ReplicaError::Membership(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ReplicaError::Fatal(fatal)),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle, for metrics and tests.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The proposer.
+    pub fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
+    /// The storage handle, for size figures.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Commits `op` through the leader; see [`Proposer::propose`].
+    pub async fn propose(&self, op: Op) -> Result<Outcome, ProposeError> {
+        self.proposer.propose(op).await
+    }
+
+    /// Runs `f` on the locally applied state. Never held across an await.
+    pub fn read<T>(&self, f: impl FnOnce(&State, Option<&LogId<NodeId>>) -> T) -> T {
+        self.store.read(f)
+    }
+
+    /// Changes whenever something is applied here.
+    pub fn subscribe_applied(&self) -> watch::Receiver<AppliedState<NodeId>> {
+        self.store.subscribe()
+    }
+
+    /// The gRPC services to host for peers.
+    pub fn services(&self) -> (RaftService, ClusterService) {
+        (
+            RaftService::new(self.raft.clone()),
+            ClusterService::new(self.proposer.clone()),
+        )
+    }
+
+    /// A consistent picture of this replica from openraft's metrics.
+    pub fn status(&self) -> ReplicaStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        ReplicaStatus {
+            id: self.id,
+            term: m.current_term,
+            leader: m.current_leader,
+            role: role_name(m.state),
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, node)| (*id, node.clone()))
+                .collect(),
+        }
+    }
+
+    /// The commit index this node knows of.
+    pub async fn committed_index(&self) -> Result<Option<u64>, ReplicaError> {
+        Ok(self
+            .raft
+            .with_raft_state(|state| state.committed.map(|id| id.index))
+            .await?)
+    }
+
+    /// Stops Raft. In-flight writes fail with a retryable error.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+    }
+}
+
+/// A stable lowercase name for an openraft server state.
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// How long to wait between polls in helpers that wait for a condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -1,0 +1,144 @@
+//! The server side of the node-to-node gRPC services.
+//!
+//! [`serve`] hosts both services on any stream of connections: a TCP listener in the node
+//! binary, a simulated listener in the chaos suite.
+
+use std::future::Future;
+use std::time::Duration;
+
+use parley_proto::v1 as pb;
+use pb::cluster_server::{Cluster, ClusterServer};
+use pb::raft_server::{Raft as RaftRpc, RaftServer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+
+use crate::codec;
+use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
+use crate::proposer::{LocalOutcome, Proposer};
+use crate::types::Raft;
+
+/// Longest a forwarded write may ask the leader to wait, whatever the follower says.
+const FORWARD_DEADLINE_MS_MAX: u32 = 60_000;
+
+/// Raft RPCs, handed to the local openraft instance.
+#[derive(Clone)]
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    /// Serves `raft`.
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+}
+
+fn bad_payload(error: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed payload: {error}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    codec::encode(value)
+        .map(|json| Response::new(pb::RaftPayload { json }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::SnapshotChunk>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc = codec::snapshot_chunk_from_proto(request.into_inner()).map_err(bad_payload)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+/// Writes forwarded by followers, proposed on this node if it leads.
+#[derive(Clone)]
+pub struct ClusterService {
+    proposer: Proposer,
+}
+
+impl ClusterService {
+    /// Proposes through `proposer`.
+    pub fn new(proposer: Proposer) -> Self {
+        Self { proposer }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardReply>, Status> {
+        let request = request.into_inner();
+        let command = codec::decode(&request.command_json).map_err(bad_payload)?;
+        let deadline_ms = request.deadline_ms.clamp(1, FORWARD_DEADLINE_MS_MAX);
+        let timeout = Duration::from_millis(u64::from(deadline_ms));
+        let outcome = match self.proposer.propose_local(command, timeout).await {
+            LocalOutcome::Committed(outcome) => pb::forward_reply::Outcome::OutcomeJson(
+                codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
+            ),
+            LocalOutcome::NotLeader(leader) => {
+                pb::forward_reply::Outcome::NotLeader(pb::NotLeader {
+                    leader_id: leader.unwrap_or(0),
+                })
+            }
+            LocalOutcome::Failed(error) => return Err(Status::unavailable(error.to_string())),
+        };
+        Ok(Response::new(pb::ForwardReply {
+            outcome: Some(outcome),
+        }))
+    }
+}
+
+/// Serves both services on `incoming` until `shutdown` completes.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
+    raft: RaftService,
+    cluster: ClusterService,
+    settings: ChannelSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .tcp_nodelay(true)
+        .add_service(
+            RaftServer::new(raft)
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ClusterServer::new(cluster)
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

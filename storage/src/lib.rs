@@ -1,0 +1,44 @@
+//! Durable storage for Parley's Raft group: the replicated log, the vote, and snapshots of the
+//! contact-center state machine, all in one RocksDB database.
+//!
+//! # Layout
+//!
+//! - [`db`] — [`Db`], the shared RocksDB handle. Opens the column families `meta`, `logs` and
+//!   `snapshot`, and owns the two policies every other module goes through: [`FsyncPolicy`]
+//!   (whether writes are fsynced before they are reported durable) and [`IoMode`] (whether RocksDB
+//!   calls run on a blocking thread or inline on the calling task).
+//! - [`error`] — [`StoreError`], the crate's structured error, and its single conversion into
+//!   openraft's `StorageError`.
+//! - [`log_store`] — [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader`: log entries in
+//!   `logs`, vote / committed / last-purged pointers in `meta`. One append = one synced batch.
+//! - [`state_machine`] — [`StateMachineStore`], openraft's `RaftStateMachine` around an in-memory
+//!   [`Machine`] (the application logic, implemented elsewhere), its [`SnapshotBuilder`], and the
+//!   [`AppliedState`] watch channel readers subscribe to. Snapshots are persisted to `snapshot`.
+//!
+//! # Recovery
+//!
+//! On restart the node opens the same [`Db`], creates a [`LogStore`] and calls
+//! [`StateMachineStore::open`], which restores the machine from the last persisted snapshot.
+//! openraft then reads the committed log id saved by the log store and re-applies the committed
+//! entries after the snapshot, so the machine ends up exactly where it was.
+//!
+//! # Usage
+//!
+//! ```ignore
+//! let db = Db::open(path, DbOptions::default())?;
+//! let log_store = LogStore::<TypeConfig>::new(db.clone());
+//! let state_machine = StateMachineStore::<TypeConfig, MyMachine>::open(db).await?;
+//! let raft = openraft::Raft::new(id, config, network, log_store, state_machine.clone()).await?;
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod db;
+pub mod error;
+pub mod log_store;
+pub mod state_machine;
+
+pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use state_machine::{AppliedState, Machine, SnapshotBuilder, StateMachineStore};

@@ -1,0 +1,524 @@
+//! The state-machine side of openraft's storage: an in-memory [`Machine`] persisted through
+//! snapshots.
+//!
+//! The machine itself lives in memory behind a lock; applying entries does no disk I/O. Durability
+//! comes from two places:
+//!
+//! - **Snapshots.** Every snapshot, whether built locally ([`SnapshotBuilder`]) or received from
+//!   the leader ([`RaftStateMachine::install_snapshot`]), is written to the `snapshot` column
+//!   family (keys `meta` = JSON [`SnapshotMeta`], `data` = the snapshot bytes) in one synced
+//!   batch before it is reported. [`StateMachineStore::open`] restores the machine from it.
+//! - **The log.** The [`LogStore`](crate::LogStore) persists the committed log id; at start-up
+//!   openraft re-applies the committed entries after the snapshot, bringing the machine back to
+//!   where it was.
+//!
+//! Snapshot bytes are JSON of `{ last_applied, last_membership, machine }`.
+//!
+//! A persisted snapshot is never replaced by an older one: a snapshot build that raced with a
+//! newer snapshot install is returned to openraft but not persisted, because after an install the
+//! log may already be purged up to the newer snapshot, and restarting from the older one would
+//! leave a hole.
+//!
+//! openraft itself streams snapshots between nodes in chunks (`Config::snapshot_max_chunk_size`)
+//! through `RaftNetwork::install_snapshot`, writing them into the buffer obtained from
+//! [`RaftStateMachine::begin_receiving_snapshot`]; this store only ever sees whole snapshots.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, Node, NodeId, OptionalSend, RaftSnapshotBuilder,
+    RaftTypeConfig, SnapshotMeta, StorageError, StoredMembership,
+};
+use rocksdb::{WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::db::{cf, commit, get_json, to_json, Db, CF_SNAPSHOT};
+use crate::error::{ResultExt, StoreError};
+
+/// `snapshot` key of the JSON [`SnapshotMeta`].
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+/// `snapshot` key of the snapshot bytes.
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// The deterministic application logic the store persists and snapshots. Implemented by the
+/// contact-center state machine in another crate; tests here use a toy key-value machine.
+pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The application request carried by a normal log entry (openraft's `D`).
+    type Request;
+    /// The result of applying one request (openraft's `R`).
+    type Response: Send;
+    /// Apply one committed application request at `log_index`. Pure: no I/O, clock or randomness.
+    fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response;
+    /// The response openraft requires for a blank or membership entry.
+    fn empty_response() -> Self::Response;
+}
+
+/// What has been applied: published through a tokio `watch` channel after every apply batch and
+/// after a snapshot install, so readers (e.g. the delivery of chat events) can wake up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppliedState<NID: NodeId> {
+    /// The id of the last log entry reflected in the machine; `None` before anything was applied.
+    pub last_applied: Option<LogId<NID>>,
+}
+
+/// The bytes of a snapshot, decoded.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
+struct SnapshotPayload<NID: NodeId, N: Node, M> {
+    /// The last log id the snapshot covers; must equal `SnapshotMeta::last_log_id`.
+    last_applied: Option<LogId<NID>>,
+    /// The last membership the snapshot covers; must equal `SnapshotMeta::last_membership`.
+    last_membership: StoredMembership<NID, N>,
+    /// The application state.
+    machine: M,
+}
+
+impl<NID: NodeId, N: Node, M> SnapshotPayload<NID, N, M> {
+    /// Checks that the payload agrees with the metadata it was stored or sent with.
+    fn check_against(&self, meta: &SnapshotMeta<NID, N>) -> Result<(), StoreError> {
+        if self.last_applied != meta.last_log_id {
+            return Err(StoreError::corrupt(format!(
+                "snapshot {} contents cover {:?} but its meta says {:?}",
+                meta.snapshot_id, self.last_applied, meta.last_log_id
+            )));
+        }
+        if self.last_membership != meta.last_membership {
+            return Err(StoreError::corrupt(format!(
+                "snapshot {} contents carry a different membership than its meta",
+                meta.snapshot_id
+            )));
+        }
+        if self.last_membership.log_id().as_ref() > self.last_applied.as_ref() {
+            return Err(StoreError::corrupt(format!(
+                "snapshot {} membership log id {:?} is past its last applied {:?}",
+                meta.snapshot_id,
+                self.last_membership.log_id(),
+                self.last_applied
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes snapshot bytes.
+fn decode_payload<NID: NodeId, N: Node, M: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<SnapshotPayload<NID, N, M>, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        what: "snapshot data",
+        source,
+    })
+}
+
+/// Reads the persisted snapshot: `None` if there is none, an error if only half of it exists.
+fn read_persisted<NID: NodeId, N: Node>(
+    db: &DB,
+) -> Result<Option<(SnapshotMeta<NID, N>, Vec<u8>)>, StoreError> {
+    let meta: Option<SnapshotMeta<NID, N>> =
+        get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
+    let data = db
+        .get_cf(cf(db, CF_SNAPSHOT)?, KEY_SNAPSHOT_DATA)
+        .map_err(|source| StoreError::Rocks {
+            op: "read snapshot data",
+            source,
+        })?;
+    match (meta, data) {
+        (None, None) => Ok(None),
+        (Some(meta), Some(data)) => Ok(Some((meta, data))),
+        (Some(_), None) => Err(StoreError::corrupt("snapshot meta present without data")),
+        (None, Some(_)) => Err(StoreError::corrupt("snapshot data present without meta")),
+    }
+}
+
+/// The mutable in-memory state, guarded by one lock so readers see whole apply batches.
+struct Inner<C: RaftTypeConfig, M> {
+    /// The application state.
+    machine: M,
+    /// The id of the last entry applied to `machine`.
+    last_applied: Option<LogId<C::NodeId>>,
+    /// The last membership config applied, which openraft asks for at start-up.
+    last_membership: StoredMembership<C::NodeId, C::Node>,
+}
+
+/// State shared by all clones of a [`StateMachineStore`] and its snapshot builders.
+struct Shared<C: RaftTypeConfig, M> {
+    /// Where snapshots are persisted.
+    db: Db,
+    /// The machine and its log position.
+    inner: RwLock<Inner<C, M>>,
+    /// Publishes [`AppliedState`] to subscribers.
+    applied_tx: watch::Sender<AppliedState<C::NodeId>>,
+    /// Makes snapshot ids unique among snapshots built by this process at the same log id.
+    snapshot_counter: AtomicU64,
+    /// Serializes "compare with the persisted snapshot, then overwrite it" between concurrent
+    /// snapshot builds and installs. Only taken inside [`Db::run`], never across an await.
+    snapshot_write: Mutex<()>,
+}
+
+impl<C: RaftTypeConfig, M> Shared<C, M> {
+    /// Persists a snapshot unless the persisted one covers more of the log.
+    ///
+    /// Returns [`StoreError::SnapshotRegression`] (and writes nothing) in that case.
+    fn persist_snapshot(
+        &self,
+        db: &DB,
+        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let meta_bytes = to_json(meta, "snapshot meta")?;
+        let _guard = self
+            .snapshot_write
+            .lock()
+            .map_err(|_| StoreError::Poisoned {
+                what: "snapshot write lock",
+            })?;
+        let current: Option<SnapshotMeta<C::NodeId, C::Node>> =
+            get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
+        if let Some(current) = current {
+            if current.last_log_id > meta.last_log_id {
+                return Err(StoreError::SnapshotRegression {
+                    persisted: format!("{:?}", current.last_log_id),
+                    offered: format!("{:?}", meta.last_log_id),
+                });
+            }
+        }
+        let snapshot_cf = cf(db, CF_SNAPSHOT)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
+        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
+        commit(db, batch, self.db.options().fsync, "persist snapshot")
+    }
+}
+
+/// openraft's state-machine storage ([`RaftStateMachine`]) around an in-memory [`Machine`].
+///
+/// Cheap to clone: all state is shared behind an `Arc`, so the node can keep a clone for reads
+/// ([`Self::read`], [`Self::subscribe`]) while openraft owns another.
+pub struct StateMachineStore<C: RaftTypeConfig, M: Machine> {
+    /// Everything, shared between clones and snapshot builders.
+    shared: Arc<Shared<C, M>>,
+}
+
+// Manual impl: a derive would demand `C: Clone` and `M: Clone` for cloning an `Arc`.
+impl<C: RaftTypeConfig, M: Machine> Clone for StateMachineStore<C, M> {
+    fn clone(&self) -> Self {
+        StateMachineStore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig, M: Machine> std::fmt::Debug for StateMachineStore<C, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore")
+            .field("db", &self.shared.db)
+            .field("applied", &*self.shared.applied_tx.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, M> StateMachineStore<C, M>
+where
+    C: RaftTypeConfig<D = M::Request, R = M::Response, SnapshotData = Cursor<Vec<u8>>>,
+    M: Machine,
+{
+    /// Opens on `db`: loads the persisted snapshot (if any) and restores the machine, last applied
+    /// log id and membership from it.
+    ///
+    /// A snapshot whose contents disagree with its metadata is reported as
+    /// [`StoreError::Corrupt`] rather than asserted, so a damaged disk never panics the node.
+    pub async fn open(db: Db) -> Result<Self, StoreError> {
+        let restored = db
+            .run(|raw| {
+                let Some((meta, data)) = read_persisted::<C::NodeId, C::Node>(raw)? else {
+                    return Ok(None);
+                };
+                let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
+                payload.check_against(&meta)?;
+                Ok(Some(payload))
+            })
+            .await?;
+
+        let inner = match restored {
+            Some(payload) => {
+                tracing::info!(
+                    index = payload.last_applied.as_ref().map(|l| l.index),
+                    "restored state machine from snapshot"
+                );
+                Inner {
+                    machine: payload.machine,
+                    last_applied: payload.last_applied,
+                    last_membership: payload.last_membership,
+                }
+            }
+            None => {
+                tracing::info!("no snapshot persisted, starting with an empty state machine");
+                Inner {
+                    machine: M::default(),
+                    last_applied: None,
+                    last_membership: StoredMembership::default(),
+                }
+            }
+        };
+        let (applied_tx, _) = watch::channel(AppliedState {
+            last_applied: inner.last_applied.clone(),
+        });
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                db,
+                inner: RwLock::new(inner),
+                applied_tx,
+                snapshot_counter: AtomicU64::new(0),
+                snapshot_write: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Runs `f` with a shared borrow of the machine and the last applied log id. Never held across
+    /// an await.
+    ///
+    /// The signature is infallible, so a lock poisoned by a panicking [`Machine::apply`] is read
+    /// through (and logged); the trait methods openraft calls do report poisoning as an error,
+    /// which stops the Raft node.
+    pub fn read<T>(&self, f: impl FnOnce(&M, Option<&LogId<C::NodeId>>) -> T) -> T {
+        let inner = self.shared.inner.read().unwrap_or_else(|poisoned| {
+            tracing::error!("state machine lock poisoned, reading possibly partial state");
+            PoisonError::into_inner(poisoned)
+        });
+        f(&inner.machine, inner.last_applied.as_ref())
+    }
+
+    /// A receiver that changes whenever something is applied or a snapshot is installed.
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState<C::NodeId>> {
+        self.shared.applied_tx.subscribe()
+    }
+}
+
+/// Maps a poisoned state-machine lock to a [`StoreError`].
+fn poisoned<T>(_: PoisonError<T>) -> StoreError {
+    StoreError::Poisoned {
+        what: "state machine lock",
+    }
+}
+
+/// Builds, persists and returns a snapshot of a [`StateMachineStore`] (openraft's
+/// [`RaftSnapshotBuilder`]). openraft runs it concurrently with further applies: it copies the
+/// machine under the read lock and does the expensive part outside it.
+pub struct SnapshotBuilder<C: RaftTypeConfig, M: Machine> {
+    /// The store being snapshotted.
+    shared: Arc<Shared<C, M>>,
+}
+
+impl<C, M> RaftSnapshotBuilder<C> for SnapshotBuilder<C, M>
+where
+    C: RaftTypeConfig<D = M::Request, R = M::Response, SnapshotData = Cursor<Vec<u8>>>,
+    M: Machine,
+{
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<C::NodeId>> {
+        let payload = {
+            let inner = self
+                .shared
+                .inner
+                .read()
+                .map_err(poisoned)
+                .sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
+            SnapshotPayload::<C::NodeId, C::Node, M> {
+                last_applied: inner.last_applied.clone(),
+                last_membership: inner.last_membership.clone(),
+                machine: inner.machine.clone(),
+            }
+        };
+        let counter = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
+        let (term, index) = payload
+            .last_applied
+            .as_ref()
+            .map(|l| (l.leader_id.term, l.index))
+            .unwrap_or_default();
+        let meta = SnapshotMeta {
+            last_log_id: payload.last_applied.clone(),
+            last_membership: payload.last_membership.clone(),
+            snapshot_id: format!("{term}-{index}-{counter}"),
+        };
+
+        let shared = Arc::clone(&self.shared);
+        let persist_meta = meta.clone();
+        let bytes = self
+            .shared
+            .db
+            .run(move |db| {
+                let bytes = to_json(&payload, "snapshot data")?;
+                match shared.persist_snapshot(db, &persist_meta, &bytes) {
+                    Ok(()) => {}
+                    Err(StoreError::SnapshotRegression { .. }) => {
+                        tracing::info!(
+                            index,
+                            "a newer snapshot is already persisted, not persisting the built one"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(bytes)
+            })
+            .await
+            .sto(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )?;
+        tracing::debug!(index, term, size = bytes.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl<C, M> RaftStateMachine<C> for StateMachineStore<C, M>
+where
+    C: RaftTypeConfig<
+        D = M::Request,
+        R = M::Response,
+        Entry = openraft::Entry<C>,
+        SnapshotData = Cursor<Vec<u8>>,
+    >,
+    M: Machine,
+{
+    type SnapshotBuilder = SnapshotBuilder<C, M>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<C::NodeId>>,
+            StoredMembership<C::NodeId, C::Node>,
+        ),
+        StorageError<C::NodeId>,
+    > {
+        let inner = self
+            .shared
+            .inner
+            .read()
+            .map_err(poisoned)
+            .sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
+        Ok((inner.last_applied.clone(), inner.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let last_applied = {
+            let mut inner = self
+                .shared
+                .inner
+                .write()
+                .map_err(poisoned)
+                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            for entry in entries {
+                let log_id = entry.log_id;
+                inner.last_applied = Some(log_id.clone());
+                let response = match entry.payload {
+                    EntryPayload::Blank => M::empty_response(),
+                    EntryPayload::Normal(request) => inner.machine.apply(log_id.index, &request),
+                    EntryPayload::Membership(membership) => {
+                        inner.last_membership = StoredMembership::new(Some(log_id), membership);
+                        M::empty_response()
+                    }
+                };
+                responses.push(response);
+            }
+            inner.last_applied.clone()
+        };
+        tracing::debug!(
+            count = responses.len(),
+            last = last_applied.as_ref().map(|l| l.index),
+            "applied entries"
+        );
+        self.shared
+            .applied_tx
+            .send_replace(AppliedState { last_applied });
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<C::NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        let bytes = snapshot.into_inner();
+        let size = bytes.len();
+        let shared = Arc::clone(&self.shared);
+        let persist_meta = meta.clone();
+        let payload = self
+            .shared
+            .db
+            .run(move |db| {
+                let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&bytes)?;
+                payload.check_against(&persist_meta)?;
+                shared.persist_snapshot(db, &persist_meta, &bytes)?;
+                Ok(payload)
+            })
+            .await
+            .sto(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )?;
+
+        let last_applied = payload.last_applied.clone();
+        {
+            let mut inner = self
+                .shared
+                .inner
+                .write()
+                .map_err(poisoned)
+                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            *inner = Inner {
+                machine: payload.machine,
+                last_applied: payload.last_applied,
+                last_membership: payload.last_membership,
+            };
+        }
+        tracing::info!(
+            index = last_applied.as_ref().map(|l| l.index),
+            size,
+            "installed snapshot"
+        );
+        self.shared
+            .applied_tx
+            .send_replace(AppliedState { last_applied });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
+        let persisted = self
+            .shared
+            .db
+            .run(|db| read_persisted::<C::NodeId, C::Node>(db))
+            .await
+            .sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
+        Ok(persisted.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

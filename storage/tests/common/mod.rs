@@ -1,0 +1,91 @@
+//! A toy key-value type config and machine shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use openraft::{BasicNode, Entry, EntryPayload, LogId};
+use parley_storage::{Db, DbOptions, LogStore, Machine, StateMachineStore};
+use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
+
+/// A toy application request: set `key` to `value`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvRequest {
+    pub key: String,
+    pub value: String,
+}
+
+openraft::declare_raft_types!(
+    /// The toy type config.
+    pub KvConfig:
+        D = KvRequest,
+        R = Option<String>,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A toy machine: a sorted map; `apply` returns the previous value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvMachine {
+    pub data: BTreeMap<String, String>,
+    /// Index of the last request applied, to check `log_index` is passed through.
+    pub last_index: u64,
+}
+
+impl Machine for KvMachine {
+    type Request = KvRequest;
+    type Response = Option<String>;
+
+    fn apply(&mut self, log_index: u64, request: &KvRequest) -> Option<String> {
+        self.last_index = log_index;
+        self.data.insert(request.key.clone(), request.value.clone())
+    }
+
+    fn empty_response() -> Option<String> {
+        None
+    }
+}
+
+pub type Log = LogStore<KvConfig>;
+pub type Sm = StateMachineStore<KvConfig, KvMachine>;
+
+/// A log id with leader node 1.
+pub fn lid(term: u64, index: u64) -> LogId<u64> {
+    openraft::testing::log_id(term, 1, index)
+}
+
+/// A blank entry.
+pub fn blank(term: u64, index: u64) -> Entry<KvConfig> {
+    openraft::testing::blank_ent::<KvConfig>(term, 1, index)
+}
+
+/// A membership entry with voters `voters`.
+pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<KvConfig> {
+    openraft::testing::membership_ent::<KvConfig>(
+        term,
+        1,
+        index,
+        vec![voters.iter().copied().collect()],
+    )
+}
+
+/// A normal entry setting `key` to `value`.
+pub fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<KvConfig> {
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Normal(KvRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+    }
+}
+
+/// Opens a database in a fresh temporary directory.
+pub fn fresh(opts: DbOptions) -> (TempDir, Db) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), opts).expect("open db");
+    (dir, db)
+}
