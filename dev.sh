@@ -3,6 +3,8 @@
 #
 #   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
 #   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
+#   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
+#                      so it is kept out of the CI time budget; run it before every commit)
 #
 # Both install what a fresh Debian/Ubuntu machine lacks: a C/C++ toolchain, clang and libclang
 # (RocksDB's bindings) and, if there is no cargo at all, a Rust toolchain through rustup.
@@ -104,14 +106,19 @@ cmd_test() {
   ensure_prerequisites
   log "cargo fmt --check"
   cargo fmt --all -- --check
-  log "cargo clippy"
-  cargo clippy --workspace --all-targets -- -D warnings
-  log "cargo test"
+  log "cargo test (unit, openraft storage suite, multi-process kill -9 tests)"
   cargo test --workspace -- --nocapture
+}
+
+cmd_lint() {
+  ensure_prerequisites
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets -- -D warnings
 }
 
 case "${1:-}" in
   cluster) cmd_cluster ;;
   test) cmd_test ;;
-  *) echo "usage: $0 cluster|test" >&2; exit 2 ;;
+  lint) cmd_lint ;;
+  *) echo "usage: $0 cluster|test|lint" >&2; exit 2 ;;
 esac

@@ -331,9 +331,8 @@ impl Handler<GetClusterView> for AppActor {
                 .await
                 .map_err(|e| ApiError::unavailable("raft_stopped", e.to_string()))?;
             let status: ReplicaStatus = replica.status();
-            let (applied_index, digest) = replica.read(|state, applied| {
-                (applied.map(|id| id.index), state.digest())
-            });
+            let (applied_index, digest) =
+                replica.read(|state, applied| (applied.map(|id| id.index), state.digest()));
             let state_digest = digest.map_err(|e| ApiError::internal(e.to_string()))?;
             let members = status
                 .members

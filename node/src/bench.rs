@@ -128,7 +128,9 @@ async fn run_one(
     let stop_at = warm_until + args.duration;
     for worker in 0..concurrency {
         let client = client.clone();
-        let base = args.targets[worker % args.targets.len()].trim_end_matches('/').to_owned();
+        let base = args.targets[worker % args.targets.len()]
+            .trim_end_matches('/')
+            .to_owned();
         let queue = args.queue.clone();
         let text = text.clone();
         workers.push(tokio::spawn(async move {

@@ -282,12 +282,23 @@ impl RawConfig {
                 format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
             ));
         }
-        let token_key = blake3::derive_key("parley chat token key v1", self.cluster_secret.as_bytes());
+        let token_key =
+            blake3::derive_key("parley chat token key v1", self.cluster_secret.as_bytes());
 
         let raft = &self.raft;
         check_range_ms("raft.heartbeat", raft.heartbeat, 10, 10_000)?;
-        check_range_ms("raft.election_timeout_min", raft.election_timeout_min, 20, 60_000)?;
-        check_range_ms("raft.election_timeout_max", raft.election_timeout_max, 20, 60_000)?;
+        check_range_ms(
+            "raft.election_timeout_min",
+            raft.election_timeout_min,
+            20,
+            60_000,
+        )?;
+        check_range_ms(
+            "raft.election_timeout_max",
+            raft.election_timeout_max,
+            20,
+            60_000,
+        )?;
         if raft.election_timeout_min <= raft.heartbeat * 2 {
             return Err(invalid(
                 "raft.election_timeout_min",
@@ -314,19 +325,35 @@ impl RawConfig {
             ));
         }
         if !(1..=64).contains(&raft.inflight_batches_max) {
-            return Err(invalid("raft.inflight_batches_max", "must be between 1 and 64"));
+            return Err(invalid(
+                "raft.inflight_batches_max",
+                "must be between 1 and 64",
+            ));
         }
 
         let t = &self.timeouts;
         check_range_ms("timeouts.write", t.write, 100, 600_000)?;
         check_range_ms("timeouts.connect", t.connect, 10, 60_000)?;
-        check_range_ms("timeouts.keepalive_interval", t.keepalive_interval, 100, 600_000)?;
-        check_range_ms("timeouts.keepalive_timeout", t.keepalive_timeout, 100, 600_000)?;
+        check_range_ms(
+            "timeouts.keepalive_interval",
+            t.keepalive_interval,
+            100,
+            600_000,
+        )?;
+        check_range_ms(
+            "timeouts.keepalive_timeout",
+            t.keepalive_timeout,
+            100,
+            600_000,
+        )?;
         check_range_ms("timeouts.long_poll_max", t.long_poll_max, 0, 600_000)?;
         check_range_ms("timeouts.shutdown_grace", t.shutdown_grace, 0, 600_000)?;
 
         if self.peers.is_empty() {
-            return Err(invalid("peers", "must list every member, this node included"));
+            return Err(invalid(
+                "peers",
+                "must list every member, this node included",
+            ));
         }
         let mut members = BTreeMap::new();
         let mut addresses = BTreeSet::new();
@@ -340,7 +367,10 @@ impl RawConfig {
             check_host_port(&format!("{field}.http"), &peer.http)?;
             for addr in [&peer.grpc, &peer.http] {
                 if !addresses.insert(addr.clone()) {
-                    return Err(invalid(field.clone(), format!("address {addr} is used twice")));
+                    return Err(invalid(
+                        field.clone(),
+                        format!("address {addr} is used twice"),
+                    ));
                 }
             }
             let info = NodeInfo {
@@ -349,7 +379,10 @@ impl RawConfig {
                 http_addr: peer.http.clone(),
             };
             if members.insert(peer.id, info).is_some() {
-                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", peer.id)));
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("{} is listed twice", peer.id),
+                ));
             }
         }
         match members.get(&self.node_id) {
@@ -376,7 +409,10 @@ impl RawConfig {
                 .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
             check_name(&format!("{field}.name"), &queue.name)?;
             if !queue_ids.insert(queue.id.clone()) {
-                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", queue.id)));
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("{} is listed twice", queue.id),
+                ));
             }
             queues.push(QueueSpec {
                 id: queue.id.clone(),
@@ -392,10 +428,16 @@ impl RawConfig {
                 .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
             check_name(&format!("{field}.name"), &agent.name)?;
             if !agent_ids.insert(agent.id.clone()) {
-                return Err(invalid(format!("{field}.id"), format!("{} is listed twice", agent.id)));
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("{} is listed twice", agent.id),
+                ));
             }
             if !(1..=100).contains(&agent.chat_limit) {
-                return Err(invalid(format!("{field}.chat_limit"), "must be between 1 and 100"));
+                return Err(invalid(
+                    format!("{field}.chat_limit"),
+                    "must be between 1 and 100",
+                ));
             }
             agents.push(AgentSpec {
                 id: agent.id.clone(),
@@ -426,7 +468,10 @@ fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > limits::NAME_BYTES_MAX {
-        return Err(invalid(field, format!("longer than {} bytes", limits::NAME_BYTES_MAX)));
+        return Err(invalid(
+            field,
+            format!("longer than {} bytes", limits::NAME_BYTES_MAX),
+        ));
     }
     Ok(())
 }
@@ -453,7 +498,12 @@ fn check_host_port(field: &str, value: &str) -> Result<(), ConfigError> {
     Err(invalid(field, format!("{value:?} {problem}")))
 }
 
-fn check_range_ms(field: &str, value: Duration, min_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
+fn check_range_ms(
+    field: &str,
+    value: Duration,
+    min_ms: u64,
+    max_ms: u64,
+) -> Result<(), ConfigError> {
     let ms = value.as_millis();
     if ms < u128::from(min_ms) || ms > u128::from(max_ms) {
         return Err(invalid(

@@ -43,9 +43,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => {
-            Config::load(&config).map_err(anyhow::Error::from).and_then(serve::run)
-        }
+        Command::Serve { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(serve::run),
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| {
                 println!(

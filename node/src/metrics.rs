@@ -1,6 +1,5 @@
 //! Prometheus metrics of one node.
 
-
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -46,17 +45,41 @@ impl Metrics {
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let leader_id = Gauge::default();
-        registry.register("raft_leader_id", "Leader this node knows of (0: none)", leader_id.clone());
+        registry.register(
+            "raft_leader_id",
+            "Leader this node knows of (0: none)",
+            leader_id.clone(),
+        );
         let is_leader = Gauge::default();
-        registry.register("raft_is_leader", "1 when this node leads", is_leader.clone());
+        registry.register(
+            "raft_is_leader",
+            "1 when this node leads",
+            is_leader.clone(),
+        );
         let last_log_index = Gauge::default();
-        registry.register("raft_last_log_index", "Last log index stored here", last_log_index.clone());
+        registry.register(
+            "raft_last_log_index",
+            "Last log index stored here",
+            last_log_index.clone(),
+        );
         let commit_index = Gauge::default();
-        registry.register("raft_commit_index", "Commit index known here", commit_index.clone());
+        registry.register(
+            "raft_commit_index",
+            "Commit index known here",
+            commit_index.clone(),
+        );
         let applied_index = Gauge::default();
-        registry.register("raft_applied_index", "Last index applied here", applied_index.clone());
+        registry.register(
+            "raft_applied_index",
+            "Last index applied here",
+            applied_index.clone(),
+        );
         let snapshot_index = Gauge::default();
-        registry.register("raft_snapshot_index", "Last index in a snapshot here", snapshot_index.clone());
+        registry.register(
+            "raft_snapshot_index",
+            "Last index in a snapshot here",
+            snapshot_index.clone(),
+        );
         let write_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "write_latency_seconds",
@@ -101,11 +124,16 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after refreshing the Raft gauges from `status`.
-    pub fn render(&self, status: &ReplicaStatus, commit_index: Option<u64>) -> Result<String, std::fmt::Error> {
+    pub fn render(
+        &self,
+        status: &ReplicaStatus,
+        commit_index: Option<u64>,
+    ) -> Result<String, std::fmt::Error> {
         let as_gauge = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         self.term.set(as_gauge(Some(status.term)));
         self.leader_id.set(as_gauge(status.leader).max(0));
-        self.is_leader.set(i64::from(status.leader == Some(status.id)));
+        self.is_leader
+            .set(i64::from(status.leader == Some(status.id)));
         self.last_log_index.set(as_gauge(status.last_log_index));
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));

@@ -44,7 +44,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .limit(JSON_BODY_BYTES_MAX)
                 .error_handler(|error, _req| json_error(error).into()),
         )
-        .app_data(web::QueryConfig::default().error_handler(|error, _req| query_error(error).into()))
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _req| query_error(error).into()),
+        )
         .app_data(web::PathConfig::default().error_handler(|error, _req| path_error(error).into()))
         .route("/livez", web::get().to(livez))
         .route("/readyz", web::get().to(readyz))
@@ -88,7 +90,10 @@ fn path_error(error: PathError) -> ApiError {
 }
 
 fn mailbox(error: MailboxError) -> ApiError {
-    ApiError::unavailable("busy", format!("the node could not take the request: {error}"))
+    ApiError::unavailable(
+        "busy",
+        format!("the node could not take the request: {error}"),
+    )
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -101,7 +106,9 @@ async fn livez() -> HttpResponse {
 
 async fn readyz(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
     match state.app.send(CheckReady).await.map_err(mailbox)? {
-        Ok(()) => Ok(HttpResponse::Ok().content_type("text/plain").body("ready\n")),
+        Ok(()) => Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")),
         Err(reason) => Err(ApiError::unavailable("not_ready", reason)),
     }
 }
@@ -175,10 +182,14 @@ fn bearer(request: &HttpRequest) -> Result<String, ApiError> {
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim().to_owned())
         }
-        _ => Err(ApiError::unauthorized("expected Authorization: Bearer <chat token>")),
+        _ => Err(ApiError::unauthorized(
+            "expected Authorization: Bearer <chat token>",
+        )),
     }
 }
 

@@ -14,10 +14,7 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_message() {
-    let mut cluster = Cluster::start(3);
-    for id in 1..=3 {
-        cluster.wait_ready(id, READY).await;
-    }
+    let mut cluster = Cluster::start_ready(3, "", READY).await;
     let chats: Vec<Chat> = open_chats(&cluster, 3).await;
     let mut acked: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); chats.len()];
 
@@ -27,7 +24,13 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
         let c = (n % 3) as usize;
         let id = format!("before-{n}");
         let seq = cluster
-            .post_until_committed(&[via], &chats[c], &id, &format!("message {n}"), Duration::from_secs(10))
+            .post_until_committed(
+                &[via],
+                &chats[c],
+                &id,
+                &format!("message {n}"),
+                Duration::from_secs(10),
+            )
             .await;
         acked[c].insert(id, seq);
     }
@@ -43,12 +46,21 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
         let c = (n % 3) as usize;
         let id = format!("during-{n}");
         let seq = cluster
-            .post_until_committed(&survivors, &chats[c], &id, &format!("after kill {n}"), Duration::from_secs(20))
+            .post_until_committed(
+                &survivors,
+                &chats[c],
+                &id,
+                &format!("after kill {n}"),
+                Duration::from_secs(20),
+            )
             .await;
         first_success.get_or_insert_with(|| killed_at.elapsed());
         acked[c].insert(id, seq);
     }
-    eprintln!("first write after killing leader {leader} succeeded after {:?}", first_success);
+    eprintln!(
+        "first write after killing leader {leader} succeeded after {:?}",
+        first_success
+    );
 
     cluster.spawn(leader);
     cluster.wait_ready(leader, READY).await;
@@ -57,14 +69,22 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
         let c = (n % 3) as usize;
         let id = format!("after-{n}");
         let seq = cluster
-            .post_until_committed(&[via], &chats[c], &id, &format!("restored {n}"), Duration::from_secs(10))
+            .post_until_committed(
+                &[via],
+                &chats[c],
+                &id,
+                &format!("restored {n}"),
+                Duration::from_secs(10),
+            )
             .await;
         acked[c].insert(id, seq);
     }
 
     for node in 1..=3 {
         for (chat, acked) in chats.iter().zip(&acked) {
-            cluster.assert_chat_complete(node, chat, acked, CONVERGE).await;
+            cluster
+                .assert_chat_complete(node, chat, acked, CONVERGE)
+                .await;
         }
     }
     let applied = cluster.assert_converged(&[1, 2, 3], CONVERGE).await;
@@ -73,10 +93,7 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_node_finds_all_data() {
-    let mut cluster = Cluster::start(3);
-    for id in 1..=3 {
-        cluster.wait_ready(id, READY).await;
-    }
+    let mut cluster = Cluster::start_ready(3, "", READY).await;
     let chats: Vec<Chat> = open_chats(&cluster, 2).await;
     let mut acked: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); chats.len()];
     // Enough writes to cross the snapshot threshold (200 entries), so recovery uses a snapshot
@@ -86,7 +103,13 @@ async fn restarting_every_node_finds_all_data() {
         let c = (n % 2) as usize;
         let id = format!("m-{n}");
         let seq = cluster
-            .post_until_committed(&[via], &chats[c], &id, &format!("message {n}"), Duration::from_secs(10))
+            .post_until_committed(
+                &[via],
+                &chats[c],
+                &id,
+                &format!("message {n}"),
+                Duration::from_secs(10),
+            )
             .await;
         acked[c].insert(id, seq);
     }
@@ -106,20 +129,37 @@ async fn restarting_every_node_finds_all_data() {
     }
     for node in 1..=3 {
         for (chat, acked) in chats.iter().zip(&acked) {
-            cluster.assert_chat_complete(node, chat, acked, CONVERGE).await;
+            cluster
+                .assert_chat_complete(node, chat, acked, CONVERGE)
+                .await;
         }
     }
     // Sequences continue after the restart without gaps or reuse.
     let seq = cluster
-        .post_until_committed(&[2], &chats[0], "after-restart", "hello again", Duration::from_secs(10))
+        .post_until_committed(
+            &[2],
+            &chats[0],
+            "after-restart",
+            "hello again",
+            Duration::from_secs(10),
+        )
         .await;
-    assert_eq!(seq, acked[0].len() as u64 + 2, "the next message follows the last one");
+    assert_eq!(
+        seq,
+        acked[0].len() as u64 + 2,
+        "the next message follows the last one"
+    );
     acked[0].insert("after-restart".into(), seq);
     for node in 1..=3 {
-        cluster.assert_chat_complete(node, &chats[0], &acked[0], CONVERGE).await;
+        cluster
+            .assert_chat_complete(node, &chats[0], &acked[0], CONVERGE)
+            .await;
     }
     let after = cluster.assert_converged(&[1, 2, 3], CONVERGE).await;
-    assert!(after > before, "applied index went from {before} to {after}");
+    assert!(
+        after > before,
+        "applied index went from {before} to {after}"
+    );
 }
 
 async fn open_chats(cluster: &Cluster, n: u64) -> Vec<Chat> {
@@ -134,13 +174,12 @@ async fn open_chats(cluster: &Cluster, n: u64) -> Vec<Chat> {
 async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     // Snapshots every 50 entries, only 5 entries kept after one, 1 KiB chunks: a follower that
     // misses a few hundred writes can only catch up by a snapshot streamed in many chunks.
-    let mut cluster = Cluster::start_with(
+    let mut cluster = Cluster::start_ready(
         3,
         "snapshot_every_entries = 50\nlog_entries_kept_after_snapshot = 5\nsnapshot_chunk_bytes = 1024",
-    );
-    for id in 1..=3 {
-        cluster.wait_ready(id, READY).await;
-    }
+        READY,
+    )
+    .await;
     let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let others: Vec<u64> = (1..=3).filter(|id| *id != follower).collect();
@@ -152,14 +191,22 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         let c = (n % 2) as usize;
         let id = format!("while-down-{n}");
         let seq = cluster
-            .post_until_committed(&others, &chats[c], &id, &format!("message {n} {}", "x".repeat(200)), Duration::from_secs(10))
+            .post_until_committed(
+                &others,
+                &chats[c],
+                &id,
+                &format!("message {n} {}", "x".repeat(200)),
+                Duration::from_secs(10),
+            )
             .await;
         acked[c].insert(id, seq);
     }
     cluster.spawn(follower);
     cluster.wait_ready(follower, READY).await;
     for (chat, acked) in chats.iter().zip(&acked) {
-        cluster.assert_chat_complete(follower, chat, acked, CONVERGE).await;
+        cluster
+            .assert_chat_complete(follower, chat, acked, CONVERGE)
+            .await;
     }
     cluster.assert_converged(&[1, 2, 3], CONVERGE).await;
     let log = std::fs::read_to_string(&cluster.node(follower).log).expect("reading the node log");

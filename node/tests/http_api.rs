@@ -13,19 +13,31 @@ use support::Cluster;
 async fn status_and_code(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_slice_and_bad_input() {
-    let cluster = Cluster::start(1);
-    cluster.wait_ready(1, Duration::from_secs(60)).await;
+    let cluster = Cluster::start_ready(1, "", Duration::from_secs(60)).await;
     let client = &cluster.client;
     let url = |path: &str| cluster.url(1, path);
 
     // Health endpoints.
-    assert_eq!(client.get(url("/livez")).send().await.unwrap().status(), StatusCode::OK);
-    let metrics = client.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        client.get(url("/livez")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let metrics = client
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "parley_raft_term",
         "parley_raft_leader_id",
@@ -33,7 +45,10 @@ async fn chat_slice_and_bad_input() {
         "parley_raft_applied_index",
         "parley_write_latency_seconds_bucket",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
     let view = cluster.cluster_view(1).await.unwrap();
     assert_eq!(view["leader"], 1);
@@ -78,49 +93,181 @@ async fn chat_slice_and_bad_input() {
     let id = chat.chat_id.as_str();
     let token = Some(chat.token.as_str());
     let cases: Vec<(reqwest::Response, StatusCode, &str)> = vec![
-        (post(id, token, json!({"client_msg_id": "m1", "text": "changed"})).await.unwrap(), StatusCode::CONFLICT, "idempotency_conflict"),
-        (post(id, None, json!({"client_msg_id": "x1", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (post(id, Some("garbage"), json!({"client_msg_id": "x2", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (post(id, Some(other.token.as_str()), json!({"client_msg_id": "x3", "text": "hi"})).await.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (post(id, token, json!({"client_msg_id": "x4", "text": "x".repeat(5000)})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
-        (post(id, token, json!({"client_msg_id": "x5", "text": ""})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
-        (post(id, token, json!({"client_msg_id": "", "text": "hi"})).await.unwrap(), StatusCode::BAD_REQUEST, "invalid_field"),
-        (post(id, token, json!({"text": "missing id"})).await.unwrap(), StatusCode::BAD_REQUEST, "malformed_json"),
-        (post(id, token, json!({"client_msg_id": "x6", "text": "hi", "extra": 1})).await.unwrap(), StatusCode::BAD_REQUEST, "malformed_json"),
-        (post(id, token, json!({"client_msg_id": "x7", "text": "y".repeat(70_000)})).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         (
-            client.post(url(&format!("/api/v1/chats/{id}/messages"))).bearer_auth(&chat.token)
-                .header("content-type", "application/json").body("{not json").send().await.unwrap(),
-            StatusCode::BAD_REQUEST, "malformed_json",
+            post(id, token, json!({"client_msg_id": "m1", "text": "changed"}))
+                .await
+                .unwrap(),
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
         ),
         (
-            client.post(url(&format!("/api/v1/chats/{id}/messages"))).bearer_auth(&chat.token)
-                .header("content-type", "text/plain").body("hi").send().await.unwrap(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+            post(id, None, json!({"client_msg_id": "x1", "text": "hi"}))
+                .await
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
         ),
         (
-            client.post(url("/api/v1/chats")).json(&json!({"request_id": "r9", "queue_id": "nope",
-                "customer": {"name": "A", "email": "a@example.com"}})).send().await.unwrap(),
-            StatusCode::NOT_FOUND, "unknown_queue",
+            post(
+                id,
+                Some("garbage"),
+                json!({"client_msg_id": "x2", "text": "hi"}),
+            )
+            .await
+            .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
         ),
         (
-            client.post(url("/api/v1/chats")).json(&json!({"request_id": "r10", "queue_id": "sales",
-                "customer": {"name": "", "email": "a@example.com"}})).send().await.unwrap(),
-            StatusCode::BAD_REQUEST, "invalid_field",
+            post(
+                id,
+                Some(other.token.as_str()),
+                json!({"client_msg_id": "x3", "text": "hi"}),
+            )
+            .await
+            .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
         ),
         (
-            client.get(url(&format!("/api/v1/chats/{id}/events?after=-1"))).bearer_auth(&chat.token).send().await.unwrap(),
-            StatusCode::BAD_REQUEST, "invalid_query",
+            post(
+                id,
+                token,
+                json!({"client_msg_id": "x4", "text": "x".repeat(5000)}),
+            )
+            .await
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
         ),
         (
-            client.get(url(&format!("/api/v1/chats/{id}/events?limit=0"))).bearer_auth(&chat.token).send().await.unwrap(),
-            StatusCode::BAD_REQUEST, "invalid_query",
+            post(id, token, json!({"client_msg_id": "x5", "text": ""}))
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
         ),
         (
-            client.get(url(&format!("/api/v1/chats/{id}/events"))).bearer_auth(&other.token).send().await.unwrap(),
-            StatusCode::UNAUTHORIZED, "unauthorized",
+            post(id, token, json!({"client_msg_id": "", "text": "hi"}))
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
         ),
-        (client.get(url("/api/v1/nothing-here")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            post(id, token, json!({"text": "missing id"}))
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post(
+                id,
+                token,
+                json!({"client_msg_id": "x6", "text": "hi", "extra": 1}),
+            )
+            .await
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            post(
+                id,
+                token,
+                json!({"client_msg_id": "x7", "text": "y".repeat(70_000)}),
+            )
+            .await
+            .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client
+                .post(url(&format!("/api/v1/chats/{id}/messages")))
+                .bearer_auth(&chat.token)
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            client
+                .post(url(&format!("/api/v1/chats/{id}/messages")))
+                .bearer_auth(&chat.token)
+                .header("content-type", "text/plain")
+                .body("hi")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(url("/api/v1/chats"))
+                .json(&json!({"request_id": "r9", "queue_id": "nope",
+                "customer": {"name": "A", "email": "a@example.com"}}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "unknown_queue",
+        ),
+        (
+            client
+                .post(url("/api/v1/chats"))
+                .json(&json!({"request_id": "r10", "queue_id": "sales",
+                "customer": {"name": "", "email": "a@example.com"}}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            client
+                .get(url(&format!("/api/v1/chats/{id}/events?after=-1")))
+                .bearer_auth(&chat.token)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            client
+                .get(url(&format!("/api/v1/chats/{id}/events?limit=0")))
+                .bearer_auth(&chat.token)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            client
+                .get(url(&format!("/api/v1/chats/{id}/events")))
+                .bearer_auth(&other.token)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            client
+                .get(url("/api/v1/nothing-here"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
     ];
     for (i, (response, status, code)) in cases.into_iter().enumerate() {
         let (got_status, got_code) = status_and_code(response).await;
@@ -133,10 +280,17 @@ async fn chat_slice_and_bad_input() {
         support::SECRET.as_bytes(),
     ));
     let ghost = tokens.issue("ghost-chat");
-    let response = post("ghost-chat", Some(&ghost), json!({"client_msg_id": "g1", "text": "hi"}))
-        .await
-        .unwrap();
-    assert_eq!(status_and_code(response).await, (StatusCode::NOT_FOUND, "unknown_chat".to_owned()));
+    let response = post(
+        "ghost-chat",
+        Some(&ghost),
+        json!({"client_msg_id": "g1", "text": "hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status_and_code(response).await,
+        (StatusCode::NOT_FOUND, "unknown_chat".to_owned())
+    );
 
     // Nothing above changed the chat.
     cluster
@@ -153,7 +307,15 @@ async fn chat_slice_and_bad_input() {
         let token = chat.token.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let page: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let page: Value = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (page, started.elapsed())
         })
     };
@@ -162,7 +324,10 @@ async fn chat_slice_and_bad_input() {
     let (page, waited) = waiter.await.unwrap();
     assert_eq!(page["events"][0]["seq"], 4);
     assert_eq!(page["events"][0]["text"], "wake up");
-    assert!(waited < Duration::from_secs(9), "the long poll was not woken ({waited:?})");
+    assert!(
+        waited < Duration::from_secs(9),
+        "the long poll was not woken ({waited:?})"
+    );
 }
 
 #[test]

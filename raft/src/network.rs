@@ -238,8 +238,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let chunk = codec::snapshot_chunk_to_proto(&rpc).map_err(|e| NetworkError::new(&e))?;
         let ttl = option.hard_ttl();
         let request = with_deadline(chunk, ttl);
-        self.call(RPCTypes::InstallSnapshot, ttl, client.install_snapshot(request))
-            .await
+        self.call(
+            RPCTypes::InstallSnapshot,
+            ttl,
+            client.install_snapshot(request),
+        )
+        .await
     }
 
     async fn vote(

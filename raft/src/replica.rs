@@ -153,7 +153,10 @@ impl Replica {
     pub async fn form_cluster(&self) -> Result<(), ReplicaError> {
         match self.raft.initialize(self.members.clone()).await {
             Ok(()) => {
-                tracing::info!(members = self.members.len(), "formed cluster from static membership");
+                tracing::info!(
+                    members = self.members.len(),
+                    "formed cluster from static membership"
+                );
                 Ok(())
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {

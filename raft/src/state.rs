@@ -207,8 +207,18 @@ impl State {
                 replayed: true,
             });
         }
-        check_text("customer.name", &start.customer.name, 1, limits::NAME_BYTES_MAX)?;
-        check_text("customer.email", &start.customer.email, 0, limits::EMAIL_BYTES_MAX)?;
+        check_text(
+            "customer.name",
+            &start.customer.name,
+            1,
+            limits::NAME_BYTES_MAX,
+        )?;
+        check_text(
+            "customer.email",
+            &start.customer.email,
+            0,
+            limits::EMAIL_BYTES_MAX,
+        )?;
         check_text("question", &start.question, 0, limits::QUESTION_BYTES_MAX)?;
         check_client_id("chat_id", &start.chat_id)?;
         if !self.queues.contains_key(&start.queue_id) {
@@ -311,7 +321,9 @@ impl State {
         let start = usize::try_from(after)
             .unwrap_or(usize::MAX)
             .min(chat.events.len());
-        let end = start.saturating_add(limit.min(limits::EVENTS_PAGE_MAX)).min(chat.events.len());
+        let end = start
+            .saturating_add(limit.min(limits::EVENTS_PAGE_MAX))
+            .min(chat.events.len());
         Some(&chat.events[start..end])
     }
 
@@ -319,7 +331,9 @@ impl State {
     pub fn validate(&self) -> Result<(), InvariantViolation> {
         for (id, chat) in &self.chats {
             if *id != chat.id {
-                return Err(InvariantViolation(format!("chat {id} stored under another id")));
+                return Err(InvariantViolation(format!(
+                    "chat {id} stored under another id"
+                )));
             }
             if !self.queues.contains_key(&chat.queue_id) {
                 return Err(InvariantViolation(format!(
@@ -399,7 +413,10 @@ impl Chat {
                 messages += 1;
                 let key = format!("{}/{}", from.key(), client_msg_id);
                 if self.client_msg_ids.get(&key) != Some(&event.seq) {
-                    return fail(format!("message {} is not indexed by its client id", event.seq));
+                    return fail(format!(
+                        "message {} is not indexed by its client id",
+                        event.seq
+                    ));
                 }
             }
         }
@@ -413,12 +430,20 @@ impl Chat {
     }
 }
 
-fn check_text(field: &str, value: &str, min_bytes: usize, max_bytes: usize) -> Result<(), Rejection> {
+fn check_text(
+    field: &str,
+    value: &str,
+    min_bytes: usize,
+    max_bytes: usize,
+) -> Result<(), Rejection> {
     let problem = if value.len() > max_bytes {
         format!("longer than {max_bytes} bytes")
     } else if value.trim().len() < min_bytes {
         "must not be empty".to_owned()
-    } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         "contains control characters".to_owned()
     } else {
         return Ok(());

@@ -22,6 +22,7 @@ pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 
 /// Whether writes are fsynced before they are reported durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Every log append batch, vote save, committed save and snapshot write is a RocksDB
     /// `WriteBatch` written with `WriteOptions::set_sync(true)`, and openraft is told it is durable

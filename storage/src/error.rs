@@ -103,6 +103,8 @@ impl StoreError {
 }
 
 /// Attaches openraft's subject and verb to a `Result<T, StoreError>` at the trait boundary.
+// openraft's storage traits return its `StorageError` by value; its size is openraft's choice.
+#[allow(clippy::result_large_err)]
 pub(crate) trait ResultExt<T> {
     /// Maps the error with [`StoreError::into_storage_error`].
     fn sto<NID: NodeId>(

@@ -24,7 +24,7 @@
 //!
 //! # Usage
 //!
-//! ```ignore
+//! ```text
 //! let db = Db::open(path, DbOptions::default())?;
 //! let log_store = LogStore::<TypeConfig>::new(db.clone());
 //! let state_machine = StateMachineStore::<TypeConfig, MyMachine>::open(db).await?;

@@ -396,7 +396,7 @@ mod tests {
             inclusive_range(&(Bound::Excluded(u64::MAX), Bound::Unbounded)),
             None
         );
-        assert_eq!(inclusive_range(&(7..2)), None);
+        assert_eq!(inclusive_range(&std::ops::Range { start: 7, end: 2 }), None);
     }
 
     #[test]

@@ -115,10 +115,13 @@ fn decode_payload<NID: NodeId, N: Node, M: DeserializeOwned>(
     })
 }
 
+/// A persisted snapshot: its metadata and its bytes.
+type PersistedSnapshot<NID, N> = (SnapshotMeta<NID, N>, Vec<u8>);
+
 /// Reads the persisted snapshot: `None` if there is none, an error if only half of it exists.
 fn read_persisted<NID: NodeId, N: Node>(
     db: &DB,
-) -> Result<Option<(SnapshotMeta<NID, N>, Vec<u8>)>, StoreError> {
+) -> Result<Option<PersistedSnapshot<NID, N>>, StoreError> {
     let meta: Option<SnapshotMeta<NID, N>> =
         get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
     let data = db
@@ -513,7 +516,7 @@ where
         let persisted = self
             .shared
             .db
-            .run(|db| read_persisted::<C::NodeId, C::Node>(db))
+            .run(read_persisted::<C::NodeId, C::Node>)
             .await
             .sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
         Ok(persisted.map(|(meta, data)| Snapshot {

@@ -548,10 +548,10 @@ fn open_creates_missing_directories() {
 fn fsync_policy_serde_names() {
     assert_eq!(
         serde_json::to_string(&FsyncPolicy::Always).unwrap(),
-        "\"Always\""
+        "\"always\""
     );
     assert_eq!(
-        serde_json::from_str::<FsyncPolicy>("\"Never\"").unwrap(),
+        serde_json::from_str::<FsyncPolicy>("\"never\"").unwrap(),
         FsyncPolicy::Never
     );
     assert_eq!(DbOptions::default().fsync, FsyncPolicy::Always);

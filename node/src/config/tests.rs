@@ -44,7 +44,10 @@ fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         .collect();
     let mut figment = Figment::new().merge(Toml::file(file.path()));
     for (key, value) in &vars {
-        let path = key.trim_start_matches(ENV_PREFIX).to_lowercase().replace("__", ".");
+        let path = key
+            .trim_start_matches(ENV_PREFIX)
+            .to_lowercase()
+            .replace("__", ".");
         let value: figment::value::Value = value
             .parse::<i64>()
             .map(figment::value::Value::from)
@@ -76,10 +79,25 @@ fn a_good_config_validates() {
 }
 
 #[test]
+fn fsync_policy_is_spelled_in_lowercase() {
+    let config = load(&GOOD.replace("[raft]", "fsync = \"never\"\n[raft]"), &[]).unwrap();
+    assert_eq!(config.fsync, FsyncPolicy::Never);
+    let message = problem(&GOOD.replace("[raft]", "fsync = \"sometimes\"\n[raft]"));
+    assert!(
+        message.contains("fsync") || message.contains("sometimes"),
+        "{message}"
+    );
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let config = load(
         GOOD,
-        &[("PARLEY_NODE_ID", "1"), ("PARLEY_SITE", "east"), ("PARLEY_RAFT__HEARTBEAT", "20ms")],
+        &[
+            ("PARLEY_NODE_ID", "1"),
+            ("PARLEY_SITE", "east"),
+            ("PARLEY_RAFT__HEARTBEAT", "20ms"),
+        ],
     )
     .unwrap();
     assert_eq!(config.node_id, 1);
@@ -87,6 +105,8 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+// figment's `Jail` closure returns figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 fn real_environment_provider_is_used_by_load() {
     // figment's Jail isolates the process environment for the duration of the closure.
     figment::Jail::expect_with(|jail| {
@@ -104,26 +124,65 @@ fn real_environment_provider_is_used_by_load() {
 fn bad_values_get_clear_errors() {
     let cases: Vec<(String, &str)> = vec![
         (GOOD.replace("node_id = 2", "node_id = 0"), "node_id"),
-        (GOOD.replace("node_id = 2", "node_id = 7"), "must include this node"),
-        (GOOD.replace("node_id = 2", "node_id = -1"), "node_id"),
-        (GOOD.replace("\"127.0.0.1:8002\"\ngrpc", "\"localhost\"\ngrpc"), "http_listen"),
-        (GOOD.replace("0123456789abcdef0123456789abcdef", "short"), "cluster_secret"),
-        (GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"fast\""), "heartbeat"),
-        (GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"150ms\""), "twice raft.heartbeat"),
         (
-            GOOD.replace("election_timeout_max = \"400ms\"", "election_timeout_max = \"100ms\""),
+            GOOD.replace("node_id = 2", "node_id = 7"),
+            "must include this node",
+        ),
+        (GOOD.replace("node_id = 2", "node_id = -1"), "node_id"),
+        (
+            GOOD.replace("\"127.0.0.1:8002\"\ngrpc", "\"localhost\"\ngrpc"),
+            "http_listen",
+        ),
+        (
+            GOOD.replace("0123456789abcdef0123456789abcdef", "short"),
+            "cluster_secret",
+        ),
+        (
+            GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"fast\""),
+            "heartbeat",
+        ),
+        (
+            GOOD.replace("heartbeat = \"50ms\"", "heartbeat = \"150ms\""),
+            "twice raft.heartbeat",
+        ),
+        (
+            GOOD.replace(
+                "election_timeout_max = \"400ms\"",
+                "election_timeout_max = \"100ms\"",
+            ),
             "election_timeout_max",
         ),
-        (GOOD.replace("site = \"east\"\ndata_dir", "site = \"west\"\ndata_dir"), "site"),
-        (GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1\""), "peers[0].grpc"),
-        (GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1:9002\""), "used twice"),
+        (
+            GOOD.replace("site = \"east\"\ndata_dir", "site = \"west\"\ndata_dir"),
+            "site",
+        ),
+        (
+            GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1\""),
+            "peers[0].grpc",
+        ),
+        (
+            GOOD.replace("grpc = \"127.0.0.1:9001\"", "grpc = \"127.0.0.1:9002\""),
+            "used twice",
+        ),
         (GOOD.replace("id = 1\n", "id = 2\n"), "listed twice"),
-        (GOOD.replace("id = \"sales\"", "id = \"sa les\""), "queues[0].id"),
+        (
+            GOOD.replace("id = \"sales\"", "id = \"sa les\""),
+            "queues[0].id",
+        ),
         (format!("{GOOD}\nunknown_field = 1\n"), "unknown_field"),
         (GOOD.replace("[raft]", "[raft]\nelection = 1"), "election"),
-        (format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\n"), "listed twice"),
-        (format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nchat_limit = 0\n"), "chat_limit"),
-        (GOOD.replace("[raft]", "[timeouts]\nwrite = \"1ms\"\n[raft]"), "timeouts.write"),
+        (
+            format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\n"),
+            "listed twice",
+        ),
+        (
+            format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nchat_limit = 0\n"),
+            "chat_limit",
+        ),
+        (
+            GOOD.replace("[raft]", "[timeouts]\nwrite = \"1ms\"\n[raft]"),
+            "timeouts.write",
+        ),
         ("this is not toml".to_owned(), "expected"),
     ];
     for (text, expected) in cases {
@@ -138,5 +197,8 @@ fn bad_values_get_clear_errors() {
 #[test]
 fn a_missing_file_is_a_clear_error() {
     let error = Config::load(Path::new("/nonexistent/parley.toml")).unwrap_err();
-    assert!(error.to_string().contains("/nonexistent/parley.toml"), "{error}");
+    assert!(
+        error.to_string().contains("/nonexistent/parley.toml"),
+        "{error}"
+    );
 }

@@ -112,7 +112,8 @@ impl Cluster {
             .map(|(&id, (http, grpc))| {
                 let config = dir.path().join(format!("node{id}.toml"));
                 let data = dir.path().join(format!("data{id}"));
-                fs::write(&config, config_text(id, &data, &addrs, raft_extra)).expect("writing config");
+                fs::write(&config, config_text(id, &data, &addrs, raft_extra))
+                    .expect("writing config");
                 Node {
                     id,
                     http: format!("http://{http}"),
@@ -130,6 +131,16 @@ impl Cluster {
         let mut cluster = Self { dir, nodes, client };
         for id in 1..=n {
             cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Starts `n` nodes (extra `[raft]` lines as in [`Cluster::start_with`]) and waits until
+    /// every one is ready.
+    pub async fn start_ready(n: u64, raft_extra: &str, within: Duration) -> Self {
+        let cluster = Self::start_with(n, raft_extra);
+        for id in 1..=n {
+            cluster.wait_ready(id, within).await;
         }
         cluster
     }
@@ -288,12 +299,22 @@ impl Cluster {
             .send()
             .await
             .expect("start chat request");
-        assert!(response.status().is_success(), "start chat: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "start chat: {}",
+            response.status()
+        );
         response.json().await.expect("start chat body")
     }
 
     /// Posts one message; `Ok(seq)` once committed, `Err` with the reason otherwise.
-    pub async fn post(&self, via: u64, chat: &Chat, client_msg_id: &str, text: &str) -> Result<u64, String> {
+    pub async fn post(
+        &self,
+        via: u64,
+        chat: &Chat,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<u64, String> {
         let response = self
             .client
             .post(self.url(via, &format!("/api/v1/chats/{}/messages", chat.chat_id)))
@@ -305,7 +326,9 @@ impl Cluster {
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| e.to_string())?;
         if status.is_success() {
-            body["seq"].as_u64().ok_or_else(|| format!("no seq in {body}"))
+            body["seq"]
+                .as_u64()
+                .ok_or_else(|| format!("no seq in {body}"))
         } else {
             Err(format!("{status}: {body}"))
         }
@@ -345,7 +368,13 @@ impl Cluster {
         loop {
             let response = self
                 .client
-                .get(self.url(via, &format!("/api/v1/chats/{}/events?after={after}&limit=1000", chat.chat_id)))
+                .get(self.url(
+                    via,
+                    &format!(
+                        "/api/v1/chats/{}/events?after={after}&limit=1000",
+                        chat.chat_id
+                    ),
+                ))
                 .bearer_auth(&chat.token)
                 .send()
                 .await
@@ -358,7 +387,10 @@ impl Cluster {
             if batch.is_empty() {
                 return Ok(events);
             }
-            after = batch.last().and_then(|e| e["seq"].as_u64()).unwrap_or(after);
+            after = batch
+                .last()
+                .and_then(|e| e["seq"].as_u64())
+                .unwrap_or(after);
             events.extend(batch);
         }
     }
@@ -405,8 +437,10 @@ impl Cluster {
                 let applied: Vec<Option<u64>> =
                     views.iter().map(|v| v["applied_index"].as_u64()).collect();
                 if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
-                    let digests: Vec<&str> =
-                        views.iter().map(|v| v["state_digest"].as_str().unwrap_or("")).collect();
+                    let digests: Vec<&str> = views
+                        .iter()
+                        .map(|v| v["state_digest"].as_str().unwrap_or(""))
+                        .collect();
                     assert!(
                         digests.iter().all(|d| *d == digests[0]),
                         "digests differ at applied index {:?}: {digests:?}",
@@ -415,7 +449,10 @@ impl Cluster {
                     return applied[0].unwrap_or(0);
                 }
             }
-            assert!(Instant::now() < deadline, "nodes did not reach one applied index within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not reach one applied index within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -431,7 +468,10 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
             return Err(format!("gap: event {i} has seq {seq}"));
         }
         if event["type"] == "message" {
-            let id = event["client_msg_id"].as_str().ok_or("message without id")?.to_owned();
+            let id = event["client_msg_id"]
+                .as_str()
+                .ok_or("message without id")?
+                .to_owned();
             if seen.insert(id.clone(), seq).is_some() {
                 return Err(format!("message {id} appears twice"));
             }
@@ -441,7 +481,9 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
         match seen.get(id) {
             None => return Err(format!("acknowledged message {id} (seq {seq}) missing")),
             Some(found) if found != seq => {
-                return Err(format!("message {id} acknowledged as seq {seq} but stored at {found}"))
+                return Err(format!(
+                    "message {id} acknowledged as seq {seq} but stored at {found}"
+                ))
             }
             Some(_) => {}
         }

@@ -64,7 +64,11 @@ fn start_chat_then_messages_get_gap_free_sequence() {
     let mut state = seeded();
     assert!(matches!(
         state.apply(&command(10, start("c1", "r1"))),
-        Outcome::ChatStarted { seq: 1, replayed: false, .. }
+        Outcome::ChatStarted {
+            seq: 1,
+            replayed: false,
+            ..
+        }
     ));
     for i in 0..5 {
         let outcome = state.apply(&command(11 + i, post("c1", &format!("m{i}"), "hi")));
@@ -103,7 +107,14 @@ fn retried_post_is_not_applied_twice() {
             replayed: true
         }
     );
-    assert!(matches!(first, Outcome::MessagePosted { seq: 2, replayed: false, .. }));
+    assert!(matches!(
+        first,
+        Outcome::MessagePosted {
+            seq: 2,
+            replayed: false,
+            ..
+        }
+    ));
     assert_eq!(state, before, "a replay must not change the state");
     // Same id, different text: refused, nothing changes.
     let conflict = state.apply(&command(100, post("c1", "m1", "other")));
@@ -124,7 +135,14 @@ fn retried_post_is_not_applied_twice() {
             text: "hello".into(),
         }),
     ));
-    assert!(matches!(agent, Outcome::MessagePosted { seq: 3, replayed: false, .. }));
+    assert!(matches!(
+        agent,
+        Outcome::MessagePosted {
+            seq: 3,
+            replayed: false,
+            ..
+        }
+    ));
     state.validate().unwrap();
 }
 
@@ -297,14 +315,23 @@ fn random_workload_with_retries_keeps_invariants() {
             let chat = chats[(next() % chats.len() as u64) as usize].clone();
             let id = format!("m{step}");
             let outcome = state.apply(&command(step, post(&chat, &id, &format!("text {step}"))));
-            assert!(matches!(outcome, Outcome::MessagePosted { replayed: false, .. }));
+            assert!(matches!(
+                outcome,
+                Outcome::MessagePosted {
+                    replayed: false,
+                    ..
+                }
+            ));
             model.get_mut(&chat).unwrap().push(id.clone());
             sent.push((chat, id));
         } else if !sent.is_empty() {
             let (chat, id) = sent[(next() % sent.len() as u64) as usize].clone();
             let text = format!("text {}", &id[1..]);
             let outcome = state.apply(&command(step, post(&chat, &id, &text)));
-            assert!(matches!(outcome, Outcome::MessagePosted { replayed: true, .. }));
+            assert!(matches!(
+                outcome,
+                Outcome::MessagePosted { replayed: true, .. }
+            ));
         }
     }
     state.validate().unwrap();
