@@ -215,3 +215,50 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         "follower {follower} caught up without installing a snapshot"
     );
 }
+
+/// Regression: under concurrent load the leader packs many commands into each entry; after a
+/// leader kill, the new leader's first catch-up AppendEntries could exceed the heartbeat-long
+/// deadline, time out and be resent forever, so writes never resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_after_batched_load_recovers() {
+    let mut cluster = Cluster::start_ready(3, "", READY).await;
+    let chats = open_chats(&cluster, 32).await;
+    let mut acked: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); chats.len()];
+    let text = "y".repeat(400);
+    let vias: Vec<[u64; 1]> = (0..chats.len() as u64).map(|c| [c % 3 + 1]).collect();
+    for round in 0..30 {
+        let id = format!("load-{round}");
+        let posts = chats.iter().zip(&vias).map(|(chat, via)| {
+            cluster.post_until_committed(via, chat, &id, &text, Duration::from_secs(10))
+        });
+        let seqs = futures::future::join_all(posts).await;
+        for (c, seq) in seqs.into_iter().enumerate() {
+            acked[c].insert(id.clone(), seq);
+        }
+    }
+    let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    cluster.kill9(leader);
+    for (c, chat) in chats.iter().enumerate() {
+        let seq = cluster
+            .post_until_committed(
+                &survivors,
+                chat,
+                "after-kill",
+                "still here",
+                Duration::from_secs(20),
+            )
+            .await;
+        acked[c].insert("after-kill".into(), seq);
+    }
+    cluster.spawn(leader);
+    cluster.wait_ready(leader, READY).await;
+    for node in 1..=3 {
+        for (chat, acked) in chats.iter().zip(&acked) {
+            cluster
+                .assert_chat_complete(node, chat, acked, CONVERGE)
+                .await;
+        }
+    }
+    cluster.assert_converged(&[1, 2, 3], CONVERGE).await;
+}

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -30,6 +31,13 @@ use crate::types::{NodeId, NodeInfo, TypeConfig};
 /// Largest gRPC message a node accepts or sends, in bytes. Snapshot chunks and append batches
 /// stay well under it.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Largest AppendEntries payload sent in one RPC, in bytes of encoded request. openraft gives an
+/// AppendEntries one heartbeat interval to complete; a catch-up batch of hundreds of entries, each
+/// a group-committed batch of commands, can take longer than that to encode, ship, decode and
+/// fsync, and would then time out and be resent forever. Above this size the request is refused
+/// locally with `PayloadTooLarge` and openraft resends it with fewer entries.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 512 * 1024;
 
 /// How a node reaches its peers' gRPC endpoints.
 pub trait Connector: Send + Sync + 'static {
@@ -223,6 +231,21 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
         let mut client = self.client()?;
         let json = codec::encode(&rpc).map_err(|e| NetworkError::new(&e))?;
+        let entries = rpc.entries.len();
+        if json.len() > APPEND_ENTRIES_BYTES_MAX && entries > 1 {
+            // Ask openraft to resend with as many entries as fit, by average size (at least 1).
+            let fitting = (entries * APPEND_ENTRIES_BYTES_MAX / json.len()).max(1);
+            tracing::debug!(
+                target = self.target,
+                bytes = json.len(),
+                entries,
+                fitting,
+                "append entries too large; asking for fewer"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(u64::try_from(fitting).unwrap_or(1)),
+            ));
+        }
         let ttl = option.hard_ttl();
         let request = with_deadline(pb::RaftPayload { json }, ttl);
         self.call(RPCTypes::AppendEntries, ttl, client.append_entries(request))

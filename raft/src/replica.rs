@@ -124,6 +124,9 @@ impl Replica {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
             snapshot_max_chunk_size: options.snapshot_chunk_bytes,
             max_in_snapshot_log_to_keep: options.log_entries_kept_after_snapshot,
+            // Entries are group-committed batches; a smaller first try keeps catch-up RPCs
+            // within the heartbeat-long deadline (see `network::APPEND_ENTRIES_BYTES_MAX`).
+            max_payload_entries: 64,
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
