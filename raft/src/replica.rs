@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{LogId, ServerState, SnapshotPolicy};
@@ -263,6 +262,3 @@ pub fn role_name(state: ServerState) -> &'static str {
         ServerState::Shutdown => "shutdown",
     }
 }
-
-/// How long to wait between polls in helpers that wait for a condition.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -1,5 +1,4 @@
 use super::*;
-use std::io::Write;
 
 const GOOD: &str = r#"
 node_id = 2
@@ -35,27 +34,22 @@ id = "alice"
 name = "Alice"
 "#;
 
+/// Loads `text` through [`Config::load`] with exactly the environment variables `env`, inside a
+/// figment jail (a private directory and environment, restored afterwards).
+// figment's `Jail` closure returns figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    let vars: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut figment = Figment::new().merge(Toml::file(file.path()));
-    for (key, value) in &vars {
-        let path = key
-            .trim_start_matches(ENV_PREFIX)
-            .to_lowercase()
-            .replace("__", ".");
-        let value: figment::value::Value = value
-            .parse::<i64>()
-            .map(figment::value::Value::from)
-            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
-        figment = figment.merge((path, value));
-    }
-    let raw: RawConfig = figment.extract().map_err(Box::new)?;
-    raw.validate()
+    let mut result = None;
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("node.toml", text)?;
+        for (key, value) in env {
+            jail.set_env(key, value);
+        }
+        result = Some(Config::load(Path::new("node.toml")));
+        Ok(())
+    });
+    result.expect("the jail ran the closure")
 }
 
 fn problem(text: &str) -> String {
@@ -105,19 +99,20 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
-// figment's `Jail` closure returns figment's own (large) error type.
-#[allow(clippy::result_large_err)]
-fn real_environment_provider_is_used_by_load() {
-    // figment's Jail isolates the process environment for the duration of the closure.
-    figment::Jail::expect_with(|jail| {
-        jail.create_file("node.toml", GOOD)?;
-        jail.set_env("PARLEY_TIMEOUTS__WRITE", "7s");
-        jail.set_env("PARLEY_DATA_DIR", "/var/lib/parley");
-        let config = Config::load(Path::new("node.toml")).map_err(|e| e.to_string())?;
-        assert_eq!(config.timeouts.write, Duration::from_secs(7));
-        assert_eq!(config.data_dir, PathBuf::from("/var/lib/parley"));
-        Ok(())
-    });
+fn environment_values_are_parsed_by_type() {
+    let config = load(
+        GOOD,
+        &[
+            ("PARLEY_TIMEOUTS__WRITE", "7s"),
+            ("PARLEY_DATA_DIR", "/var/lib/parley"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.timeouts.write, Duration::from_secs(7));
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/parley"));
+    // A stray PARLEY_* variable is an unknown field, not silently ignored.
+    let error = load(GOOD, &[("PARLEY_NO_SUCH_FIELD", "1")]).unwrap_err();
+    assert!(error.to_string().contains("no_such_field"), "{error}");
 }
 
 #[test]
