@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
-use parley_raft::command::{ChatId, Customer, Directory, Op, Participant, PostMessage, StartChat};
+use parley_raft::command::{Directory, Op};
 use parley_raft::replica::ReplicaStatus;
-use parley_raft::state::ChatEvent;
-use parley_raft::{NodeInfo, Outcome, ProposeError, Replica};
+use parley_raft::{NodeInfo, Outcome, ProposeError, Replica, State};
 use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::token::ChatTokens;
 
 /// How many requests may wait in the app actor's mailbox.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -27,8 +25,6 @@ const READY_APPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(2
 pub struct AppActor {
     /// The replicated core.
     replica: Replica,
-    /// Chat token issuing and checking.
-    tokens: ChatTokens,
     /// Write counters and latency.
     metrics: Arc<Metrics>,
     /// Queues and agents from this node's config, seeded at start.
@@ -41,14 +37,12 @@ impl AppActor {
     /// An actor over `replica`.
     pub fn new(
         replica: Replica,
-        tokens: ChatTokens,
         metrics: Arc<Metrics>,
         directory: Directory,
         site: String,
     ) -> Self {
         Self {
             replica,
-            tokens,
             metrics,
             directory,
             site,
@@ -107,168 +101,43 @@ async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Outcome,
     }
 }
 
-/// A customer starts a chat.
+/// Commit one command and return its outcome; a rejection becomes an [`ApiError`].
 #[derive(Debug, Message)]
-#[rtype(result = "Result<ChatStarted, ApiError>")]
-pub struct StartChatRequest {
-    /// Client idempotency key.
-    pub request_id: String,
-    /// The chosen queue.
-    pub queue_id: String,
-    /// Pre-chat details.
-    pub customer: Customer,
-    /// Pre-chat question.
-    pub question: String,
-}
+#[rtype(result = "Result<Outcome, ApiError>")]
+pub struct Write(pub Op);
 
-/// A started chat and the token that opens it.
-#[derive(Debug, Serialize)]
-pub struct ChatStarted {
-    /// The chat's id.
-    pub chat_id: ChatId,
-    /// Bearer token for this chat only.
-    pub token: String,
-    /// True when the request id had already started this chat.
-    pub replayed: bool,
-}
+impl Handler<Write> for AppActor {
+    type Result = ResponseFuture<Result<Outcome, ApiError>>;
 
-impl Handler<StartChatRequest> for AppActor {
-    type Result = ResponseFuture<Result<ChatStarted, ApiError>>;
-
-    fn handle(&mut self, msg: StartChatRequest, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Write, _ctx: &mut Self::Context) -> Self::Result {
         let replica = self.replica.clone();
         let metrics = self.metrics.clone();
-        let tokens = self.tokens.clone();
-        Box::pin(async move {
-            let op = Op::StartChat(StartChat {
-                chat_id: uuid::Uuid::new_v4().to_string(),
-                request_id: msg.request_id,
-                queue_id: msg.queue_id,
-                customer: msg.customer,
-                question: msg.question,
-            });
-            match commit(&replica, &metrics, op).await? {
-                Outcome::ChatStarted {
-                    chat_id, replayed, ..
-                } => Ok(ChatStarted {
-                    token: tokens.issue(&chat_id),
-                    chat_id,
-                    replayed,
-                }),
-                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
-            }
-        })
+        Box::pin(async move { commit(&replica, &metrics, msg.0).await })
     }
 }
 
-/// A customer posts into their chat.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<MessagePosted, ApiError>")]
-pub struct PostCustomerMessage {
-    /// The chat from the path.
-    pub chat_id: ChatId,
-    /// The bearer token presented.
-    pub token: String,
-    /// Client message id.
-    pub client_msg_id: String,
-    /// The text.
-    pub text: String,
+/// A read of this node's applied state: the function gets the state and the applied index.
+pub struct Query<R>(pub Box<dyn FnOnce(&State, Option<u64>) -> R + Send>);
+
+impl<R: 'static> Message for Query<R> {
+    type Result = R;
 }
 
-/// A committed message.
-#[derive(Debug, Serialize)]
-pub struct MessagePosted {
-    /// The chat.
-    pub chat_id: ChatId,
-    /// The message's sequence number.
-    pub seq: u64,
-    /// True when the client message id had already been posted.
-    pub replayed: bool,
-}
-
-impl Handler<PostCustomerMessage> for AppActor {
-    type Result = ResponseFuture<Result<MessagePosted, ApiError>>;
-
-    fn handle(&mut self, msg: PostCustomerMessage, _ctx: &mut Self::Context) -> Self::Result {
-        let authorized = self.tokens.verify(&msg.chat_id, &msg.token);
-        let replica = self.replica.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            if !authorized {
-                return Err(ApiError::unauthorized("the token does not open this chat"));
-            }
-            let op = Op::PostMessage(PostMessage {
-                chat_id: msg.chat_id,
-                sender: Participant::Customer,
-                client_msg_id: msg.client_msg_id,
-                text: msg.text,
-            });
-            match commit(&replica, &metrics, op).await? {
-                Outcome::MessagePosted {
-                    chat_id,
-                    seq,
-                    replayed,
-                } => Ok(MessagePosted {
-                    chat_id,
-                    seq,
-                    replayed,
-                }),
-                other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
-            }
-        })
+impl<R> Query<R> {
+    /// A query running `f`.
+    pub fn new(f: impl FnOnce(&State, Option<u64>) -> R + Send + 'static) -> Self {
+        Self(Box::new(f))
     }
 }
 
-/// Read a chat's events after a sequence number.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<EventsPage, ApiError>")]
-pub struct ReadEvents {
-    /// The chat.
-    pub chat_id: ChatId,
-    /// The bearer token presented.
-    pub token: String,
-    /// Return events with `seq > after`.
-    pub after: u64,
-    /// At most this many.
-    pub limit: usize,
-}
+impl<R: 'static> Handler<Query<R>> for AppActor {
+    type Result = actix::MessageResult<Query<R>>;
 
-/// A page of chat events.
-#[derive(Debug, Serialize)]
-pub struct EventsPage {
-    /// The chat.
-    pub chat_id: ChatId,
-    /// Events in sequence order.
-    pub events: Vec<ChatEvent>,
-    /// The chat's last sequence number as applied on this node.
-    pub last_seq: u64,
-    /// This node's applied Raft index when the page was read.
-    pub applied_index: Option<u64>,
-}
-
-impl Handler<ReadEvents> for AppActor {
-    type Result = Result<EventsPage, ApiError>;
-
-    fn handle(&mut self, msg: ReadEvents, _ctx: &mut Self::Context) -> Self::Result {
-        if !self.tokens.verify(&msg.chat_id, &msg.token) {
-            return Err(ApiError::unauthorized("the token does not open this chat"));
-        }
-        self.replica.read(|state, applied| {
-            let chat = state
-                .chats
-                .get(&msg.chat_id)
-                .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
-            let events = state
-                .chat_events(&msg.chat_id, msg.after, msg.limit)
-                .map(<[ChatEvent]>::to_vec)
-                .unwrap_or_default();
-            Ok(EventsPage {
-                chat_id: msg.chat_id.clone(),
-                events,
-                last_seq: chat.last_seq(),
-                applied_index: applied.map(|id| id.index),
-            })
-        })
+    fn handle(&mut self, msg: Query<R>, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(
+            self.replica
+                .read(|state, applied| (msg.0)(state, applied.map(|id| id.index))),
+        )
     }
 }
 
@@ -278,7 +147,7 @@ impl Handler<ReadEvents> for AppActor {
 pub struct GetClusterView;
 
 /// The cluster as this node sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// This node.
     pub node_id: u64,
@@ -308,7 +177,7 @@ pub struct ClusterView {
 }
 
 /// One member in the cluster view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     /// Node id.
     pub id: u64,

@@ -139,7 +139,7 @@ async fn run_one(
                 .json(&json!({
                     "request_id": format!("bench-{run_id}-{worker}"),
                     "queue_id": queue,
-                    "customer": {"name": "Bench", "email": "bench@example.com"},
+                    "customer": {"name": "Bench", "email": format!("bench-{run_id}-{worker}@example.com")},
                     "question": "load"
                 }))
                 .send()

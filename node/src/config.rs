@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use parley_raft::command::{AgentSpec, Directory, QueueSpec};
+use parley_raft::command::{
+    default_off_hours_message, AgentSpec, BusinessHours, Channel, DepartmentSpec, Directory,
+    QueueSpec, SkillSpec,
+};
 use parley_raft::limits;
-use parley_raft::state::check_directory_id;
+use parley_raft::state::{check_agent_spec, check_directory_id, check_queue_spec};
+use parley_raft::Rejection;
 use parley_raft::{NodeId, NodeInfo};
 use parley_storage::FsyncPolicy;
 use serde::{Deserialize, Serialize};
@@ -54,6 +58,16 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     /// Every voting member, this node included.
     pub peers: Vec<RawPeer>,
+    /// Bearer credential for the admin and supervisor API, at least 32 bytes. Absent: those
+    /// endpoints answer 403.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Departments seeded into the replicated state the first time they are seen.
+    #[serde(default)]
+    pub departments: Vec<RawDepartment>,
+    /// Skills seeded into the replicated state the first time they are seen.
+    #[serde(default)]
+    pub skills: Vec<RawSkill>,
     /// Queues seeded into the replicated state the first time they are seen.
     #[serde(default)]
     pub queues: Vec<RawQueue>,
@@ -155,6 +169,26 @@ pub struct RawPeer {
     pub http: String,
 }
 
+/// A department to seed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDepartment {
+    /// Stable id (letters, digits, `-`, `_`, `.`; at most 64 bytes).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A skill to seed.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSkill {
+    /// Stable id, named by queues and agents.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
 /// A queue to seed.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -163,9 +197,44 @@ pub struct RawQueue {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Skills an agent needs for this queue. Default none.
+    /// Department id. Default none.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// `chat` (default) or `callback`.
+    #[serde(default = "default_channel")]
+    pub channel: Channel,
+    /// Skills an agent needs for this queue (ids from `[[skills]]`). Default none.
     #[serde(default)]
     pub skills: Vec<String>,
+    /// How long an agent has to accept an offer. Default `30s`.
+    #[serde(default = "default_offer_timeout", with = "humantime_serde")]
+    pub offer_timeout: Duration,
+    /// Whether an agent who misses an offer is made not ready. Default true.
+    #[serde(default = "default_true")]
+    pub not_ready_on_missed_offer: bool,
+    /// An assigned chat whose customer stays silent this long ends; `0s` disables. Default
+    /// `10m`.
+    #[serde(default = "default_inactivity_timeout", with = "humantime_serde")]
+    pub inactivity_timeout: Duration,
+    /// Opening hours; absent means always open.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHours>,
+    /// What customers are told outside business hours.
+    #[serde(default = "default_off_hours_message")]
+    pub off_hours_message: String,
+}
+
+fn default_channel() -> Channel {
+    Channel::Chat
+}
+fn default_offer_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_inactivity_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_true() -> bool {
+    true
 }
 
 /// An agent to seed.
@@ -176,16 +245,19 @@ pub struct RawAgent {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Skills. Default none.
+    /// Skills (ids from `[[skills]]`). Default none.
     #[serde(default)]
     pub skills: Vec<String>,
-    /// Most chats at once. Default 3.
-    #[serde(default = "default_chat_limit")]
-    pub chat_limit: u32,
+    /// Most activities at once per channel, e.g. `{ chat = 3, callback = 1 }`. Default
+    /// `{ chat = 3 }`.
+    #[serde(default = "default_limits")]
+    pub limits: BTreeMap<Channel, u32>,
+    /// argon2 PHC string of the agent's password (`parley hash-password` makes one). Required.
+    pub password_hash: String,
 }
 
-fn default_chat_limit() -> u32 {
-    3
+fn default_limits() -> BTreeMap<Channel, u32> {
+    BTreeMap::from([(Channel::Chat, 3)])
 }
 
 /// A validated configuration.
@@ -203,6 +275,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Key for chat tokens, derived from the cluster secret.
     pub token_key: [u8; 32],
+    /// Key for agent tokens, derived from the cluster secret.
+    pub agent_token_key: [u8; 32],
     /// Durability policy.
     pub fsync: FsyncPolicy,
     /// Raft settings (validated).
@@ -213,6 +287,8 @@ pub struct Config {
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// What to seed.
     pub directory: Directory,
+    /// Hash of the admin credential, if one is configured.
+    pub admin_token_hash: Option<blake3::Hash>,
 }
 
 /// A configuration problem, naming the field and what is wrong.
@@ -284,6 +360,8 @@ impl RawConfig {
         }
         let token_key =
             blake3::derive_key("parley chat token key v1", self.cluster_secret.as_bytes());
+        let agent_token_key =
+            blake3::derive_key("parley agent token key v1", self.cluster_secret.as_bytes());
 
         let raft = &self.raft;
         check_range_ms("raft.heartbeat", raft.heartbeat, 10, 10_000)?;
@@ -401,52 +479,17 @@ impl RawConfig {
             Some(_) => {}
         }
 
-        let mut queue_ids = BTreeSet::new();
-        let mut queues = Vec::new();
-        for (i, queue) in self.queues.iter().enumerate() {
-            let field = format!("queues[{i}]");
-            check_directory_id(&format!("{field}.id"), &queue.id)
-                .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
-            check_name(&format!("{field}.name"), &queue.name)?;
-            if !queue_ids.insert(queue.id.clone()) {
+        let admin_token_hash = match &self.admin_token {
+            Some(token) if token.len() < CLUSTER_SECRET_BYTES_MIN => {
                 return Err(invalid(
-                    format!("{field}.id"),
-                    format!("{} is listed twice", queue.id),
-                ));
+                    "admin_token",
+                    format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
+                ))
             }
-            queues.push(QueueSpec {
-                id: queue.id.clone(),
-                name: queue.name.clone(),
-                skills: queue.skills.clone(),
-            });
-        }
-        let mut agent_ids = BTreeSet::new();
-        let mut agents = Vec::new();
-        for (i, agent) in self.agents.iter().enumerate() {
-            let field = format!("agents[{i}]");
-            check_directory_id(&format!("{field}.id"), &agent.id)
-                .map_err(|e| invalid(format!("{field}.id"), e.to_string()))?;
-            check_name(&format!("{field}.name"), &agent.name)?;
-            if !agent_ids.insert(agent.id.clone()) {
-                return Err(invalid(
-                    format!("{field}.id"),
-                    format!("{} is listed twice", agent.id),
-                ));
-            }
-            if !(1..=100).contains(&agent.chat_limit) {
-                return Err(invalid(
-                    format!("{field}.chat_limit"),
-                    "must be between 1 and 100",
-                ));
-            }
-            agents.push(AgentSpec {
-                id: agent.id.clone(),
-                name: agent.name.clone(),
-                skills: agent.skills.clone(),
-                chat_limit: agent.chat_limit,
-            });
-        }
-
+            Some(token) => Some(blake3::hash(token.as_bytes())),
+            None => None,
+        };
+        let directory = self.directory()?;
         Ok(Config {
             node_id: self.node_id,
             site: self.site,
@@ -454,13 +497,130 @@ impl RawConfig {
             http_listen,
             grpc_listen,
             token_key,
+            agent_token_key,
             fsync: self.fsync,
             raft: self.raft,
             timeouts: self.timeouts,
             members,
-            directory: Directory { queues, agents },
+            directory,
+            admin_token_hash,
         })
     }
+
+    /// The departments, skills, queues and agents to seed, checked as `apply` would check
+    /// them, so a bad entry is reported here instead of being skipped.
+    fn directory(&self) -> Result<Directory, ConfigError> {
+        let rejected = |field: String| move |e: Rejection| invalid(field, e.to_string());
+        let mut ids = BTreeSet::new();
+        let mut unique = |kind: &str, field: &str, id: &str| {
+            if ids.insert(format!("{kind}:{id}")) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    format!("{field}.id"),
+                    format!("{id} is listed twice"),
+                ))
+            }
+        };
+        let mut departments = Vec::new();
+        for (i, department) in self.departments.iter().enumerate() {
+            let field = format!("departments[{i}]");
+            check_directory_id("id", &department.id).map_err(rejected(format!("{field}.id")))?;
+            check_name(&format!("{field}.name"), &department.name)?;
+            unique("department", &field, &department.id)?;
+            departments.push(DepartmentSpec {
+                id: department.id.clone(),
+                name: department.name.clone(),
+            });
+        }
+        let mut skills = Vec::new();
+        for (i, skill) in self.skills.iter().enumerate() {
+            let field = format!("skills[{i}]");
+            check_directory_id("id", &skill.id).map_err(rejected(format!("{field}.id")))?;
+            check_name(&format!("{field}.name"), &skill.name)?;
+            unique("skill", &field, &skill.id)?;
+            skills.push(SkillSpec {
+                id: skill.id.clone(),
+                name: skill.name.clone(),
+            });
+        }
+        let known_skill = |field: &str, list: &[String]| {
+            for skill in list {
+                if !skills.iter().any(|s| s.id == *skill) {
+                    return Err(invalid(
+                        format!("{field}.skills"),
+                        format!("{skill} is not listed in [[skills]]"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let mut queues = Vec::new();
+        for (i, queue) in self.queues.iter().enumerate() {
+            let field = format!("queues[{i}]");
+            let spec = QueueSpec {
+                id: queue.id.clone(),
+                name: queue.name.clone(),
+                department: queue.department.clone(),
+                channel: queue.channel,
+                skills: queue.skills.clone(),
+                offer_timeout_ms: duration_ms(queue.offer_timeout),
+                not_ready_on_missed_offer: queue.not_ready_on_missed_offer,
+                inactivity_timeout_ms: duration_ms(queue.inactivity_timeout),
+                business_hours: queue.business_hours.clone(),
+                off_hours_message: queue.off_hours_message.clone(),
+            };
+            check_queue_spec(&spec).map_err(rejected(field.clone()))?;
+            unique("queue", &field, &queue.id)?;
+            known_skill(&field, &queue.skills)?;
+            if let Some(department) = &queue.department {
+                if !departments.iter().any(|d| d.id == *department) {
+                    return Err(invalid(
+                        format!("{field}.department"),
+                        format!("{department} is not listed in [[departments]]"),
+                    ));
+                }
+            }
+            if queue.channel == Channel::Email {
+                return Err(invalid(
+                    format!("{field}.channel"),
+                    "email queues are not supported yet; use chat or callback",
+                ));
+            }
+            queues.push(spec);
+        }
+        let mut agents = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let field = format!("agents[{i}]");
+            let spec = AgentSpec {
+                id: agent.id.clone(),
+                name: agent.name.clone(),
+                skills: agent.skills.clone(),
+                limits: agent.limits.clone(),
+                password_hash: agent.password_hash.clone(),
+            };
+            check_agent_spec(&spec).map_err(rejected(field.clone()))?;
+            if !crate::token::is_password_hash(&agent.password_hash) {
+                return Err(invalid(
+                    format!("{field}.password_hash"),
+                    "is not a valid argon2 PHC string; make one with `parley hash-password`",
+                ));
+            }
+            unique("agent", &field, &agent.id)?;
+            known_skill(&field, &agent.skills)?;
+            agents.push(spec);
+        }
+        Ok(Directory {
+            departments,
+            skills,
+            queues,
+            agents,
+        })
+    }
+}
+
+fn duration_ms(value: Duration) -> u64 {
+    u64::try_from(value.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {

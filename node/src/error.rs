@@ -42,6 +42,25 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 401: the agent's session ended (logout, or a newer login).
+    pub fn session_ended() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "session_ended",
+            "the agent session has ended; log in again",
+        )
+    }
+
+    /// 403: the credential is valid but does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 409 with `code`.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
     /// 404 with `code`.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
@@ -67,7 +86,14 @@ impl From<Rejection> for ApiError {
         match rejection {
             Rejection::UnknownQueue { .. } => Self::not_found("unknown_queue", message),
             Rejection::UnknownChat { .. } => Self::not_found("unknown_chat", message),
-            Rejection::ChatEnded { .. } => Self::new(StatusCode::CONFLICT, "chat_ended", message),
+            Rejection::UnknownAgent { .. } => Self::not_found("unknown_agent", message),
+            Rejection::UnknownActivity { .. } => Self::not_found("unknown_activity", message),
+            Rejection::UnknownEntry { .. } => Self::not_found("unknown_entry", message),
+            Rejection::ChatEnded { .. } => Self::conflict("chat_ended", message),
+            Rejection::OffHours { .. } => Self::conflict("off_hours", message),
+            Rejection::SessionEnded => Self::session_ended(),
+            Rejection::Conflict(_) => Self::conflict("conflict", message),
+            Rejection::LimitReached { .. } => Self::conflict("limit_reached", message),
             Rejection::Invalid { .. } => Self::bad_request("invalid_field", message),
             Rejection::IdempotencyConflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)

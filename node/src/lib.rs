@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`config`]: TOML + environment → validated [`config::Config`].
 //! - [`serve`]: the runtime, the actor system, start-up and shutdown order.
-//! - [`web`]: HTTP routes and input validation; [`error`]: errors to HTTP answers.
+//! - [`web`]: HTTP and WebSocket routes, input validation, credentials; [`error`]: errors to
+//!   HTTP answers.
 //! - [`app`]: the app actor (writes through Raft, reads from applied state, cluster view).
-//! - [`messaging`]: the messaging actor (wakes clients waiting for chat events).
-//! - [`metrics`]: Prometheus metrics; [`token`]: chat tokens.
+//! - [`messaging`]: the messaging actor (wakes streams and long polls, carries typing).
+//! - [`services`]: the services actor (fires replicated timers, active-active).
+//! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
 //! - [`bench`]: `parley bench`, a load generator that prints throughput and latency.
 
 pub mod app;
@@ -17,5 +19,6 @@ pub mod error;
 pub mod messaging;
 pub mod metrics;
 pub mod serve;
+pub mod services;
 pub mod token;
 pub mod web;

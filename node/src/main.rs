@@ -30,6 +30,21 @@ enum Command {
     },
     /// Measure committed chat messages per second and commit latency against a running cluster.
     Bench(bench::BenchArgs),
+    /// Hash a password (read from stdin, one line) for an agent's `password_hash` in config.
+    HashPassword,
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.len() < 8 {
+        anyhow::bail!("a password needs at least 8 bytes");
+    }
+    let hash = parley_node::token::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+    println!("{hash}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -60,6 +75,7 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Bench(args) => bench::run(args),
+        Command::HashPassword => hash_password(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,76 +1,197 @@
-//! The messaging actor: wakes the clients connected to this node when events they wait for have
-//! been applied here.
+//! The messaging actor: tells the clients connected to this node that events they follow have
+//! been applied here, and carries ephemeral events (typing) between them and across nodes.
 //!
 //! It follows the locally applied index (a `watch` channel from the state machine), so it
-//! delivers whatever this node applied, whoever proposed it. Waiters say which chat and which
-//! sequence number they have seen; a waiter is woken once the chat has an event after it.
+//! delivers whatever this node applied, whoever proposed it. A client follows a [`Feed`]: one
+//! chat's events, one agent's feed, or the supervisor view. On every applied change the actor
+//! compares each feed's head with what the client was last told about and wakes those behind;
+//! the client's own task then reads the missed events from the state (so delivery after a
+//! reconnect and live delivery are the same code path, and nothing depends on this actor
+//! having seen every change).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, StreamHandler};
-use parley_raft::command::ChatId;
-use parley_raft::{NodeId, Replica};
+use parley_proto::v1 as pb;
+use parley_raft::command::{AgentId, ChatId, Participant};
+use parley_raft::{NodeId, Replica, State};
 use parley_storage::AppliedState;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::WatchStream;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// Most clients waiting for events on one node at once.
-pub const WAITERS_MAX: usize = 10_000;
+/// Most clients waiting for events (long polls and streams together) on one node at once.
+pub const FOLLOWERS_MAX: usize = 20_000;
+/// Ephemeral events queued per stream before further ones are dropped.
+pub const EPHEMERAL_QUEUE: usize = 16;
 /// How many requests may wait in the messaging actor's mailbox.
 const MAILBOX_CAPACITY: usize = 4096;
 
+/// What a client follows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Feed {
+    /// One chat's events.
+    Chat(ChatId),
+    /// One agent's feed (offers, assignments, their chats' events).
+    Agent(AgentId),
+    /// Any change (supervisor views).
+    Supervisor,
+}
+
+impl Feed {
+    /// The feed's current head: the last sequence number (or applied index for supervisors).
+    pub fn head(&self, state: &State, applied: Option<u64>) -> u64 {
+        match self {
+            Feed::Chat(id) => state.chats.get(id).map_or(0, |c| c.last_seq()),
+            Feed::Agent(id) => state.agents.get(id).map_or(0, |a| a.feed_last_seq()),
+            Feed::Supervisor => applied.unwrap_or(0),
+        }
+    }
+}
+
+/// An ephemeral event ready to send: the chat it concerns and the JSON frame.
+#[derive(Clone, Debug)]
+pub struct Ephemeral {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Who it comes from.
+    pub from: Participant,
+    /// The frame to send as is.
+    pub frame: Arc<str>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct TypingFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    chat_id: ChatId,
+    from: Participant,
+}
+
 struct Waiter {
+    feed: Feed,
     after: u64,
     wake: oneshot::Sender<()>,
 }
 
+struct Subscription {
+    feed: Feed,
+    /// The head the client was last woken for.
+    head: u64,
+    notify: Arc<Notify>,
+    ephemeral: mpsc::Sender<Ephemeral>,
+}
+
 /// The messaging actor.
 pub struct MessagingActor {
-    /// Read access to the applied state and its applied-index stream.
     replica: Replica,
-    /// Waiters by chat.
-    waiters: HashMap<ChatId, Vec<Waiter>>,
-    /// Total number of waiters, bounded by [`WAITERS_MAX`].
-    waiters_total: usize,
-    /// For the waiter gauge.
+    waiters: Vec<Waiter>,
+    subscriptions: HashMap<u64, Subscription>,
+    next_id: u64,
+    relayed: Option<mpsc::Receiver<pb::Ephemeral>>,
     metrics: Arc<Metrics>,
 }
 
 impl MessagingActor {
-    /// An actor delivering what `replica` applies.
-    pub fn new(replica: Replica, metrics: Arc<Metrics>) -> Self {
+    /// An actor delivering what `replica` applies, and the ephemeral events peers relay into
+    /// `relayed`.
+    pub fn new(
+        replica: Replica,
+        metrics: Arc<Metrics>,
+        relayed: mpsc::Receiver<pb::Ephemeral>,
+    ) -> Self {
         Self {
             replica,
-            waiters: HashMap::new(),
-            waiters_total: 0,
+            waiters: Vec::new(),
+            subscriptions: HashMap::new(),
+            next_id: 1,
+            relayed: Some(relayed),
             metrics,
         }
     }
 
+    fn followers(&self) -> usize {
+        self.waiters.len() + self.subscriptions.len()
+    }
+
+    fn update_gauge(&self) {
+        self.metrics.set_long_poll_waiters(self.waiters.len());
+        self.metrics.set_streams(self.subscriptions.len());
+    }
+
     fn wake_ready(&mut self) {
-        if self.waiters.is_empty() {
+        if self.waiters.is_empty() && self.subscriptions.is_empty() {
             return;
         }
-        let waiters = &mut self.waiters;
-        self.replica.read(|state, _| {
-            waiters.retain(|chat_id, list| {
-                let last_seq = state.chats.get(chat_id).map_or(0, |chat| chat.last_seq());
-                list.retain(|w| !w.wake.is_closed());
-                let (ready, waiting): (Vec<Waiter>, Vec<Waiter>) =
-                    list.drain(..).partition(|w| w.after < last_seq);
-                for waiter in ready {
-                    let _ = waiter.wake.send(());
+        let waiters = std::mem::take(&mut self.waiters);
+        let subscriptions = &mut self.subscriptions;
+        let kept = self.replica.read(|state, applied| {
+            let applied = applied.map(|id| id.index);
+            for sub in subscriptions.values_mut() {
+                let head = sub.feed.head(state, applied);
+                if head > sub.head {
+                    sub.head = head;
+                    sub.notify.notify_one();
                 }
-                *list = waiting;
-                !list.is_empty()
-            });
+            }
+            let mut kept = Vec::with_capacity(waiters.len());
+            for waiter in waiters {
+                if waiter.wake.is_closed() {
+                    continue;
+                }
+                if waiter.feed.head(state, applied) > waiter.after {
+                    let _ = waiter.wake.send(());
+                } else {
+                    kept.push(waiter);
+                }
+            }
+            kept
         });
-        self.waiters_total = self.waiters.values().map(Vec::len).sum();
-        self.metrics.set_long_poll_waiters(self.waiters_total);
+        self.waiters = kept;
+        self.update_gauge();
+    }
+
+    fn make_room(&mut self) -> Result<(), ApiError> {
+        if self.followers() >= FOLLOWERS_MAX {
+            // Drop waiters whose clients left before refusing a new one.
+            self.waiters.retain(|w| !w.wake.is_closed());
+            if self.followers() >= FOLLOWERS_MAX {
+                return Err(ApiError::unavailable(
+                    "too_many_followers",
+                    format!(
+                        "this node already serves {FOLLOWERS_MAX} streams and long polls; \
+                         connect to another node"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands an ephemeral event to the local streams it concerns: typing from the customer
+    /// goes to the chat's agent, typing from an agent to the chat's customer.
+    fn deliver(&mut self, event: &Ephemeral) {
+        let agent = self.replica.read(|state, _| {
+            state
+                .chats
+                .get(&event.chat_id)
+                .and_then(|c| c.agent_id.clone())
+        });
+        for sub in self.subscriptions.values() {
+            let wanted = match (&sub.feed, &event.from) {
+                (Feed::Chat(id), Participant::Agent { .. }) => *id == event.chat_id,
+                (Feed::Agent(id), Participant::Customer) => agent.as_ref() == Some(id),
+                _ => false,
+            };
+            if wanted {
+                // Best effort: a slow client misses a typing indicator.
+                let _ = sub.ephemeral.try_send(event.clone());
+            }
+        }
     }
 }
 
@@ -80,6 +201,9 @@ impl Actor for MessagingActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.add_stream(WatchStream::new(self.replica.subscribe_applied()));
+        if let Some(relayed) = self.relayed.take() {
+            ctx.add_stream(ReceiverStream::new(relayed));
+        }
     }
 }
 
@@ -91,17 +215,39 @@ impl StreamHandler<AppliedState<NodeId>> for MessagingActor {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // The state machine is gone (shutdown): release everyone.
         self.waiters.clear();
-        self.waiters_total = 0;
+        self.subscriptions.clear();
+        self.update_gauge();
     }
 }
 
-/// Wait until `chat_id` has an event with `seq > after`. The receiver fires then (or is dropped
-/// at shutdown); the caller bounds the wait with its own timeout.
+impl StreamHandler<pb::Ephemeral> for MessagingActor {
+    fn handle(&mut self, relayed: pb::Ephemeral, _ctx: &mut Self::Context) {
+        let Ok(frame) = std::str::from_utf8(&relayed.json) else {
+            return;
+        };
+        let Ok(typing) = serde_json::from_str::<TypingFrame>(frame) else {
+            return;
+        };
+        if typing.kind != "typing" || typing.chat_id != relayed.chat_id {
+            return;
+        }
+        self.deliver(&Ephemeral {
+            chat_id: typing.chat_id,
+            from: typing.from,
+            frame: Arc::from(frame),
+        });
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+/// Wait until `feed` has an event with a sequence number above `after`. The receiver fires
+/// then (or is dropped at shutdown); the caller bounds the wait with its own timeout.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<oneshot::Receiver<()>, ApiError>")]
 pub struct WaitForEvents {
-    /// The chat.
-    pub chat_id: ChatId,
+    /// What to wait on.
+    pub feed: Feed,
     /// The last sequence number the client has.
     pub after: u64,
 }
@@ -111,29 +257,102 @@ impl Handler<WaitForEvents> for MessagingActor {
 
     fn handle(&mut self, msg: WaitForEvents, _ctx: &mut Self::Context) -> Self::Result {
         let (wake, rx) = oneshot::channel();
-        let last_seq = self
+        let head = self
             .replica
-            .read(|state, _| state.chats.get(&msg.chat_id).map(|c| c.last_seq()));
-        if last_seq.is_some_and(|seq| seq > msg.after) {
+            .read(|state, applied| msg.feed.head(state, applied.map(|id| id.index)));
+        if head > msg.after {
             let _ = wake.send(());
             return Ok(rx);
         }
-        if self.waiters_total >= WAITERS_MAX {
-            // Drop waiters whose clients left before refusing a new one.
-            self.wake_ready();
-            if self.waiters_total >= WAITERS_MAX {
-                return Err(ApiError::unavailable(
-                    "too_many_waiters",
-                    "too many clients are waiting for events on this node",
-                ));
-            }
-        }
-        self.waiters.entry(msg.chat_id).or_default().push(Waiter {
+        self.make_room()?;
+        self.waiters.push(Waiter {
+            feed: msg.feed,
             after: msg.after,
             wake,
         });
-        self.waiters_total += 1;
-        self.metrics.set_long_poll_waiters(self.waiters_total);
+        self.update_gauge();
         Ok(rx)
+    }
+}
+
+/// A stream's registration: woken through `notify` when its feed moves past what it was last
+/// told about, and handed ephemeral events through `ephemeral`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, ApiError>")]
+pub struct Subscribe {
+    /// What it follows.
+    pub feed: Feed,
+    /// The head it has already delivered.
+    pub head: u64,
+    /// Woken on news.
+    pub notify: Arc<Notify>,
+    /// Ephemeral events for it.
+    pub ephemeral: mpsc::Sender<Ephemeral>,
+}
+
+impl Handler<Subscribe> for MessagingActor {
+    type Result = Result<u64, ApiError>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        self.make_room()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                feed: msg.feed,
+                head: msg.head,
+                notify: msg.notify,
+                ephemeral: msg.ephemeral,
+            },
+        );
+        // Anything applied between the client's read and this registration wakes it now.
+        self.wake_ready();
+        Ok(id)
+    }
+}
+
+/// Removes a stream's registration.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub u64);
+
+impl Handler<Unsubscribe> for MessagingActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
+        self.subscriptions.remove(&msg.0);
+        self.update_gauge();
+    }
+}
+
+/// A client on this node is typing in a chat: tell the other side here and on every peer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Who types.
+    pub from: Participant,
+}
+
+impl Handler<Typing> for MessagingActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _ctx: &mut Self::Context) {
+        let frame = TypingFrame {
+            kind: "typing".to_owned(),
+            chat_id: msg.chat_id.clone(),
+            from: msg.from.clone(),
+        };
+        let Ok(json) = serde_json::to_string(&frame) else {
+            return;
+        };
+        self.replica.relay(&msg.chat_id, json.clone().into_bytes());
+        self.deliver(&Ephemeral {
+            chat_id: msg.chat_id,
+            from: msg.from,
+            frame: Arc::from(json),
+        });
     }
 }

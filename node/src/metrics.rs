@@ -30,6 +30,7 @@ pub struct Metrics {
     write_latency_seconds: Histogram,
     writes: Family<WriteLabels, Counter>,
     long_poll_waiters: Gauge,
+    streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +95,12 @@ impl Metrics {
             "Clients waiting for chat events on this node",
             long_poll_waiters.clone(),
         );
+        let streams = Gauge::default();
+        registry.register(
+            "streams",
+            "WebSocket streams open on this node",
+            streams.clone(),
+        );
         Self {
             registry,
             term,
@@ -106,6 +113,7 @@ impl Metrics {
             write_latency_seconds,
             writes,
             long_poll_waiters,
+            streams,
         }
     }
 
@@ -121,6 +129,11 @@ impl Metrics {
     pub fn set_long_poll_waiters(&self, waiters: usize) {
         self.long_poll_waiters
             .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of open WebSocket streams.
+    pub fn set_streams(&self, streams: usize) {
+        self.streams.set(i64::try_from(streams).unwrap_or(i64::MAX));
     }
 
     /// Renders the text exposition, after refreshing the Raft gauges from `status`.

@@ -21,11 +21,14 @@ use crate::app::AppActor;
 use crate::config::Config;
 use crate::messaging::MessagingActor;
 use crate::metrics::Metrics;
-use crate::token::ChatTokens;
+use crate::services::ServicesActor;
+use crate::token::{AgentTokens, ChatTokens};
 use crate::web::{self, WebState};
 
 /// HTTP worker threads; each runs its own single-threaded runtime.
 const HTTP_WORKERS: usize = 2;
+/// Ephemeral events relayed by peers, queued before the messaging actor takes them.
+const RELAY_QUEUE: usize = 1024;
 
 /// The replica options a config describes.
 pub fn replica_options(config: &Config) -> ReplicaOptions {
@@ -98,6 +101,8 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gRPC on {}", config.grpc_listen))?;
     let grpc_stop = CancellationToken::new();
     let (raft_service, cluster_service) = replica.services();
+    let (relay_tx, relay_rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+    let cluster_service = cluster_service.with_relay(relay_tx);
     let grpc = tokio::spawn({
         let stop = grpc_stop.clone();
         async move {
@@ -118,19 +123,30 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .context("forming the cluster from the static membership")?;
 
     let metrics = Arc::new(Metrics::new());
-    let messaging = MessagingActor::new(replica.clone(), metrics.clone()).start();
+    let messaging = MessagingActor::new(replica.clone(), metrics.clone(), relay_rx).start();
     let app = AppActor::new(
         replica.clone(),
-        ChatTokens::new(config.token_key),
         metrics.clone(),
         config.directory.clone(),
         config.site.clone(),
     )
     .start();
+    let rank = config
+        .members
+        .keys()
+        .position(|id| *id == config.node_id)
+        .unwrap_or(0);
+    let _services = ServicesActor::new(replica.clone(), rank).start();
+    let shutdown = CancellationToken::new();
     let web_state = WebState {
         app,
         messaging,
+        chat_tokens: ChatTokens::new(config.token_key),
+        agent_tokens: AgentTokens::new(config.agent_token_key),
+        admin_token_hash: config.admin_token_hash,
         long_poll_max: config.timeouts.long_poll_max,
+        shutdown: shutdown.clone(),
+        node_id: config.node_id,
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();
@@ -147,7 +163,8 @@ async fn node(config: Config) -> anyhow::Result<()> {
     tracing::info!(node_id = config.node_id, "serving");
 
     wait_for_signal().await?;
-    tracing::info!("stopping: no new requests; finishing in-flight ones");
+    tracing::info!("stopping: closing streams (1012), no new requests, finishing in-flight ones");
+    shutdown.cancel();
     http.stop(true).await;
     if let Err(error) = http_task.await {
         tracing::warn!(%error, "http server task failed");

@@ -60,7 +60,7 @@ async fn chat_slice_and_bad_input() {
     let again = client
         .post(url("/api/v1/chats"))
         .json(&json!({"request_id": "req-1", "queue_id": "sales",
-            "customer": {"name": "Test Customer", "email": "customer@example.com"}, "question": "testing"}))
+            "customer": {"name": "Test Customer", "email": "req-1@example.com"}, "question": "testing"}))
         .send()
         .await
         .unwrap();

@@ -17,3 +17,34 @@ pub const DIRECTORY_ID_BYTES_MAX: usize = 64;
 pub const EVENTS_PAGE_MAX: usize = 1000;
 /// Most commands the proposer packs into one Raft entry.
 pub const BATCH_COMMANDS_MAX: usize = 512;
+/// Most events one chat holds; a chat that reaches it takes no more messages.
+pub const CHAT_EVENTS_MAX: usize = 10_000;
+/// Most chats one customer (by email address) has open at once.
+pub const OPEN_CHATS_PER_CUSTOMER_MAX: usize = 3;
+/// How many of an agent's most recent feed events are kept for resuming a stream; a client
+/// further behind reloads its work list instead.
+pub const AGENT_FEED_RETAINED: usize = 2000;
+/// How many recent handling times per queue feed the estimated wait time.
+pub const HANDLE_TIMES_KEPT: usize = 20;
+/// Largest per-channel activity limit of an agent.
+pub const AGENT_CHANNEL_LIMIT_MAX: u32 = 50;
+/// Longest survey comment, in bytes.
+pub const SURVEY_COMMENT_BYTES_MAX: usize = 2000;
+/// Longest not-ready reason or activity outcome, in bytes.
+pub const REASON_BYTES_MAX: usize = 64;
+/// Longest off-hours message, in bytes.
+pub const OFF_HOURS_MESSAGE_BYTES_MAX: usize = 500;
+/// Most skills one queue requires or one agent has.
+pub const SKILLS_PER_ENTRY_MAX: usize = 32;
+/// Most opening intervals in one queue's business hours.
+pub const OPEN_INTERVALS_MAX: usize = 28;
+/// Shortest offer timeout, in ms.
+pub const OFFER_TIMEOUT_MS_MIN: u64 = 1_000;
+/// Longest offer timeout, in ms.
+pub const OFFER_TIMEOUT_MS_MAX: u64 = 3_600_000;
+/// Longest customer inactivity timeout, in ms (0 disables it).
+pub const INACTIVITY_TIMEOUT_MS_MAX: u64 = 86_400_000;
+/// Furthest in the future a callback may be requested, in ms (30 days).
+pub const CALLBACK_AHEAD_MS_MAX: u64 = 30 * 86_400_000;
+/// Longest argon2 PHC string accepted as a password hash, in bytes.
+pub const PASSWORD_HASH_BYTES_MAX: usize = 256;

@@ -89,6 +89,9 @@ pub struct ReplicaStatus {
     pub members: BTreeMap<NodeId, NodeInfo>,
 }
 
+/// How long a relayed ephemeral event may take to reach a peer.
+const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A running replica.
 #[derive(Clone)]
 pub struct Replica {
@@ -98,6 +101,7 @@ pub struct Replica {
     proposer: Proposer,
     db: Db,
     members: BTreeMap<NodeId, NodeInfo>,
+    peers: Peers,
 }
 
 impl Replica {
@@ -137,8 +141,10 @@ impl Replica {
             id: options.id,
             peers: peers.clone(),
         };
+        let relay_peers = peers.clone();
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
         let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
+        let peers = relay_peers;
         Ok(Self {
             id: options.id,
             raft,
@@ -146,6 +152,7 @@ impl Replica {
             proposer,
             db,
             members: options.members,
+            peers,
         })
     }
 
@@ -205,6 +212,27 @@ impl Replica {
     /// Changes whenever something is applied here.
     pub fn subscribe_applied(&self) -> watch::Receiver<AppliedState<NodeId>> {
         self.store.subscribe()
+    }
+
+    /// Sends an ephemeral event (typing) to every other member, best effort: each send is
+    /// spawned with a short deadline and its failure ignored.
+    pub fn relay(&self, chat_id: &str, json: Vec<u8>) {
+        for (id, info) in &self.members {
+            if *id == self.id {
+                continue;
+            }
+            let Ok(mut client) = self.peers.cluster_client(&info.grpc_addr) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(parley_proto::v1::Ephemeral {
+                chat_id: chat_id.to_owned(),
+                json: json.clone(),
+            });
+            request.set_timeout(RELAY_TIMEOUT);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(RELAY_TIMEOUT, client.relay(request)).await;
+            });
+        }
     }
 
     /// The gRPC services to host for peers.

@@ -10,6 +10,7 @@ use parley_proto::v1 as pb;
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::raft_server::{Raft as RaftRpc, RaftServer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
@@ -76,12 +77,22 @@ impl RaftRpc for RaftService {
 #[derive(Clone)]
 pub struct ClusterService {
     proposer: Proposer,
+    relay: Option<mpsc::Sender<pb::Ephemeral>>,
 }
 
 impl ClusterService {
-    /// Proposes through `proposer`.
+    /// Proposes through `proposer`; relayed ephemeral events are dropped.
     pub fn new(proposer: Proposer) -> Self {
-        Self { proposer }
+        Self {
+            proposer,
+            relay: None,
+        }
+    }
+
+    /// Hands relayed ephemeral events to `sink` (best effort: dropped when it is full).
+    pub fn with_relay(mut self, sink: mpsc::Sender<pb::Ephemeral>) -> Self {
+        self.relay = Some(sink);
+        self
     }
 }
 
@@ -110,7 +121,25 @@ impl Cluster for ClusterService {
             outcome: Some(outcome),
         }))
     }
+
+    async fn relay(
+        &self,
+        request: Request<pb::Ephemeral>,
+    ) -> Result<Response<pb::RelayAck>, Status> {
+        let event = request.into_inner();
+        if event.json.len() > EPHEMERAL_BYTES_MAX {
+            return Err(Status::invalid_argument("ephemeral event too large"));
+        }
+        if let Some(sink) = &self.relay {
+            // Best effort by design: a full queue drops a typing indicator, nothing more.
+            let _ = sink.try_send(event);
+        }
+        Ok(Response::new(pb::RelayAck {}))
+    }
 }
+
+/// Largest ephemeral event accepted from a peer, in bytes.
+pub const EPHEMERAL_BYTES_MAX: usize = 4096;
 
 /// Serves both services on `incoming` until `shutdown` completes.
 pub async fn serve<I, IO, IE>(

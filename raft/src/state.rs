@@ -3,82 +3,323 @@
 //! Architecture invariant: [`State::apply`] is a function of the state and the command only. It
 //! reads no clock, draws no randomness and does no I/O, so every replica that applies the same
 //! log reaches the same state, which [`State::digest`] lets anyone check.
+//!
+//! The state is split by concern:
+//! - [`directory`](self::directory): departments, skills, queues and agents (config seeding
+//!   and the admin API);
+//! - [`chat`](self::chat): chat sessions, their gap-free events, survey;
+//! - [`agents`](self::agents): login, presence, availability and each agent's event feed;
+//! - [`routing`](self::routing): queues, offers, acceptance, transfers, completion, timers;
+//! - [`hours`](self::hours): business hours.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::command::{
-    AgentId, ChatId, Command, Customer, Directory, Op, Outcome, Participant, PostMessage, QueueId,
-    Rejection, Request, Response, StartChat,
+    ActivityId, AgentId, AgentSpec, Channel, ChatId, Command, Customer, DepartmentId,
+    DepartmentSpec, Op, Outcome, Participant, QueueId, QueueSpec, Rejection, Request, Response,
+    SkillId, SkillSpec, TransferTarget,
 };
 use crate::limits;
+
+mod agents;
+mod chat;
+mod directory;
+pub mod hours;
+mod routing;
+
+pub use directory::{check_agent_spec, check_queue_spec};
+pub use routing::{QueuePosition, CALLBACK_OUTCOMES};
 
 /// Everything the cluster agrees on. Ordered maps only, so serialization (and the digest) is
 /// the same on every replica.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// Departments by id.
+    pub departments: BTreeMap<DepartmentId, DepartmentSpec>,
+    /// Skills by id.
+    pub skills: BTreeMap<SkillId, SkillSpec>,
     /// Queues by id.
     pub queues: BTreeMap<QueueId, Queue>,
     /// Agents by id.
     pub agents: BTreeMap<AgentId, Agent>,
-    /// Chats by id.
+    /// Activities (chats, callbacks) by id.
+    pub activities: BTreeMap<ActivityId, Activity>,
+    /// Chat sessions by id (a chat's activity has the same id).
     pub chats: BTreeMap<ChatId, Chat>,
-    /// Start-chat idempotency keys to the chat they created, so a retried start returns the
-    /// same chat instead of a second one.
-    pub chat_requests: BTreeMap<String, ChatId>,
-    /// Directory ids (`queue:ID`, `agent:ID`) ever seeded from config, so a node restarting
-    /// with its config never re-creates what an operator later removed.
+    /// Client idempotency keys (`chat:<request id>`, `callback:<request id>`) to the activity
+    /// they created, so a retried start returns the same activity instead of a second one.
+    pub requests: BTreeMap<String, ActivityId>,
+    /// Activities waiting for an agent, in routing order: (time they entered the queue, id).
+    pub waiting: BTreeSet<(u64, ActivityId)>,
+    /// Pending timers: (due time, what). A [`Op::Tick`] fires those due.
+    pub timers: BTreeSet<(u64, Timer)>,
+    /// Open chats per customer (lowercased email address), to bound them.
+    pub open_chats_by_customer: BTreeMap<String, BTreeSet<ChatId>>,
+    /// Directory keys (`queue:ID`, `agent:ID`, ...) ever created, by config or the admin API,
+    /// so a node restarting with its config never re-creates what an operator later removed
+    /// nor overwrites what the admin API changed.
     pub seeded: BTreeSet<String>,
 }
 
-/// A queue that chats enter.
+/// Something that happens at a time unless the state moves on first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "timer", content = "id", rename_all = "snake_case")]
+pub enum Timer {
+    /// An offer expires: the activity goes back to its queue.
+    Offer(ActivityId),
+    /// A scheduled callback becomes due: it enters its queue.
+    Callback(ActivityId),
+    /// An assigned chat's customer has been silent too long: the chat ends.
+    Inactivity(ChatId),
+}
+
+/// A queue that activities enter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Queue {
-    /// Stable id.
-    pub id: QueueId,
-    /// Display name.
-    pub name: String,
-    /// Skills an agent needs for this queue's work.
-    pub skills: Vec<String>,
+    /// Configuration.
+    pub spec: QueueSpec,
+    /// The most recent handling times (assignment to completion), in ms, newest last.
+    pub recent_handle_ms: VecDeque<u64>,
 }
 
 /// An agent of the contact center.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
-    /// Stable id (login name).
-    pub id: AgentId,
-    /// Display name.
-    pub name: String,
-    /// Skills for routing.
-    pub skills: Vec<String>,
-    /// Most chats worked at once.
-    pub chat_limit: u32,
+    /// Configuration (including the password hash, which no API returns).
+    pub spec: AgentSpec,
+    /// The current login session, if logged in.
+    pub session: Option<Session>,
+    /// Ready (true) or not per channel; a missing channel is not ready.
+    pub ready: BTreeMap<Channel, bool>,
+    /// Why the agent is not ready, as they said.
+    pub not_ready_reason: Option<String>,
+    /// Since when the agent has been idle, for longest-idle routing: set when they become
+    /// ready, are assigned work, or finish work.
+    pub idle_since_ms: u64,
+    /// Activities offered to or assigned to the agent.
+    pub work: BTreeSet<ActivityId>,
+    /// The agent's most recent events, for their stream.
+    pub feed: VecDeque<AgentEvent>,
+    /// The sequence number the next feed event gets (the first is 1).
+    pub feed_next_seq: u64,
+}
+
+/// A login session of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    /// Id named by the agent's token.
+    pub session_id: String,
+    /// When it started.
+    pub since_ms: u64,
+    /// The node the agent last used.
+    pub node: u64,
+}
+
+/// One event in an agent's feed, numbered from 1 without gaps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentEvent {
+    /// Position in the agent's feed.
+    pub seq: u64,
+    /// When it happened.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: AgentEventBody,
+}
+
+/// What an agent feed event records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEventBody {
+    /// A login session started.
+    LoggedIn {
+        /// The session.
+        session_id: String,
+    },
+    /// The session ended.
+    LoggedOut {
+        /// The session.
+        session_id: String,
+    },
+    /// Availability changed.
+    Availability {
+        /// Ready per channel.
+        ready: BTreeMap<Channel, bool>,
+        /// Why not ready, if said.
+        reason: Option<String>,
+    },
+    /// An activity is offered; accept it before `until_ms`.
+    Offered {
+        /// The activity.
+        activity_id: ActivityId,
+        /// Its channel.
+        channel: Channel,
+        /// Its queue.
+        queue_id: QueueId,
+        /// When the offer expires.
+        until_ms: u64,
+    },
+    /// An offer was taken back (`timeout`, `ended`).
+    OfferWithdrawn {
+        /// The activity.
+        activity_id: ActivityId,
+        /// Why.
+        reason: String,
+    },
+    /// The agent accepted an activity and now works it.
+    Assigned {
+        /// The activity.
+        activity_id: ActivityId,
+    },
+    /// An activity left the agent (`completed`, `transferred`, `ended_by_customer`,
+    /// `inactivity`).
+    Released {
+        /// The activity.
+        activity_id: ActivityId,
+        /// Why.
+        reason: String,
+    },
+    /// An event in one of the agent's chats; streams deliver the chat event itself.
+    ChatEvent {
+        /// The chat.
+        chat_id: ChatId,
+        /// The chat event's sequence number.
+        chat_seq: u64,
+    },
+}
+
+/// A unit of work: a chat, a callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Activity {
+    /// Stable id.
+    pub id: ActivityId,
+    /// Channel.
+    pub channel: Channel,
+    /// The queue it is (or was last) in.
+    pub queue_id: QueueId,
+    /// Where it is in its life.
+    pub status: ActivityStatus,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// When it (last) entered its queue.
+    pub enqueued_at_ms: u64,
+    /// When its current agent accepted it.
+    pub assigned_at_ms: Option<u64>,
+    /// Every status change, oldest first.
+    pub history: Vec<Transition>,
+    /// Channel-specific details.
+    pub detail: ActivityDetail,
+}
+
+/// Where an activity is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ActivityStatus {
+    /// A callback waiting for its requested time.
+    Scheduled,
+    /// Waiting in its queue for an agent.
+    Queued,
+    /// Offered to an agent until a time.
+    Offered {
+        /// The agent.
+        agent_id: AgentId,
+        /// When the offer expires.
+        until_ms: u64,
+    },
+    /// Worked by an agent.
+    Assigned {
+        /// The agent.
+        agent_id: AgentId,
+    },
+    /// Done.
+    Completed {
+        /// The result, if one was given.
+        outcome: Option<String>,
+    },
+    /// The customer left before an agent took it.
+    Abandoned,
+}
+
+impl ActivityStatus {
+    /// The agent holding the activity (offered or assigned), if any.
+    pub fn holder(&self) -> Option<&AgentId> {
+        match self {
+            ActivityStatus::Offered { agent_id, .. } | ActivityStatus::Assigned { agent_id } => {
+                Some(agent_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the activity is over.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ActivityStatus::Completed { .. } | ActivityStatus::Abandoned
+        )
+    }
+}
+
+/// One status change of an activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Transition {
+    /// When.
+    pub at_ms: u64,
+    /// The new status.
+    pub status: ActivityStatus,
+    /// The queue at that point.
+    pub queue_id: QueueId,
+    /// Why (`created`, `routed`, `offer_timeout`, `transferred`, ...).
+    pub reason: String,
+}
+
+/// Channel-specific details of an activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActivityDetail {
+    /// A chat; its session is in `State::chats` under the same id.
+    Chat,
+    /// A callback.
+    Callback {
+        /// Who to call.
+        name: String,
+        /// E.164 number.
+        phone: String,
+        /// When it is due.
+        due_at_ms: u64,
+    },
 }
 
 /// Where a chat is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatStatus {
     /// Open: messages may be posted.
     Open,
-    /// Ended: read only.
+    /// Ended: read only, may be rated.
     Ended,
 }
 
 /// One chat session with its gap-free event sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
-    /// Stable id.
+    /// Stable id (also its activity's id).
     pub id: ChatId,
-    /// The queue it entered.
-    pub queue_id: QueueId,
     /// The customer's pre-chat details.
     pub customer: Customer,
     /// Lifecycle status.
     pub status: ChatStatus,
     /// When the chat started (proposer's clock, ms since the Unix epoch).
     pub created_at_ms: u64,
+    /// The agent currently in the chat.
+    pub agent_id: Option<AgentId>,
+    /// When the inactivity timer fires, if armed.
+    pub inactivity_at_ms: Option<u64>,
+    /// The customer's rating, once given.
+    pub survey: Option<Survey>,
     /// The chat's events; `events[i].seq == i + 1` always.
     pub events: Vec<ChatEvent>,
     /// `sender key/client message id` to the seq it was given, so a retried post is not
@@ -86,8 +327,19 @@ pub struct Chat {
     pub client_msg_ids: BTreeMap<String, u64>,
 }
 
+/// A customer's rating.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Survey {
+    /// 1 to 5.
+    pub rating: u8,
+    /// Free text.
+    pub comment: String,
+    /// When it was given.
+    pub at_ms: u64,
+}
+
 /// One event in a chat, numbered from 1 without gaps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChatEvent {
     /// Position in the chat, starting at 1.
     pub seq: u64,
@@ -99,7 +351,7 @@ pub struct ChatEvent {
 }
 
 /// What a chat event records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// The chat started.
@@ -120,6 +372,38 @@ pub enum EventBody {
         /// The text.
         text: String,
     },
+    /// An agent joined the chat.
+    AgentJoined {
+        /// The agent.
+        agent_id: AgentId,
+        /// The name shown to the customer.
+        agent_name: String,
+    },
+    /// The agent left the chat (it was transferred).
+    AgentLeft {
+        /// The agent.
+        agent_id: AgentId,
+        /// Why.
+        reason: String,
+    },
+    /// The chat was transferred; the customer waits for the next agent.
+    Transferred {
+        /// Where to.
+        #[serde(flatten)]
+        target: TransferTarget,
+    },
+    /// The chat ended.
+    Ended {
+        /// Who ended it.
+        by: Participant,
+        /// Why (`customer`, `agent`, `inactivity`).
+        reason: String,
+    },
+    /// The customer rated the chat.
+    Rated {
+        /// 1 to 5.
+        rating: u8,
+    },
 }
 
 /// A broken state invariant, found by [`State::validate`].
@@ -135,183 +419,29 @@ impl State {
         }
     }
 
-    /// Applies one command. A rejected command changes nothing.
+    /// Applies one command. A rejected command changes nothing: every check runs before the
+    /// first change.
     pub fn apply(&mut self, command: &Command) -> Outcome {
+        let at = command.at_ms;
         let outcome = match &command.op {
             Op::SeedDirectory(directory) => Ok(self.seed(directory)),
-            Op::StartChat(start) => self.start_chat(command.at_ms, start),
-            Op::PostMessage(post) => self.post_message(command.at_ms, post),
+            Op::Upsert(entry) => self.upsert(entry),
+            Op::Remove(key) => self.remove(key),
+            Op::StartChat(start) => self.start_chat(at, start),
+            Op::PostMessage(post) => self.post_message(at, post),
+            Op::EndChat(end) => self.end_chat(at, end),
+            Op::SubmitSurvey(survey) => self.submit_survey(at, survey),
+            Op::RequestCallback(request) => self.request_callback(at, request),
+            Op::Login(login) => self.login(at, command.origin, login),
+            Op::Presence(session) => self.presence(command.origin, session),
+            Op::Logout(session) => self.logout(at, session),
+            Op::SetAvailability(set) => self.set_availability(at, set),
+            Op::Accept(action) => self.accept(at, action),
+            Op::Transfer(transfer) => self.transfer(at, transfer),
+            Op::Complete(complete) => self.complete(at, complete),
+            Op::Tick => Ok(self.tick(at)),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
-    }
-
-    fn seed(&mut self, directory: &Directory) -> Outcome {
-        let mut queues_added = 0;
-        let mut agents_added = 0;
-        for spec in &directory.queues {
-            if check_directory_id("queue id", &spec.id).is_err()
-                || !self.seeded.insert(format!("queue:{}", spec.id))
-            {
-                continue;
-            }
-            self.queues.insert(
-                spec.id.clone(),
-                Queue {
-                    id: spec.id.clone(),
-                    name: spec.name.clone(),
-                    skills: spec.skills.clone(),
-                },
-            );
-            queues_added += 1;
-        }
-        for spec in &directory.agents {
-            if check_directory_id("agent id", &spec.id).is_err()
-                || !self.seeded.insert(format!("agent:{}", spec.id))
-            {
-                continue;
-            }
-            self.agents.insert(
-                spec.id.clone(),
-                Agent {
-                    id: spec.id.clone(),
-                    name: spec.name.clone(),
-                    skills: spec.skills.clone(),
-                    chat_limit: spec.chat_limit,
-                },
-            );
-            agents_added += 1;
-        }
-        Outcome::Seeded {
-            queues_added,
-            agents_added,
-        }
-    }
-
-    fn start_chat(&mut self, at_ms: u64, start: &StartChat) -> Result<Outcome, Rejection> {
-        check_client_id("request_id", &start.request_id)?;
-        if let Some(existing) = self.chat_requests.get(&start.request_id) {
-            let chat = self
-                .chats
-                .get(existing)
-                .ok_or_else(|| Rejection::UnknownChat {
-                    chat_id: existing.clone(),
-                })?;
-            if chat.queue_id != start.queue_id || chat.customer != start.customer {
-                return Err(Rejection::IdempotencyConflict {
-                    what: "request_id".to_owned(),
-                });
-            }
-            return Ok(Outcome::ChatStarted {
-                chat_id: existing.clone(),
-                seq: 1,
-                replayed: true,
-            });
-        }
-        check_text(
-            "customer.name",
-            &start.customer.name,
-            1,
-            limits::NAME_BYTES_MAX,
-        )?;
-        check_text(
-            "customer.email",
-            &start.customer.email,
-            0,
-            limits::EMAIL_BYTES_MAX,
-        )?;
-        check_text("question", &start.question, 0, limits::QUESTION_BYTES_MAX)?;
-        check_client_id("chat_id", &start.chat_id)?;
-        if !self.queues.contains_key(&start.queue_id) {
-            return Err(Rejection::UnknownQueue {
-                queue_id: start.queue_id.clone(),
-            });
-        }
-        if self.chats.contains_key(&start.chat_id) {
-            return Err(Rejection::Invalid {
-                field: "chat_id".to_owned(),
-                problem: "already in use".to_owned(),
-            });
-        }
-        let chat = Chat {
-            id: start.chat_id.clone(),
-            queue_id: start.queue_id.clone(),
-            customer: start.customer.clone(),
-            status: ChatStatus::Open,
-            created_at_ms: at_ms,
-            events: vec![ChatEvent {
-                seq: 1,
-                at_ms,
-                body: EventBody::Started {
-                    queue_id: start.queue_id.clone(),
-                    customer_name: start.customer.name.clone(),
-                    question: start.question.clone(),
-                },
-            }],
-            client_msg_ids: BTreeMap::new(),
-        };
-        self.chats.insert(chat.id.clone(), chat);
-        self.chat_requests
-            .insert(start.request_id.clone(), start.chat_id.clone());
-        Ok(Outcome::ChatStarted {
-            chat_id: start.chat_id.clone(),
-            seq: 1,
-            replayed: false,
-        })
-    }
-
-    fn post_message(&mut self, at_ms: u64, post: &PostMessage) -> Result<Outcome, Rejection> {
-        check_client_id("client_msg_id", &post.client_msg_id)?;
-        check_text("text", &post.text, 1, limits::MESSAGE_TEXT_BYTES_MAX)?;
-        let chat = self
-            .chats
-            .get_mut(&post.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: post.chat_id.clone(),
-            })?;
-        if let Participant::Agent { agent_id } = &post.sender {
-            if !self.agents.contains_key(agent_id) {
-                return Err(Rejection::Invalid {
-                    field: "sender".to_owned(),
-                    problem: format!("unknown agent {agent_id}"),
-                });
-            }
-        }
-        let key = format!("{}/{}", post.sender.key(), post.client_msg_id);
-        if let Some(&seq) = chat.client_msg_ids.get(&key) {
-            let same = chat.event(seq).is_some_and(|event| {
-                matches!(&event.body, EventBody::Message { text, .. } if *text == post.text)
-            });
-            if !same {
-                return Err(Rejection::IdempotencyConflict {
-                    what: "client_msg_id".to_owned(),
-                });
-            }
-            return Ok(Outcome::MessagePosted {
-                chat_id: chat.id.clone(),
-                seq,
-                replayed: true,
-            });
-        }
-        if chat.status == ChatStatus::Ended {
-            return Err(Rejection::ChatEnded {
-                chat_id: chat.id.clone(),
-            });
-        }
-        let seq = chat.push(
-            at_ms,
-            EventBody::Message {
-                from: post.sender.clone(),
-                client_msg_id: post.client_msg_id.clone(),
-                text: post.text.clone(),
-            },
-        );
-        chat.client_msg_ids.insert(key, seq);
-        debug_assert!(chat.validate().is_ok(), "{:?}", chat.validate());
-        Ok(Outcome::MessagePosted {
-            chat_id: chat.id.clone(),
-            seq,
-            replayed: false,
-        })
     }
 
     /// The events of `chat_id` with `seq > after`, at most `limit` (capped at
@@ -329,35 +459,126 @@ impl State {
 
     /// Checks every state invariant; used by tests, the chaos oracle and debug assertions.
     pub fn validate(&self) -> Result<(), InvariantViolation> {
+        let fail = |what: String| Err(InvariantViolation(what));
         for (id, chat) in &self.chats {
             if *id != chat.id {
-                return Err(InvariantViolation(format!(
-                    "chat {id} stored under another id"
-                )));
+                return fail(format!("chat {id} stored under another id"));
             }
-            if !self.queues.contains_key(&chat.queue_id) {
-                return Err(InvariantViolation(format!(
-                    "chat {id} is in unknown queue {}",
-                    chat.queue_id
-                )));
+            let Some(activity) = self.activities.get(id) else {
+                return fail(format!("chat {id} has no activity"));
+            };
+            if chat.status == ChatStatus::Open && activity.status.is_terminal() {
+                return fail(format!("chat {id} is open but its activity is over"));
+            }
+            if chat.status == ChatStatus::Ended && !activity.status.is_terminal() {
+                return fail(format!("chat {id} has ended but its activity is live"));
+            }
+            let assigned = match &activity.status {
+                ActivityStatus::Assigned { agent_id } => Some(agent_id),
+                _ => None,
+            };
+            if chat.agent_id.as_ref() != assigned {
+                return fail(format!("chat {id} shows an agent its activity does not"));
             }
             chat.validate()?;
         }
-        for (request_id, chat_id) in &self.chat_requests {
-            if !self.chats.contains_key(chat_id) {
-                return Err(InvariantViolation(format!(
-                    "start request {request_id} points at missing chat {chat_id}"
-                )));
+        for (id, activity) in &self.activities {
+            if *id != activity.id {
+                return fail(format!("activity {id} stored under another id"));
+            }
+            let live = !activity.status.is_terminal();
+            if live && !self.queues.contains_key(&activity.queue_id) {
+                return fail(format!(
+                    "live activity {id} is in unknown queue {}",
+                    activity.queue_id
+                ));
+            }
+            let waiting = self
+                .waiting
+                .contains(&(activity.enqueued_at_ms, id.clone()));
+            if waiting != (activity.status == ActivityStatus::Queued) {
+                return fail(format!("activity {id}: waiting list disagrees with status"));
+            }
+            // G6: an activity is held by at most one agent, and that agent lists it.
+            let holders: Vec<&AgentId> = self
+                .agents
+                .iter()
+                .filter(|(_, agent)| agent.work.contains(id))
+                .map(|(agent_id, _)| agent_id)
+                .collect();
+            let expected: Vec<&AgentId> = activity.status.holder().into_iter().collect();
+            if holders != expected {
+                return fail(format!(
+                    "activity {id} is held by {holders:?} but its status names {expected:?}"
+                ));
+            }
+            if activity.history.last().map(|t| &t.status) != Some(&activity.status) {
+                return fail(format!("activity {id}: history does not end at its status"));
             }
         }
-        for id in self.queues.keys() {
-            if !self.seeded.contains(&format!("queue:{id}")) {
-                return Err(InvariantViolation(format!("queue {id} was never seeded")));
+        for (id, agent) in &self.agents {
+            if *id != agent.spec.id {
+                return fail(format!("agent {id} stored under another id"));
+            }
+            for activity_id in &agent.work {
+                if !self.activities.contains_key(activity_id) {
+                    return fail(format!("agent {id} holds missing activity {activity_id}"));
+                }
+            }
+            // G6: never over the per-channel limit.
+            for channel in Channel::ALL {
+                let load = self.load(agent, channel);
+                let limit = agent.spec.limits.get(&channel).copied().unwrap_or(0);
+                if load > limit as usize {
+                    return fail(format!(
+                        "agent {id} holds {load} {} activities over a limit of {limit}",
+                        channel.as_str()
+                    ));
+                }
+            }
+            if agent.session.is_none() && agent.work.iter().any(|a| self.is_assigned(a)) {
+                return fail(format!("agent {id} is logged out but holds assigned work"));
+            }
+            let next = agent.feed.back().map_or(1, |event| event.seq + 1);
+            if agent.feed_next_seq.max(1) != next {
+                return fail(format!("agent {id}: feed sequence has a gap"));
             }
         }
-        for id in self.agents.keys() {
-            if !self.seeded.contains(&format!("agent:{id}")) {
-                return Err(InvariantViolation(format!("agent {id} was never seeded")));
+        for (at, timer) in &self.timers {
+            let armed = match timer {
+                Timer::Offer(id) => self.activities.get(id).is_some_and(|a| {
+                    matches!(a.status, ActivityStatus::Offered { until_ms, .. } if until_ms == *at)
+                }),
+                Timer::Callback(id) => self.activities.get(id).is_some_and(|a| {
+                    a.status == ActivityStatus::Scheduled
+                        && matches!(a.detail, ActivityDetail::Callback { due_at_ms, .. } if due_at_ms == *at)
+                }),
+                Timer::Inactivity(id) => self
+                    .chats
+                    .get(id)
+                    .is_some_and(|c| c.inactivity_at_ms == Some(*at)),
+            };
+            if !armed {
+                return fail(format!("timer {timer:?} at {at} is stale"));
+            }
+        }
+        for (request, activity_id) in &self.requests {
+            if !self.activities.contains_key(activity_id) {
+                return fail(format!(
+                    "request {request} points at missing activity {activity_id}"
+                ));
+            }
+        }
+        let keys = self
+            .departments
+            .keys()
+            .map(|id| format!("department:{id}"))
+            .chain(self.skills.keys().map(|id| format!("skill:{id}")))
+            .chain(self.queues.keys().map(|id| format!("queue:{id}")))
+            .chain(self.agents.keys().map(|id| format!("agent:{id}")));
+        for key in keys {
+            if !self.seeded.contains(&key) {
+                return fail(format!("{key} was never recorded as created"));
             }
         }
         Ok(())
@@ -368,6 +589,25 @@ impl State {
     pub fn digest(&self) -> Result<String, serde_json::Error> {
         let bytes = serde_json::to_vec(self)?;
         Ok(blake3::hash(&bytes).to_hex().to_string())
+    }
+
+    /// How many activities of `channel` the agent holds (offered or assigned).
+    pub fn load(&self, agent: &Agent, channel: Channel) -> usize {
+        agent
+            .work
+            .iter()
+            .filter(|id| {
+                self.activities
+                    .get(*id)
+                    .is_some_and(|a| a.channel == channel)
+            })
+            .count()
+    }
+
+    fn is_assigned(&self, activity_id: &str) -> bool {
+        self.activities
+            .get(activity_id)
+            .is_some_and(|a| matches!(a.status, ActivityStatus::Assigned { .. }))
     }
 }
 
@@ -383,12 +623,6 @@ impl Chat {
         self.events.len() as u64
     }
 
-    fn push(&mut self, at_ms: u64, body: EventBody) -> u64 {
-        let seq = self.last_seq() + 1;
-        self.events.push(ChatEvent { seq, at_ms, body });
-        seq
-    }
-
     /// Checks this chat's invariants: a gap-free sequence starting with `Started`, and every
     /// client message id recorded exactly once.
     pub fn validate(&self) -> Result<(), InvariantViolation> {
@@ -401,6 +635,14 @@ impl Chat {
             if is_start != (index == 0) {
                 return fail(format!("start event misplaced at seq {}", event.seq));
             }
+        }
+        let ended = self
+            .events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::Ended { .. }))
+            .count();
+        if ended != usize::from(self.status == ChatStatus::Ended) {
+            return fail(format!("{ended} end events for status {:?}", self.status));
         }
         let mut messages = 0usize;
         for event in &self.events {
@@ -430,7 +672,47 @@ impl Chat {
     }
 }
 
-fn check_text(
+impl Agent {
+    /// The feed events with `seq > after`, at most `limit`; `Err(first retained seq)` when
+    /// events after `after` are no longer retained.
+    pub fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<AgentEvent>, u64> {
+        let first = self.feed.front().map_or(self.feed_next_seq, |e| e.seq);
+        if after.saturating_add(1) < first {
+            return Err(first);
+        }
+        let skip = usize::try_from(after.saturating_add(1) - first).unwrap_or(usize::MAX);
+        Ok(self
+            .feed
+            .iter()
+            .skip(skip)
+            .take(limit.min(limits::EVENTS_PAGE_MAX))
+            .cloned()
+            .collect())
+    }
+
+    /// The sequence number of the agent's last feed event (0 when none).
+    pub fn feed_last_seq(&self) -> u64 {
+        self.feed_next_seq.saturating_sub(1)
+    }
+
+    /// Whether `session_id` is the agent's current session.
+    pub fn has_session(&self, session_id: &str) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.session_id == session_id)
+    }
+
+    fn push_feed(&mut self, at_ms: u64, body: AgentEventBody) {
+        let seq = self.feed_next_seq.max(1);
+        self.feed.push_back(AgentEvent { seq, at_ms, body });
+        self.feed_next_seq = seq + 1;
+        while self.feed.len() > limits::AGENT_FEED_RETAINED {
+            self.feed.pop_front();
+        }
+    }
+}
+
+pub(crate) fn check_text(
     field: &str,
     value: &str,
     min_bytes: usize,
@@ -448,10 +730,7 @@ fn check_text(
     } else {
         return Ok(());
     };
-    Err(Rejection::Invalid {
-        field: field.to_owned(),
-        problem,
-    })
+    Err(Rejection::invalid(field, problem))
 }
 
 /// Client ids: 1..=128 bytes of printable ASCII without spaces.
@@ -459,9 +738,19 @@ pub fn check_client_id(field: &str, value: &str) -> Result<(), Rejection> {
     check_id(field, value, limits::CLIENT_ID_BYTES_MAX)
 }
 
-/// Directory ids: 1..=64 bytes of printable ASCII without spaces.
+/// Directory ids: 1..=64 bytes of ASCII letters, digits, `-`, `_` and `.`.
 pub fn check_directory_id(field: &str, value: &str) -> Result<(), Rejection> {
-    check_id(field, value, limits::DIRECTORY_ID_BYTES_MAX)
+    check_id(field, value, limits::DIRECTORY_ID_BYTES_MAX)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(Rejection::invalid(
+            field,
+            "may hold only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    Ok(())
 }
 
 fn check_id(field: &str, value: &str, max_bytes: usize) -> Result<(), Rejection> {
@@ -474,10 +763,27 @@ fn check_id(field: &str, value: &str, max_bytes: usize) -> Result<(), Rejection>
     } else {
         return Ok(());
     };
-    Err(Rejection::Invalid {
-        field: field.to_owned(),
-        problem,
-    })
+    Err(Rejection::invalid(field, problem))
+}
+
+/// A short reason or outcome word: 1..=64 bytes of lowercase letters, digits, `_` and `-`.
+pub fn check_reason(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() || value.len() > limits::REASON_BYTES_MAX {
+        return Err(Rejection::invalid(
+            field,
+            format!("must be 1 to {} bytes", limits::REASON_BYTES_MAX),
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+    {
+        return Err(Rejection::invalid(
+            field,
+            "may hold only lowercase letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(())
 }
 
 impl parley_storage::Machine for State {

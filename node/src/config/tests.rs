@@ -25,14 +25,23 @@ site = "east"
 grpc = "127.0.0.1:9002"
 http = "127.0.0.1:8002"
 
+[[skills]]
+id = "sales"
+name = "Sales"
+
 [[queues]]
 id = "sales"
 name = "Sales"
+skills = ["sales"]
 
 [[agents]]
 id = "alice"
 name = "Alice"
+skills = ["sales"]
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$DXzqStHXjsKuhqRi33GQxQ$gkwELxz4WEdMkRIezV428sJvA4ZIF/X/dt4D3RfoIJg"
 "#;
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$DXzqStHXjsKuhqRi33GQxQ$gkwELxz4WEdMkRIezV428sJvA4ZIF/X/dt4D3RfoIJg";
 
 /// Loads `text` through [`Config::load`] with exactly the environment variables `env`, inside a
 /// figment jail (a private directory and environment, restored afterwards).
@@ -69,7 +78,19 @@ fn a_good_config_validates() {
     assert_eq!(config.timeouts.write, Duration::from_secs(5), "default");
     assert_eq!(config.fsync, FsyncPolicy::Always, "default");
     assert_eq!(config.directory.queues[0].id, "sales");
-    assert_eq!(config.directory.agents[0].chat_limit, 3);
+    assert_eq!(
+        config.directory.agents[0].limits[&Channel::Chat],
+        3,
+        "default"
+    );
+    assert_eq!(
+        config.directory.queues[0].offer_timeout_ms, 30_000,
+        "default"
+    );
+    assert!(
+        config.admin_token_hash.is_none(),
+        "admin API off by default"
+    );
 }
 
 #[test]
@@ -167,12 +188,32 @@ fn bad_values_get_clear_errors() {
         (format!("{GOOD}\nunknown_field = 1\n"), "unknown_field"),
         (GOOD.replace("[raft]", "[raft]\nelection = 1"), "election"),
         (
-            format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\n"),
+            format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\npassword_hash = \"{HASH}\"\n"),
             "listed twice",
         ),
         (
-            format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nchat_limit = 0\n"),
-            "chat_limit",
+            format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nlimits = {{ chat = 99 }}\npassword_hash = \"{HASH}\"\n"),
+            "limit 99",
+        ),
+        (
+            format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\npassword_hash = \"hunter2\"\n"),
+            "password_hash",
+        ),
+        (
+            format!("{GOOD}\n[[agents]]\nid = \"bob\"\nname = \"B\"\nskills = [\"french\"]\npassword_hash = \"{HASH}\"\n"),
+            "french is not listed in [[skills]]",
+        ),
+        (
+            format!("{GOOD}\n[[queues]]\nid = \"late\"\nname = \"Late\"\nbusiness_hours = {{ time_zone = \"Mars/Base\", intervals = [] }}\n"),
+            "time_zone",
+        ),
+        (
+            format!("{GOOD}\n[[queues]]\nid = \"slow\"\nname = \"Slow\"\noffer_timeout = \"2h\"\n"),
+            "offer_timeout_ms",
+        ),
+        (
+            GOOD.replace("[raft]", "admin_token = \"short\"\n[raft]"),
+            "admin_token",
         ),
         (
             GOOD.replace("[raft]", "[timeouts]\nwrite = \"1ms\"\n[raft]"),

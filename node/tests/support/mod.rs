@@ -15,6 +15,12 @@ use serde_json::{json, Value};
 
 /// The cluster secret every test cluster uses.
 pub const SECRET: &str = "test-cluster-secret-0123456789abcdef-0123456789";
+/// The admin credential of every test cluster.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef-0123456789";
+/// Every test agent's password, and its argon2 hash.
+pub const PASSWORD: &str = "test-password";
+const PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$DXzqStHXjsKuhqRi33GQxQ$gkwELxz4WEdMkRIezV428sJvA4ZIF/X/dt4D3RfoIJg";
 
 /// One node process.
 pub struct Node {
@@ -58,6 +64,7 @@ data_dir = "{data}"
 http_listen = "{http}"
 grpc_listen = "{grpc}"
 cluster_secret = "{SECRET}"
+admin_token = "{ADMIN_TOKEN}"
 
 [raft]
 heartbeat = "100ms"
@@ -69,13 +76,57 @@ election_timeout_max = "600ms"
 write = "3s"
 shutdown_grace = "2s"
 
+[[skills]]
+id = "sales"
+name = "Sales"
+
+[[skills]]
+id = "french"
+name = "French"
+
 [[queues]]
 id = "sales"
 name = "Sales"
+skills = ["sales"]
+offer_timeout = "20s"
+
+[[queues]]
+id = "french"
+name = "French sales"
+skills = ["sales", "french"]
+offer_timeout = "1500ms"
+
+[[queues]]
+id = "closed"
+name = "Closed"
+business_hours = {{ time_zone = "UTC", intervals = [] }}
+off_hours_message = "We are closed for the test."
+
+[[queues]]
+id = "callbacks"
+name = "Callbacks"
+channel = "callback"
 
 [[agents]]
 id = "alice"
 name = "Alice"
+skills = ["sales"]
+limits = {{ chat = 2, callback = 1 }}
+password_hash = "{PASSWORD_HASH}"
+
+[[agents]]
+id = "bob"
+name = "Bob"
+skills = ["sales", "french"]
+limits = {{ chat = 2, callback = 1 }}
+password_hash = "{PASSWORD_HASH}"
+
+[[agents]]
+id = "carmen"
+name = "Carmen"
+skills = ["sales", "french"]
+limits = {{ chat = 1 }}
+password_hash = "{PASSWORD_HASH}"
 "#,
         data = data_dir.display()
     );
@@ -287,13 +338,19 @@ pub struct Chat {
 
 impl Cluster {
     pub async fn start_chat(&self, via: u64, request_id: &str) -> Chat {
+        self.start_chat_in(via, request_id, "sales").await
+    }
+
+    /// Starts a chat in `queue` through node `via`; the customer's email derives from the
+    /// request id.
+    pub async fn start_chat_in(&self, via: u64, request_id: &str, queue: &str) -> Chat {
         let response = self
             .client
             .post(self.url(via, "/api/v1/chats"))
             .json(&json!({
                 "request_id": request_id,
-                "queue_id": "sales",
-                "customer": {"name": "Test Customer", "email": "customer@example.com"},
+                "queue_id": queue,
+                "customer": {"name": "Test Customer", "email": format!("{request_id}@example.com")},
                 "question": "testing"
             }))
             .send()
@@ -489,4 +546,161 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A WebSocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a WebSocket read gave.
+#[derive(Debug)]
+pub enum Frame {
+    /// A JSON text frame.
+    Json(Value),
+    /// The server closed with this code and reason.
+    Closed(u16, String),
+    /// Nothing within the wait.
+    Timeout,
+    /// The connection broke without a close frame.
+    Broken(String),
+}
+
+/// A logged-in agent.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub id: String,
+    pub token: String,
+}
+
+impl Cluster {
+    /// Any request; answers the status and the JSON body (Null when none).
+    pub async fn api(
+        &self,
+        via: u64,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(via, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Logs `agent` in through node `via` and makes them ready for chats and callbacks.
+    pub async fn login_ready(&self, via: u64, agent: &str) -> Agent {
+        let (status, body) = self
+            .api(
+                via,
+                reqwest::Method::POST,
+                "/api/v1/agents/login",
+                None,
+                Some(json!({"agent_id": agent, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, 200, "login {agent}: {body}");
+        let token = body["token"].as_str().expect("token").to_owned();
+        let (status, body) = self
+            .api(
+                via,
+                reqwest::Method::PUT,
+                "/api/v1/agents/me/availability",
+                Some(&token),
+                Some(json!({"channels": {"chat": true, "callback": true}})),
+            )
+            .await;
+        assert_eq!(status, 200, "availability {agent}: {body}");
+        Agent {
+            id: agent.to_owned(),
+            token,
+        }
+    }
+
+    /// Opens a WebSocket to `path` on node `via` with a bearer token.
+    pub async fn connect(&self, via: u64, path: &str, token: &str) -> Result<Ws, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = self.url(via, path).replacen("http://", "ws://", 1);
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        request.headers_mut().insert("authorization", value);
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                Err(format!("http {}", response.status().as_u16()))
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("connect timed out".to_owned()),
+        }
+    }
+}
+
+/// The next frame within `within` (pings are answered by the client library).
+pub async fn next_frame(ws: &mut Ws, within: Duration) -> Frame {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Frame::Timeout,
+            Ok(None) => return Frame::Broken("stream ended".to_owned()),
+            Ok(Some(Err(error))) => return Frame::Broken(error.to_string()),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return match serde_json::from_str(text.as_str()) {
+                    Ok(value) => Frame::Json(value),
+                    Err(error) => Frame::Broken(format!("not JSON: {error}: {text}")),
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return match frame {
+                    Some(frame) => Frame::Closed(u16::from(frame.code), frame.reason.to_string()),
+                    None => Frame::Closed(1005, String::new()),
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Reads frames until one matches `want`, returning it; panics with what was seen otherwise.
+pub async fn wait_for(
+    ws: &mut Ws,
+    what: &str,
+    within: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_frame(ws, left).await {
+            Frame::Json(value) if want(&value) => return value,
+            Frame::Json(value) => seen.push(value),
+            other => panic!("waiting for {what}: got {other:?} after {seen:#?}"),
+        }
+    }
+}
+
+/// Sends a JSON text frame.
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        value.to_string(),
+    ))
+    .await
+    .expect("sending a frame");
 }

@@ -1,0 +1,305 @@
+//! The HTTP and WebSocket edge: routes, request parsing and validation, authentication, and
+//! answers.
+//!
+//! Handlers parse and bound the input, check the caller's credential, then ask the app actor
+//! (writes through Raft, reads of the applied state) or the messaging actor (waits, streams,
+//! typing). Every failure is an [`ApiError`].
+//!
+//! - [`customer`]: chats, callbacks, transcripts (chat tokens).
+//! - [`agent`]: login, availability, work, activities (agent tokens).
+//! - [`admin`]: directory changes and supervision (the admin credential).
+//! - [`stream`]: WebSocket streams for all three.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers.
+
+use std::time::Duration;
+
+use actix::{Addr, MailboxError};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use parley_raft::command::{ChatId, Op, Participant};
+use parley_raft::{Outcome, State};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
+use crate::error::ApiError;
+use crate::messaging::MessagingActor;
+use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
+
+pub mod admin;
+pub mod agent;
+pub mod customer;
+pub mod openapi;
+pub mod stream;
+pub mod views;
+
+/// Largest accepted JSON body, in bytes.
+pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Default number of events per page.
+pub const EVENTS_PAGE_DEFAULT: usize = 100;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct WebState {
+    /// The app actor.
+    pub app: Addr<AppActor>,
+    /// The messaging actor.
+    pub messaging: Addr<MessagingActor>,
+    /// Chat tokens.
+    pub chat_tokens: ChatTokens,
+    /// Agent tokens.
+    pub agent_tokens: AgentTokens,
+    /// Hash of the admin credential, if configured.
+    pub admin_token_hash: Option<blake3::Hash>,
+    /// Longest long-poll wait a client may ask for.
+    pub long_poll_max: Duration,
+    /// Cancelled when the node stops: streams close with "go elsewhere".
+    pub shutdown: CancellationToken,
+    /// This node's id (agent presence).
+    pub node_id: u64,
+}
+
+impl WebState {
+    /// Commits `op`.
+    pub async fn write(&self, op: Op) -> Result<Outcome, ApiError> {
+        self.app.send(Write(op)).await.map_err(mailbox)?
+    }
+
+    /// Runs `f` on the applied state.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State, Option<u64>) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.app.send(Query::new(f)).await.map_err(mailbox)
+    }
+}
+
+/// Registers every route and the input error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
+    cfg.app_data(web::Data::new(state))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(JSON_BODY_BYTES_MAX)
+                .error_handler(|error, _req| json_error(error).into()),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _req| query_error(error).into()),
+        )
+        .app_data(web::PathConfig::default().error_handler(|error, _req| path_error(error).into()))
+        .route("/livez", web::get().to(livez))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/cluster", web::get().to(cluster))
+                .route("/openapi.json", web::get().to(openapi::serve))
+                .configure(customer::routes)
+                .configure(agent::routes)
+                .configure(admin::routes)
+                .configure(stream::routes),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError {
+                status: 413,
+                code: "payload_too_large",
+                message: format!("the body is larger than {JSON_BODY_BYTES_MAX} bytes"),
+                retry_after_s: None,
+            }
+        }
+        JsonPayloadError::ContentType => ApiError {
+            status: 415,
+            code: "unsupported_media_type",
+            message: "send the body as application/json".to_owned(),
+            retry_after_s: None,
+        },
+        other => ApiError::bad_request("malformed_json", other.to_string()),
+    }
+}
+
+fn query_error(error: QueryPayloadError) -> ApiError {
+    ApiError::bad_request("invalid_query", error.to_string())
+}
+
+fn path_error(error: PathError) -> ApiError {
+    ApiError::bad_request("invalid_path", error.to_string())
+}
+
+/// The actor could not take the request (full mailbox, or stopping).
+pub fn mailbox(error: MailboxError) -> ApiError {
+    ApiError::unavailable(
+        "busy",
+        format!("the node could not take the request: {error}"),
+    )
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("not_found", "no such endpoint"))
+}
+
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    match state.app.send(CheckReady).await.map_err(mailbox)? {
+        Ok(()) => Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")),
+        Err(reason) => Err(ApiError::unavailable("not_ready", reason)),
+    }
+}
+
+async fn metrics(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    let text = state.app.send(RenderMetrics).await.map_err(mailbox)??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
+
+/// The cluster as this node sees it: leader, term, members with site and role, this node's
+/// applied index and state digest.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, body = crate::app::ClusterView)))]
+pub async fn cluster(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    let view = state.app.send(GetClusterView).await.map_err(mailbox)??;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The bearer credential of a request: the `Authorization: Bearer` header, or for WebSocket
+/// upgrades (browsers cannot set headers there) an `access_token` query parameter.
+pub fn bearer(request: &HttpRequest, query_token: Option<&str>) -> Result<String, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return match query_token {
+            Some(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+            _ => Err(ApiError::unauthorized(
+                "missing Authorization: Bearer <token>",
+            )),
+        };
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(ApiError::unauthorized(
+            "expected Authorization: Bearer <token>",
+        )),
+    }
+}
+
+/// Checks an id taken from the path.
+pub fn path_id(field: &str, raw: String) -> Result<String, ApiError> {
+    parley_raft::state::check_client_id(field, &raw)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+    Ok(raw)
+}
+
+/// The agent whose token the request carries, if that session is still the agent's current
+/// one in the replicated state.
+pub async fn agent_caller(
+    state: &WebState,
+    request: &HttpRequest,
+    query_token: Option<&str>,
+) -> Result<AgentClaims, ApiError> {
+    let token = bearer(request, query_token)?;
+    agent_from_token(state, &token).await
+}
+
+async fn agent_from_token(state: &WebState, token: &str) -> Result<AgentClaims, ApiError> {
+    let claims = state
+        .agent_tokens
+        .verify(token)
+        .ok_or_else(|| ApiError::unauthorized("not a valid agent token"))?;
+    let (agent_id, session_id) = (claims.agent_id.clone(), claims.session_id.clone());
+    let current = state
+        .read(move |s, _| {
+            s.agents
+                .get(&agent_id)
+                .is_some_and(|a| a.has_session(&session_id))
+        })
+        .await?;
+    if !current {
+        return Err(ApiError::session_ended());
+    }
+    Ok(claims)
+}
+
+/// Who is calling a chat endpoint: the chat's customer (chat token) or the agent holding the
+/// chat (agent token).
+pub async fn chat_caller(
+    state: &WebState,
+    request: &HttpRequest,
+    query_token: Option<&str>,
+    chat_id: &ChatId,
+) -> Result<Participant, ApiError> {
+    let token = bearer(request, query_token)?;
+    if token.starts_with(AGENT_TOKEN_PREFIX) {
+        let claims = agent_from_token(state, &token).await?;
+        let (chat, me) = (chat_id.clone(), claims.agent_id.clone());
+        let holds = state
+            .read(move |s, _| {
+                s.activities
+                    .get(&chat)
+                    .is_some_and(|a| a.status.holder() == Some(&me))
+            })
+            .await?;
+        if !holds {
+            return Err(ApiError::forbidden(
+                "this chat is not offered or assigned to you",
+            ));
+        }
+        return Ok(Participant::Agent {
+            agent_id: claims.agent_id,
+        });
+    }
+    if !state.chat_tokens.verify(chat_id, &token) {
+        return Err(ApiError::unauthorized("the token does not open this chat"));
+    }
+    Ok(Participant::Customer)
+}
+
+/// The admin credential check (constant-time comparison of hashes).
+pub fn admin_caller(
+    state: &WebState,
+    request: &HttpRequest,
+    query_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(expected) = state.admin_token_hash else {
+        return Err(ApiError::forbidden(
+            "the admin API is disabled on this node: set admin_token in its config",
+        ));
+    };
+    let token = bearer(request, query_token)?;
+    if blake3::hash(token.as_bytes()) != expected {
+        return Err(ApiError::unauthorized("not the admin credential"));
+    }
+    Ok(())
+}
+
+/// Answers 201 for a new resource, 200 for a replayed request.
+pub fn created_or_replayed(replayed: bool) -> actix_web::HttpResponseBuilder {
+    if replayed {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    }
+}
+
+/// An outcome the handler did not expect: a bug, reported as such.
+pub fn unexpected(outcome: Outcome) -> ApiError {
+    ApiError::internal(format!("unexpected outcome {outcome:?}"))
+}
+
+/// A new id for something this node creates.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
