@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
 use parley_raft::command::{Directory, Op};
 use parley_raft::replica::ReplicaStatus;
 use parley_raft::{NodeInfo, Outcome, ProposeError, Replica, State};
@@ -31,6 +31,9 @@ pub struct AppActor {
     directory: Directory,
     /// This node's site, for the cluster view.
     site: String,
+    /// Whether this node's directory seed has committed (readiness waits for it, so a node
+    /// never answers "unknown agent" for an agent its own config lists).
+    seeded: bool,
 }
 
 impl AppActor {
@@ -46,6 +49,7 @@ impl AppActor {
             metrics,
             directory,
             site,
+            seeded: false,
         }
     }
 }
@@ -55,28 +59,39 @@ impl Actor for AppActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        if self.directory.queues.is_empty() && self.directory.agents.is_empty() {
+        let directory = &self.directory;
+        if directory.departments.is_empty()
+            && directory.skills.is_empty()
+            && directory.queues.is_empty()
+            && directory.agents.is_empty()
+        {
+            self.seeded = true;
             return;
         }
         let replica = self.replica.clone();
         let directory = self.directory.clone();
-        ctx.spawn(actix::fut::wrap_future(async move {
+        let seeding = async move {
             // Seeding is idempotent, so every node does it once at start; it retries until a
             // leader commits it.
             loop {
                 match replica.propose(Op::SeedDirectory(directory.clone())).await {
                     Ok(outcome) => {
                         tracing::info!(?outcome, "directory seeded");
-                        return;
+                        return true;
                     }
-                    Err(ProposeError::ShuttingDown) => return,
+                    Err(ProposeError::ShuttingDown) => return false,
                     Err(error) => {
                         tracing::debug!(%error, "seeding the directory; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
                 }
             }
-        }));
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(seeding).map(|seeded, actor, _ctx| {
+                actor.seeded = seeded;
+            }),
+        );
     }
 }
 
@@ -244,7 +259,11 @@ impl Handler<CheckReady> for AppActor {
 
     fn handle(&mut self, _msg: CheckReady, _ctx: &mut Self::Context) -> Self::Result {
         let replica = self.replica.clone();
+        let seeded = self.seeded;
         Box::pin(async move {
+            if !seeded {
+                return Err("the directory from this node's config is not committed yet".to_owned());
+            }
             let status = replica.status();
             if status.leader.is_none() {
                 return Err("no leader is known".to_owned());

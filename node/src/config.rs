@@ -510,7 +510,15 @@ impl RawConfig {
     /// The departments, skills, queues and agents to seed, checked as `apply` would check
     /// them, so a bad entry is reported here instead of being skipped.
     fn directory(&self) -> Result<Directory, ConfigError> {
-        let rejected = |field: String| move |e: Rejection| invalid(field, e.to_string());
+        // `apply`'s own checks, reported with the config path of the field they name.
+        let rejected = |prefix: String| {
+            move |e: Rejection| match e {
+                Rejection::Invalid { field, problem } => {
+                    invalid(format!("{prefix}.{field}"), problem)
+                }
+                other => invalid(prefix, other.to_string()),
+            }
+        };
         let mut ids = BTreeSet::new();
         let mut unique = |kind: &str, field: &str, id: &str| {
             if ids.insert(format!("{kind}:{id}")) {
@@ -525,7 +533,7 @@ impl RawConfig {
         let mut departments = Vec::new();
         for (i, department) in self.departments.iter().enumerate() {
             let field = format!("departments[{i}]");
-            check_directory_id("id", &department.id).map_err(rejected(format!("{field}.id")))?;
+            check_directory_id("id", &department.id).map_err(rejected(field.clone()))?;
             check_name(&format!("{field}.name"), &department.name)?;
             unique("department", &field, &department.id)?;
             departments.push(DepartmentSpec {
@@ -536,7 +544,7 @@ impl RawConfig {
         let mut skills = Vec::new();
         for (i, skill) in self.skills.iter().enumerate() {
             let field = format!("skills[{i}]");
-            check_directory_id("id", &skill.id).map_err(rejected(format!("{field}.id")))?;
+            check_directory_id("id", &skill.id).map_err(rejected(field.clone()))?;
             check_name(&format!("{field}.name"), &skill.name)?;
             unique("skill", &field, &skill.id)?;
             skills.push(SkillSpec {

@@ -92,7 +92,7 @@ impl From<Rejection> for ApiError {
             Rejection::ChatEnded { .. } => Self::conflict("chat_ended", message),
             Rejection::OffHours { .. } => Self::conflict("off_hours", message),
             Rejection::SessionEnded => Self::session_ended(),
-            Rejection::Conflict(_) => Self::conflict("conflict", message),
+            Rejection::Conflict { .. } => Self::conflict("conflict", message),
             Rejection::LimitReached { .. } => Self::conflict("limit_reached", message),
             Rejection::Invalid { .. } => Self::bad_request("invalid_field", message),
             Rejection::IdempotencyConflict { .. } => {

@@ -577,8 +577,11 @@ pub enum Rejection {
     SessionEnded,
     /// The request does not fit the current state (e.g. accepting an offer made to someone
     /// else, logging out while holding work).
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
     /// A bound was reached (open chats per customer, messages per chat, agent capacity).
     #[error("{what}: limit of {limit} reached")]
     LimitReached {
@@ -604,11 +607,91 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A [`Rejection::Conflict`] saying `message`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Rejection::Conflict {
+            message: message.into(),
+        }
+    }
+
     /// An [`Rejection::Invalid`] for `field`.
     pub fn invalid(field: &str, problem: impl Into<String>) -> Self {
         Rejection::Invalid {
             field: field.to_owned(),
             problem: problem.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every outcome survives the JSON encoding used in the log, in forwarded replies and in
+    /// snapshots (an internally tagged enum cannot hold a bare string, for one).
+    #[test]
+    fn every_outcome_round_trips_through_json() {
+        let rejections = vec![
+            Rejection::UnknownQueue {
+                queue_id: "q".into(),
+            },
+            Rejection::UnknownChat {
+                chat_id: "c".into(),
+            },
+            Rejection::UnknownAgent {
+                agent_id: "a".into(),
+            },
+            Rejection::UnknownActivity {
+                activity_id: "x".into(),
+            },
+            Rejection::UnknownEntry {
+                kind: "skill".into(),
+                id: "s".into(),
+            },
+            Rejection::ChatEnded {
+                chat_id: "c".into(),
+            },
+            Rejection::OffHours {
+                message: "closed".into(),
+            },
+            Rejection::SessionEnded,
+            Rejection::conflict("busy"),
+            Rejection::LimitReached {
+                what: "chats".into(),
+                limit: 3,
+            },
+            Rejection::invalid("text", "empty"),
+            Rejection::IdempotencyConflict { what: "id".into() },
+        ];
+        let mut outcomes: Vec<Outcome> = rejections.into_iter().map(Outcome::Rejected).collect();
+        outcomes.extend([
+            Outcome::Seeded { added: 1 },
+            Outcome::ChatStarted {
+                chat_id: "c".into(),
+                seq: 1,
+                replayed: false,
+            },
+            Outcome::MessagePosted {
+                chat_id: "c".into(),
+                seq: 2,
+                replayed: true,
+            },
+            Outcome::ChatEnded {
+                chat_id: "c".into(),
+                seq: 3,
+            },
+            Outcome::CallbackRequested {
+                activity_id: "x".into(),
+                due_at_ms: 5,
+                replayed: false,
+            },
+            Outcome::Done,
+            Outcome::Ticked { fired: 2 },
+        ]);
+        for outcome in outcomes {
+            let json = serde_json::to_vec(&outcome).unwrap();
+            let back: Outcome = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back, outcome);
         }
     }
 }

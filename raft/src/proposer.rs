@@ -72,11 +72,15 @@ impl Default for ProposerOptions {
     }
 }
 
+/// Longest a committed write forwarded to the leader waits for this node to apply it before
+/// it is answered anyway.
+pub const APPLY_WAIT_MAX: Duration = Duration::from_secs(2);
+
 /// The result of proposing on this node only.
 #[derive(Debug)]
 pub enum LocalOutcome {
-    /// Committed and applied.
-    Committed(Outcome),
+    /// Committed and applied on the leader, by the entry at this log index.
+    Committed(Outcome, u64),
     /// This node is not the leader; the leader it knows of, if any.
     NotLeader(Option<NodeId>),
     /// Could not be proposed or confirmed.
@@ -168,7 +172,7 @@ impl Proposer {
                 Some(leader) if leader == self.inner.id => {
                     sent = true;
                     match self.propose_local(command.clone(), remaining).await {
-                        LocalOutcome::Committed(outcome) => return Ok(outcome),
+                        LocalOutcome::Committed(outcome, _) => return Ok(outcome),
                         LocalOutcome::NotLeader(next) => next,
                         LocalOutcome::Failed(error) => return Err(error),
                     }
@@ -176,7 +180,10 @@ impl Proposer {
                 Some(leader) => {
                     sent = true;
                     match self.forward(leader, &command, remaining).await {
-                        Ok(LocalOutcome::Committed(outcome)) => return Ok(outcome),
+                        Ok(LocalOutcome::Committed(outcome, index)) => {
+                            self.wait_applied(index, deadline).await;
+                            return Ok(outcome);
+                        }
                         Ok(LocalOutcome::NotLeader(next)) => next.filter(|n| *n != leader),
                         Ok(LocalOutcome::Failed(error)) => return Err(error),
                         Err(error) => {
@@ -203,6 +210,23 @@ impl Proposer {
                 }
             })
             .await;
+        }
+    }
+
+    /// Waits (bounded) until this node has applied `index`, so a client that wrote through
+    /// this node reads its own write here. The write is committed either way.
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .min(APPLY_WAIT_MAX);
+        if let Err(error) = self
+            .inner
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read your writes")
+            .await
+        {
+            tracing::debug!(index, %error, "committed write not yet applied here");
         }
     }
 
@@ -263,7 +287,7 @@ impl Proposer {
             .into_inner();
         Ok(match reply.outcome {
             Some(pb::forward_reply::Outcome::OutcomeJson(json)) => match codec::decode(&json) {
-                Ok(outcome) => LocalOutcome::Committed(outcome),
+                Ok(outcome) => LocalOutcome::Committed(outcome, reply.log_index),
                 Err(e) => LocalOutcome::Failed(ProposeError::Codec(e.to_string())),
             },
             Some(pb::forward_reply::Outcome::NotLeader(not_leader)) => {
@@ -328,6 +352,7 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
                     drop(permit);
                     match result {
                         Ok(Ok(written)) => {
+                            let index = written.log_id.index;
                             let outcomes = written.data.outcomes;
                             if outcomes.len() != size {
                                 tracing::error!(
@@ -339,7 +364,7 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
                             let mut outcomes = outcomes.into_iter();
                             for reply in replies {
                                 let outcome = match outcomes.next() {
-                                    Some(outcome) => LocalOutcome::Committed(outcome),
+                                    Some(outcome) => LocalOutcome::Committed(outcome, index),
                                     None => LocalOutcome::Failed(ProposeError::Codec(
                                         "missing outcome".to_owned(),
                                     )),

@@ -106,10 +106,14 @@ impl Cluster for ClusterService {
         let command = codec::decode(&request.command_json).map_err(bad_payload)?;
         let deadline_ms = request.deadline_ms.clamp(1, FORWARD_DEADLINE_MS_MAX);
         let timeout = Duration::from_millis(u64::from(deadline_ms));
+        let mut log_index = 0;
         let outcome = match self.proposer.propose_local(command, timeout).await {
-            LocalOutcome::Committed(outcome) => pb::forward_reply::Outcome::OutcomeJson(
-                codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
-            ),
+            LocalOutcome::Committed(outcome, index) => {
+                log_index = index;
+                pb::forward_reply::Outcome::OutcomeJson(
+                    codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
+                )
+            }
             LocalOutcome::NotLeader(leader) => {
                 pb::forward_reply::Outcome::NotLeader(pb::NotLeader {
                     leader_id: leader.unwrap_or(0),
@@ -119,6 +123,7 @@ impl Cluster for ClusterService {
         };
         Ok(Response::new(pb::ForwardReply {
             outcome: Some(outcome),
+            log_index,
         }))
     }
 

@@ -182,7 +182,7 @@ fn bad_values_get_clear_errors() {
         ),
         (GOOD.replace("id = 1\n", "id = 2\n"), "listed twice"),
         (
-            GOOD.replace("id = \"sales\"", "id = \"sa les\""),
+            GOOD.replace("[[queues]]\nid = \"sales\"", "[[queues]]\nid = \"sa les\""),
             "queues[0].id",
         ),
         (format!("{GOOD}\nunknown_field = 1\n"), "unknown_field"),

@@ -595,6 +595,30 @@ impl Cluster {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Repeats a request until `want` holds for its answer, within ten seconds: for reads on
+    /// a node other than the one that took the write, which apply it moments later.
+    pub async fn api_until(
+        &self,
+        via: u64,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        want: impl Fn(reqwest::StatusCode, &Value) -> bool,
+    ) -> (reqwest::StatusCode, Value) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.api(via, method.clone(), path, token, None).await;
+            if want(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{method} {path} on node {via} never matched: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Logs `agent` in through node `via` and makes them ready for chats and callbacks.
     pub async fn login_ready(&self, via: u64, agent: &str) -> Agent {
         let (status, body) = self

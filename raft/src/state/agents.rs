@@ -87,7 +87,7 @@ impl State {
             }
         }
         if assigned > 0 {
-            return Err(Rejection::Conflict(format!(
+            return Err(Rejection::conflict(format!(
                 "complete or transfer your {assigned} assigned activities before logging out"
             )));
         }

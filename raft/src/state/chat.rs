@@ -208,7 +208,7 @@ impl State {
             Participant::Customer => {}
             Participant::Agent { agent_id } => {
                 if chat.agent_id.as_ref() != Some(agent_id) {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {agent_id} is not working chat {}",
                         chat.id
                     )));
@@ -313,7 +313,7 @@ impl State {
             Participant::Customer => "customer",
             Participant::Agent { agent_id } => {
                 if chat.agent_id.as_ref() != Some(agent_id) {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {agent_id} is not working chat {}",
                         chat.id
                     )));
@@ -390,7 +390,7 @@ impl State {
                 chat_id: survey.chat_id.clone(),
             })?;
         if chat.status != ChatStatus::Ended {
-            return Err(Rejection::Conflict(
+            return Err(Rejection::conflict(
                 "a chat can be rated once it has ended".to_owned(),
             ));
         }
@@ -398,7 +398,7 @@ impl State {
             if existing.rating == survey.rating && existing.comment == survey.comment {
                 return Ok(Outcome::Done);
             }
-            return Err(Rejection::Conflict("this chat is already rated".to_owned()));
+            return Err(Rejection::conflict("this chat is already rated".to_owned()));
         }
         let chat_id = chat.id.clone();
         self.push_chat_event(

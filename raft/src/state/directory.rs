@@ -188,7 +188,7 @@ impl State {
         let recent_handle_ms = match self.queues.get(&spec.id) {
             Some(existing) => {
                 if existing.spec.channel != spec.channel && self.queue_has_live_work(&spec.id) {
-                    return Err(Rejection::Conflict(
+                    return Err(Rejection::conflict(
                         "a queue's channel cannot change while it holds live work".to_owned(),
                     ));
                 }
@@ -213,7 +213,7 @@ impl State {
             for (channel, limit) in &spec.limits {
                 let load = self.load(existing, *channel);
                 if load > *limit as usize {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {} holds {load} {} activities; finish some before lowering the \
                          limit to {limit}",
                         spec.id,
@@ -223,7 +223,7 @@ impl State {
             }
             for channel in existing.work.iter().filter_map(|a| self.activities.get(a)) {
                 if !spec.limits.contains_key(&channel.channel) {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {} holds {} work; keep a limit for that channel",
                         spec.id,
                         channel.channel.as_str()
@@ -258,7 +258,7 @@ impl State {
             id: key.id().to_owned(),
         };
         let in_use = |by: String| {
-            Rejection::Conflict(format!("{} {} is used by {by}", key.kind(), key.id()))
+            Rejection::conflict(format!("{} {} is used by {by}", key.kind(), key.id()))
         };
         match key {
             DirectoryKey::Department(id) => {
@@ -298,7 +298,7 @@ impl State {
             DirectoryKey::Agent(id) => {
                 let agent = self.agents.get(id).ok_or_else(unknown)?;
                 if agent.session.is_some() || !agent.work.is_empty() {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {id} is logged in or holds work"
                     )));
                 }

@@ -332,7 +332,7 @@ impl State {
         };
         if !ok {
             let what = if offered { "offered to" } else { "assigned to" };
-            return Err(Rejection::Conflict(format!(
+            return Err(Rejection::conflict(format!(
                 "activity {} is not {what} agent {me}",
                 activity.id
             )));
@@ -423,7 +423,7 @@ impl State {
                     });
                 }
                 if !self.eligible(agent_id, activity, false) {
-                    return Err(Rejection::Conflict(format!(
+                    return Err(Rejection::conflict(format!(
                         "agent {agent_id} is not logged in, not ready for {} or at their limit",
                         activity.channel.as_str()
                     )));

@@ -203,8 +203,12 @@ fn retries_are_not_applied_twice() {
             replayed: true
         }
     );
+    let Op::StartChat(mut retry) = start("c1", "r1") else {
+        unreachable!()
+    };
+    retry.chat_id = "c2".into();
     assert_eq!(
-        apply_ok(&mut state, 13, start("c2", "r1")),
+        apply_ok(&mut state, 13, Op::StartChat(retry)),
         Outcome::ChatStarted {
             chat_id: "c1".into(),
             seq: 1,
@@ -413,7 +417,7 @@ fn missed_offer_returns_to_the_queue_front_and_agent_goes_not_ready() {
     apply_ok(&mut state, 20_300, Op::Tick);
     assert!(matches!(
         state.apply(&command(20_301, Op::Accept(action("alice", "c1")))),
-        Outcome::Rejected(Rejection::Conflict(_))
+        Outcome::Rejected(Rejection::Conflict { .. })
     ));
 }
 
@@ -642,7 +646,7 @@ fn sessions_survive_node_changes_and_logout_needs_empty_hands() {
     assert!(state.agents["alice"].work.contains("c1"));
     assert!(matches!(
         state.apply(&command(31, Op::Logout(session("alice")))),
-        Outcome::Rejected(Rejection::Conflict(_))
+        Outcome::Rejected(Rejection::Conflict { .. })
     ));
     // A new login replaces the session and keeps the work.
     apply_ok(
@@ -827,8 +831,15 @@ fn random_workload_keeps_invariants() {
         at += next(3_000);
         let agent_id = agents[next(2) as usize];
         let chats: Vec<String> = model.keys().cloned().collect();
-        let chat = (!chats.is_empty()).then(|| chats[next(chats.len() as u64) as usize].clone());
-        let op = match (next(100), chat) {
+        let mut chat =
+            (!chats.is_empty()).then(|| chats[next(chats.len() as u64) as usize].clone());
+        let roll = next(100);
+        // Agent actions mostly pick an activity the agent holds, sometimes any chat.
+        let held: Vec<String> = state.agents[agent_id].work.iter().cloned().collect();
+        if (70..=87).contains(&roll) && !held.is_empty() && next(5) != 0 {
+            chat = Some(held[next(held.len() as u64) as usize].clone());
+        }
+        let op = match (roll, chat) {
             (0..=9, _) | (_, None) => {
                 let id = format!("c{step}");
                 let queue = if next(2) == 0 { "sales" } else { "fr" };
@@ -909,5 +920,24 @@ fn random_workload_keeps_invariants() {
     assert!(
         completed > 10,
         "the workload completed only {completed} activities"
+    );
+}
+
+#[test]
+fn a_missed_offer_goes_to_the_next_eligible_agent() {
+    let mut state = seeded();
+    let mut carmen = agent("carmen", &["sales", "french"], 1);
+    carmen.limits = BTreeMap::from([(Channel::Chat, 1)]);
+    apply_ok(&mut state, 2, Op::Upsert(DirectoryEntry::Agent(carmen)));
+    login_ready(&mut state, 10, "bob");
+    login_ready(&mut state, 20, "carmen");
+    login_ready(&mut state, 30, "alice");
+    apply_ok(&mut state, 100, start_in("c1", "r1", "fr"));
+    assert!(offered_to("bob")(&status(&state, "c1")));
+    apply_ok(&mut state, 10_100, Op::Tick);
+    assert!(
+        offered_to("carmen")(&status(&state, "c1")),
+        "{:?}",
+        status(&state, "c1")
     );
 }
