@@ -27,6 +27,7 @@ ensure_prerequisites() {
   compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null \
     || missing+=(libclang-dev)
   command -v curl >/dev/null || missing+=(curl ca-certificates)
+  command -v jq >/dev/null || missing+=(jq)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
@@ -86,8 +87,8 @@ cmd_cluster() {
   done
   cat <<MSG
 
-Parley is running: 3 nodes on loopback, demo queues 'sales' and 'support',
-demo agents alice, bob and carmen.
+Parley is running: 3 nodes on loopback, demo queues 'sales', 'support' and 'callbacks',
+demo agents alice, bob and carmen (password: parley-demo), admin token in deploy/local/*.toml.
 
   node 1   http://127.0.0.1:8001    gRPC 127.0.0.1:9001    log $state/node1.log
   node 2   http://127.0.0.1:8002    gRPC 127.0.0.1:9002    log $state/node2.log
@@ -96,7 +97,9 @@ demo agents alice, bob and carmen.
   cluster view:  curl -s http://127.0.0.1:8001/api/v1/cluster
   start a chat:  curl -s -XPOST http://127.0.0.1:8002/api/v1/chats -H 'content-type: application/json' \\
                    -d '{"request_id":"demo-1","queue_id":"sales","customer":{"name":"Ada","email":"ada@example.com"},"question":"Hi"}'
-  (docs/API.md has the rest.) Data lives in $state; delete it for a fresh cluster.
+  docs/API.md ("A whole chat with curl") walks through a chat from start to transcript.
+  OpenAPI: http://127.0.0.1:8001/api/v1/openapi.json
+  Data lives in $state; delete it for a fresh cluster.
   Ctrl-C stops the cluster.
 MSG
   wait
@@ -113,7 +116,10 @@ cmd_test() {
 cmd_lint() {
   ensure_prerequisites
   cargo fmt --all -- --check
-  cargo clippy --workspace --all-targets -- -D warnings
+  # A separate target directory: clippy's check build of RocksDB then never invalidates (or
+  # waits on the lock of) the test build in the main one.
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/lint" \
+    cargo clippy --workspace --all-targets -- -D warnings
 }
 
 case "${1:-}" in

@@ -131,8 +131,11 @@ impl Handler<Write> for AppActor {
     }
 }
 
-/// A read of this node's applied state: the function gets the state and the applied index.
-pub struct Query<R>(pub Box<dyn FnOnce(&State, Option<u64>) -> R + Send>);
+/// A function reading the applied state and this node's applied index.
+pub type ReadFn<R> = Box<dyn FnOnce(&State, Option<u64>) -> R + Send>;
+
+/// A read of this node's applied state.
+pub struct Query<R>(pub ReadFn<R>);
 
 impl<R: 'static> Message for Query<R> {
     type Result = R;

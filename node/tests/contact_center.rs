@@ -11,6 +11,16 @@ use support::{send_json, wait_for, Cluster, ADMIN_TOKEN, PASSWORD};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A bad request: method, path, token, body, then the expected status and error code.
+type Case = (
+    Method,
+    String,
+    Option<String>,
+    Option<Value>,
+    u16,
+    &'static str,
+);
+
 fn is_type(kind: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["type"] == kind
 }
@@ -728,7 +738,7 @@ async fn agent_sessions_and_bad_input() {
     let chat = cluster.start_chat(1, "sessions-1").await;
     cluster.assert_converged(&[1, 2, 3], WAIT).await;
     let digest_before = cluster.cluster_view(1).await.unwrap()["state_digest"].clone();
-    let cases: Vec<(Method, String, Option<String>, Option<Value>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             "/api/v1/agents/me/activities".into(),

@@ -353,3 +353,66 @@ fn bad_config_is_refused_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
+
+/// The OpenAPI document is served, parses, and describes every fixed path of the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_describes_every_endpoint() {
+    let cluster = Cluster::start_ready(1, "", Duration::from_secs(60)).await;
+    let response = cluster
+        .client
+        .get(cluster.url(1, "/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/api/v1/chats", "post"),
+        ("/api/v1/chats/{chat_id}", "get"),
+        ("/api/v1/chats/{chat_id}/messages", "post"),
+        ("/api/v1/chats/{chat_id}/events", "get"),
+        ("/api/v1/chats/{chat_id}/stream", "get"),
+        ("/api/v1/chats/{chat_id}/end", "post"),
+        ("/api/v1/chats/{chat_id}/survey", "post"),
+        ("/api/v1/chats/{chat_id}/transcript", "get"),
+        ("/api/v1/callbacks", "post"),
+        ("/api/v1/agents/login", "post"),
+        ("/api/v1/agents/logout", "post"),
+        ("/api/v1/agents/me/availability", "put"),
+        ("/api/v1/agents/me/activities", "get"),
+        ("/api/v1/agents/me/events", "get"),
+        ("/api/v1/agents/me/stream", "get"),
+        ("/api/v1/activities/{activity_id}/accept", "post"),
+        ("/api/v1/activities/{activity_id}/transfer", "post"),
+        ("/api/v1/activities/{activity_id}/complete", "post"),
+        ("/api/v1/cluster", "get"),
+        ("/api/v1/admin/directory", "get"),
+        ("/api/v1/admin/queues/{id}", "put"),
+        ("/api/v1/admin/agents/{id}", "delete"),
+        ("/api/v1/supervisor/queues", "get"),
+        ("/api/v1/supervisor/stream", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).is_some_and(|p| p.get(method).is_some()),
+            "{method} {path} is not described"
+        );
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for scheme in ["chat_token", "agent_token", "admin_token"] {
+        assert!(schemes.contains_key(scheme), "{scheme} missing");
+    }
+    // Every referenced schema exists.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling reference to {name}");
+    }
+}

@@ -324,6 +324,9 @@ impl Stream {
                 Some(event) = ephemeral.recv() => self.send(&event.frame).await,
                 message = messages.recv() => match message {
                     None => return None,
+                    Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                        return close(CloseCode::Size, "frame larger than 4 KiB");
+                    }
                     Some(Err(_)) => return close(CloseCode::Protocol, "malformed frame"),
                     Some(Ok(message)) => {
                         last_heard = Instant::now();

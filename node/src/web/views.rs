@@ -337,8 +337,11 @@ pub fn queue_stats(state: &State) -> Vec<QueueStats> {
                 offered,
                 assigned,
                 agents_ready,
-                mean_handle_ms: (handled > 0)
-                    .then(|| queue.recent_handle_ms.iter().sum::<u64>() / handled),
+                mean_handle_ms: queue
+                    .recent_handle_ms
+                    .iter()
+                    .sum::<u64>()
+                    .checked_div(handled),
                 estimated_wait_s: state.estimated_wait_ms(id, waiting + 1).div_ceil(1000),
             }
         })

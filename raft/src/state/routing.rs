@@ -672,11 +672,12 @@ impl State {
             return 0;
         };
         let handled = queue.recent_handle_ms.len() as u64;
-        let mean_handle = if handled == 0 {
-            DEFAULT_HANDLE_MS
-        } else {
-            queue.recent_handle_ms.iter().sum::<u64>() / handled
-        };
+        let mean_handle = queue
+            .recent_handle_ms
+            .iter()
+            .sum::<u64>()
+            .checked_div(handled)
+            .unwrap_or(DEFAULT_HANDLE_MS);
         let capacity: u64 = self
             .agents
             .values()
