@@ -275,7 +275,7 @@ async fn routing_rules_and_offer_timeout() {
     let bob = cluster.login_ready(1, "bob").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let carmen = cluster.login_ready(2, "carmen").await;
-    let alice = cluster.login_ready(3, "alice").await;
+    cluster.login_ready(3, "alice").await;
 
     // The French queue needs the french skill (bob, carmen); bob has been idle longest.
     let c1 = cluster.start_chat_in(1, "route-1", "french").await;
@@ -380,7 +380,6 @@ async fn routing_rules_and_offer_timeout() {
         )
         .await;
     assert_eq!(agent_of(&view), "alice", "{view}");
-    let _ = alice;
 
     // Carmen finishes: the waiting French chat is offered to her.
     let (status, _) = cluster
@@ -404,7 +403,48 @@ async fn routing_rules_and_offer_timeout() {
         .await;
     assert_eq!(agent_of(&view), "carmen", "{view}");
 
-    // The first chat's history shows every transition.
+    // Queue-to-queue: carmen accepts it and sends it to the sales queue, where alice (sales
+    // skill, one chat of two) is the only ready agent with room. The customer is told.
+    let accept = format!("/api/v1/activities/{}/accept", c2.chat_id);
+    let (status, _) = cluster
+        .api(1, Method::POST, &accept, Some(&carmen.token), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, moved) = cluster
+        .api(
+            1,
+            Method::POST,
+            &format!("/api/v1/activities/{}/transfer", c2.chat_id),
+            Some(&carmen.token),
+            Some(json!({"to": "queue", "queue_id": "sales"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["queue_id"], "sales");
+    assert_eq!(moved["status"]["agent_id"], "alice", "{moved}");
+    let (_, events) = cluster
+        .api(
+            1,
+            Method::GET,
+            &format!("/api/v1/chats/{}/events", c2.chat_id),
+            Some(&c2.token),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["started", "agent_joined", "agent_left", "transferred"],
+        "{events}"
+    );
+    assert_eq!(events["events"][3]["queue_id"], "sales");
+
+    // Bob's missed offer is on record for supervisors.
     let (_, agent_view) = cluster
         .api(
             2,

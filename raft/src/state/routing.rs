@@ -84,6 +84,9 @@ impl State {
 
     /// Offers waiting activities to free agents until no more match.
     pub(super) fn route(&mut self, at_ms: u64) {
+        if self.waiting.is_empty() || !self.agents.values().any(|a| self.has_room(a)) {
+            return;
+        }
         let waiting: Vec<(u64, ActivityId)> = self.waiting.iter().cloned().collect();
         for (_, activity_id) in waiting {
             let Some(activity) = self.activities.get(&activity_id) else {
@@ -99,6 +102,16 @@ impl State {
                 self.offer(at_ms, &activity_id, &agent_id, "routed");
             }
         }
+    }
+
+    /// Whether the agent could take any work now (logged in, ready for a channel with room).
+    fn has_room(&self, agent: &super::Agent) -> bool {
+        agent.session.is_some()
+            && agent.ready.iter().any(|(channel, ready)| {
+                *ready
+                    && self.load(agent, *channel)
+                        < agent.spec.limits.get(channel).copied().unwrap_or(0) as usize
+            })
     }
 
     /// Offers an activity to an agent: out of the waiting list, into the agent's work, with
