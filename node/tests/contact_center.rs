@@ -978,8 +978,24 @@ async fn agent_sessions_and_bad_input() {
         )
         .await;
     assert_eq!(status, 401);
-    // A second login replaces the first session everywhere; the work stays.
+    // A second login replaces the first session everywhere; the work stays, and a stream
+    // of the old session is told and closed.
+    let mut old_stream = cluster
+        .connect(1, "/api/v1/agents/me/stream?after=0", &alice.token)
+        .await
+        .unwrap();
     let again = cluster.login_ready(3, "alice").await;
+    wait_for(&mut old_stream, "logged out", WAIT, is_type("logged_out")).await;
+    let closed = loop {
+        match support::next_frame(&mut old_stream, WAIT).await {
+            support::Frame::Json(_) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(closed, support::Frame::Closed(4001, _)),
+        "{closed:?}"
+    );
     let (status, body) = cluster
         .api_until(
             1,
@@ -1044,5 +1060,91 @@ async fn agent_sessions_and_bad_input() {
             |status, _| status == 401,
         )
         .await;
+    cluster.assert_converged(&[1, 2, 3], WAIT).await;
+}
+
+/// The customer ends an assigned chat and the agent is told and freed; a silent customer's chat
+/// is ended by the system after the queue's inactivity timeout, and both sides are told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_end_and_inactivity_timeout() {
+    let cluster = Cluster::start_ready(3, "", Duration::from_secs(60)).await;
+    let alice = cluster.login_ready(2, "alice").await;
+    let mut alice_ws = cluster
+        .connect(3, "/api/v1/agents/me/stream?after=0", &alice.token)
+        .await
+        .unwrap();
+
+    let chat = cluster.start_chat(1, "ending-1").await;
+    let accept = |id: &str| format!("/api/v1/activities/{id}/accept");
+    let (status, _) = cluster
+        .api(
+            2,
+            Method::POST,
+            &accept(&chat.chat_id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = cluster
+        .api(
+            1,
+            Method::POST,
+            &format!("/api/v1/chats/{}/end", chat.chat_id),
+            Some(&chat.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = wait_for(
+        &mut alice_ws,
+        "the customer's end",
+        WAIT,
+        chat_event("ended"),
+    )
+    .await;
+    assert_eq!(ended["event"]["by"]["role"], "customer");
+    let released = wait_for(&mut alice_ws, "release", WAIT, is_type("released")).await;
+    assert_eq!(released["reason"], "ended_by_customer");
+    assert_eq!(released["activity_id"], chat.chat_id.as_str());
+
+    // The brief queue ends an assigned chat after 1.5 s of customer silence.
+    let quiet = cluster.start_chat_in(3, "quiet-1", "brief").await;
+    let (status, _) = cluster
+        .api(
+            3,
+            Method::POST,
+            &accept(&quiet.chat_id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut customer_ws = cluster
+        .connect(
+            2,
+            &format!("/api/v1/chats/{}/stream?after=0", quiet.chat_id),
+            &quiet.token,
+        )
+        .await
+        .unwrap();
+    let ended = wait_for(&mut customer_ws, "inactivity end", WAIT, is_type("ended")).await;
+    assert_eq!(ended["by"]["role"], "system");
+    assert_eq!(ended["reason"], "inactivity");
+    let released = wait_for(&mut alice_ws, "release", WAIT, |v| {
+        v["type"] == "released" && v["activity_id"] == quiet.chat_id.as_str()
+    })
+    .await;
+    assert_eq!(released["reason"], "inactivity");
+    let (_, console) = cluster
+        .api_until(
+            2,
+            Method::GET,
+            "/api/v1/agents/me/activities",
+            Some(&alice.token),
+            |_, console| console["activities"] == json!([]),
+        )
+        .await;
+    assert_eq!(console["logged_in"], true);
     cluster.assert_converged(&[1, 2, 3], WAIT).await;
 }

@@ -456,8 +456,12 @@ impl Stream {
                 }
             }
             self.cursor = last;
-            if frames.len() < CATCH_UP_PAGE || matches!(self.source, Source::Supervisor) {
-                return Sent::Ok;
+            // A supervisor gets one snapshot; a chat stream is done with a short page; an agent
+            // stream reads once more, which closes it if the session ended with this page.
+            match self.source {
+                Source::Supervisor => return Sent::Ok,
+                Source::Chat { .. } if frames.len() < CATCH_UP_PAGE => return Sent::Ok,
+                _ => {}
             }
         }
     }

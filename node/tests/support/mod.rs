@@ -97,6 +97,12 @@ skills = ["sales", "french"]
 offer_timeout = "1500ms"
 
 [[queues]]
+id = "brief"
+name = "Brief chats"
+skills = ["sales"]
+inactivity_timeout = "1500ms"
+
+[[queues]]
 id = "closed"
 name = "Closed"
 business_hours = {{ time_zone = "UTC", intervals = [] }}
