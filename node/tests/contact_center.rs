@@ -60,13 +60,7 @@ async fn chat_lifecycle_across_nodes() {
     let offered = wait_for(&mut alice_ws, "offer", WAIT, is_type("offered")).await;
     assert_eq!(offered["activity_id"], chat.chat_id.as_str());
     let (status, activity) = cluster
-        .api(
-            3,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", chat.chat_id),
-            Some(&alice.token),
-            None,
-        )
+        .act(3, &alice.token, &chat.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200, "{activity}");
     assert_eq!(activity["status"]["state"], "assigned");
@@ -130,11 +124,11 @@ async fn chat_lifecycle_across_nodes() {
     // Transfer to bob, logged in on node 3.
     let bob = cluster.login_ready(3, "bob").await;
     let (status, body) = cluster
-        .api(
+        .act(
             2,
-            Method::POST,
-            &format!("/api/v1/activities/{}/transfer", chat.chat_id),
-            Some(&alice.token),
+            &alice.token,
+            &chat.chat_id,
+            "transfer",
             Some(json!({"to": "agent", "agent_id": "bob"})),
         )
         .await;
@@ -160,13 +154,7 @@ async fn chat_lifecycle_across_nodes() {
         .await;
     assert_eq!(alice_view["activities"], json!([]), "{alice_view}");
     let (status, body) = cluster
-        .api(
-            3,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", chat.chat_id),
-            Some(&bob.token),
-            None,
-        )
+        .act(3, &bob.token, &chat.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200, "{body}");
     let joined = wait_for(
@@ -180,13 +168,7 @@ async fn chat_lifecycle_across_nodes() {
 
     // Bob completes: the chat ends and the customer is told.
     let (status, body) = cluster
-        .api(
-            3,
-            Method::POST,
-            &format!("/api/v1/activities/{}/complete", chat.chat_id),
-            Some(&bob.token),
-            None,
-        )
+        .act(3, &bob.token, &chat.chat_id, "complete", None)
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"]["state"], "completed");
@@ -324,13 +306,7 @@ async fn routing_rules_and_offer_timeout() {
         .await;
     assert_eq!(view["activity"]["state"], "offered", "{view}");
     let (status, _) = cluster
-        .api(
-            2,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", c1.chat_id),
-            Some(&carmen.token),
-            None,
-        )
+        .act(2, &carmen.token, &c1.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
 
@@ -383,11 +359,11 @@ async fn routing_rules_and_offer_timeout() {
 
     // Carmen finishes: the waiting French chat is offered to her.
     let (status, _) = cluster
-        .api(
+        .act(
             1,
-            Method::POST,
-            &format!("/api/v1/activities/{}/complete", c1.chat_id),
-            Some(&carmen.token),
+            &carmen.token,
+            &c1.chat_id,
+            "complete",
             Some(json!({"outcome": "solved"})),
         )
         .await;
@@ -405,17 +381,16 @@ async fn routing_rules_and_offer_timeout() {
 
     // Queue-to-queue: carmen accepts it and sends it to the sales queue, where alice (sales
     // skill, one chat of two) is the only ready agent with room. The customer is told.
-    let accept = format!("/api/v1/activities/{}/accept", c2.chat_id);
     let (status, _) = cluster
-        .api(1, Method::POST, &accept, Some(&carmen.token), None)
+        .act(1, &carmen.token, &c2.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
     let (status, moved) = cluster
-        .api(
+        .act(
             1,
-            Method::POST,
-            &format!("/api/v1/activities/{}/transfer", c2.chat_id),
-            Some(&carmen.token),
+            &carmen.token,
+            &c2.chat_id,
+            "transfer",
             Some(json!({"to": "queue", "queue_id": "sales"})),
         )
         .await;
@@ -720,15 +695,7 @@ async fn admin_directory_and_supervision() {
         .unwrap()
         .iter()
         .any(|q| q["queue_id"] == "german" && q["offered"] == 1));
-    let (status, _) = cluster
-        .api(
-            1,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", chat.chat_id),
-            Some(&dieter),
-            None,
-        )
-        .await;
+    let (status, _) = cluster.act(1, &dieter, &chat.chat_id, "accept", None).await;
     assert_eq!(status, 200);
 
     // The queue cannot go while it holds live work.
@@ -947,13 +914,7 @@ async fn agent_sessions_and_bad_input() {
 
     // Alice holds the chat: logout refused; the token works on every node.
     let (status, _) = cluster
-        .api(
-            3,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", chat.chat_id),
-            Some(&alice.token),
-            None,
-        )
+        .act(3, &alice.token, &chat.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
     let (status, body) = cluster
@@ -1032,13 +993,7 @@ async fn agent_sessions_and_bad_input() {
     assert_eq!(refused.as_deref(), Some("http 401"));
     // Complete, then logout works and ends the session.
     let (status, _) = cluster
-        .api(
-            2,
-            Method::POST,
-            &format!("/api/v1/activities/{}/complete", chat.chat_id),
-            Some(&again.token),
-            None,
-        )
+        .act(2, &again.token, &chat.chat_id, "complete", None)
         .await;
     assert_eq!(status, 200);
     let (status, _) = cluster
@@ -1075,15 +1030,8 @@ async fn customer_end_and_inactivity_timeout() {
         .unwrap();
 
     let chat = cluster.start_chat(1, "ending-1").await;
-    let accept = |id: &str| format!("/api/v1/activities/{id}/accept");
     let (status, _) = cluster
-        .api(
-            2,
-            Method::POST,
-            &accept(&chat.chat_id),
-            Some(&alice.token),
-            None,
-        )
+        .act(2, &alice.token, &chat.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
     let (status, body) = cluster
@@ -1111,13 +1059,7 @@ async fn customer_end_and_inactivity_timeout() {
     // The brief queue ends an assigned chat after 1.5 s of customer silence.
     let quiet = cluster.start_chat_in(3, "quiet-1", "brief").await;
     let (status, _) = cluster
-        .api(
-            3,
-            Method::POST,
-            &accept(&quiet.chat_id),
-            Some(&alice.token),
-            None,
-        )
+        .act(3, &alice.token, &quiet.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
     let mut customer_ws = cluster

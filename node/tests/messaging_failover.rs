@@ -117,13 +117,7 @@ async fn customer_and_agent_nodes_die_mid_chat() {
     let alice = cluster.login_ready(2, "alice").await;
     let chat = cluster.start_chat(1, "failover-chat").await;
     let (status, _) = cluster
-        .api(
-            2,
-            Method::POST,
-            &format!("/api/v1/activities/{}/accept", chat.chat_id),
-            Some(&alice.token),
-            None,
-        )
+        .act(2, &alice.token, &chat.chat_id, "accept", None)
         .await;
     assert_eq!(status, 200);
 

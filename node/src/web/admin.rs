@@ -102,6 +102,31 @@ async fn apply(state: &WebState, op: Op) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(read_directory(state).await?))
 }
 
+/// Creates or renames an entry that is just an id and a name.
+async fn upsert_named(
+    state: &WebState,
+    request: &HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<NameBody>,
+    entry: impl FnOnce(String, String) -> DirectoryEntry,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(state, request, None)?;
+    let id = path_id("id", path.into_inner())?;
+    apply(state, Op::Upsert(entry(id, body.into_inner().name))).await
+}
+
+/// Removes the entry the path names.
+async fn remove(
+    state: &WebState,
+    request: &HttpRequest,
+    path: web::Path<String>,
+    key: impl FnOnce(String) -> DirectoryKey,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(state, request, None)?;
+    let id = path_id("id", path.into_inner())?;
+    apply(state, Op::Remove(key(id))).await
+}
+
 /// Body of the department and skill PUTs.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -120,13 +145,10 @@ pub async fn put_department(
     path: web::Path<String>,
     body: web::Json<NameBody>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    let spec = DepartmentSpec {
-        id,
-        name: body.into_inner().name,
-    };
-    apply(&state, Op::Upsert(DirectoryEntry::Department(spec))).await
+    upsert_named(&state, &request, path, body, |id, name| {
+        DirectoryEntry::Department(DepartmentSpec { id, name })
+    })
+    .await
 }
 
 /// Remove a department no queue uses.
@@ -138,9 +160,7 @@ pub async fn delete_department(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    apply(&state, Op::Remove(DirectoryKey::Department(id))).await
+    remove(&state, &request, path, DirectoryKey::Department).await
 }
 
 /// Create or rename a skill.
@@ -153,13 +173,10 @@ pub async fn put_skill(
     path: web::Path<String>,
     body: web::Json<NameBody>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    let spec = SkillSpec {
-        id,
-        name: body.into_inner().name,
-    };
-    apply(&state, Op::Upsert(DirectoryEntry::Skill(spec))).await
+    upsert_named(&state, &request, path, body, |id, name| {
+        DirectoryEntry::Skill(SkillSpec { id, name })
+    })
+    .await
 }
 
 /// Remove a skill no queue or agent uses.
@@ -171,9 +188,7 @@ pub async fn delete_skill(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    apply(&state, Op::Remove(DirectoryKey::Skill(id))).await
+    remove(&state, &request, path, DirectoryKey::Skill).await
 }
 
 /// Body of `PUT /api/v1/admin/queues/{id}`.
@@ -274,9 +289,7 @@ pub async fn delete_queue(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    apply(&state, Op::Remove(DirectoryKey::Queue(id))).await
+    remove(&state, &request, path, DirectoryKey::Queue).await
 }
 
 /// Body of `PUT /api/v1/admin/agents/{id}`.
@@ -355,9 +368,7 @@ pub async fn delete_agent(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    admin_caller(&state, &request, None)?;
-    let id = path_id("id", path.into_inner())?;
-    apply(&state, Op::Remove(DirectoryKey::Agent(id))).await
+    remove(&state, &request, path, DirectoryKey::Agent).await
 }
 
 /// Real-time supervisor view, as streams send it.

@@ -601,6 +601,20 @@ impl Cluster {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// An agent acts on an activity (`accept`, `transfer`, `complete`) through node `via`.
+    pub async fn act(
+        &self,
+        via: u64,
+        token: &str,
+        activity_id: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let path = format!("/api/v1/activities/{activity_id}/{action}");
+        self.api(via, reqwest::Method::POST, &path, Some(token), body)
+            .await
+    }
+
     /// Repeats a request until `want` holds for its answer, within ten seconds: for reads on
     /// a node other than the one that took the write, which apply it moments later.
     pub async fn api_until(
