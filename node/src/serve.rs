@@ -11,7 +11,7 @@ use actix::Actor;
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 use parley_raft::network::{ChannelSettings, TcpConnector};
-use parley_raft::proposer::{ProposerOptions, SystemClock};
+use parley_raft::proposer::{Clock, ProposerOptions, SystemClock};
 use parley_raft::{Replica, ReplicaOptions};
 use parley_storage::{DbOptions, IoMode};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -88,10 +88,11 @@ async fn node(config: Config) -> anyhow::Result<()> {
         "starting"
     );
     let settings = channel_settings(&config);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let replica = Replica::open(
         replica_options(&config),
         Arc::new(TcpConnector { settings }),
-        Arc::new(SystemClock),
+        clock.clone(),
     )
     .await
     .with_context(|| format!("opening the replica in {}", config.data_dir.display()))?;
@@ -136,7 +137,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .keys()
         .position(|id| *id == config.node_id)
         .unwrap_or(0);
-    let _services = ServicesActor::new(replica.clone(), rank).start();
+    let _services = ServicesActor::new(replica.clone(), rank, clock).start();
     let shutdown = CancellationToken::new();
     let web_state = WebState {
         app,

@@ -8,11 +8,12 @@
 //! time before proposing. If the first node is down, the next takes over a step later; no
 //! lease has to expire and no node is special.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context};
 use parley_raft::command::Op;
-use parley_raft::proposer::{Clock, SystemClock};
+use parley_raft::proposer::Clock;
 use parley_raft::{Outcome, Replica};
 
 /// How often the actor looks for due timers.
@@ -23,6 +24,8 @@ pub const TAKEOVER_STEP: Duration = Duration::from_millis(400);
 /// The services actor.
 pub struct ServicesActor {
     replica: Replica,
+    /// The same clock the proposer stamps commands with.
+    clock: Arc<dyn Clock>,
     /// This node's delay past a timer's due time.
     delay_ms: u64,
     /// A tick this node proposed is still in flight.
@@ -31,10 +34,11 @@ pub struct ServicesActor {
 
 impl ServicesActor {
     /// Services for `replica`; `rank` is this node's position among the members (0 first).
-    pub fn new(replica: Replica, rank: usize) -> Self {
+    pub fn new(replica: Replica, rank: usize, clock: Arc<dyn Clock>) -> Self {
         let step = u64::try_from(TAKEOVER_STEP.as_millis()).unwrap_or(u64::MAX);
         Self {
             replica,
+            clock,
             delay_ms: step.saturating_mul(rank as u64),
             ticking: false,
         }
@@ -47,7 +51,7 @@ impl ServicesActor {
         let Some(due) = self.replica.read(|state, _| state.next_timer_ms()) else {
             return;
         };
-        let now = SystemClock.now_ms();
+        let now = self.clock.now_ms();
         if now < due.saturating_add(self.delay_ms) {
             return;
         }

@@ -146,19 +146,13 @@ impl Cluster for ClusterService {
 /// Largest ephemeral event accepted from a peer, in bytes.
 pub const EPHEMERAL_BYTES_MAX: usize = 4096;
 
-/// Serves both services on `incoming` until `shutdown` completes.
-pub async fn serve<I, IO, IE>(
-    incoming: I,
+/// A tonic router hosting both services with the peer transport settings; callers may add
+/// services (the chaos simulator adds its own) before serving.
+pub fn router(
     raft: RaftService,
     cluster: ClusterService,
     settings: ChannelSettings,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error>
-where
-    I: Stream<Item = Result<IO, IE>>,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
@@ -173,6 +167,22 @@ where
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
         )
+}
+
+/// Serves both services on `incoming` until `shutdown` completes.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
+    raft: RaftService,
+    cluster: ClusterService,
+    settings: ChannelSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    router(raft, cluster, settings)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

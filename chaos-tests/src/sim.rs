@@ -1,0 +1,411 @@
+//! A seeded simulation of a whole cluster: nodes, simulated customers posting chat messages
+//! through random nodes, a fault schedule, and the oracle's check after healing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use parley_proto::sim::sim_node_client::SimNodeClient;
+use parley_proto::sim::{InspectRequest, SimWrite};
+use parley_raft::command::{
+    AgentSpec, Channel, Customer, Directory, Op, Participant, PostMessage, QueueSpec, StartChat,
+};
+use parley_raft::state::ChatEvent;
+use parley_raft::{NodeId, Outcome};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::net::{SimConnector, GRPC_PORT};
+use crate::node::{self, host_name};
+use crate::oracle::{Oracle, Violation};
+
+/// One fault the schedule injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Crash (kill -9) a node.
+    Crash(NodeId),
+    /// Restart a crashed node.
+    Restart(NodeId),
+    /// Cut the link between two nodes, both ways.
+    Partition(NodeId, NodeId),
+    /// Cut one node off from every other.
+    Isolate(NodeId),
+    /// Heal every cut link.
+    HealAll,
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Cluster size.
+    pub nodes: u64,
+    /// Simulated customers, each with one chat.
+    pub customers: usize,
+    /// Messages each customer posts.
+    pub messages: usize,
+    /// Faults at simulated times.
+    pub schedule: Vec<(Duration, Fault)>,
+    /// Seed of the network, the workload and the fault choices.
+    pub seed: u64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Faults injected.
+    pub faults: usize,
+    /// Acknowledged writes the oracle checked.
+    pub writes_checked: usize,
+    /// Broken guarantees; empty on success.
+    pub violations: Vec<Violation>,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// The highest Raft term at the end: how many elections the faults caused, plus one.
+    pub term: u64,
+}
+
+/// A seeded random fault schedule over `window`: crashes and restarts of one node at a time
+/// and partitions of a minority, each healed before the next, so a majority is back in time.
+pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_fa17);
+    let mut schedule = Vec::new();
+    let mut at = Duration::from_millis(rng.random_range(500..2_000));
+    while at < window {
+        let victim = rng.random_range(1..=nodes);
+        let hold = Duration::from_millis(rng.random_range(500..4_000));
+        match rng.random_range(0..3) {
+            0 => {
+                schedule.push((at, Fault::Crash(victim)));
+                schedule.push((at + hold, Fault::Restart(victim)));
+            }
+            1 => {
+                schedule.push((at, Fault::Isolate(victim)));
+                schedule.push((at + hold, Fault::HealAll));
+            }
+            _ => {
+                let other = victim % nodes + 1;
+                schedule.push((at, Fault::Partition(victim, other)));
+                schedule.push((at + hold, Fault::HealAll));
+            }
+        }
+        at += hold + Duration::from_millis(rng.random_range(1_000..3_000));
+    }
+    schedule
+}
+
+fn directory() -> Directory {
+    Directory {
+        departments: Vec::new(),
+        skills: Vec::new(),
+        queues: vec![QueueSpec {
+            id: "sales".to_owned(),
+            name: "Sales".to_owned(),
+            department: None,
+            channel: Channel::Chat,
+            skills: Vec::new(),
+            offer_timeout_ms: 5_000,
+            not_ready_on_missed_offer: true,
+            inactivity_timeout_ms: 0,
+            business_hours: None,
+            off_hours_message: parley_raft::command::default_off_hours_message(),
+        }],
+        agents: vec![AgentSpec {
+            id: "alice".to_owned(),
+            name: "Alice".to_owned(),
+            skills: Vec::new(),
+            limits: BTreeMap::from([(Channel::Chat, 3)]),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        }],
+    }
+}
+
+/// A client of the simulated nodes: submits through one node with a deadline, as a real
+/// client would with its HTTP timeout.
+async fn submit(node: NodeId, op: &Op) -> Result<Outcome, String> {
+    let connector = SimConnector {
+        settings: node::settings(),
+    };
+    let channel = parley_raft::network::Connector::channel(
+        &connector,
+        &format!("{}:{GRPC_PORT}", host_name(node)),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut client = SimNodeClient::new(channel);
+    let op_json = serde_json::to_vec(op).map_err(|e| e.to_string())?;
+    let call = client.submit(SimWrite { op_json });
+    let reply = tokio::time::timeout(Duration::from_secs(6), call)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|status| status.to_string())?
+        .into_inner();
+    if !reply.error.is_empty() {
+        return Err(reply.error);
+    }
+    serde_json::from_slice(&reply.outcome_json).map_err(|e| e.to_string())
+}
+
+/// Submits `op` through random nodes until it commits, as a retrying client does (same ids,
+/// so a retry never duplicates).
+async fn submit_until_committed(op: &Op, nodes: u64, rng: &mut StdRng) -> Outcome {
+    loop {
+        let node = rng.random_range(1..=nodes);
+        match submit(node, op).await {
+            Ok(outcome) => return outcome,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Runs `spec` and checks the oracle. The report lists any violation.
+pub fn run(spec: &Spec) -> Report {
+    let dirs: Vec<tempfile::TempDir> = (0..spec.nodes)
+        .map(|_| tempfile::tempdir().expect("a temporary directory for a simulated node"))
+        .collect();
+    let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(600))
+        .epoch(epoch)
+        .tcp_capacity(65_536)
+        .max_message_latency(Duration::from_millis(20))
+        .rng_seed(spec.seed)
+        .enable_random_order()
+        .build();
+    let members = node::members(spec.nodes);
+    for (index, dir) in dirs.iter().enumerate() {
+        let id = index as u64 + 1;
+        let members = members.clone();
+        let path = dir.path().to_path_buf();
+        sim.host(host_name(id), move || {
+            node::run(id, members.clone(), path.clone())
+        });
+    }
+
+    let oracle = Rc::new(RefCell::new(Oracle::default()));
+    let done = Rc::new(RefCell::new(0usize));
+    let nodes = spec.nodes;
+    // Seed the directory once, then the customers.
+    for customer in 0..spec.customers {
+        let oracle = oracle.clone();
+        let done = done.clone();
+        let messages = spec.messages;
+        let seed = spec.seed.wrapping_add(customer as u64);
+        sim.client(format!("customer{customer}"), async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            if customer == 0 {
+                submit_until_committed(&Op::SeedDirectory(directory()), nodes, &mut rng).await;
+            }
+            let chat_id = format!("chat-{customer}");
+            let start = Op::StartChat(StartChat {
+                chat_id: chat_id.clone(),
+                request_id: format!("start-{customer}"),
+                queue_id: "sales".to_owned(),
+                customer: Customer {
+                    name: format!("Customer {customer}"),
+                    email: format!("c{customer}@example.com"),
+                },
+                question: "chaos".to_owned(),
+            });
+            // The queue exists once customer 0 seeded it; until then starts are refused.
+            loop {
+                match submit_until_committed(&start, nodes, &mut rng).await {
+                    Outcome::ChatStarted { .. } => break,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            oracle.borrow_mut().chat_started(&chat_id);
+            for n in 0..messages {
+                let client_msg_id = format!("m{n}");
+                let post = Op::PostMessage(PostMessage {
+                    chat_id: chat_id.clone(),
+                    sender: Participant::Customer,
+                    client_msg_id: client_msg_id.clone(),
+                    text: format!("message {n} of customer {customer}"),
+                });
+                match submit_until_committed(&post, nodes, &mut rng).await {
+                    Outcome::MessagePosted { seq, .. } => {
+                        oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq)
+                    }
+                    other => oracle
+                        .borrow_mut()
+                        .unexpected(&chat_id, &format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
+            }
+            *done.borrow_mut() += 1;
+            Ok(())
+        });
+    }
+
+    let mut report = Report {
+        seed: spec.seed,
+        ..Report::default()
+    };
+    let mut schedule = spec.schedule.clone();
+    schedule.sort_by_key(|(at, _)| *at);
+    let mut schedule = schedule.into_iter().peekable();
+    let mut crashed: Vec<NodeId> = Vec::new();
+    // Drive the simulation: inject faults on time until every customer is done and the
+    // schedule is spent.
+    loop {
+        while let Some((at, _)) = schedule.peek() {
+            if sim.elapsed() < *at {
+                break;
+            }
+            let Some((_, fault)) = schedule.next() else {
+                break;
+            };
+            report.faults += 1;
+            inject(&mut sim, &fault, nodes, &mut crashed);
+        }
+        if *done.borrow() == spec.customers && schedule.peek().is_none() {
+            break;
+        }
+        match sim.step() {
+            Ok(_) => {}
+            Err(error) => {
+                report
+                    .violations
+                    .push(Violation(format!("simulation failed: {error}")));
+                return report;
+            }
+        }
+    }
+    // Heal everything, restart every crashed node, and let the cluster settle.
+    inject(&mut sim, &Fault::HealAll, nodes, &mut crashed);
+    for id in std::mem::take(&mut crashed) {
+        sim.bounce(host_name(id));
+    }
+    let chat_ids: Vec<String> = oracle.borrow().chat_ids();
+    // Every customer is done: the oracle is final.
+    let oracle = std::mem::take(&mut *oracle.borrow_mut());
+    report.writes_checked = oracle.acked_count();
+    let verdict: Rc<RefCell<Verdict>> = Rc::new(RefCell::new(None));
+    {
+        let verdict = verdict.clone();
+        sim.client("checker", async move {
+            let result = check(nodes, chat_ids, &oracle).await;
+            *verdict.borrow_mut() = Some(result);
+            Ok(())
+        });
+    }
+    while verdict.borrow().is_none() {
+        if let Err(error) = sim.step() {
+            report
+                .violations
+                .push(Violation(format!("simulation failed: {error}")));
+            return report;
+        }
+    }
+    report.simulated = sim.elapsed();
+    match verdict.borrow_mut().take() {
+        Some(Err(mut violations)) => report.violations.append(&mut violations),
+        Some(Ok(term)) => report.term = term,
+        None => {}
+    }
+    report
+}
+
+/// The checker's answer: the highest term, or what is broken; `None` until it is done.
+type Verdict = Option<Result<u64, Vec<Violation>>>;
+
+fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, nodes: u64, crashed: &mut Vec<NodeId>) {
+    match fault {
+        Fault::Crash(id) => {
+            if !crashed.contains(id) {
+                sim.crash(host_name(*id));
+                crashed.push(*id);
+            }
+        }
+        Fault::Restart(id) => {
+            if let Some(position) = crashed.iter().position(|c| c == id) {
+                crashed.remove(position);
+                sim.bounce(host_name(*id));
+            }
+        }
+        Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
+        Fault::Isolate(id) => {
+            for other in (1..=nodes).filter(|o| o != id) {
+                sim.partition(host_name(*id), host_name(other));
+            }
+        }
+        Fault::HealAll => {
+            for a in 1..=nodes {
+                for b in (a + 1)..=nodes {
+                    sim.repair(host_name(a), host_name(b));
+                }
+            }
+        }
+    }
+}
+
+/// After healing: waits until every node has applied the same index, then checks the
+/// guarantees on every node.
+async fn check(nodes: u64, chat_ids: Vec<String>, oracle: &Oracle) -> Result<u64, Vec<Violation>> {
+    let deadline = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    loop {
+        let mut replies = Vec::new();
+        for id in 1..=nodes {
+            let connector = SimConnector {
+                settings: node::settings(),
+            };
+            let channel = parley_raft::network::Connector::channel(
+                &connector,
+                &format!("{}:{GRPC_PORT}", host_name(id)),
+            );
+            let Ok(channel) = channel else { continue };
+            let mut client = SimNodeClient::new(channel);
+            let call = client.inspect(InspectRequest {
+                chat_ids: chat_ids.clone(),
+            });
+            if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                replies.push((id, reply.into_inner()));
+            }
+        }
+        let settled = replies.len() == nodes as usize
+            && replies
+                .iter()
+                .all(|(_, r)| r.applied_index == replies[0].1.applied_index);
+        if settled {
+            let mut violations = Vec::new();
+            let digest = &replies[0].1.digest;
+            for (id, reply) in &replies {
+                if &reply.digest != digest {
+                    violations.push(Violation(format!(
+                        "G7: node {id} digest {} differs from node 1's {digest} at index {}",
+                        reply.digest, reply.applied_index
+                    )));
+                }
+                if !reply.invariant_violation.is_empty() {
+                    violations.push(Violation(format!(
+                        "node {id}: {}",
+                        reply.invariant_violation
+                    )));
+                }
+                match serde_json::from_slice::<BTreeMap<String, Vec<ChatEvent>>>(&reply.chats_json)
+                {
+                    Ok(chats) => violations.extend(oracle.verify(*id, &chats)),
+                    Err(error) => violations.push(Violation(format!("node {id}: {error}"))),
+                }
+            }
+            return if violations.is_empty() {
+                Ok(replies.iter().map(|(_, r)| r.term).max().unwrap_or(0))
+            } else {
+                Err(violations)
+            };
+        }
+        if started.elapsed() > deadline {
+            let indexes: Vec<(NodeId, u64)> = replies
+                .iter()
+                .map(|(id, r)| (*id, r.applied_index))
+                .collect();
+            return Err(vec![Violation(format!(
+                "replicas did not converge within {deadline:?} after healing: {indexes:?}"
+            ))]);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
