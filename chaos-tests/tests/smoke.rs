@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use parley_chaos::sim::{random_schedule, run, Spec};
 
-fn spec(seed: u64) -> Spec {
+fn spec(nodes: u64, seed: u64) -> Spec {
     Spec {
-        nodes: 3,
+        nodes,
         customers: 3,
         messages: 15,
-        schedule: random_schedule(3, seed, Duration::from_secs(15)),
+        schedule: random_schedule(nodes, seed, Duration::from_secs(15)),
         seed,
     }
 }
@@ -28,7 +28,7 @@ fn random_faults_lose_nothing() {
     let mut elections = 0;
     for seed in seeds {
         let started = std::time::Instant::now();
-        let report = run(&spec(seed));
+        let report = run(&spec(3, seed));
         println!(
             "seed {seed}: {} faults, {} writes checked, term {}, {:?} simulated in {:?}",
             report.faults,
@@ -47,4 +47,20 @@ fn random_faults_lose_nothing() {
     }
     // The faults must have bitten: leaders were lost and re-elected.
     assert!(elections > 0, "no fault ever caused an election");
+}
+
+#[test]
+fn five_nodes_under_random_faults_lose_nothing() {
+    for seed in 1..=10 {
+        let report = run(&spec(5, seed));
+        println!(
+            "5 nodes, seed {seed}: {} faults, {} writes checked, term {}",
+            report.faults, report.writes_checked, report.term
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            report.violations
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! `parley serve`: builds the runtime and the actor system, starts every part of a node in
 //! order, and stops them in reverse order on SIGTERM or SIGINT.
 //!
-//! Start: open storage and Raft → gRPC server for peers → form or rejoin the cluster → app and
-//! messaging actors → HTTP. Stop: HTTP stops taking connections and finishes in-flight requests
-//! (bounded by `timeouts.shutdown_grace`) → gRPC server → Raft.
+//! Start: open storage and Raft → gRPC server for peers → form or rejoin the cluster → app,
+//! messaging and services actors → HTTP. Stop: WebSocket streams close with 1012 → HTTP stops
+//! taking connections and finishes in-flight requests (bounded by `timeouts.shutdown_grace`) →
+//! gRPC server → Raft.
 
 use std::sync::Arc;
 
