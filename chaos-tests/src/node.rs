@@ -160,6 +160,16 @@ impl SimNode for SimService {
                     .unwrap_or_default(),
                 chats_json: serde_json::to_vec(&chats)?,
                 term,
+                assigned: state
+                    .activities
+                    .values()
+                    .filter(|a| {
+                        matches!(
+                            a.status,
+                            parley_raft::state::ActivityStatus::Assigned { .. }
+                        )
+                    })
+                    .count() as u64,
             })
         });
         reply

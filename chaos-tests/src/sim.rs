@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use parley_proto::sim::sim_node_client::SimNodeClient;
 use parley_proto::sim::{InspectRequest, SimWrite};
 use parley_raft::command::{
-    AgentSpec, Channel, Customer, Directory, Op, Participant, PostMessage, QueueSpec, StartChat,
+    ActivityAction, AgentSession, AgentSpec, Channel, Customer, Directory, Login, Op, Participant,
+    PostMessage, QueueSpec, SetAvailability, StartChat,
 };
 use parley_raft::state::ChatEvent;
 use parley_raft::{NodeId, Outcome};
@@ -65,6 +66,8 @@ pub struct Report {
     pub simulated: Duration,
     /// The highest Raft term at the end: how many elections the faults caused, plus one.
     pub term: u64,
+    /// Chats assigned to the agent at the end.
+    pub assigned: u64,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time
@@ -239,6 +242,51 @@ pub fn run(spec: &Spec) -> Report {
         });
     }
 
+    // An agent on its own host: logs in, stays ready, and accepts whatever is offered to it,
+    // through random nodes, until the customers are done. Offers it misses under faults time
+    // out through the services actors' ticks and are routed again.
+    {
+        let done = done.clone();
+        let customers = spec.customers;
+        let seed = spec.seed ^ 0xa9e7;
+        sim.client("agent", async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let session = AgentSession {
+                agent_id: "alice".to_owned(),
+                session_id: "sim-session".to_owned(),
+            };
+            let login = Op::Login(Login {
+                agent_id: session.agent_id.clone(),
+                session_id: session.session_id.clone(),
+            });
+            let ready = Op::SetAvailability(SetAvailability {
+                session: session.clone(),
+                channels: BTreeMap::from([(Channel::Chat, true)]),
+                reason: None,
+            });
+            while *done.borrow() < customers {
+                // Before the directory is seeded the login is refused; retry.
+                if !matches!(
+                    submit(rng.random_range(1..=nodes), &login).await,
+                    Ok(Outcome::Done)
+                ) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+                let _ = submit(rng.random_range(1..=nodes), &ready).await;
+                for customer in 0..customers {
+                    let accept = Op::Accept(ActivityAction {
+                        session: session.clone(),
+                        activity_id: format!("chat-{customer}"),
+                    });
+                    let _ = submit(rng.random_range(1..=nodes), &accept).await;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..3_000))).await;
+            }
+            Ok(())
+        });
+    }
+
     let mut report = Report {
         seed: spec.seed,
         ..Report::default()
@@ -302,14 +350,17 @@ pub fn run(spec: &Spec) -> Report {
     report.simulated = sim.elapsed();
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
-        Some(Ok(term)) => report.term = term,
+        Some(Ok((term, assigned))) => {
+            report.term = term;
+            report.assigned = assigned;
+        }
         None => {}
     }
     report
 }
 
 /// The checker's answer: the highest term, or what is broken; `None` until it is done.
-type Verdict = Option<Result<u64, Vec<Violation>>>;
+type Verdict = Option<Result<(u64, u64), Vec<Violation>>>;
 
 fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, nodes: u64, crashed: &mut Vec<NodeId>) {
     match fault {
@@ -343,7 +394,11 @@ fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, nodes: u64, crashed: &mut V
 
 /// After healing: waits until every node has applied the same index, then checks the
 /// guarantees on every node.
-async fn check(nodes: u64, chat_ids: Vec<String>, oracle: &Oracle) -> Result<u64, Vec<Violation>> {
+async fn check(
+    nodes: u64,
+    chat_ids: Vec<String>,
+    oracle: &Oracle,
+) -> Result<(u64, u64), Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
     loop {
@@ -392,7 +447,8 @@ async fn check(nodes: u64, chat_ids: Vec<String>, oracle: &Oracle) -> Result<u64
                 }
             }
             return if violations.is_empty() {
-                Ok(replies.iter().map(|(_, r)| r.term).max().unwrap_or(0))
+                let term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
+                Ok((term, replies[0].1.assigned))
             } else {
                 Err(violations)
             };

@@ -26,14 +26,16 @@ fn random_faults_lose_nothing() {
         Err(_) => (1..=count).collect(),
     };
     let mut elections = 0;
+    let mut assigned = 0;
     for seed in seeds {
         let started = std::time::Instant::now();
         let report = run(&spec(3, seed));
         println!(
-            "seed {seed}: {} faults, {} writes checked, term {}, {:?} simulated in {:?}",
+            "seed {seed}: {} faults, {} writes checked, term {}, {} assigned, {:?} simulated in {:?}",
             report.faults,
             report.writes_checked,
             report.term,
+            report.assigned,
             report.simulated,
             started.elapsed()
         );
@@ -44,7 +46,10 @@ fn random_faults_lose_nothing() {
         );
         assert!(report.writes_checked > 0, "seed {seed} checked nothing");
         elections += report.term.saturating_sub(1);
+        assigned += report.assigned;
     }
+    // And the agent took chats through routing, offers and accepts under those faults.
+    assert!(assigned > 0, "no chat was ever assigned");
     // The faults must have bitten: leaders were lost and re-elected.
     assert!(elections > 0, "no fault ever caused an election");
 }
