@@ -6,10 +6,12 @@
 //! - [`net`]: tonic over turmoil's TCP.
 //! - [`node`]: one simulated node and its test-only `SimNode` service.
 //! - [`sim`]: a run: hosts, customers, faults, the final check.
+//! - [`scenarios`]: one named scenario per row of the failure matrix.
 //! - [`oracle`]: acknowledged writes and the checks of G1, G2, G3 (G6 and G7 come from each
 //!   node's `validate` and digest).
 
 pub mod net;
 pub mod node;
 pub mod oracle;
+pub mod scenarios;
 pub mod sim;

@@ -63,10 +63,15 @@ pub fn settings() -> ChannelSettings {
 
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
 /// which outlives the host, so a bounce is a restart after kill -9.
+/// Who each node believes leads, for faults aimed at the leader. Shared by the simulated hosts
+/// and the fault injector (one thread: turmoil runs everything on the caller's).
+pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Option<NodeId>>>>;
+
 pub async fn run(
     id: NodeId,
     members: BTreeMap<NodeId, NodeInfo>,
     data_dir: PathBuf,
+    leaders: Leaders,
 ) -> turmoil::Result {
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
@@ -110,6 +115,16 @@ pub async fn run(
         }
     };
     tokio::spawn(form);
+    let mut metrics = replica.raft().metrics();
+    tokio::task::spawn_local(async move {
+        loop {
+            let leader = metrics.borrow().current_leader;
+            leaders.borrow_mut().insert(id, leader);
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     server.await?;
     Ok(())
 }
@@ -169,6 +184,12 @@ impl SimNode for SimService {
                             parley_raft::state::ActivityStatus::Assigned { .. }
                         )
                     })
+                    .count() as u64,
+                offer_timeouts: state
+                    .activities
+                    .values()
+                    .flat_map(|a| &a.history)
+                    .filter(|t| t.reason == "offer_timeout")
                     .count() as u64,
             })
         });

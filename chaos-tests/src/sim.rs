@@ -34,6 +34,14 @@ pub enum Fault {
     Isolate(NodeId),
     /// Heal every cut link.
     HealAll,
+    /// Crash whichever node leads now.
+    CrashLeader,
+    /// Cut the current leader off from every other node.
+    IsolateLeader,
+    /// Restart every crashed node.
+    RestartAll,
+    /// Cut every customer and the agent off from one node (their network to it drops).
+    CutClients(NodeId),
 }
 
 /// What to simulate.
@@ -49,6 +57,26 @@ pub struct Spec {
     pub schedule: Vec<(Duration, Fault)>,
     /// Seed of the network, the workload and the fault choices.
     pub seed: u64,
+    /// Customers send every message twice, the second time through another node, as a client
+    /// on a weak connection does; both must be answered with the same seq.
+    pub double_submit: bool,
+    /// The agent waits this long before accepting anything (offers time out meanwhile).
+    pub agent_delay: Duration,
+}
+
+impl Spec {
+    /// A run of `nodes` nodes with 3 customers posting 15 messages each under `schedule`.
+    pub fn new(nodes: u64, seed: u64, schedule: Vec<(Duration, Fault)>) -> Self {
+        Self {
+            nodes,
+            customers: 3,
+            messages: 15,
+            schedule,
+            seed,
+            double_submit: false,
+            agent_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// What a run did.
@@ -68,6 +96,8 @@ pub struct Report {
     pub term: u64,
     /// Chats assigned to the agent at the end.
     pub assigned: u64,
+    /// Offers that timed out and were routed again.
+    pub offer_timeouts: u64,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time
@@ -177,12 +207,14 @@ pub fn run(spec: &Spec) -> Report {
         .enable_random_order()
         .build();
     let members = node::members(spec.nodes);
+    let leaders = node::Leaders::default();
     for (index, dir) in dirs.iter().enumerate() {
         let id = index as u64 + 1;
         let members = members.clone();
         let path = dir.path().to_path_buf();
+        let leaders = leaders.clone();
         sim.host(host_name(id), move || {
-            node::run(id, members.clone(), path.clone())
+            node::run(id, members.clone(), path.clone(), leaders.clone())
         });
     }
 
@@ -194,6 +226,7 @@ pub fn run(spec: &Spec) -> Report {
         let oracle = oracle.clone();
         let done = done.clone();
         let messages = spec.messages;
+        let double_submit = spec.double_submit;
         let seed = spec.seed.wrapping_add(customer as u64);
         sim.client(format!("customer{customer}"), async move {
             let mut rng = StdRng::seed_from_u64(seed);
@@ -229,7 +262,20 @@ pub fn run(spec: &Spec) -> Report {
                 });
                 match submit_until_committed(&post, nodes, &mut rng).await {
                     Outcome::MessagePosted { seq, .. } => {
-                        oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq)
+                        oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq);
+                        if double_submit {
+                            match submit_until_committed(&post, nodes, &mut rng).await {
+                                Outcome::MessagePosted {
+                                    seq: again,
+                                    replayed: true,
+                                    ..
+                                } if again == seq => {}
+                                other => oracle.borrow_mut().unexpected(
+                                    &chat_id,
+                                    &format!("resubmitted {client_msg_id}: {other:?}"),
+                                ),
+                            }
+                        }
                     }
                     other => oracle
                         .borrow_mut()
@@ -249,6 +295,7 @@ pub fn run(spec: &Spec) -> Report {
         let done = done.clone();
         let customers = spec.customers;
         let seed = spec.seed ^ 0xa9e7;
+        let delay = spec.agent_delay;
         sim.client("agent", async move {
             let mut rng = StdRng::seed_from_u64(seed);
             let session = AgentSession {
@@ -264,6 +311,21 @@ pub fn run(spec: &Spec) -> Report {
                 channels: BTreeMap::from([(Channel::Chat, true)]),
                 reason: None,
             });
+            // Log in and get ready first; then, if the scenario says so, stay away from the
+            // console while offers arrive.
+            while !delay.is_zero() {
+                if matches!(
+                    submit(rng.random_range(1..=nodes), &login).await,
+                    Ok(Outcome::Done)
+                ) && matches!(
+                    submit(rng.random_range(1..=nodes), &ready).await,
+                    Ok(Outcome::Done)
+                ) {
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             while *done.borrow() < customers {
                 // Before the directory is seeded the login is refused; retry.
                 if !matches!(
@@ -306,7 +368,14 @@ pub fn run(spec: &Spec) -> Report {
                 break;
             };
             report.faults += 1;
-            inject(&mut sim, &fault, nodes, &mut crashed);
+            inject(
+                &mut sim,
+                &fault,
+                nodes,
+                &mut crashed,
+                &leaders,
+                spec.customers,
+            );
         }
         if *done.borrow() == spec.customers && schedule.peek().is_none() {
             break;
@@ -322,7 +391,14 @@ pub fn run(spec: &Spec) -> Report {
         }
     }
     // Heal everything, restart every crashed node, and let the cluster settle.
-    inject(&mut sim, &Fault::HealAll, nodes, &mut crashed);
+    inject(
+        &mut sim,
+        &Fault::HealAll,
+        nodes,
+        &mut crashed,
+        &leaders,
+        spec.customers,
+    );
     for id in std::mem::take(&mut crashed) {
         sim.bounce(host_name(id));
     }
@@ -350,9 +426,10 @@ pub fn run(spec: &Spec) -> Report {
     report.simulated = sim.elapsed();
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
-        Some(Ok((term, assigned))) => {
-            report.term = term;
-            report.assigned = assigned;
+        Some(Ok(settled)) => {
+            report.term = settled.term;
+            report.assigned = settled.assigned;
+            report.offer_timeouts = settled.offer_timeouts;
         }
         None => {}
     }
@@ -360,9 +437,44 @@ pub fn run(spec: &Spec) -> Report {
 }
 
 /// The checker's answer: the highest term, or what is broken; `None` until it is done.
-type Verdict = Option<Result<(u64, u64), Vec<Violation>>>;
+type Verdict = Option<Result<Settled, Vec<Violation>>>;
 
-fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, nodes: u64, crashed: &mut Vec<NodeId>) {
+/// What the converged cluster shows.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    term: u64,
+    assigned: u64,
+    offer_timeouts: u64,
+}
+
+/// The leader most live nodes agree on, if any.
+fn current_leader(leaders: &node::Leaders, crashed: &[NodeId]) -> Option<NodeId> {
+    let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for (node, leader) in leaders.borrow().iter() {
+        if let (false, Some(leader)) = (crashed.contains(node), leader) {
+            if !crashed.contains(leader) {
+                *votes.entry(*leader).or_default() += 1;
+            }
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+}
+
+fn client_hosts(customers: usize) -> Vec<String> {
+    (0..customers)
+        .map(|c| format!("customer{c}"))
+        .chain(["agent".to_owned()])
+        .collect()
+}
+
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    nodes: u64,
+    crashed: &mut Vec<NodeId>,
+    leaders: &node::Leaders,
+    customers: usize,
+) {
     match fault {
         Fault::Crash(id) => {
             if !crashed.contains(id) {
@@ -376,16 +488,53 @@ fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault, nodes: u64, crashed: &mut V
                 sim.bounce(host_name(*id));
             }
         }
+        Fault::RestartAll => {
+            for id in std::mem::take(crashed) {
+                sim.bounce(host_name(id));
+            }
+        }
         Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
         Fault::Isolate(id) => {
             for other in (1..=nodes).filter(|o| o != id) {
                 sim.partition(host_name(*id), host_name(other));
             }
         }
+        Fault::CrashLeader => {
+            if let Some(leader) = current_leader(leaders, crashed) {
+                inject(
+                    sim,
+                    &Fault::Crash(leader),
+                    nodes,
+                    crashed,
+                    leaders,
+                    customers,
+                );
+            }
+        }
+        Fault::IsolateLeader => {
+            if let Some(leader) = current_leader(leaders, crashed) {
+                inject(
+                    sim,
+                    &Fault::Isolate(leader),
+                    nodes,
+                    crashed,
+                    leaders,
+                    customers,
+                );
+            }
+        }
+        Fault::CutClients(id) => {
+            for client in client_hosts(customers) {
+                sim.partition(client, host_name(*id));
+            }
+        }
         Fault::HealAll => {
             for a in 1..=nodes {
                 for b in (a + 1)..=nodes {
                     sim.repair(host_name(a), host_name(b));
+                }
+                for client in client_hosts(customers) {
+                    sim.repair(client, host_name(a));
                 }
             }
         }
@@ -398,7 +547,7 @@ async fn check(
     nodes: u64,
     chat_ids: Vec<String>,
     oracle: &Oracle,
-) -> Result<(u64, u64), Vec<Violation>> {
+) -> Result<Settled, Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
     loop {
@@ -448,7 +597,11 @@ async fn check(
             }
             return if violations.is_empty() {
                 let term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
-                Ok((term, replies[0].1.assigned))
+                Ok(Settled {
+                    term,
+                    assigned: replies[0].1.assigned,
+                    offer_timeouts: replies[0].1.offer_timeouts,
+                })
             } else {
                 Err(violations)
             };

@@ -7,13 +7,11 @@ use std::time::Duration;
 use parley_chaos::sim::{random_schedule, run, Spec};
 
 fn spec(nodes: u64, seed: u64) -> Spec {
-    Spec {
+    Spec::new(
         nodes,
-        customers: 3,
-        messages: 15,
-        schedule: random_schedule(nodes, seed, Duration::from_secs(15)),
         seed,
-    }
+        random_schedule(nodes, seed, Duration::from_secs(15)),
+    )
 }
 
 #[test]

@@ -1,0 +1,230 @@
+//! One named scenario per row of the failure matrix (DESIGN.md §3). The incumbents run web,
+//! application, messaging and services as separate servers; in Parley every node runs all of
+//! them, so "the application server dies" is a node dying, and the scenarios differ in which
+//! node fails, when, and what clients are doing at the time.
+
+use std::time::Duration;
+
+use crate::sim::{Fault, Spec};
+
+/// A named scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// Short name, used to run it alone.
+    pub name: &'static str,
+    /// The failure-matrix row it answers.
+    pub row: &'static str,
+    /// What the incumbent does (reference documents).
+    pub incumbent: &'static str,
+    /// The faults and workload for a seed.
+    pub spec: fn(u64) -> Spec,
+    /// Whether every chat must end up assigned to the agent (queued work survives and is
+    /// routed; offers that time out are routed again).
+    pub all_assigned: bool,
+    /// Whether offers must have timed out (the timers fired despite the faults).
+    pub offers_time_out: bool,
+}
+
+fn at(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds)
+}
+
+/// Every scenario.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "application-node-dies",
+            row: "Application server dies",
+            incumbent:
+                "customer told messages are lost and must start a new chat; agent sees errors",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![(at(2.0), Fault::Crash(2)), (at(12.0), Fault::Restart(2))],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "application-node-restored",
+            row: "Application server restored",
+            incumbent: "chat history lost; agent wrongly told the session is still active",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![(at(1.0), Fault::Crash(3)), (at(6.0), Fault::Restart(3))],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "services-node-dies",
+            row: "Services server dies",
+            incumbent: "agent can chat but cannot take other work; must log out",
+            // Node 1 fires timers first. It dies while offers are pending and the agent is
+            // away: the next node's services take over, the offers time out and are routed
+            // again when the agent is back.
+            spec: |seed| Spec {
+                agent_delay: at(8.0),
+                ..Spec::new(
+                    3,
+                    seed,
+                    vec![(at(1.0), Fault::Crash(1)), (at(14.0), Fault::Restart(1))],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: true,
+        },
+        Scenario {
+            name: "messaging-node-dies",
+            row: "Messaging server dies",
+            incumbent: "messages not delivered, and those sent meanwhile lost",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(1.0), Fault::CutClients(1)),
+                        (at(3.0), Fault::Crash(1)),
+                        (at(10.0), Fault::Restart(1)),
+                        (at(10.5), Fault::HealAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "messaging-and-application-die",
+            row: "Messaging + application die",
+            incumbent: "desktop times out; on restore chat lost, ghost session",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(2.0), Fault::Crash(2)),
+                        (at(4.0), Fault::Restart(2)),
+                        (at(6.0), Fault::CrashLeader),
+                        (at(9.0), Fault::RestartAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "all-roles-die-quorum-lost",
+            row: "Messaging + application + services die",
+            incumbent: "\"customer not connected\", session lost",
+            // Two of three nodes die: writes stop (no quorum) and clients keep retrying; when
+            // they return, nothing acknowledged is missing.
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(3.0), Fault::Crash(2)),
+                        (at(3.0), Fault::Crash(3)),
+                        (at(8.0), Fault::RestartAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "leader-failover",
+            row: "Engine/leader failover",
+            incumbent: "queued chats discarded; chat ends on redirect; agents re-login",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(2.0), Fault::CrashLeader),
+                        (at(5.0), Fault::RestartAll),
+                        (at(8.0), Fault::CrashLeader),
+                        (at(11.0), Fault::RestartAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "wan-minority-cut-off",
+            row: "WAN split (minority side)",
+            incumbent: "both sides act as master; on heal one side drops its active work",
+            spec: |seed| {
+                Spec::new(
+                    5,
+                    seed,
+                    vec![
+                        (at(2.0), Fault::IsolateLeader),
+                        (at(2.5), Fault::Partition(1, 2)),
+                        (at(9.0), Fault::HealAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "agent-node-disconnects",
+            row: "Primary interaction server disconnects",
+            incumbent: "agents marked logged out; clients must re-register with a backup",
+            // The agent's and customers' node vanishes for them, then dies; the agent's
+            // session (in the replicated state) stays valid through other nodes.
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(1.5), Fault::CutClients(3)),
+                        (at(2.0), Fault::Crash(3)),
+                        (at(9.0), Fault::Restart(3)),
+                        (at(9.5), Fault::HealAll),
+                    ],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "client-network-drops",
+            row: "Customer/agent network drops briefly",
+            incumbent: "missed messages not replayed after a reconnect",
+            spec: |seed| {
+                let mut schedule = Vec::new();
+                for (i, node) in [1, 2, 3, 1, 2].into_iter().enumerate() {
+                    let start = 1.0 + 2.0 * i as f64;
+                    schedule.push((at(start), Fault::CutClients(node)));
+                    schedule.push((at(start + 1.0), Fault::HealAll));
+                }
+                Spec::new(3, seed, schedule)
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+        Scenario {
+            name: "double-submit",
+            row: "Double submit on a weak connection",
+            incumbent: "duplicate messages or tickets",
+            spec: |seed| Spec {
+                double_submit: true,
+                ..Spec::new(
+                    3,
+                    seed,
+                    vec![(at(3.0), Fault::IsolateLeader), (at(6.0), Fault::HealAll)],
+                )
+            },
+            all_assigned: true,
+            offers_time_out: false,
+        },
+    ]
+}
