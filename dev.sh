@@ -3,6 +3,7 @@
 #
 #   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
 #   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
+#   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
 #   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
 #                      so it is kept out of the CI time budget; run it before every commit)
 #
@@ -122,9 +123,17 @@ cmd_lint() {
     cargo clippy --workspace --all-targets -- -D warnings
 }
 
+cmd_chaos() {
+  ensure_prerequisites
+  # The same feature selection as the tests, so RocksDB is compiled once for both.
+  cargo build --workspace --all-targets
+  "$(target_dir)/debug/parley-chaos" "$@"
+}
+
 case "${1:-}" in
   cluster) cmd_cluster ;;
   test) cmd_test ;;
   lint) cmd_lint ;;
-  *) echo "usage: $0 cluster|test|lint" >&2; exit 2 ;;
+  chaos) shift; cmd_chaos "$@" ;;
+  *) echo "usage: $0 cluster|test|lint|chaos [parley-chaos options]" >&2; exit 2 ;;
 esac

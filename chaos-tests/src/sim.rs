@@ -21,6 +21,9 @@ use crate::net::{SimConnector, GRPC_PORT};
 use crate::node::{self, host_name};
 use crate::oracle::{Oracle, Violation};
 
+/// Largest network latency between hosts outside latency spikes.
+const MAX_LATENCY: Duration = Duration::from_millis(20);
+
 /// One fault the schedule injects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -42,6 +45,11 @@ pub enum Fault {
     RestartAll,
     /// Cut every customer and the agent off from one node (their network to it drops).
     CutClients(NodeId),
+    /// A latency spike on the link between two nodes: messages take up to this many ms.
+    Slow(NodeId, NodeId, u64),
+    /// A lossy link between two nodes: each message fails the link with this probability
+    /// (per mille) until the next message repairs it.
+    Lossy(NodeId, NodeId, u32),
 }
 
 /// What to simulate.
@@ -100,8 +108,9 @@ pub struct Report {
     pub offer_timeouts: u64,
 }
 
-/// A seeded random fault schedule over `window`: crashes and restarts of one node at a time
-/// and partitions of a minority, each healed before the next, so a majority is back in time.
+/// A seeded random fault schedule over `window`: crashes and restarts of one node at a time,
+/// a node cut off, a link cut, a latency spike or a lossy link, each healed before the next,
+/// so a majority is back in time.
 pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_fa17);
     let mut schedule = Vec::new();
@@ -109,7 +118,8 @@ pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration
     while at < window {
         let victim = rng.random_range(1..=nodes);
         let hold = Duration::from_millis(rng.random_range(500..4_000));
-        match rng.random_range(0..3) {
+        let other = victim % nodes + 1;
+        match rng.random_range(0..5) {
             0 => {
                 schedule.push((at, Fault::Crash(victim)));
                 schedule.push((at + hold, Fault::Restart(victim)));
@@ -118,9 +128,18 @@ pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration
                 schedule.push((at, Fault::Isolate(victim)));
                 schedule.push((at + hold, Fault::HealAll));
             }
-            _ => {
-                let other = victim % nodes + 1;
+            2 => {
                 schedule.push((at, Fault::Partition(victim, other)));
+                schedule.push((at + hold, Fault::HealAll));
+            }
+            3 => {
+                let ms = rng.random_range(100..1_500);
+                schedule.push((at, Fault::Slow(victim, other, ms)));
+                schedule.push((at + hold, Fault::HealAll));
+            }
+            _ => {
+                let per_mille = rng.random_range(10..200);
+                schedule.push((at, Fault::Lossy(victim, other, per_mille)));
                 schedule.push((at + hold, Fault::HealAll));
             }
         }
@@ -202,7 +221,7 @@ pub fn run(spec: &Spec) -> Report {
         .simulation_duration(Duration::from_secs(600))
         .epoch(epoch)
         .tcp_capacity(65_536)
-        .max_message_latency(Duration::from_millis(20))
+        .max_message_latency(MAX_LATENCY)
         .rng_seed(spec.seed)
         .enable_random_order()
         .build();
@@ -528,10 +547,20 @@ fn inject(
                 sim.partition(client, host_name(*id));
             }
         }
+        Fault::Slow(a, b, ms) => sim.set_link_max_message_latency(
+            host_name(*a),
+            host_name(*b),
+            Duration::from_millis(*ms),
+        ),
+        Fault::Lossy(a, b, per_mille) => {
+            sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*per_mille) / 1000.0)
+        }
         Fault::HealAll => {
             for a in 1..=nodes {
                 for b in (a + 1)..=nodes {
                     sim.repair(host_name(a), host_name(b));
+                    sim.set_link_max_message_latency(host_name(a), host_name(b), MAX_LATENCY);
+                    sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
                 }
                 for client in client_hosts(customers) {
                     sim.repair(client, host_name(a));

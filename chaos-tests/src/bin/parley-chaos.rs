@@ -1,0 +1,147 @@
+//! `parley-chaos`: the chaos suites for SREs, with progress and a summary table.
+//!
+//! ```sh
+//! parley-chaos --seeds 1000             # random fault schedules on seeds 1..=1000
+//! parley-chaos --seed 42 --nodes 5      # one seed, exactly as a failure printed it
+//! parley-chaos --scenarios --seeds 10   # every named failure-matrix scenario on 10 seeds
+//! ```
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use parley_chaos::scenarios;
+use parley_chaos::sim::{random_schedule, run, Report, Spec};
+
+/// Simulated clusters under seeded faults, checked by an oracle of acknowledged writes.
+#[derive(Parser)]
+#[command(name = "parley-chaos", version, about)]
+struct Args {
+    /// Run seeds 1..=N.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// Run only this seed (overrides --seeds).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cluster size for random schedules.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Length of the random fault window, in seconds of simulated time.
+    #[arg(long, default_value_t = 15)]
+    window_s: u64,
+    /// Run the named failure-matrix scenarios instead of random schedules.
+    #[arg(long)]
+    scenarios: bool,
+    /// With --scenarios: only this one.
+    #[arg(long)]
+    scenario: Option<String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    faults: usize,
+    writes: usize,
+    elections: u64,
+    offer_timeouts: u64,
+    violations: usize,
+    simulated: Duration,
+}
+
+impl Totals {
+    fn add(&mut self, report: &Report) {
+        self.runs += 1;
+        self.faults += report.faults;
+        self.writes += report.writes_checked;
+        self.elections += report.term.saturating_sub(1);
+        self.offer_timeouts += report.offer_timeouts;
+        self.violations += report.violations.len();
+        self.simulated += report.simulated;
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let seeds: Vec<u64> = match args.seed {
+        Some(seed) => vec![seed],
+        None => (1..=args.seeds).collect(),
+    };
+    let mut runs: Vec<(String, Spec)> = Vec::new();
+    if args.scenarios {
+        for scenario in scenarios::all() {
+            if args.scenario.as_deref().is_some_and(|s| s != scenario.name) {
+                continue;
+            }
+            for &seed in &seeds {
+                runs.push((scenario.name.to_owned(), (scenario.spec)(seed)));
+            }
+        }
+    } else {
+        let window = Duration::from_secs(args.window_s);
+        for &seed in &seeds {
+            let schedule = random_schedule(args.nodes, seed, window);
+            runs.push((
+                format!("random-{}-nodes", args.nodes),
+                Spec::new(args.nodes, seed, schedule),
+            ));
+        }
+    }
+    if runs.is_empty() {
+        eprintln!("parley-chaos: nothing to run (unknown scenario?)");
+        return ExitCode::FAILURE;
+    }
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut failed: Vec<(String, u64)> = Vec::new();
+    let count = runs.len();
+    for (index, (name, spec)) in runs.into_iter().enumerate() {
+        let report = run(&spec);
+        totals.add(&report);
+        let verdict = if report.violations.is_empty() {
+            "ok"
+        } else {
+            "VIOLATED"
+        };
+        println!(
+            "[{:>5}/{count}] {name:<32} seed {:<6} {verdict:<8} faults {:>2}  writes {:>3}  \
+             term {:>3}  {:.1}s simulated",
+            index + 1,
+            spec.seed,
+            report.faults,
+            report.writes_checked,
+            report.term,
+            report.simulated.as_secs_f64()
+        );
+        for violation in &report.violations {
+            println!("        {violation}");
+        }
+        if !report.violations.is_empty() {
+            failed.push((name, spec.seed));
+        }
+    }
+    println!();
+    println!("| runs | faults injected | acknowledged writes checked | elections caused | offer timeouts | violations | simulated | wall time |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
+        totals.runs,
+        totals.faults,
+        totals.writes,
+        totals.elections,
+        totals.offer_timeouts,
+        totals.violations,
+        totals.simulated.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for (name, seed) in failed {
+        if args.scenarios {
+            println!("rerun: parley-chaos --scenarios --scenario {name} --seed {seed}");
+        } else {
+            println!("rerun: parley-chaos --nodes {} --seed {seed}", args.nodes);
+        }
+    }
+    ExitCode::FAILURE
+}
