@@ -3,6 +3,7 @@
 //! services actor, driven by simulated customers, under a seeded fault schedule, checked by an
 //! oracle that recorded every acknowledged write.
 //!
+//! - [`live`]: the live fault runner against real `parley serve` processes.
 //! - [`net`]: tonic over turmoil's TCP.
 //! - [`node`]: one simulated node and its test-only `SimNode` service.
 //! - [`sim`]: a run: hosts, customers, faults, the final check.
@@ -10,6 +11,7 @@
 //! - [`oracle`]: acknowledged writes and the checks of G1, G2, G3 (G6 and G7 come from each
 //!   node's `validate` and digest).
 
+pub mod live;
 pub mod net;
 pub mod node;
 pub mod oracle;

@@ -4,12 +4,15 @@
 //! parley-chaos --seeds 1000             # random fault schedules on seeds 1..=1000
 //! parley-chaos --seed 42 --nodes 5      # one seed, exactly as a failure printed it
 //! parley-chaos --scenarios --seeds 10   # every named failure-matrix scenario on 10 seeds
+//! parley-chaos --live --duration-s 60    # real processes, real kill -9 / SIGSTOP / SIGTERM
 //! ```
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use parley_chaos::live::{run_live, LiveSpec};
 use parley_chaos::scenarios;
 use parley_chaos::sim::{random_schedule, run, Report, Spec};
 
@@ -35,6 +38,72 @@ struct Args {
     /// With --scenarios: only this one.
     #[arg(long)]
     scenario: Option<String>,
+    /// Run the live fault runner against real `parley serve` processes instead.
+    #[arg(long)]
+    live: bool,
+    /// With --live: the parley binary (default: next to this one).
+    #[arg(long)]
+    parley: Option<PathBuf>,
+    /// With --live: seconds of faults while customers post.
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+}
+
+fn live(args: &Args) -> ExitCode {
+    let parley = args.parley.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("parley")))
+            .unwrap_or_else(|| PathBuf::from("parley"))
+    });
+    let spec = LiveSpec {
+        parley,
+        nodes: args.nodes,
+        duration: Duration::from_secs(args.duration_s),
+        customers: 8,
+        seed: args.seed.unwrap_or(1),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("parley-chaos: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    match runtime.block_on(run_live(&spec)) {
+        Err(error) => {
+            eprintln!("parley-chaos: {error}");
+            ExitCode::FAILURE
+        }
+        Ok(report) => {
+            for fault in &report.faults {
+                println!("fault: {fault}");
+            }
+            for violation in &report.violations {
+                println!("VIOLATED: {violation}");
+            }
+            println!();
+            println!("| nodes | faults injected | acknowledged writes checked | violations | wall time |");
+            println!("|---|---|---|---|---|");
+            println!(
+                "| {} | {} | {} | {} | {:.0} s |",
+                spec.nodes,
+                report.faults.len(),
+                report.writes_checked,
+                report.violations.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if report.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,6 +131,9 @@ impl Totals {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.live {
+        return live(&args);
+    }
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
         None => (1..=args.seeds).collect(),
