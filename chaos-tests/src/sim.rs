@@ -106,6 +106,8 @@ pub struct Report {
     pub assigned: u64,
     /// Offers that timed out and were routed again.
     pub offer_timeouts: u64,
+    /// The converged state digest: equal across reruns of a seed when the run replayed exactly.
+    pub digest: String,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time,
@@ -445,7 +447,8 @@ pub fn run(spec: &Spec) -> Report {
     report.simulated = sim.elapsed();
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
-        Some(Ok(settled)) => {
+        Some(Ok((settled, digest))) => {
+            report.digest = digest;
             report.term = settled.term;
             report.assigned = settled.assigned;
             report.offer_timeouts = settled.offer_timeouts;
@@ -456,7 +459,7 @@ pub fn run(spec: &Spec) -> Report {
 }
 
 /// The checker's answer: the highest term, or what is broken; `None` until it is done.
-type Verdict = Option<Result<Settled, Vec<Violation>>>;
+type Verdict = Option<Result<Checked, Vec<Violation>>>;
 
 /// What the converged cluster shows.
 #[derive(Clone, Copy, Debug)]
@@ -465,6 +468,9 @@ struct Settled {
     assigned: u64,
     offer_timeouts: u64,
 }
+
+/// The checker's answer with the converged digest.
+type Checked = (Settled, String);
 
 /// The leader most live nodes agree on, if any.
 fn current_leader(leaders: &node::Leaders, crashed: &[NodeId]) -> Option<NodeId> {
@@ -576,7 +582,7 @@ async fn check(
     nodes: u64,
     chat_ids: Vec<String>,
     oracle: &Oracle,
-) -> Result<Settled, Vec<Violation>> {
+) -> Result<Checked, Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
     loop {
@@ -626,11 +632,14 @@ async fn check(
             }
             return if violations.is_empty() {
                 let term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
-                Ok(Settled {
-                    term,
-                    assigned: replies[0].1.assigned,
-                    offer_timeouts: replies[0].1.offer_timeouts,
-                })
+                Ok((
+                    Settled {
+                        term,
+                        assigned: replies[0].1.assigned,
+                        offer_timeouts: replies[0].1.offer_timeouts,
+                    },
+                    replies[0].1.digest.clone(),
+                ))
             } else {
                 Err(violations)
             };

@@ -176,13 +176,14 @@ fn main() -> ExitCode {
         };
         println!(
             "[{:>5}/{count}] {name:<32} seed {:<6} {verdict:<8} faults {:>2}  writes {:>3}  \
-             term {:>3}  {:.1}s simulated",
+             term {:>3}  {:.1}s simulated  state {}",
             index + 1,
             spec.seed,
             report.faults,
             report.writes_checked,
             report.term,
-            report.simulated.as_secs_f64()
+            report.simulated.as_secs_f64(),
+            report.digest.get(..12).unwrap_or("-")
         );
         for violation in &report.violations {
             println!("        {violation}");
