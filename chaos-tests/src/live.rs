@@ -450,6 +450,7 @@ async fn check(
         }
     };
     report.writes_checked = oracle.acked_count();
+    report.violations.extend(oracle.unexpected_answers());
     for (index, url) in urls.iter().enumerate() {
         let mut chats: BTreeMap<String, Vec<ChatEvent>> = BTreeMap::new();
         for (chat_id, token) in &tokens {

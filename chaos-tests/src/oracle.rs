@@ -54,13 +54,17 @@ impl Oracle {
         self.acked.values().map(|m| m.len() + 1).sum()
     }
 
-    /// Checks one node's copy of the chats.
-    pub fn verify(&self, node: u64, chats: &BTreeMap<String, Vec<ChatEvent>>) -> Vec<Violation> {
-        let mut violations: Vec<Violation> = self
-            .unexpected
+    /// Answers clients got that no client should see (a refused retry, say).
+    pub fn unexpected_answers(&self) -> Vec<Violation> {
+        self.unexpected
             .iter()
             .map(|u| Violation(format!("unexpected answer: {u}")))
-            .collect();
+            .collect()
+    }
+
+    /// Checks one node's copy of the chats.
+    pub fn verify(&self, node: u64, chats: &BTreeMap<String, Vec<ChatEvent>>) -> Vec<Violation> {
+        let mut violations = Vec::new();
         for (chat_id, acked) in &self.acked {
             let Some(events) = chats.get(chat_id) else {
                 violations.push(Violation(format!(

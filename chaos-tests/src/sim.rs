@@ -10,7 +10,7 @@ use parley_proto::sim::sim_node_client::SimNodeClient;
 use parley_proto::sim::{InspectRequest, SimWrite};
 use parley_raft::command::{
     ActivityAction, AgentSession, AgentSpec, Channel, Customer, Directory, Login, Op, Participant,
-    PostMessage, QueueSpec, SetAvailability, StartChat,
+    PostMessage, QueueSpec, SetAvailability, StartChat, Transfer, TransferTarget,
 };
 use parley_raft::state::ChatEvent;
 use parley_raft::{NodeId, Outcome};
@@ -317,8 +317,11 @@ pub fn run(spec: &Spec) -> Report {
         let customers = spec.customers;
         let seed = spec.seed ^ 0xa9e7;
         let delay = spec.agent_delay;
+        let oracle = oracle.clone();
+        let double_submit = spec.double_submit;
         sim.client("agent", async move {
             let mut rng = StdRng::seed_from_u64(seed);
+            let mut transferred = std::collections::BTreeSet::new();
             let session = AgentSession {
                 agent_id: "alice".to_owned(),
                 session_id: "sim-session".to_owned(),
@@ -358,11 +361,34 @@ pub fn run(spec: &Spec) -> Report {
                 }
                 let _ = submit(rng.random_range(1..=nodes), &ready).await;
                 for customer in 0..customers {
-                    let accept = Op::Accept(ActivityAction {
+                    let chat_id = format!("chat-{customer}");
+                    let action = ActivityAction {
                         session: session.clone(),
-                        activity_id: format!("chat-{customer}"),
-                    });
-                    let _ = submit(rng.random_range(1..=nodes), &accept).await;
+                        activity_id: chat_id.clone(),
+                    };
+                    let accepted =
+                        submit(rng.random_range(1..=nodes), &Op::Accept(action.clone())).await;
+                    // Once per chat, the agent sends it back to the queue (it is routed to them
+                    // again), retrying through random nodes until answered: a retry of a
+                    // transfer that did commit must be answered as done, not refused.
+                    if matches!(accepted, Ok(Outcome::Done)) && transferred.insert(chat_id.clone())
+                    {
+                        let transfer = Op::Transfer(Transfer {
+                            action,
+                            target: TransferTarget::Queue {
+                                queue_id: "sales".to_owned(),
+                            },
+                        });
+                        // On a weak connection (double-submit runs) the agent sends it twice.
+                        for _ in 0..(1 + usize::from(double_submit)) {
+                            match submit_until_committed(&transfer, nodes, &mut rng).await {
+                                Outcome::Done => {}
+                                other => oracle
+                                    .borrow_mut()
+                                    .unexpected(&chat_id, &format!("transfer: {other:?}")),
+                            }
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..3_000))).await;
             }
@@ -609,7 +635,7 @@ async fn check(
                 .iter()
                 .all(|(_, r)| r.applied_index == replies[0].1.applied_index);
         if settled {
-            let mut violations = Vec::new();
+            let mut violations = oracle.unexpected_answers();
             let digest = &replies[0].1.digest;
             for (id, reply) in &replies {
                 if &reply.digest != digest {

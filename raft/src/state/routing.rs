@@ -422,6 +422,12 @@ impl State {
         at_ms: u64,
         transfer: &Transfer,
     ) -> Result<Outcome, Rejection> {
+        if self.transfer_already_applied(transfer) {
+            // A retry of a transfer that did commit (its answer was lost, or the client sent it
+            // twice): answer as the first time.
+            self.check_session(&transfer.action.session)?;
+            return Ok(Outcome::Done);
+        }
         let activity = self.held_activity(&transfer.action, false)?;
         let id = activity.id.clone();
         let me = transfer.action.session.agent_id.clone();
@@ -498,6 +504,48 @@ impl State {
         }
         self.route(at_ms);
         Ok(Outcome::Done)
+    }
+
+    /// Whether the activity's last transfer was this one: made by this agent (who held it just
+    /// before) to this target, and the agent does not hold it again since.
+    fn transfer_already_applied(&self, transfer: &Transfer) -> bool {
+        let Some(activity) = self.activities.get(&transfer.action.activity_id) else {
+            return false;
+        };
+        let me = &transfer.action.session.agent_id;
+        if activity.status
+            == (ActivityStatus::Assigned {
+                agent_id: me.clone(),
+            })
+        {
+            return false;
+        }
+        let Some(at) = activity
+            .history
+            .iter()
+            .rposition(|t| t.reason == "transferred")
+        else {
+            return false;
+        };
+        let by_me = at
+            .checked_sub(1)
+            .and_then(|before| activity.history.get(before))
+            .is_some_and(|before| {
+                before.status
+                    == ActivityStatus::Assigned {
+                        agent_id: me.clone(),
+                    }
+            });
+        let to = &activity.history[at];
+        let same_target = match &transfer.target {
+            TransferTarget::Agent { agent_id } => {
+                matches!(&to.status, ActivityStatus::Offered { agent_id: a, .. } if a == agent_id)
+            }
+            TransferTarget::Queue { queue_id } => {
+                to.status == ActivityStatus::Queued && to.queue_id == *queue_id
+            }
+        };
+        by_me && same_target
     }
 
     pub(super) fn complete(

@@ -941,3 +941,52 @@ fn a_missed_offer_goes_to_the_next_eligible_agent() {
         status(&state, "c1")
     );
 }
+
+/// Found by the chaos suite's double-submit scenario: a transfer sent twice (or retried after
+/// its answer was lost) was refused with a conflict although the first one had applied.
+#[test]
+fn a_retried_transfer_is_answered_as_done() {
+    let mut state = seeded();
+    login_ready(&mut state, 10, "alice");
+    login_ready(&mut state, 11, "bob");
+    apply_ok(&mut state, 20, start("c1", "r1"));
+    let holder = match status(&state, "c1") {
+        ActivityStatus::Offered { agent_id, .. } => agent_id,
+        other => panic!("{other:?}"),
+    };
+    let other = if holder == "alice" { "bob" } else { "alice" };
+    apply_ok(&mut state, 21, Op::Accept(action(&holder, "c1")));
+    let to_other = Op::Transfer(Transfer {
+        action: action(&holder, "c1"),
+        target: TransferTarget::Agent {
+            agent_id: other.into(),
+        },
+    });
+    apply_ok(&mut state, 30, to_other.clone());
+    let after_first = state.clone();
+    assert_eq!(apply_ok(&mut state, 31, to_other.clone()), Outcome::Done);
+    assert_eq!(state, after_first, "the retry changed the state");
+    // A different target is not a retry: refused, the holder no longer has it.
+    let elsewhere = Op::Transfer(Transfer {
+        action: action(&holder, "c1"),
+        target: TransferTarget::Queue {
+            queue_id: "sales".into(),
+        },
+    });
+    assert!(matches!(
+        state.apply(&command(32, elsewhere)),
+        Outcome::Rejected(Rejection::Conflict { .. })
+    ));
+    // Queue transfers too.
+    apply_ok(&mut state, 40, Op::Accept(action(other, "c1")));
+    let to_queue = Op::Transfer(Transfer {
+        action: action(other, "c1"),
+        target: TransferTarget::Queue {
+            queue_id: "sales".into(),
+        },
+    });
+    apply_ok(&mut state, 41, to_queue.clone());
+    let after_queue = state.clone();
+    assert_eq!(apply_ok(&mut state, 42, to_queue), Outcome::Done);
+    assert_eq!(state, after_queue);
+}
