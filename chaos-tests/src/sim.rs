@@ -310,10 +310,13 @@ pub fn run(spec: &Spec) -> Report {
     }
 
     // An agent on its own host: logs in, stays ready, and accepts whatever is offered to it,
-    // through random nodes, until the customers are done. Offers it misses under faults time
+    // through random nodes; sends each chat back to the queue once and takes it again; stops
+    // when the customers are done and it holds every chat. Offers it misses under faults time
     // out through the services actors' ticks and are routed again.
+    let agent_done = Rc::new(RefCell::new(false));
     {
         let done = done.clone();
+        let agent_done = agent_done.clone();
         let customers = spec.customers;
         let seed = spec.seed ^ 0xa9e7;
         let delay = spec.agent_delay;
@@ -322,6 +325,7 @@ pub fn run(spec: &Spec) -> Report {
         sim.client("agent", async move {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut transferred = std::collections::BTreeSet::new();
+            let mut settled = std::collections::BTreeSet::new();
             let session = AgentSession {
                 agent_id: "alice".to_owned(),
                 session_id: "sim-session".to_owned(),
@@ -350,7 +354,7 @@ pub fn run(spec: &Spec) -> Report {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            while *done.borrow() < customers {
+            while *done.borrow() < customers || settled.len() < customers {
                 // Before the directory is seeded the login is refused; retry.
                 if !matches!(
                     submit(rng.random_range(1..=nodes), &login).await,
@@ -371,6 +375,9 @@ pub fn run(spec: &Spec) -> Report {
                     // Once per chat, the agent sends it back to the queue (it is routed to them
                     // again), retrying through random nodes until answered: a retry of a
                     // transfer that did commit must be answered as done, not refused.
+                    if matches!(accepted, Ok(Outcome::Done)) && transferred.contains(&chat_id) {
+                        settled.insert(chat_id.clone());
+                    }
                     if matches!(accepted, Ok(Outcome::Done)) && transferred.insert(chat_id.clone())
                     {
                         let transfer = Op::Transfer(Transfer {
@@ -392,6 +399,7 @@ pub fn run(spec: &Spec) -> Report {
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..3_000))).await;
             }
+            *agent_done.borrow_mut() = true;
             Ok(())
         });
     }
@@ -404,8 +412,8 @@ pub fn run(spec: &Spec) -> Report {
     schedule.sort_by_key(|(at, _)| *at);
     let mut schedule = schedule.into_iter().peekable();
     let mut crashed: Vec<NodeId> = Vec::new();
-    // Drive the simulation: inject faults on time until every customer is done and the
-    // schedule is spent.
+    // Drive the simulation: inject faults on time until every customer and the agent are done
+    // and the schedule is spent.
     loop {
         while let Some((at, _)) = schedule.peek() {
             if sim.elapsed() < *at {
@@ -424,7 +432,7 @@ pub fn run(spec: &Spec) -> Report {
                 spec.customers,
             );
         }
-        if *done.borrow() == spec.customers && schedule.peek().is_none() {
+        if *done.borrow() == spec.customers && *agent_done.borrow() && schedule.peek().is_none() {
             break;
         }
         match sim.step() {
