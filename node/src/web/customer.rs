@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::views::{chat_view, ChatView};
 use super::{
-    chat_caller, created_or_replayed, mailbox, new_id, path_id, unexpected, WebState,
+    await_chat, chat_caller, created_or_replayed, mailbox, new_id, path_id, unexpected, WebState,
     EVENTS_PAGE_DEFAULT,
 };
 use crate::error::ApiError;
@@ -111,6 +111,7 @@ pub async fn get_chat(
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
     chat_caller(&state, &request, None, &chat_id).await?;
+    await_chat(&state, &chat_id).await?;
     let view = state
         .read(move |s, _| chat_view(s, &chat_id))
         .await?
@@ -284,6 +285,7 @@ pub async fn chat_events(
     let chat_id = path_id("chat id", path.into_inner())?;
     chat_caller(&state, &request, None, &chat_id).await?;
     let limit = query.page_limit()?;
+    await_chat(&state, &chat_id).await?;
     let page = read_page(&state, &chat_id, query.after, limit).await?;
     if !page.events.is_empty() || query.wait_ms == 0 {
         return Ok(HttpResponse::Ok().json(page));
@@ -414,6 +416,7 @@ pub async fn transcript(
         }
     };
     chat_caller(&state, &request, None, &chat_id).await?;
+    await_chat(&state, &chat_id).await?;
     let id = chat_id.clone();
     let (view, events, agents) = state
         .read(move |s, _| {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
 use crate::error::ApiError;
-use crate::messaging::MessagingActor;
+use crate::messaging::{Feed, MessagingActor, WaitForEvents};
 use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
 
 pub mod admin;
@@ -233,6 +233,30 @@ async fn agent_from_token(state: &WebState, token: &str) -> Result<AgentClaims, 
     Ok(claims)
 }
 
+/// How long a read waits for this node to apply a chat it does not know yet.
+pub const UNKNOWN_CHAT_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits (at most [`UNKNOWN_CHAT_WAIT`]) until this node has applied `chat_id`, for reads that
+/// arrive here moments after the chat was started through another node. Answers whether the
+/// chat is known now.
+pub async fn await_chat(state: &WebState, chat_id: &str) -> Result<bool, ApiError> {
+    let id = chat_id.to_owned();
+    if state.read(move |s, _| s.chats.contains_key(&id)).await? {
+        return Ok(true);
+    }
+    let woken = state
+        .messaging
+        .send(WaitForEvents {
+            feed: Feed::Chat(chat_id.to_owned()),
+            after: 0,
+        })
+        .await
+        .map_err(mailbox)??;
+    let _ = tokio::time::timeout(UNKNOWN_CHAT_WAIT, woken).await;
+    let id = chat_id.to_owned();
+    state.read(move |s, _| s.chats.contains_key(&id)).await
+}
+
 /// Who is calling a chat endpoint: the chat's customer (chat token) or the agent holding the
 /// chat (agent token).
 pub async fn chat_caller(
@@ -244,6 +268,7 @@ pub async fn chat_caller(
     let token = bearer(request, query_token)?;
     if token.starts_with(AGENT_TOKEN_PREFIX) {
         let claims = agent_from_token(state, &token).await?;
+        await_chat(state, chat_id).await?;
         let (chat, me) = (chat_id.clone(), claims.agent_id.clone());
         let holds = state
             .read(move |s, _| {

@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 
 use super::admin::supervisor_view;
 use super::views::agent_feed;
-use super::{admin_caller, agent_caller, chat_caller, mailbox, path_id, WebState};
+use super::{admin_caller, agent_caller, await_chat, chat_caller, mailbox, path_id, WebState};
 use crate::error::ApiError;
 use crate::messaging::{Ephemeral, Feed, Subscribe, Typing, Unsubscribe, EPHEMERAL_QUEUE};
 use crate::token::AgentClaims;
@@ -129,8 +129,7 @@ pub async fn chat_stream(
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
     let caller = chat_caller(&state, &request, query.access_token.as_deref(), &chat_id).await?;
-    let id = chat_id.clone();
-    if !state.read(move |s, _| s.chats.contains_key(&id)).await? {
+    if !await_chat(&state, &chat_id).await? {
         return Err(ApiError::not_found("unknown_chat", "no such chat"));
     }
     open(
