@@ -4,6 +4,7 @@
 #   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
 #   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
 #   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
+#   ./dev.sh chaos-replay --seed N   rerun a seed exactly (a build with tokio's seeded scheduler)
 #   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
 #                      so it is kept out of the CI time budget; run it before every commit)
 #
@@ -130,10 +131,21 @@ cmd_chaos() {
   "$(target_dir)/debug/parley-chaos" "$@"
 }
 
+cmd_chaos_replay() {
+  ensure_prerequisites
+  # tokio seeds its scheduler and select! only when built with --cfg tokio_unstable. A separate
+  # target directory keeps that build (and its own RocksDB compile, 15-30 minutes the first
+  # time) apart from the normal one.
+  local dir="${CARGO_TARGET_DIR:-$PWD/target}/replay"
+  RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR="$dir" cargo build --workspace --all-targets
+  "$dir/debug/parley-chaos" "$@"
+}
+
 case "${1:-}" in
   cluster) cmd_cluster ;;
   test) cmd_test ;;
   lint) cmd_lint ;;
   chaos) shift; cmd_chaos "$@" ;;
-  *) echo "usage: $0 cluster|test|lint|chaos [parley-chaos options]" >&2; exit 2 ;;
+  chaos-replay) shift; cmd_chaos_replay "$@" ;;
+  *) echo "usage: $0 cluster|test|lint|chaos|chaos-replay [parley-chaos options]" >&2; exit 2 ;;
 esac
