@@ -71,15 +71,6 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> Result<u16, LiveError> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| LiveError::Io("binding an ephemeral port".to_owned(), e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| LiveError::Io("reading an ephemeral port".to_owned(), e))
-}
-
 fn config_text(id: u64, data: &Path, addrs: &[(String, String)]) -> String {
     let (http, grpc) = &addrs[(id - 1) as usize];
     let mut text = format!(
@@ -113,13 +104,33 @@ impl Cluster {
     fn create(parley: &Path, n: u64) -> Result<Self, LiveError> {
         let dir =
             tempfile::tempdir().map_err(|e| LiveError::Io("temporary directory".into(), e))?;
-        let mut addrs = Vec::new();
-        for _ in 0..n {
-            addrs.push((
-                format!("127.0.0.1:{}", free_port()?),
-                format!("127.0.0.1:{}", free_port()?),
-            ));
+        // Hold every listener until all ports are chosen, so no port is handed out twice.
+        let mut listeners = Vec::new();
+        for _ in 0..2 * n {
+            listeners.push(
+                TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| LiveError::Io("binding an ephemeral port".to_owned(), e))?,
+            );
         }
+        let mut ports = Vec::new();
+        for listener in &listeners {
+            ports.push(
+                listener
+                    .local_addr()
+                    .map_err(|e| LiveError::Io("reading an ephemeral port".to_owned(), e))?
+                    .port(),
+            );
+        }
+        drop(listeners);
+        let addrs: Vec<(String, String)> = ports
+            .chunks(2)
+            .map(|pair| {
+                (
+                    format!("127.0.0.1:{}", pair[0]),
+                    format!("127.0.0.1:{}", pair[1]),
+                )
+            })
+            .collect();
         let mut nodes = Vec::new();
         for id in 1..=n {
             let config = dir.path().join(format!("node{id}.toml"));

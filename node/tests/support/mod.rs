@@ -39,9 +39,16 @@ pub struct Cluster {
     pub client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+/// `count` distinct free ports: every listener is held until all are chosen, so the kernel
+/// cannot hand the same ephemeral port out twice.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// The config file of node `id` among `addrs` (id → (http, grpc)).
@@ -153,13 +160,15 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra lines in each node's `[raft]` section.
     pub fn start_with(n: u64, raft_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(2 * n as usize);
         let addrs: BTreeMap<u64, (String, String)> = (1..=n)
             .map(|id| {
+                let i = 2 * (id - 1) as usize;
                 (
                     id,
                     (
-                        format!("127.0.0.1:{}", free_port()),
-                        format!("127.0.0.1:{}", free_port()),
+                        format!("127.0.0.1:{}", ports[i]),
+                        format!("127.0.0.1:{}", ports[i + 1]),
                     ),
                 )
             })
