@@ -176,18 +176,24 @@ fn directory() -> Directory {
     }
 }
 
-/// A client of the simulated nodes: submits through one node with a deadline, as a real
-/// client would with its HTTP timeout.
-async fn submit(node: NodeId, op: &Op) -> Result<Outcome, String> {
+/// A client of node `node`'s `SimNode` service, over the simulated network.
+fn sim_client(
+    node: NodeId,
+) -> Result<SimNodeClient<tonic::transport::Channel>, tonic::transport::Error> {
     let connector = SimConnector {
         settings: node::settings(),
     };
     let channel = parley_raft::network::Connector::channel(
         &connector,
         &format!("{}:{GRPC_PORT}", host_name(node)),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut client = SimNodeClient::new(channel);
+    )?;
+    Ok(SimNodeClient::new(channel))
+}
+
+/// A client of the simulated nodes: submits through one node with a deadline, as a real
+/// client would with its HTTP timeout.
+async fn submit(node: NodeId, op: &Op) -> Result<Outcome, String> {
+    let mut client = sim_client(node).map_err(|e| e.to_string())?;
     let op_json = serde_json::to_vec(op).map_err(|e| e.to_string())?;
     let call = client.submit(SimWrite { op_json });
     let reply = tokio::time::timeout(Duration::from_secs(6), call)
@@ -622,15 +628,9 @@ async fn check(
     loop {
         let mut replies = Vec::new();
         for id in 1..=nodes {
-            let connector = SimConnector {
-                settings: node::settings(),
+            let Ok(mut client) = sim_client(id) else {
+                continue;
             };
-            let channel = parley_raft::network::Connector::channel(
-                &connector,
-                &format!("{}:{GRPC_PORT}", host_name(id)),
-            );
-            let Ok(channel) = channel else { continue };
-            let mut client = SimNodeClient::new(channel);
             let call = client.inspect(InspectRequest {
                 chat_ids: chat_ids.clone(),
             });

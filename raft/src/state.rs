@@ -611,6 +611,24 @@ impl State {
     }
 }
 
+impl Queue {
+    /// Whether `agent` is logged in, ready for this queue's channel and holds every skill it
+    /// needs (capacity aside).
+    pub fn serves(&self, agent: &Agent) -> bool {
+        agent.session.is_some()
+            && agent
+                .ready
+                .get(&self.spec.channel)
+                .copied()
+                .unwrap_or(false)
+            && self
+                .spec
+                .skills
+                .iter()
+                .all(|s| agent.spec.skills.contains(s))
+    }
+}
+
 impl Chat {
     /// The event with sequence number `seq`, if any.
     pub fn event(&self, seq: u64) -> Option<&ChatEvent> {

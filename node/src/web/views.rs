@@ -318,15 +318,7 @@ pub fn queue_stats(state: &State) -> Vec<QueueStats> {
                     _ => {}
                 }
             }
-            let agents_ready = state
-                .agents
-                .values()
-                .filter(|a| {
-                    a.session.is_some()
-                        && a.ready.get(&queue.spec.channel).copied().unwrap_or(false)
-                        && queue.spec.skills.iter().all(|s| a.spec.skills.contains(s))
-                })
-                .count() as u64;
+            let agents_ready = state.agents.values().filter(|a| queue.serves(a)).count() as u64;
             let handled = queue.recent_handle_ms.len() as u64;
             QueueStats {
                 queue_id: id.clone(),

@@ -742,11 +742,7 @@ impl State {
         let capacity: u64 = self
             .agents
             .values()
-            .filter(|a| {
-                a.session.is_some()
-                    && a.ready.get(&queue.spec.channel).copied().unwrap_or(false)
-                    && queue.spec.skills.iter().all(|s| a.spec.skills.contains(s))
-            })
+            .filter(|a| queue.serves(a))
             .map(|a| u64::from(a.spec.limits.get(&queue.spec.channel).copied().unwrap_or(0)))
             .sum();
         position.div_ceil(capacity.max(1)) * mean_handle
