@@ -26,7 +26,9 @@ ensure_prerequisites() {
   command -v cc >/dev/null || missing+=(build-essential)
   command -v c++ >/dev/null || missing+=(g++)
   command -v clang >/dev/null || missing+=(clang)
-  compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null \
+  # bindgen loads libclang through its unversioned name (libclang.so or libclang-NN.so), which
+  # only the -dev package provides; a versioned libclang-NN.so.1 alone is not enough.
+  compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || compgen -G "/usr/lib/*/libclang-*.so" >/dev/null \
     || missing+=(libclang-dev)
   command -v curl >/dev/null || missing+=(curl ca-certificates)
   command -v jq >/dev/null || missing+=(jq)
