@@ -1,7 +1,12 @@
-//! The live fault runner: real `parley serve` processes on loopback, customers posting through
-//! the HTTP API with retries, and real faults: kill -9 and restart, SIGSTOP/SIGCONT (a frozen
-//! node, as a long GC pause or a stuck VM would be), SIGTERM and restart. Afterwards every node
-//! must hold every acknowledged message exactly once, in order, and all nodes the same digest.
+//! The live fault runner: real `parley serve` processes, customers posting through the HTTP
+//! API with retries, and real faults: kill -9 and restart, SIGSTOP/SIGCONT (a frozen node, as a
+//! long GC pause or a stuck VM would be), SIGTERM and restart, and network partitions (a random
+//! minority, or the current leader, cut off from the rest). Afterwards every node must hold
+//! every acknowledged message exactly once, in order, and all nodes the same digest.
+//!
+//! Nodes run in network namespaces of their own ([`crate::netns`]) when the runner may create
+//! them (root); otherwise on loopback, where partitions cannot be made and are skipped (the
+//! report says so).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,18 +18,47 @@ use std::time::{Duration, Instant};
 
 use parley_raft::state::ChatEvent;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::netns::Netns;
 use crate::oracle::{Oracle, Violation};
+use crate::target::{Capability, Target, TargetError};
+
+/// Where the nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Network {
+    /// Namespaces when they can be made here, loopback otherwise.
+    #[default]
+    Auto,
+    /// Every node on 127.0.0.1 (no partitions).
+    Loopback,
+    /// Every node in a network namespace of its own (needs root); partitions included.
+    Netns,
+}
+
+/// The cluster under test.
+#[derive(Clone, Debug)]
+pub enum ClusterSpec {
+    /// Start `nodes` processes of the `parley` binary here, on `network`.
+    Local {
+        /// The `parley` binary.
+        parley: PathBuf,
+        /// Cluster size.
+        nodes: u64,
+        /// Where the nodes run.
+        network: Network,
+    },
+    /// An existing cluster and the commands that inject its faults.
+    Target(Target),
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LiveSpec {
-    /// The `parley` binary.
-    pub parley: PathBuf,
-    /// Cluster size.
-    pub nodes: u64,
+    /// The cluster.
+    pub cluster: ClusterSpec,
     /// How long faults are injected while customers post.
     pub duration: Duration,
     /// Concurrent customers, one chat each.
@@ -42,6 +76,12 @@ pub struct LiveReport {
     pub writes_checked: usize,
     /// Broken guarantees; empty on success.
     pub violations: Vec<Violation>,
+    /// Where the nodes ran (network namespaces, loopback, or the target's nodes).
+    pub network: String,
+    /// Why partitions were not injected, when they were not.
+    pub partitions_skipped: Option<String>,
+    /// Fault kinds that could not be injected, and why.
+    pub faults_skipped: Option<String>,
 }
 
 /// The runner could not run (not a guarantee broken: the environment failed).
@@ -53,6 +93,12 @@ pub enum LiveError {
     /// The cluster never became ready.
     #[error("{0}")]
     NotReady(String),
+    /// The private network could not be made or changed.
+    #[error("network namespaces: {0}")]
+    Network(#[from] crate::netns::NetnsError),
+    /// The target file or one of its commands failed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 const SECRET: &str = "live-chaos-cluster-secret-0123456789abcdef";
@@ -65,13 +111,48 @@ struct Node {
     stopped: bool,
 }
 
-struct Cluster {
+/// A cluster of `parley serve` processes started here.
+struct Local {
     parley: PathBuf,
     nodes: Vec<Node>,
+    /// The nodes' namespaces; `None` on loopback. Dropped after the processes are killed.
+    net: Option<Netns>,
     _dir: tempfile::TempDir,
 }
 
-fn config_text(id: u64, data: &Path, addrs: &[(String, String)]) -> String {
+/// HTTP and gRPC listen addresses of `n` nodes on loopback, chosen while holding every
+/// listener so no port is handed out twice.
+pub fn loopback_addrs(n: u64) -> Result<Vec<(String, String)>, LiveError> {
+    let mut listeners = Vec::new();
+    for _ in 0..2 * n {
+        listeners.push(
+            TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| LiveError::Io("binding an ephemeral port".to_owned(), e))?,
+        );
+    }
+    let mut ports = Vec::new();
+    for listener in &listeners {
+        ports.push(
+            listener
+                .local_addr()
+                .map_err(|e| LiveError::Io("reading an ephemeral port".to_owned(), e))?
+                .port(),
+        );
+    }
+    Ok(ports
+        .chunks(2)
+        .map(|pair| {
+            (
+                format!("127.0.0.1:{}", pair[0]),
+                format!("127.0.0.1:{}", pair[1]),
+            )
+        })
+        .collect())
+}
+
+/// The config of node `id` of a live cluster whose nodes listen on `addrs` (HTTP, gRPC), with
+/// the queue `sales` customers use.
+pub fn node_config(id: u64, data: &Path, addrs: &[(String, String)]) -> String {
     let (http, grpc) = &addrs[(id - 1) as usize];
     let mut text = format!(
         r#"node_id = {id}
@@ -100,42 +181,27 @@ name = "Sales"
     text
 }
 
-impl Cluster {
-    fn create(parley: &Path, n: u64) -> Result<Self, LiveError> {
+impl Local {
+    fn create(parley: &Path, n: u64, net: Option<Netns>) -> Result<Self, LiveError> {
         let dir =
             tempfile::tempdir().map_err(|e| LiveError::Io("temporary directory".into(), e))?;
-        // Hold every listener until all ports are chosen, so no port is handed out twice.
-        let mut listeners = Vec::new();
-        for _ in 0..2 * n {
-            listeners.push(
-                TcpListener::bind("127.0.0.1:0")
-                    .map_err(|e| LiveError::Io("binding an ephemeral port".to_owned(), e))?,
-            );
-        }
-        let mut ports = Vec::new();
-        for listener in &listeners {
-            ports.push(
-                listener
-                    .local_addr()
-                    .map_err(|e| LiveError::Io("reading an ephemeral port".to_owned(), e))?
-                    .port(),
-            );
-        }
-        drop(listeners);
-        let addrs: Vec<(String, String)> = ports
-            .chunks(2)
-            .map(|pair| {
-                (
-                    format!("127.0.0.1:{}", pair[0]),
-                    format!("127.0.0.1:{}", pair[1]),
-                )
-            })
-            .collect();
+        let addrs = match &net {
+            // Every node has an address of its own: the same ports everywhere.
+            Some(net) => (1..=n)
+                .map(|id| {
+                    (
+                        format!("{}:8080", net.addr(id)),
+                        format!("{}:7100", net.addr(id)),
+                    )
+                })
+                .collect(),
+            None => loopback_addrs(n)?,
+        };
         let mut nodes = Vec::new();
         for id in 1..=n {
             let config = dir.path().join(format!("node{id}.toml"));
             let data = dir.path().join(format!("data{id}"));
-            fs::write(&config, config_text(id, &data, &addrs))
+            fs::write(&config, node_config(id, &data, &addrs))
                 .map_err(|e| LiveError::Io(format!("writing {}", config.display()), e))?;
             nodes.push(Node {
                 http: format!("http://{}", addrs[(id - 1) as usize].0),
@@ -148,6 +214,7 @@ impl Cluster {
         Ok(Self {
             parley: parley.to_path_buf(),
             nodes,
+            net,
             _dir: dir,
         })
     }
@@ -158,6 +225,10 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) -> Result<(), LiveError> {
         let parley = self.parley.clone();
+        let mut command = match &self.net {
+            Some(net) => net.command(id, &parley),
+            None => Command::new(&parley),
+        };
         let node = self.node(id);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -167,7 +238,7 @@ impl Cluster {
         let err = log
             .try_clone()
             .map_err(|e| LiveError::Io("cloning a log handle".into(), e))?;
-        let child = Command::new(&parley)
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&node.config)
@@ -201,6 +272,9 @@ impl Cluster {
 
     /// Every node running and not stopped.
     fn revive_all(&mut self) -> Result<(), LiveError> {
+        if let Some(net) = &self.net {
+            net.heal()?;
+        }
         for id in 1..=self.nodes.len() as u64 {
             if self.node(id).stopped {
                 self.signal(id, "CONT")?;
@@ -214,13 +288,151 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for Local {
     fn drop(&mut self) {
         for id in 1..=self.nodes.len() as u64 {
             if self.node(id).stopped {
                 let _ = self.signal(id, "CONT");
             }
             self.kill9(id);
+        }
+    }
+}
+
+/// The cluster under test and how its faults are injected.
+enum Control {
+    /// Processes started here: signals, and namespaces' packet filters.
+    Local(Local),
+    /// An existing cluster: its fault commands.
+    Target(Target),
+}
+
+impl Control {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Control::Local(local) => local.nodes.iter().map(|n| n.http.clone()).collect(),
+            Control::Target(target) => target.nodes.iter().map(|n| n.url.clone()).collect(),
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        match self {
+            Control::Local(local) => (1..=local.nodes.len() as u64).collect(),
+            Control::Target(target) => target.ids(),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        match self {
+            Control::Local(local) => {
+                let mut caps = vec![Capability::Kill, Capability::Pause, Capability::Restart];
+                if local.net.is_some() {
+                    caps.push(Capability::Partition);
+                }
+                caps
+            }
+            Control::Target(target) => target.capabilities(),
+        }
+    }
+
+    fn queue(&self) -> String {
+        match self {
+            Control::Local(_) => "sales".to_owned(),
+            Control::Target(target) => target.queue.clone(),
+        }
+    }
+
+    async fn kill(&mut self, id: u64) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => local.kill9(id),
+            Control::Target(t) => t.run(t.faults.kill.as_ref(), Some(id), None).await?,
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, id: u64) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => local.spawn(id),
+            Control::Target(t) => Ok(t.run(t.faults.start.as_ref(), Some(id), None).await?),
+        }
+    }
+
+    async fn pause(&mut self, id: u64) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => {
+                local.signal(id, "STOP")?;
+                local.node(id).stopped = true;
+                Ok(())
+            }
+            Control::Target(t) => Ok(t.run(t.faults.pause.as_ref(), Some(id), None).await?),
+        }
+    }
+
+    async fn resume(&mut self, id: u64) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => {
+                local.signal(id, "CONT")?;
+                local.node(id).stopped = false;
+                Ok(())
+            }
+            Control::Target(t) => Ok(t.run(t.faults.resume.as_ref(), Some(id), None).await?),
+        }
+    }
+
+    /// A graceful stop (SIGTERM) and a start.
+    async fn restart(&mut self, id: u64) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => {
+                local.signal(id, "TERM")?;
+                if let Some(mut child) = local.node(id).child.take() {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                local.spawn(id)
+            }
+            Control::Target(t) => Ok(t.run(t.faults.restart.as_ref(), Some(id), None).await?),
+        }
+    }
+
+    async fn partition(&mut self, minority: &[u64], majority: &[u64]) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => {
+                if let Some(net) = &local.net {
+                    net.partition(&[minority.to_vec(), majority.to_vec()])?;
+                }
+                Ok(())
+            }
+            Control::Target(t) => Ok(t
+                .run(
+                    t.faults.partition.as_ref(),
+                    None,
+                    Some((minority, majority)),
+                )
+                .await?),
+        }
+    }
+
+    async fn heal(&mut self) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => {
+                if let Some(net) = &local.net {
+                    net.heal()?;
+                }
+                Ok(())
+            }
+            Control::Target(t) => Ok(t.run(t.faults.heal.as_ref(), None, None).await?),
+        }
+    }
+
+    /// Every partition healed and (for processes started here) every node running.
+    async fn revive_all(&mut self) -> Result<(), LiveError> {
+        match self {
+            Control::Local(local) => local.revive_all(),
+            Control::Target(t) => Ok(t.run(t.faults.heal.as_ref(), None, None).await?),
         }
     }
 }
@@ -262,6 +474,7 @@ struct Shared {
 async fn customer(
     client: reqwest::Client,
     urls: Vec<String>,
+    queue: String,
     index: usize,
     seed: u64,
     until: Instant,
@@ -273,7 +486,7 @@ async fn customer(
         let started = client
             .post(format!("{url}/api/v1/chats"))
             .json(
-                &json!({"request_id": format!("live-{seed}-{index}"), "queue_id": "sales",
+                &json!({"request_id": format!("live-{seed}-{index}"), "queue_id": queue,
                 "customer": {"name": "Live", "email": format!("live-{index}@example.com")}}),
             )
             .send()
@@ -327,17 +540,172 @@ async fn customer(
     }
 }
 
+/// The network `network` asks for: namespaces, or loopback and why partitions are skipped.
+fn make_network(
+    network: Network,
+    nodes: u64,
+) -> Result<(Option<Netns>, Option<String>), LiveError> {
+    match network {
+        Network::Loopback => Ok((None, Some("--network loopback".to_owned()))),
+        Network::Netns => Ok((Some(Netns::create(nodes)?), None)),
+        Network::Auto => match crate::netns::probe() {
+            Ok(()) => Ok((Some(Netns::create(nodes)?), None)),
+            Err(why) => Ok((
+                None,
+                Some(format!(
+                    "network namespaces unavailable (needs root, iproute2, iptables): {why}"
+                )),
+            )),
+        },
+    }
+}
+
+/// The leader as the first answering node sees it.
+async fn leader(client: &reqwest::Client, urls: &[String]) -> Option<u64> {
+    for url in urls {
+        let view = client.get(format!("{url}/api/v1/cluster")).send().await;
+        if let Ok(view) = view {
+            if let Ok(view) = view.json::<Value>().await {
+                if let Some(leader) = view["leader"].as_u64() {
+                    return Some(leader);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The fault draws for `kinds`: one per kind, and partitions twice (the leader alone, a random
+/// minority). Draw `d < kinds.len()` is `kinds[d]`; the extra one is the minority partition.
+fn draws(kinds: &[Capability]) -> usize {
+    kinds.len() + usize::from(kinds.contains(&Capability::Partition))
+}
+
+/// Injects fault `draw` (see [`draws`]) on a node chosen by `rng`, holds it, and undoes it.
+async fn inject(
+    control: &mut Control,
+    kinds: &[Capability],
+    draw: usize,
+    client: &reqwest::Client,
+    urls: &[String],
+    rng: &mut StdRng,
+) -> Result<String, LiveError> {
+    let ids = control.ids();
+    let victim = ids[rng.random_range(0..ids.len())];
+    let hold = Duration::from_millis(rng.random_range(500..2_500));
+    let kind = kinds.get(draw).copied().unwrap_or(Capability::Partition);
+    let fault = match kind {
+        Capability::Kill => {
+            control.kill(victim).await?;
+            tokio::time::sleep(hold).await;
+            control.start(victim).await?;
+            format!("kill -9 node {victim}, restart after {hold:?}")
+        }
+        Capability::Pause => {
+            control.pause(victim).await?;
+            tokio::time::sleep(hold).await;
+            control.resume(victim).await?;
+            format!("SIGSTOP node {victim} for {hold:?}")
+        }
+        Capability::Restart => {
+            control.restart(victim).await?;
+            format!("SIGTERM node {victim}, restart")
+        }
+        Capability::Partition => {
+            // A partition: the leader alone, or a random minority, cut off from the rest.
+            let hold = hold * 2;
+            let leader_alone = draw < kinds.len();
+            let (minority, what) = match (leader_alone, leader(client, urls).await) {
+                (true, Some(leader)) if ids.contains(&leader) => (vec![leader], "the leader"),
+                _ => {
+                    let mut rest = ids.clone();
+                    let size = rng.random_range(1..=(ids.len().saturating_sub(1) / 2).max(1));
+                    let mut minority = Vec::new();
+                    for _ in 0..size {
+                        minority.push(rest.remove(rng.random_range(0..rest.len())));
+                    }
+                    minority.sort_unstable();
+                    (minority, "a minority")
+                }
+            };
+            let majority: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| !minority.contains(id))
+                .collect();
+            control.partition(&minority, &majority).await?;
+            tokio::time::sleep(hold).await;
+            control.heal().await?;
+            format!("partition: {what} {minority:?} cut off from {majority:?} for {hold:?}")
+        }
+    };
+    Ok(fault)
+}
+
+/// Sets up the cluster the spec names; the report says where it runs and what is skipped.
+fn control(spec: &LiveSpec, report: &mut LiveReport) -> Result<Control, LiveError> {
+    match &spec.cluster {
+        ClusterSpec::Local {
+            parley,
+            nodes,
+            network,
+        } => {
+            let (net, partitions_skipped) = make_network(*network, *nodes)?;
+            report.network = net.as_ref().map_or_else(
+                || "loopback".to_owned(),
+                |net| format!("network namespaces, nodes at {}", net.addr(1)),
+            );
+            report.partitions_skipped = partitions_skipped;
+            let mut local = Local::create(parley, *nodes, net)?;
+            for id in 1..=*nodes {
+                local.spawn(id)?;
+            }
+            Ok(Control::Local(local))
+        }
+        ClusterSpec::Target(target) => {
+            report.network = format!(
+                "the target's nodes {}",
+                target
+                    .nodes
+                    .iter()
+                    .map(|n| n.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let caps = target.capabilities();
+            if !caps.contains(&Capability::Partition) {
+                report.partitions_skipped =
+                    Some("the target file has no faults.partition command".to_owned());
+            }
+            let missing: Vec<&str> = [
+                (Capability::Kill, "kill/start"),
+                (Capability::Pause, "pause/resume"),
+                (Capability::Restart, "restart"),
+            ]
+            .iter()
+            .filter(|(cap, _)| !caps.contains(cap))
+            .map(|(_, name)| *name)
+            .collect();
+            if !missing.is_empty() {
+                report.faults_skipped = Some(format!(
+                    "the target file has no commands for {}",
+                    missing.join(", ")
+                ));
+            }
+            Ok(Control::Target(target.clone()))
+        }
+    }
+}
+
 /// Runs the live suite.
 pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
-    let mut cluster = Cluster::create(&spec.parley, spec.nodes)?;
-    for id in 1..=spec.nodes {
-        cluster.spawn(id)?;
-    }
+    let mut report = LiveReport::default();
+    let mut control = control(spec, &mut report)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| LiveError::NotReady(e.to_string()))?;
-    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.http.clone()).collect();
+    let urls = control.urls();
     wait_ready(&client, &urls, Duration::from_secs(60)).await?;
 
     let shared = Arc::new(Shared {
@@ -350,6 +718,7 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
         customers.push(tokio::spawn(customer(
             client.clone(),
             urls.clone(),
+            control.queue(),
             index,
             spec.seed.wrapping_add(index as u64),
             until,
@@ -357,56 +726,41 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
         )));
     }
 
-    let mut report = LiveReport::default();
+    let kinds = control.capabilities();
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    while Instant::now() + Duration::from_secs(3) < until {
+    // Rounds in which every fault comes once, in a seeded order, so even a short run covers
+    // every kind the cluster allows.
+    let mut round: Vec<usize> = Vec::new();
+    while !kinds.is_empty() && Instant::now() + Duration::from_secs(3) < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1_500))).await;
-        let victim = rng.random_range(1..=spec.nodes);
-        let hold = Duration::from_millis(rng.random_range(500..2_500));
-        match rng.random_range(0..3) {
-            0 => {
-                report
-                    .faults
-                    .push(format!("kill -9 node {victim}, restart after {hold:?}"));
-                cluster.kill9(victim);
-                tokio::time::sleep(hold).await;
-                cluster.spawn(victim)?;
-            }
-            1 => {
-                report
-                    .faults
-                    .push(format!("SIGSTOP node {victim} for {hold:?}"));
-                cluster.signal(victim, "STOP")?;
-                cluster.node(victim).stopped = true;
-                tokio::time::sleep(hold).await;
-                cluster.signal(victim, "CONT")?;
-                cluster.node(victim).stopped = false;
-            }
-            _ => {
-                report
-                    .faults
-                    .push(format!("SIGTERM node {victim}, restart"));
-                cluster.signal(victim, "TERM")?;
-                if let Some(mut child) = cluster.node(victim).child.take() {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                cluster.spawn(victim)?;
-            }
+        if round.is_empty() {
+            round = (0..draws(&kinds)).collect();
+            round.shuffle(&mut rng);
         }
+        let Some(draw) = round.pop() else {
+            break;
+        };
+        let fault = inject(&mut control, &kinds, draw, &client, &urls, &mut rng).await?;
+        tracing::info!(%fault, "injected");
+        report.faults.push(fault);
         // Let the cluster recover before the next fault, so a majority is always back.
         wait_ready(&client, &urls, Duration::from_secs(30)).await?;
     }
     for task in customers {
         let _ = task.await;
     }
-    cluster.revive_all()?;
+    control.revive_all().await?;
     wait_ready(&client, &urls, Duration::from_secs(60)).await?;
     check(&client, &urls, &shared, &mut report).await;
+    // Leave no open chats behind (an existing cluster goes on serving real customers).
+    let tokens = shared.tokens.lock().map(|t| t.clone()).unwrap_or_default();
+    for (chat_id, token) in tokens {
+        let _ = client
+            .post(format!("{}/api/v1/chats/{chat_id}/end", urls[0]))
+            .bearer_auth(token)
+            .send()
+            .await;
+    }
     Ok(report)
 }
 

@@ -1,15 +1,23 @@
 //! One simulated node: the real replica (RocksDB, openraft, proposer, gRPC network), the real
-//! services actor firing timers, and the test-only `SimNode` service clients use to submit
-//! commands and the oracle uses to inspect the applied state.
+//! app actor (which seeds the node's directory and commits every client command), the real
+//! messaging actor (long polls on agent feeds, typing relayed by peers), the real services actor
+//! firing timers, and the test-only `SimNode` service that stands in for the HTTP edge: clients
+//! reach the app and messaging actors through it, and the oracle inspects the applied state.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Addr};
+use parley_node::app::{AppActor, Query, Write};
+use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
+use parley_node::metrics::Metrics;
 use parley_proto::sim::sim_node_server::{SimNode, SimNodeServer};
-use parley_proto::sim::{InspectReply, InspectRequest, SimReply, SimWrite};
+use parley_proto::sim::{
+    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, SimReply, SimWrite,
+};
+use parley_raft::command::Directory;
 use parley_raft::network::ChannelSettings;
 use parley_raft::proposer::Clock;
 use parley_raft::{NodeId, NodeInfo, Op, Replica, ReplicaOptions};
@@ -70,6 +78,7 @@ pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Option<NodeId
 pub async fn run(
     id: NodeId,
     members: BTreeMap<NodeId, NodeInfo>,
+    directory: Directory,
     data_dir: PathBuf,
     leaders: Leaders,
 ) -> turmoil::Result {
@@ -97,8 +106,16 @@ pub async fn run(
     .await?;
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GRPC_PORT)).await?;
     let (raft, cluster) = replica.services();
+    let (relay_tx, relay_rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+    let cluster = cluster.with_relay(relay_tx);
+    let metrics = Arc::new(Metrics::new());
+    // As `parley serve` wires them: the app actor seeds this node's directory at start.
+    let messaging = MessagingActor::new(replica.clone(), metrics.clone(), relay_rx).start();
+    let app = AppActor::new(replica.clone(), metrics, directory, "sim".to_owned()).start();
     let sim = SimService {
         replica: replica.clone(),
+        app,
+        messaging,
     };
     let server = parley_raft::server::router(raft, cluster, settings())
         .add_service(SimNodeServer::new(sim))
@@ -129,10 +146,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Relayed ephemeral events waiting for the messaging actor.
+const RELAY_QUEUE: usize = 256;
+
+/// The longest agent-feed long poll a client may ask for.
+const FEED_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// The test-only service of a simulated node.
 #[derive(Clone)]
 pub struct SimService {
     replica: Replica,
+    app: Addr<AppActor>,
+    messaging: Addr<MessagingActor>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Status {
+    Status::unavailable(error.to_string())
 }
 
 #[tonic::async_trait]
@@ -140,15 +169,60 @@ impl SimNode for SimService {
     async fn submit(&self, request: Request<SimWrite>) -> Result<Response<SimReply>, Status> {
         let op: Op = serde_json::from_slice(&request.into_inner().op_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let reply = match self.replica.propose(op).await {
+        let reply = match self.app.send(Write(op)).await.map_err(unavailable)? {
             Ok(outcome) => SimReply {
                 outcome_json: serde_json::to_vec(&outcome)
                     .map_err(|e| Status::internal(e.to_string()))?,
                 error: String::new(),
+                retryable: false,
             },
             Err(error) => SimReply {
                 outcome_json: Vec::new(),
+                retryable: error.status == 503,
                 error: error.to_string(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn agent_feed(
+        &self,
+        request: Request<AgentFeedRequest>,
+    ) -> Result<Response<AgentFeedReply>, Status> {
+        let request = request.into_inner();
+        let wait = self
+            .messaging
+            .send(WaitForEvents {
+                feed: Feed::Agent(request.agent_id.clone()),
+                after: request.after,
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        let wait_for = Duration::from_millis(request.wait_ms).min(FEED_WAIT_MAX);
+        // Woken, timed out or shut down: either way, answer with what is there now.
+        let _ = tokio::time::timeout(wait_for, wait).await;
+        let (agent_id, after) = (request.agent_id, request.after);
+        let page = self
+            .app
+            .send(Query::new(move |state, _| {
+                state
+                    .agents
+                    .get(&agent_id)
+                    .map(|agent| agent.feed_after(after, 1_000))
+            }))
+            .await
+            .map_err(unavailable)?;
+        let reply = match page {
+            None => return Err(Status::not_found("unknown agent")),
+            Some(Err(first_kept)) => AgentFeedReply {
+                events_json: b"[]".to_vec(),
+                first_kept,
+            },
+            Some(Ok(events)) => AgentFeedReply {
+                events_json: serde_json::to_vec(&events)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                first_kept: 0,
             },
         };
         Ok(Response::new(reply))

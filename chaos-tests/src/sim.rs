@@ -7,12 +7,12 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use parley_proto::sim::sim_node_client::SimNodeClient;
-use parley_proto::sim::{InspectRequest, SimWrite};
+use parley_proto::sim::{AgentFeedRequest, InspectRequest, SimWrite};
 use parley_raft::command::{
     ActivityAction, AgentSession, AgentSpec, Channel, Customer, Directory, Login, Op, Participant,
     PostMessage, QueueSpec, SetAvailability, StartChat, Transfer, TransferTarget,
 };
-use parley_raft::state::ChatEvent;
+use parley_raft::state::{AgentEvent, AgentEventBody, ChatEvent};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -190,33 +190,77 @@ fn sim_client(
     Ok(SimNodeClient::new(channel))
 }
 
-/// A client of the simulated nodes: submits through one node with a deadline, as a real
-/// client would with its HTTP timeout.
-async fn submit(node: NodeId, op: &Op) -> Result<Outcome, String> {
-    let mut client = sim_client(node).map_err(|e| e.to_string())?;
-    let op_json = serde_json::to_vec(op).map_err(|e| e.to_string())?;
+/// Why a submission got no outcome.
+#[derive(Debug)]
+enum SubmitError {
+    /// The node could not commit it now (no leader, timeout, crashed, cut off): retry.
+    Retry(String),
+    /// The command itself was refused (the HTTP answer would be 4xx).
+    Refused(String),
+}
+
+/// A client of the simulated nodes: submits through one node's app actor with a deadline, as
+/// a real client would with its HTTP timeout.
+async fn submit(node: NodeId, op: &Op) -> Result<Outcome, SubmitError> {
+    let mut client = sim_client(node).map_err(|e| SubmitError::Retry(e.to_string()))?;
+    let op_json = serde_json::to_vec(op).map_err(|e| SubmitError::Refused(e.to_string()))?;
     let call = client.submit(SimWrite { op_json });
+    let reply = tokio::time::timeout(Duration::from_secs(6), call)
+        .await
+        .map_err(|_| SubmitError::Retry("timed out".to_owned()))?
+        .map_err(|status| SubmitError::Retry(status.to_string()))?
+        .into_inner();
+    match (reply.error.is_empty(), reply.retryable) {
+        (true, _) => serde_json::from_slice(&reply.outcome_json)
+            .map_err(|e| SubmitError::Refused(e.to_string())),
+        (false, true) => Err(SubmitError::Retry(reply.error)),
+        (false, false) => Err(SubmitError::Refused(reply.error)),
+    }
+}
+
+/// Submits `op` through random nodes until it commits or is refused, as a retrying client
+/// does (same ids, so a retry never duplicates). `Err` is the refusal.
+async fn submit_until_answered(op: &Op, nodes: u64, rng: &mut StdRng) -> Result<Outcome, String> {
+    loop {
+        let node = rng.random_range(1..=nodes);
+        match submit(node, op).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(SubmitError::Refused(why)) => return Err(why),
+            Err(SubmitError::Retry(why)) => {
+                tracing::debug!(node, %why, "retrying through another node");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// A page of an agent's feed.
+enum FeedPage {
+    /// Events after the cursor (none when nothing came within the wait).
+    Events(Vec<AgentEvent>),
+    /// Events after the cursor are no longer kept; this is the first kept.
+    Gone(u64),
+}
+
+/// Long-polls `agent_id`'s feed on `node` through its messaging actor.
+async fn agent_feed(node: NodeId, agent_id: &str, after: u64) -> Result<FeedPage, String> {
+    let mut client = sim_client(node).map_err(|e| e.to_string())?;
+    let call = client.agent_feed(AgentFeedRequest {
+        agent_id: agent_id.to_owned(),
+        after,
+        wait_ms: 2_000,
+    });
     let reply = tokio::time::timeout(Duration::from_secs(6), call)
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|status| status.to_string())?
         .into_inner();
-    if !reply.error.is_empty() {
-        return Err(reply.error);
+    if reply.first_kept > 0 {
+        return Ok(FeedPage::Gone(reply.first_kept));
     }
-    serde_json::from_slice(&reply.outcome_json).map_err(|e| e.to_string())
-}
-
-/// Submits `op` through random nodes until it commits, as a retrying client does (same ids,
-/// so a retry never duplicates).
-async fn submit_until_committed(op: &Op, nodes: u64, rng: &mut StdRng) -> Outcome {
-    loop {
-        let node = rng.random_range(1..=nodes);
-        match submit(node, op).await {
-            Ok(outcome) => return outcome,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    serde_json::from_slice(&reply.events_json)
+        .map(FeedPage::Events)
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `spec` and checks the oracle. The report lists any violation.
@@ -241,14 +285,20 @@ pub fn run(spec: &Spec) -> Report {
         let path = dir.path().to_path_buf();
         let leaders = leaders.clone();
         sim.host(host_name(id), move || {
-            node::run(id, members.clone(), path.clone(), leaders.clone())
+            node::run(
+                id,
+                members.clone(),
+                directory(),
+                path.clone(),
+                leaders.clone(),
+            )
         });
     }
 
     let oracle = Rc::new(RefCell::new(Oracle::default()));
     let done = Rc::new(RefCell::new(0usize));
     let nodes = spec.nodes;
-    // Seed the directory once, then the customers.
+    // Every node's app actor seeds the directory at start, as `parley serve` does.
     for customer in 0..spec.customers {
         let oracle = oracle.clone();
         let done = done.clone();
@@ -257,9 +307,6 @@ pub fn run(spec: &Spec) -> Report {
         let seed = spec.seed.wrapping_add(customer as u64);
         sim.client(format!("customer{customer}"), async move {
             let mut rng = StdRng::seed_from_u64(seed);
-            if customer == 0 {
-                submit_until_committed(&Op::SeedDirectory(directory()), nodes, &mut rng).await;
-            }
             let chat_id = format!("chat-{customer}");
             let start = Op::StartChat(StartChat {
                 chat_id: chat_id.clone(),
@@ -271,10 +318,10 @@ pub fn run(spec: &Spec) -> Report {
                 },
                 question: "chaos".to_owned(),
             });
-            // The queue exists once customer 0 seeded it; until then starts are refused.
+            // The queue exists once a node's seed committed; until then starts are refused.
             loop {
-                match submit_until_committed(&start, nodes, &mut rng).await {
-                    Outcome::ChatStarted { .. } => break,
+                match submit_until_answered(&start, nodes, &mut rng).await {
+                    Ok(Outcome::ChatStarted { .. }) => break,
                     _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
@@ -287,16 +334,16 @@ pub fn run(spec: &Spec) -> Report {
                     client_msg_id: client_msg_id.clone(),
                     text: format!("message {n} of customer {customer}"),
                 });
-                match submit_until_committed(&post, nodes, &mut rng).await {
-                    Outcome::MessagePosted { seq, .. } => {
+                match submit_until_answered(&post, nodes, &mut rng).await {
+                    Ok(Outcome::MessagePosted { seq, .. }) => {
                         oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq);
                         if double_submit {
-                            match submit_until_committed(&post, nodes, &mut rng).await {
-                                Outcome::MessagePosted {
+                            match submit_until_answered(&post, nodes, &mut rng).await {
+                                Ok(Outcome::MessagePosted {
                                     seq: again,
                                     replayed: true,
                                     ..
-                                } if again == seq => {}
+                                }) if again == seq => {}
                                 other => oracle.borrow_mut().unexpected(
                                     &chat_id,
                                     &format!("resubmitted {client_msg_id}: {other:?}"),
@@ -315,10 +362,11 @@ pub fn run(spec: &Spec) -> Report {
         });
     }
 
-    // An agent on its own host: logs in, stays ready, and accepts whatever is offered to it,
-    // through random nodes; sends each chat back to the queue once and takes it again; stops
-    // when the customers are done and it holds every chat. Offers it misses under faults time
-    // out through the services actors' ticks and are routed again.
+    // An agent on its own host, working as the agent console does: logs in, gets ready,
+    // follows their feed by long polls through random nodes' messaging actors, accepts every
+    // offer, sends each chat back to the queue once and takes it again; stops when the
+    // customers are done and every chat came back. Offers it misses under faults time out
+    // through the services actors' ticks (which also make it not ready) and are routed again.
     let agent_done = Rc::new(RefCell::new(false));
     {
         let done = done.clone();
@@ -360,50 +408,90 @@ pub fn run(spec: &Spec) -> Report {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
             while *done.borrow() < customers || settled.len() < customers {
                 // Before the directory is seeded the login is refused; retry.
-                if !matches!(
-                    submit(rng.random_range(1..=nodes), &login).await,
-                    Ok(Outcome::Done)
-                ) {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    continue;
-                }
-                let _ = submit(rng.random_range(1..=nodes), &ready).await;
-                for customer in 0..customers {
-                    let chat_id = format!("chat-{customer}");
-                    let action = ActivityAction {
-                        session: session.clone(),
-                        activity_id: chat_id.clone(),
-                    };
-                    let accepted =
-                        submit(rng.random_range(1..=nodes), &Op::Accept(action.clone())).await;
-                    // Once per chat, the agent sends it back to the queue (it is routed to them
-                    // again), retrying through random nodes until answered: a retry of a
-                    // transfer that did commit must be answered as done, not refused.
-                    if matches!(accepted, Ok(Outcome::Done)) && transferred.contains(&chat_id) {
-                        settled.insert(chat_id.clone());
+                if !logged_in {
+                    logged_in = matches!(
+                        submit(rng.random_range(1..=nodes), &login).await,
+                        Ok(Outcome::Done)
+                    );
+                    if !logged_in {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        continue;
                     }
-                    if matches!(accepted, Ok(Outcome::Done)) && transferred.insert(chat_id.clone())
-                    {
-                        let transfer = Op::Transfer(Transfer {
-                            action,
-                            target: TransferTarget::Queue {
-                                queue_id: "sales".to_owned(),
-                            },
-                        });
-                        // On a weak connection (double-submit runs) the agent sends it twice.
-                        for _ in 0..(1 + usize::from(double_submit)) {
-                            match submit_until_committed(&transfer, nodes, &mut rng).await {
-                                Outcome::Done => {}
-                                other => oracle
-                                    .borrow_mut()
-                                    .unexpected(&chat_id, &format!("transfer: {other:?}")),
+                }
+                if !is_ready {
+                    is_ready = matches!(
+                        submit(rng.random_range(1..=nodes), &ready).await,
+                        Ok(Outcome::Done)
+                    );
+                }
+                let events = match agent_feed(
+                    rng.random_range(1..=nodes),
+                    &session.agent_id,
+                    cursor,
+                )
+                .await
+                {
+                    Ok(FeedPage::Events(events)) => events,
+                    Ok(FeedPage::Gone(first_kept)) => {
+                        cursor = first_kept.saturating_sub(1);
+                        continue;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                for event in events {
+                    cursor = event.seq;
+                    match event.body {
+                        AgentEventBody::LoggedOut { .. } => logged_in = false,
+                        AgentEventBody::Availability { ready, .. } => {
+                            is_ready = ready.get(&Channel::Chat).copied().unwrap_or(false);
+                        }
+                        AgentEventBody::Offered { activity_id, .. } => {
+                            // A lost answer is fine: the feed shows the assignment, or the
+                            // offer times out and comes again.
+                            let accept = Op::Accept(ActivityAction {
+                                session: session.clone(),
+                                activity_id,
+                            });
+                            let _ = submit(rng.random_range(1..=nodes), &accept).await;
+                        }
+                        AgentEventBody::Assigned { activity_id } => {
+                            if !transferred.insert(activity_id.clone()) {
+                                settled.insert(activity_id);
+                                continue;
+                            }
+                            // Once per chat, the agent sends it back to the queue (it is
+                            // routed to them again), retrying through random nodes until
+                            // answered: a retry of a transfer that did commit must be answered
+                            // as done, not refused.
+                            let transfer = Op::Transfer(Transfer {
+                                action: ActivityAction {
+                                    session: session.clone(),
+                                    activity_id: activity_id.clone(),
+                                },
+                                target: TransferTarget::Queue {
+                                    queue_id: "sales".to_owned(),
+                                },
+                            });
+                            // On a weak connection (double-submit runs) the agent sends it
+                            // twice.
+                            for _ in 0..(1 + usize::from(double_submit)) {
+                                match submit_until_answered(&transfer, nodes, &mut rng).await {
+                                    Ok(Outcome::Done) => {}
+                                    other => oracle
+                                        .borrow_mut()
+                                        .unexpected(&activity_id, &format!("transfer: {other:?}")),
+                                }
                             }
                         }
+                        _ => {}
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(rng.random_range(200..3_000))).await;
             }
             *agent_done.borrow_mut() = true;
             Ok(())

@@ -4,7 +4,8 @@
 //! parley-chaos --seeds 1000             # random fault schedules on seeds 1..=1000
 //! parley-chaos --seed 42 --nodes 5      # one seed, exactly as a failure printed it
 //! parley-chaos --scenarios --seeds 10   # every named failure-matrix scenario on 10 seeds
-//! parley-chaos --live --duration-s 60    # real processes, real kill -9 / SIGSTOP / SIGTERM
+//! parley-chaos --live --duration-s 60    # real processes: kill -9, SIGSTOP, SIGTERM, partitions
+//! parley-chaos --live --target c.toml    # an existing cluster, faults by its commands
 //! ```
 
 use std::path::PathBuf;
@@ -12,9 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use parley_chaos::live::{run_live, LiveSpec};
+use parley_chaos::live::{run_live, ClusterSpec, LiveSpec, Network};
 use parley_chaos::scenarios;
 use parley_chaos::sim::{random_schedule, run, Report, Spec};
+use parley_chaos::target::Target;
 
 /// Simulated clusters under seeded faults, checked by an oracle of acknowledged writes.
 #[derive(Parser)]
@@ -47,18 +49,42 @@ struct Args {
     /// With --live: seconds of faults while customers post.
     #[arg(long, default_value_t = 60)]
     duration_s: u64,
+    /// With --live: where the nodes run. `netns` puts each node in a network namespace of its
+    /// own (needs root) so partitions can be injected; `auto` does so when it can.
+    #[arg(long, value_enum, default_value_t = Network::Auto)]
+    network: Network,
+    /// With --live: run against the existing cluster this file names (its nodes' URLs and
+    /// the commands that inject faults on it; see docs/CHAOS.md) instead of starting one.
+    #[arg(long)]
+    target: Option<PathBuf>,
 }
 
 fn live(args: &Args) -> ExitCode {
-    let parley = args.parley.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|dir| dir.join("parley")))
-            .unwrap_or_else(|| PathBuf::from("parley"))
-    });
+    let cluster = match &args.target {
+        Some(path) => match Target::load(path) {
+            Ok(target) => ClusterSpec::Target(target),
+            Err(error) => {
+                eprintln!("parley-chaos: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => ClusterSpec::Local {
+            parley: args.parley.clone().unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|dir| dir.join("parley")))
+                    .unwrap_or_else(|| PathBuf::from("parley"))
+            }),
+            nodes: args.nodes,
+            network: args.network,
+        },
+    };
+    let nodes = match &cluster {
+        ClusterSpec::Local { nodes, .. } => *nodes as usize,
+        ClusterSpec::Target(target) => target.nodes.len(),
+    };
     let spec = LiveSpec {
-        parley,
-        nodes: args.nodes,
+        cluster,
         duration: Duration::from_secs(args.duration_s),
         customers: 8,
         seed: args.seed.unwrap_or(1),
@@ -80,6 +106,13 @@ fn live(args: &Args) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(report) => {
+            println!("nodes on {}", report.network);
+            if let Some(why) = &report.partitions_skipped {
+                println!("partitions SKIPPED: {why}");
+            }
+            if let Some(why) = &report.faults_skipped {
+                println!("faults SKIPPED: {why}");
+            }
             for fault in &report.faults {
                 println!("fault: {fault}");
             }
@@ -91,7 +124,7 @@ fn live(args: &Args) -> ExitCode {
             println!("|---|---|---|---|---|");
             println!(
                 "| {} | {} | {} | {} | {:.0} s |",
-                spec.nodes,
+                nodes,
                 report.faults.len(),
                 report.writes_checked,
                 report.violations.len(),
