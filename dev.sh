@@ -5,6 +5,8 @@
 #   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
 #   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
 #   ./dev.sh chaos-replay --seed N   rerun a seed exactly (a build with tokio's seeded scheduler)
+#   ./dev.sh bench     Parley, etcd and NATS JetStream side by side (installs the peers from
+#                      Debian, builds the release profile: one more RocksDB compile the first time)
 #   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
 #                      so it is kept out of the CI time budget; run it before every commit)
 #
@@ -143,11 +145,32 @@ cmd_chaos_replay() {
   "$dir/debug/parley-chaos" "$@"
 }
 
+cmd_bench() {
+  ensure_prerequisites
+  local missing=()
+  [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+  [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (the peers the benchmark compares with)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The packages enable services on their default ports; the benchmark starts its own
+    # clusters on free ports, so keep the packaged ones from running alongside.
+    if [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now etcd nats-server >/dev/null 2>&1 || true
+    fi
+  fi
+  log "building the release profile (the first build compiles RocksDB: 15-30 minutes)"
+  cargo build --release --workspace --bins
+  "$(target_dir)/release/parley-bench" "$@"
+}
+
 case "${1:-}" in
   cluster) cmd_cluster ;;
   test) cmd_test ;;
   lint) cmd_lint ;;
   chaos) shift; cmd_chaos "$@" ;;
   chaos-replay) shift; cmd_chaos_replay "$@" ;;
-  *) echo "usage: $0 cluster|test|lint|chaos|chaos-replay [parley-chaos options]" >&2; exit 2 ;;
+  bench) shift; cmd_bench "${@:-compare}" ;;
+  *) echo "usage: $0 cluster|test|lint|chaos|chaos-replay|bench [options]" >&2; exit 2 ;;
 esac

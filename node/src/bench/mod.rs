@@ -5,6 +5,11 @@
 //! forward to the leader as in production) and posts messages one after another; a message
 //! counts once its `POST` has answered, i.e. once it is committed.
 
+pub mod compare;
+pub mod driver;
+pub mod peers;
+pub mod report;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};

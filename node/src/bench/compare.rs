@@ -1,0 +1,400 @@
+//! Parley side by side with etcd and NATS JetStream on the same machine, in one run: a
+//! three-node cluster of each on loopback, the same payload, the same closed-loop clients at
+//! each concurrency, one system at a time (the others stopped) so they never share the CPU.
+//!
+//! - Parley: a chat message posted over HTTP (`POST /chats/{id}/messages`), acknowledged once
+//!   committed on a majority with fsync; clients spread over the three nodes.
+//! - etcd: a `Put` of the same payload over gRPC, clients balanced over the three members;
+//!   etcd fsyncs its WAL per batch.
+//! - NATS: a JetStream publish with ack to a stream with three replicas on file storage.
+//!   nats-server 2.9 acknowledges once a quorum has the message in memory and writes it to disk
+//!   later (it has no per-write fsync option before 2.10), so it does less per write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use parley_proto::etcd::kv_client::KvClient;
+use parley_proto::etcd::PutRequest;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::driver::{drive, Figures, Op};
+use super::peers::{start_etcd, start_nats, start_parley, PARLEY_QUEUE};
+use super::report;
+
+/// The systems compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// Parley chat messages over HTTP.
+    Parley,
+    /// etcd puts over gRPC.
+    Etcd,
+    /// NATS JetStream publishes with ack.
+    Nats,
+}
+
+impl System {
+    /// The name in tables and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Parley => "parley",
+            System::Etcd => "etcd",
+            System::Nats => "nats",
+        }
+    }
+}
+
+/// Options of `parley-bench compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Systems to run, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "parley,etcd,nats"
+    )]
+    pub systems: Vec<System>,
+    /// Client concurrencies, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub concurrency: Vec<usize>,
+    /// Measured time per system and concurrency.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Payload bytes: the chat message text, the etcd value, the NATS message.
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// The `parley` binary (default: next to this one).
+    #[arg(long)]
+    pub parley: Option<PathBuf>,
+    /// The etcd server binary (Debian's etcd-server).
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd: PathBuf,
+    /// The nats-server binary (Debian's nats-server).
+    #[arg(long, default_value = "/usr/sbin/nats-server")]
+    pub nats_server: PathBuf,
+    /// Where the clusters keep their data (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the tables, JSON, CSV and plots go.
+    #[arg(long, default_value = "docs/bench")]
+    pub out: PathBuf,
+}
+
+impl CompareArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.systems.is_empty() || self.concurrency.is_empty() {
+            bail!("--systems and --concurrency must not be empty");
+        }
+        if self.concurrency.iter().any(|&c| c == 0 || c > 4096) {
+            bail!("--concurrency values must be between 1 and 4096");
+        }
+        if !(1..=parley_raft::limits::MESSAGE_TEXT_BYTES_MAX).contains(&self.payload_bytes) {
+            bail!(
+                "--payload-bytes must be between 1 and {}",
+                parley_raft::limits::MESSAGE_TEXT_BYTES_MAX
+            );
+        }
+        if self.duration.is_zero() {
+            bail!("--duration must be above zero");
+        }
+        for (system, binary) in [
+            (System::Etcd, &self.etcd),
+            (System::Nats, &self.nats_server),
+        ] {
+            if self.systems.contains(&system) && !binary.is_file() {
+                bail!(
+                    "{} not found at {}: install Debian's {} (./dev.sh bench does) or pass --{}",
+                    system.name(),
+                    binary.display(),
+                    if system == System::Etcd {
+                        "etcd-server"
+                    } else {
+                        "nats-server"
+                    },
+                    if system == System::Etcd {
+                        "etcd"
+                    } else {
+                        "nats-server"
+                    }
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Messages per chat before a client opens a new one (a chat holds at most 10,000 events).
+const MESSAGES_PER_CHAT: u64 = 5_000;
+
+#[derive(Deserialize)]
+struct Started {
+    chat_id: String,
+    token: String,
+}
+
+async fn start_chat(
+    client: &reqwest::Client,
+    base: &str,
+    request_id: &str,
+) -> anyhow::Result<Started> {
+    client
+        .post(format!("{base}/api/v1/chats"))
+        .json(&json!({
+            "request_id": request_id,
+            "queue_id": PARLEY_QUEUE,
+            "customer": {"name": "Bench", "email": format!("{request_id}@example.com")},
+            "question": "load"
+        }))
+        .send()
+        .await
+        .context("starting a chat")?
+        .error_for_status()
+        .context("starting a chat")?
+        .json()
+        .await
+        .context("reading the started chat")
+}
+
+/// Parley clients: each posts to its own chat on one node (round robin over the nodes).
+async fn parley_ops(
+    client: &reqwest::Client,
+    urls: &[String],
+    concurrency: usize,
+    text: &Arc<str>,
+) -> anyhow::Result<Vec<Op>> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut ops: Vec<Op> = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let base = urls[worker % urls.len()].clone();
+        let first = start_chat(client, &base, &format!("bench-{run}-{worker}-0")).await?;
+        let chat = Arc::new(Mutex::new(first));
+        let (client, text, run) = (client.clone(), text.clone(), run.clone());
+        ops.push(Box::new(move |n| {
+            let (client, text, chat, base, run) = (
+                client.clone(),
+                text.clone(),
+                chat.clone(),
+                base.clone(),
+                run.clone(),
+            );
+            Box::pin(async move {
+                let mut chat = chat.lock().await;
+                if n % MESSAGES_PER_CHAT == 0 {
+                    let request = format!("bench-{run}-{worker}-{n}");
+                    *chat = start_chat(&client, &base, &request).await?;
+                }
+                client
+                    .post(format!("{base}/api/v1/chats/{}/messages", chat.chat_id))
+                    .bearer_auth(&chat.token)
+                    .json(&json!({"client_msg_id": format!("m{n}"), "text": &*text}))
+                    .send()
+                    .await
+                    .context("posting")?
+                    .error_for_status()
+                    .context("posting")?;
+                Ok(())
+            })
+        }));
+    }
+    Ok(ops)
+}
+
+/// etcd clients: puts of the payload over one gRPC channel balanced over the members.
+fn etcd_ops(endpoints: &[String], concurrency: usize, payload: &[u8]) -> anyhow::Result<Vec<Op>> {
+    let endpoints = endpoints
+        .iter()
+        .map(|e| {
+            tonic::transport::Endpoint::from_shared(e.clone())
+                .map(|e| e.timeout(Duration::from_secs(30)))
+                .with_context(|| format!("etcd endpoint {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let channel = tonic::transport::Channel::balance_list(endpoints.into_iter());
+    let client = KvClient::new(channel);
+    let payload = payload.to_vec();
+    Ok((0..concurrency)
+        .map(|worker| {
+            let (client, payload) = (client.clone(), payload.clone());
+            Box::new(move |_n| {
+                let mut client = client.clone();
+                let request = PutRequest {
+                    key: format!("bench/{worker}").into_bytes(),
+                    value: payload.clone(),
+                    ..PutRequest::default()
+                };
+                Box::pin(async move {
+                    client.put(request).await.context("etcd put")?;
+                    Ok(())
+                }) as super::driver::OpFuture
+            }) as Op
+        })
+        .collect())
+}
+
+/// The JetStream stream the NATS clients publish to.
+const NATS_STREAM: &str = "PARLEYBENCH";
+
+/// NATS clients: JetStream publishes with ack over one connection to the cluster.
+async fn nats_ops(urls: &[String], concurrency: usize, payload: &[u8]) -> anyhow::Result<Vec<Op>> {
+    use async_nats::jetstream;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(10))
+        .request_timeout(Some(Duration::from_secs(30)))
+        .connect(urls.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .context("connecting to nats")?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .max_ack_inflight(8_192)
+        .build(client);
+    // The stream needs the JetStream meta leader; retry until it answers.
+    let config = jetstream::stream::Config {
+        name: NATS_STREAM.to_owned(),
+        subjects: vec!["bench.>".to_owned()],
+        num_replicas: 3,
+        storage: jetstream::stream::StorageType::File,
+        max_bytes: 4 << 30,
+        discard: jetstream::stream::DiscardPolicy::Old,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => break,
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "creating the stream; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error).context("creating the JetStream stream"),
+        }
+    }
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    Ok((0..concurrency)
+        .map(|worker| {
+            let (js, payload) = (js.clone(), payload.clone());
+            Box::new(move |_n| {
+                let (js, payload) = (js.clone(), payload.clone());
+                Box::pin(async move {
+                    js.publish(format!("bench.{worker}"), payload)
+                        .await
+                        .context("publishing")?
+                        .await
+                        .context("awaiting the ack")?;
+                    Ok(())
+                }) as super::driver::OpFuture
+            }) as Op
+        })
+        .collect())
+}
+
+/// One system at every concurrency, on a fresh cluster.
+async fn measure(
+    system: System,
+    args: &CompareArgs,
+    parley: &Path,
+    dir: &Path,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Figures>> {
+    let payload = "x".repeat(args.payload_bytes);
+    let text: Arc<str> = Arc::from(payload.as_str());
+    let mut figures = Vec::new();
+    match system {
+        System::Parley => {
+            let cluster = start_parley(parley, dir, http).await?;
+            for &c in &args.concurrency {
+                let ops = parley_ops(http, &cluster.urls, c, &text).await?;
+                figures.push(report::progress(
+                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                ));
+            }
+        }
+        System::Etcd => {
+            let cluster = start_etcd(&args.etcd, dir, http).await?;
+            for &c in &args.concurrency {
+                let ops = etcd_ops(&cluster.endpoints, c, payload.as_bytes())?;
+                figures.push(report::progress(
+                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                ));
+            }
+        }
+        System::Nats => {
+            let cluster = start_nats(&args.nats_server, dir, http).await?;
+            for &c in &args.concurrency {
+                let ops = nats_ops(&cluster.urls, c, payload.as_bytes()).await?;
+                figures.push(report::progress(
+                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                ));
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// Runs the comparison and writes its report.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    args.check()?;
+    let parley = match &args.parley {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("parley"),
+    };
+    if args.systems.contains(&System::Parley) && !parley.is_file() {
+        bail!(
+            "parley binary not found at {} (build the workspace or pass --parley)",
+            parley.display()
+        );
+    }
+    let temp;
+    let dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("parley-bench-")
+                .tempdir()
+                .context("creating a data directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let machine = report::Machine::read();
+    println!("parley-bench compare on {machine}");
+    println!(
+        "systems {:?}, concurrency {:?}, {} s measured after {} s warm-up, {} byte payloads",
+        args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        args.concurrency,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        args.payload_bytes
+    );
+    let all = runtime.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4096)
+            .build()
+            .context("building the HTTP client")?;
+        let mut all = Vec::new();
+        for &system in &args.systems {
+            println!("starting a three-node {} cluster", system.name());
+            all.extend(
+                measure(system, &args, &parley, &dir, &http)
+                    .await
+                    .with_context(|| format!("measuring {}", system.name()))?,
+            );
+        }
+        anyhow::Ok(all)
+    })?;
+    report::write(&args.out, &machine, &args, &all)
+}

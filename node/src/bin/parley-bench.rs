@@ -1,0 +1,46 @@
+//! `parley-bench`: the benchmark harness behind docs/BENCHMARKS.md.
+//!
+//! ```sh
+//! parley-bench compare                       # Parley, etcd and NATS JetStream side by side
+//! parley-bench compare --systems parley --concurrency 64 --duration 30s
+//! ```
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use parley_node::bench::compare::{self, CompareArgs};
+
+/// Parley's benchmarks: figures printed, and written as JSON, CSV and SVG plots.
+#[derive(Parser)]
+#[command(name = "parley-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Three-node Parley, etcd and NATS JetStream clusters on this machine, one at a time, at
+    /// each client concurrency: throughput, p50/p99/p999 latency, Parley's ratios.
+    Compare(CompareArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Compare(args) => compare::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("parley-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
