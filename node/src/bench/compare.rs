@@ -18,12 +18,13 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use parley_proto::etcd::kv_client::KvClient;
 use parley_proto::etcd::PutRequest;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::driver::{drive, Figures, Op};
-use super::peers::{start_etcd, start_nats, start_parley, PARLEY_QUEUE};
+use super::peers::{
+    post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup,
+    PARLEY_QUEUE,
+};
 use super::report;
 
 /// The systems compared.
@@ -72,21 +73,15 @@ pub struct CompareArgs {
     /// Payload bytes: the chat message text, the etcd value, the NATS message.
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
-    /// The `parley` binary (default: next to this one).
-    #[arg(long)]
-    pub parley: Option<PathBuf>,
     /// The etcd server binary (Debian's etcd-server).
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd: PathBuf,
     /// The nats-server binary (Debian's nats-server).
     #[arg(long, default_value = "/usr/sbin/nats-server")]
     pub nats_server: PathBuf,
-    /// Where the clusters keep their data (default: a fresh temporary directory).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Where the tables, JSON, CSV and plots go.
-    #[arg(long, default_value = "docs/bench")]
-    pub out: PathBuf,
+    /// The cluster's binary, data and output directories.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl CompareArgs {
@@ -135,39 +130,13 @@ impl CompareArgs {
 /// Messages per chat before a client opens a new one (a chat holds at most 10,000 events).
 const MESSAGES_PER_CHAT: u64 = 5_000;
 
-#[derive(Deserialize)]
-struct Started {
-    chat_id: String,
-    token: String,
-}
-
-async fn start_chat(
-    client: &reqwest::Client,
-    base: &str,
-    request_id: &str,
-) -> anyhow::Result<Started> {
-    client
-        .post(format!("{base}/api/v1/chats"))
-        .json(&json!({
-            "request_id": request_id,
-            "queue_id": PARLEY_QUEUE,
-            "customer": {"name": "Bench", "email": format!("{request_id}@example.com")},
-            "question": "load"
-        }))
-        .send()
-        .await
-        .context("starting a chat")?
-        .error_for_status()
-        .context("starting a chat")?
-        .json()
-        .await
-        .context("reading the started chat")
-}
-
-/// Parley clients: each posts to its own chat on one node (round robin over the nodes).
-async fn parley_ops(
+/// Parley clients: each posts to its own chat in `queue` on one node (round robin over the
+/// nodes, so followers forward to the leader as in production); a message counts once its
+/// `POST` answered, i.e. once it is committed.
+pub async fn parley_ops(
     client: &reqwest::Client,
     urls: &[String],
+    queue: &str,
     concurrency: usize,
     text: &Arc<str>,
 ) -> anyhow::Result<Vec<Op>> {
@@ -175,32 +144,32 @@ async fn parley_ops(
     let mut ops: Vec<Op> = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
         let base = urls[worker % urls.len()].clone();
-        let first = start_chat(client, &base, &format!("bench-{run}-{worker}-0")).await?;
+        let first = start_chat(
+            client,
+            &base,
+            PARLEY_QUEUE,
+            &format!("bench-{run}-{worker}-0"),
+        )
+        .await?;
         let chat = Arc::new(Mutex::new(first));
-        let (client, text, run) = (client.clone(), text.clone(), run.clone());
+        let (client, text, run, queue) =
+            (client.clone(), text.clone(), run.clone(), queue.to_owned());
         ops.push(Box::new(move |n| {
-            let (client, text, chat, base, run) = (
+            let (client, text, chat, base, run, queue) = (
                 client.clone(),
                 text.clone(),
                 chat.clone(),
                 base.clone(),
                 run.clone(),
+                queue.clone(),
             );
             Box::pin(async move {
                 let mut chat = chat.lock().await;
                 if n % MESSAGES_PER_CHAT == 0 {
                     let request = format!("bench-{run}-{worker}-{n}");
-                    *chat = start_chat(&client, &base, &request).await?;
+                    *chat = start_chat(&client, &base, &queue, &request).await?;
                 }
-                client
-                    .post(format!("{base}/api/v1/chats/{}/messages", chat.chat_id))
-                    .bearer_auth(&chat.token)
-                    .json(&json!({"client_msg_id": format!("m{n}"), "text": &*text}))
-                    .send()
-                    .await
-                    .context("posting")?
-                    .error_for_status()
-                    .context("posting")?;
+                post_message(&client, &base, &chat, &format!("m{n}"), &text, None).await?;
                 Ok(())
             })
         }));
@@ -309,9 +278,9 @@ async fn measure(
     let mut figures = Vec::new();
     match system {
         System::Parley => {
-            let cluster = start_parley(parley, dir, http).await?;
+            let cluster = start_parley(parley, dir, http, "").await?;
             for &c in &args.concurrency {
-                let ops = parley_ops(http, &cluster.urls, c, &text).await?;
+                let ops = parley_ops(http, &cluster.urls, PARLEY_QUEUE, c, &text).await?;
                 figures.push(report::progress(
                     drive(system.name(), ops, args.warmup, args.duration).await?,
                 ));
@@ -342,33 +311,10 @@ async fn measure(
 /// Runs the comparison and writes its report.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     args.check()?;
-    let parley = match &args.parley {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating this binary")?
-            .with_file_name("parley"),
-    };
-    if args.systems.contains(&System::Parley) && !parley.is_file() {
-        bail!(
-            "parley binary not found at {} (build the workspace or pass --parley)",
-            parley.display()
-        );
+    let setup = Setup::new(&args.cluster, "parley-bench-")?;
+    if args.systems.contains(&System::Parley) {
+        setup.require_parley()?;
     }
-    let temp;
-    let dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("parley-bench-")
-                .tempdir()
-                .context("creating a data directory")?;
-            temp.path().to_path_buf()
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
     let machine = report::Machine::read();
     println!("parley-bench compare on {machine}");
     println!(
@@ -379,7 +325,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         args.warmup.as_secs_f64(),
         args.payload_bytes
     );
-    let all = runtime.block_on(async {
+    let all = setup.runtime.block_on(async {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4096)
@@ -389,12 +335,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         for &system in &args.systems {
             println!("starting a three-node {} cluster", system.name());
             all.extend(
-                measure(system, &args, &parley, &dir, &http)
+                measure(system, &args, &setup.parley, &setup.dir, &http)
                     .await
                     .with_context(|| format!("measuring {}", system.name()))?,
             );
         }
         anyhow::Ok(all)
     })?;
-    report::write(&args.out, &machine, &args, &all)
+    report::write(&args.cluster.out, &machine, &args, &all)
 }

@@ -6,17 +6,16 @@
 //! counts once its `POST` has answered, i.e. once it is committed.
 
 pub mod compare;
+pub mod disk;
 pub mod driver;
+pub mod failover;
 pub mod peers;
 pub mod report;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use hdrhistogram::Histogram;
-use serde::Deserialize;
-use serde_json::json;
 
 /// Options of `parley bench`.
 #[derive(Debug, Clone, Args)]
@@ -43,31 +42,6 @@ pub struct BenchArgs {
     /// Queue to open the chats in.
     #[arg(long, default_value = "sales")]
     pub queue: String,
-}
-
-#[derive(Deserialize)]
-struct Started {
-    chat_id: String,
-    token: String,
-}
-
-/// One concurrency's figures.
-#[derive(Debug, Clone)]
-pub struct RunResult {
-    /// Clients.
-    pub concurrency: usize,
-    /// Messages committed during the measured window.
-    pub committed: u64,
-    /// Failed posts during the measured window.
-    pub errors: u64,
-    /// Committed per second.
-    pub per_second: f64,
-    /// Median latency, ms.
-    pub p50_ms: f64,
-    /// 99th percentile latency, ms.
-    pub p99_ms: f64,
-    /// Largest latency, ms.
-    pub max_ms: f64,
 }
 
 /// Runs the benchmark and prints a table.
@@ -104,12 +78,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "{:>11} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7}",
             "concurrency", "messages", "messages/s", "p50 ms", "p99 ms", "max ms", "errors"
         );
+        let text: std::sync::Arc<str> = std::sync::Arc::from("x".repeat(args.text_bytes).as_str());
+        let targets: Vec<String> = args
+            .targets
+            .iter()
+            .map(|t| t.trim_end_matches('/').to_owned())
+            .collect();
         for &concurrency in &args.concurrency {
-            let result = run_one(&client, &args, concurrency).await?;
+            let ops =
+                compare::parley_ops(&client, &targets, &args.queue, concurrency, &text).await?;
+            let result = driver::drive("parley", ops, args.warmup, args.duration).await?;
             println!(
                 "{:>11} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
                 result.concurrency,
-                result.committed,
+                result.ops,
                 result.per_second,
                 result.p50_ms,
                 result.p99_ms,
@@ -118,88 +100,5 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
         Ok(())
-    })
-}
-
-async fn run_one(
-    client: &reqwest::Client,
-    args: &BenchArgs,
-    concurrency: usize,
-) -> anyhow::Result<RunResult> {
-    let run_id = uuid::Uuid::new_v4();
-    let text = "x".repeat(args.text_bytes);
-    let mut workers = Vec::with_capacity(concurrency);
-    let warm_until = Instant::now() + args.warmup;
-    let stop_at = warm_until + args.duration;
-    for worker in 0..concurrency {
-        let client = client.clone();
-        let base = args.targets[worker % args.targets.len()]
-            .trim_end_matches('/')
-            .to_owned();
-        let queue = args.queue.clone();
-        let text = text.clone();
-        workers.push(tokio::spawn(async move {
-            let started: Started = client
-                .post(format!("{base}/api/v1/chats"))
-                .json(&json!({
-                    "request_id": format!("bench-{run_id}-{worker}"),
-                    "queue_id": queue,
-                    "customer": {"name": "Bench", "email": format!("bench-{run_id}-{worker}@example.com")},
-                    "question": "load"
-                }))
-                .send()
-                .await
-                .context("starting a chat")?
-                .error_for_status()
-                .context("starting a chat")?
-                .json()
-                .await
-                .context("reading the started chat")?;
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-            let mut errors = 0u64;
-            let mut n = 0u64;
-            loop {
-                let now = Instant::now();
-                if now >= stop_at {
-                    break;
-                }
-                n += 1;
-                let sent = Instant::now();
-                let result = client
-                    .post(format!("{base}/api/v1/chats/{}/messages", started.chat_id))
-                    .bearer_auth(&started.token)
-                    .json(&json!({"client_msg_id": format!("m{n}"), "text": text}))
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status);
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if sent < warm_until {
-                    continue;
-                }
-                match result {
-                    Ok(_) => histogram.saturating_record(micros.max(1)),
-                    Err(_) => errors += 1,
-                }
-            }
-            anyhow::Ok((histogram, errors))
-        }));
-    }
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    let mut errors = 0;
-    for worker in workers {
-        let (histogram, worker_errors) = worker.await.context("bench worker panicked")??;
-        total.add(histogram).context("merging histograms")?;
-        errors += worker_errors;
-    }
-    let committed = total.len();
-    Ok(RunResult {
-        concurrency,
-        committed,
-        errors,
-        per_second: committed as f64 / args.duration.as_secs_f64(),
-        p50_ms: total.value_at_quantile(0.50) as f64 / 1000.0,
-        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
-        max_ms: total.max() as f64 / 1000.0,
     })
 }

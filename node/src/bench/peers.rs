@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 /// How long a cluster may take to serve after its processes start.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -30,10 +32,18 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// How a process was started, to start it again.
+struct Launch {
+    label: String,
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+}
+
 /// Processes of one cluster; stopped on drop.
 pub struct Processes {
     name: &'static str,
-    children: Vec<Child>,
+    children: Vec<Option<Child>>,
+    launches: Vec<Launch>,
     dir: PathBuf,
 }
 
@@ -47,23 +57,67 @@ impl Processes {
         Ok(Self {
             name,
             children: Vec::new(),
+            launches: Vec::new(),
             dir,
         })
     }
 
-    fn spawn(&mut self, label: &str, command: &mut Command) -> anyhow::Result<()> {
-        let log_path = self.dir.join(format!("{label}.log"));
-        let log = fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+    fn start(&self, launch: &Launch) -> anyhow::Result<Child> {
+        let log_path = self.dir.join(format!("{}.log", launch.label));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let err = log.try_clone().context("cloning a log handle")?;
-        let child = command
+        Command::new(&launch.program)
+            .args(&launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .spawn()
-            .with_context(|| format!("starting {label} of {}: {command:?}", self.name))?;
-        self.children.push(child);
+            .with_context(|| {
+                format!(
+                    "starting {} of {}: {:?}",
+                    launch.label, self.name, launch.program
+                )
+            })
+    }
+
+    fn spawn(&mut self, label: &str, command: &Command) -> anyhow::Result<()> {
+        let launch = Launch {
+            label: label.to_owned(),
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+        };
+        let child = self.start(&launch)?;
+        self.children.push(Some(child));
+        self.launches.push(launch);
         Ok(())
+    }
+
+    /// Kills process `index` at once (kill -9).
+    pub fn kill9(&mut self, index: usize) {
+        if let Some(mut child) = self.children.get_mut(index).and_then(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts process `index` again after [`Processes::kill9`].
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let launch = self
+            .launches
+            .get(index)
+            .with_context(|| format!("no process {index} in {}", self.name))?;
+        let child = self.start(launch)?;
+        self.children[index] = Some(child);
+        Ok(())
+    }
+
+    /// The OS process id of process `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children.get(index)?.as_ref().map(Child::id)
     }
 
     /// The directory holding this cluster's data and logs.
@@ -71,8 +125,8 @@ impl Processes {
         &self.dir
     }
 
-    /// Bytes under this cluster's data directories (logs excluded).
-    pub fn data_bytes(&self) -> u64 {
+    /// Bytes of the files under `relative` in this cluster's directory.
+    pub fn bytes_under(&self, relative: &str) -> u64 {
         fn walk(path: &Path) -> u64 {
             let Ok(entries) = fs::read_dir(path) else {
                 return 0;
@@ -81,25 +135,24 @@ impl Processes {
                 .flatten()
                 .map(|entry| match entry.metadata() {
                     Ok(meta) if meta.is_dir() => walk(&entry.path()),
-                    Ok(_) if entry.path().extension().is_some_and(|e| e == "log") => 0,
                     Ok(meta) => meta.len(),
                     Err(_) => 0,
                 })
                 .sum()
         }
-        walk(&self.dir)
+        walk(&self.dir.join(relative))
     }
 
     /// SIGTERM to every process, SIGKILL to those still running after the grace period.
     pub fn stop(&mut self) {
-        for child in &self.children {
+        for child in self.children.iter().flatten() {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
         }
         let deadline = Instant::now() + STOP_GRACE;
-        for child in &mut self.children {
+        for child in self.children.iter_mut().flatten() {
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -117,7 +170,7 @@ impl Drop for Processes {
 }
 
 /// Polls `urls` until each answers success (and, with `body`, contains it).
-async fn wait_ready(
+pub async fn wait_ready(
     client: &reqwest::Client,
     urls: &[String],
     body: Option<&str>,
@@ -161,10 +214,12 @@ pub struct ParleyCluster {
 pub const PARLEY_QUEUE: &str = "bench";
 
 /// Starts three `parley serve` processes with fsync on every write (the production default).
+/// `raft` is the `[raft]` table of every node's config (empty: the defaults).
 pub async fn start_parley(
     parley: &Path,
     dir: &Path,
     client: &reqwest::Client,
+    raft: &str,
 ) -> anyhow::Result<ParleyCluster> {
     let mut processes = Processes::new("parley", dir)?;
     let ports = free_ports(6)?;
@@ -187,7 +242,7 @@ pub async fn start_parley(
         let text = format!(
             "node_id = {id}\nsite = \"bench\"\ndata_dir = \"{}\"\nhttp_listen = \"{http}\"\n\
              grpc_listen = \"{grpc}\"\ncluster_secret = \"bench-cluster-secret-0123456789abcdef\"\n\
-             \n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}",
+             \n[raft]\n{raft}\n\n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}",
             data.display()
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
@@ -317,4 +372,137 @@ pub async fn start_nats(
         .map(|p| format!("nats://127.0.0.1:{p}"))
         .collect();
     Ok(NatsCluster { processes, urls })
+}
+
+/// A chat a benchmark client posts to.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Chat {
+    /// Its id.
+    #[serde(rename = "chat_id")]
+    pub id: String,
+    /// The customer's token for it.
+    pub token: String,
+}
+
+/// Starts a chat in `queue` through `base` (one customer per request id).
+pub async fn start_chat(
+    client: &reqwest::Client,
+    base: &str,
+    queue: &str,
+    request_id: &str,
+) -> anyhow::Result<Chat> {
+    client
+        .post(format!("{base}/api/v1/chats"))
+        .json(&json!({
+            "request_id": request_id,
+            "queue_id": queue,
+            "customer": {"name": "Bench", "email": format!("{request_id}@example.com")},
+            "question": "load"
+        }))
+        .send()
+        .await
+        .context("starting a chat")?
+        .error_for_status()
+        .context("starting a chat")?
+        .json()
+        .await
+        .context("reading the started chat")
+}
+
+/// Posts `text` to `chat` through `base`; answers the message's sequence number once committed.
+pub async fn post_message(
+    client: &reqwest::Client,
+    base: &str,
+    chat: &Chat,
+    client_msg_id: &str,
+    text: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<u64> {
+    let mut request = client
+        .post(format!("{base}/api/v1/chats/{}/messages", chat.id))
+        .bearer_auth(&chat.token)
+        .json(&json!({"client_msg_id": client_msg_id, "text": text}));
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout);
+    }
+    let body: Value = request
+        .send()
+        .await
+        .context("posting")?
+        .error_for_status()
+        .context("posting")?
+        .json()
+        .await
+        .context("reading the post answer")?;
+    body["seq"].as_u64().context("no seq in the answer")
+}
+
+/// Options every suite that starts its own cluster takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The `parley` binary (default: next to this one).
+    #[arg(long)]
+    pub parley: Option<PathBuf>,
+    /// Where the clusters keep their data (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the tables, JSON, CSV and plots go.
+    #[arg(long, default_value = "docs/bench")]
+    pub out: PathBuf,
+}
+
+/// What every suite that starts its own cluster needs: the `parley` binary, a data directory
+/// (a fresh temporary one unless given) and a runtime.
+pub struct Setup {
+    /// The `parley` binary.
+    pub parley: PathBuf,
+    /// Where the clusters keep their data.
+    pub dir: PathBuf,
+    /// The runtime the suite runs on.
+    pub runtime: tokio::runtime::Runtime,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Setup {
+    /// `parley` defaults to the binary next to this one; `data_dir` to a fresh temporary
+    /// directory named `prefix…`, removed at the end.
+    pub fn new(args: &ClusterArgs, prefix: &str) -> anyhow::Result<Self> {
+        let parley = match &args.parley {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("locating this binary")?
+                .with_file_name("parley"),
+        };
+        let (dir, temp) = match &args.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix(prefix)
+                    .tempdir()
+                    .context("creating a data directory")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("building the tokio runtime")?;
+        Ok(Self {
+            parley,
+            dir,
+            runtime,
+            _temp: temp,
+        })
+    }
+
+    /// Fails unless the `parley` binary exists.
+    pub fn require_parley(&self) -> anyhow::Result<()> {
+        if !self.parley.is_file() {
+            bail!(
+                "parley binary not found at {} (build the workspace or pass --parley)",
+                self.parley.display()
+            );
+        }
+        Ok(())
+    }
 }

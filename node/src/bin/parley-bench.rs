@@ -3,12 +3,16 @@
 //! ```sh
 //! parley-bench compare                       # Parley, etcd and NATS JetStream side by side
 //! parley-bench compare --systems parley --concurrency 64 --duration 30s
+//! parley-bench failover --trials 20          # kill -9 the leader under load, 20 times
+//! parley-bench disk --messages 100000        # bytes on disk per chat message
 //! ```
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use parley_node::bench::compare::{self, CompareArgs};
+use parley_node::bench::disk::{self, DiskArgs};
+use parley_node::bench::failover::{self, FailoverArgs};
 
 /// Parley's benchmarks: figures printed, and written as JSON, CSV and SVG plots.
 #[derive(Parser)]
@@ -23,6 +27,11 @@ enum Command {
     /// Three-node Parley, etcd and NATS JetStream clusters on this machine, one at a time, at
     /// each client concurrency: throughput, p50/p99/p999 latency, Parley's ratios.
     Compare(CompareArgs),
+    /// Kill -9 the leader of a loaded three-node cluster, again and again: time to the next
+    /// committed write, and for a customer's stream to resume on another node.
+    Failover(FailoverArgs),
+    /// Bytes on disk per chat message, against the incumbent's sizing formula.
+    Disk(DiskArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +44,8 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Compare(args) => compare::run(args),
+        Command::Failover(args) => failover::run(args),
+        Command::Disk(args) => disk::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
