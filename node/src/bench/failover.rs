@@ -50,7 +50,7 @@ pub struct FailoverArgs {
 impl FailoverArgs {
     /// The `[raft]` table these options ask for.
     fn raft_table(&self) -> anyhow::Result<String> {
-        let mut table = String::new();
+        let mut table = String::from("[raft]\n");
         if let Some(heartbeat) = self.heartbeat {
             table.push_str(&format!("heartbeat = \"{}ms\"\n", heartbeat.as_millis()));
         }

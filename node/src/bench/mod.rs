@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod disk;
 pub mod driver;
+pub mod e2e;
 pub mod failover;
 pub mod peers;
 pub mod report;

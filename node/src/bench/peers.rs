@@ -214,12 +214,12 @@ pub struct ParleyCluster {
 pub const PARLEY_QUEUE: &str = "bench";
 
 /// Starts three `parley serve` processes with fsync on every write (the production default).
-/// `raft` is the `[raft]` table of every node's config (empty: the defaults).
+/// `extra` is appended to every node's config (a `[raft]` table, `[[agents]]`; empty: none).
 pub async fn start_parley(
     parley: &Path,
     dir: &Path,
     client: &reqwest::Client,
-    raft: &str,
+    extra: &str,
 ) -> anyhow::Result<ParleyCluster> {
     let mut processes = Processes::new("parley", dir)?;
     let ports = free_ports(6)?;
@@ -242,7 +242,7 @@ pub async fn start_parley(
         let text = format!(
             "node_id = {id}\nsite = \"bench\"\ndata_dir = \"{}\"\nhttp_listen = \"{http}\"\n\
              grpc_listen = \"{grpc}\"\ncluster_secret = \"bench-cluster-secret-0123456789abcdef\"\n\
-             \n[raft]\n{raft}\n\n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}",
+             \n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}\n{extra}",
             data.display()
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;

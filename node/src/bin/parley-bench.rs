@@ -5,6 +5,7 @@
 //! parley-bench compare --systems parley --concurrency 64 --duration 30s
 //! parley-bench failover --trials 20          # kill -9 the leader under load, 20 times
 //! parley-bench disk --messages 100000        # bytes on disk per chat message
+//! parley-bench e2e --chats 100,1000,5000     # customer send to agent WebSocket receipt
 //! ```
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use parley_node::bench::compare::{self, CompareArgs};
 use parley_node::bench::disk::{self, DiskArgs};
+use parley_node::bench::e2e::{self, E2eArgs};
 use parley_node::bench::failover::{self, FailoverArgs};
 
 /// Parley's benchmarks: figures printed, and written as JSON, CSV and SVG plots.
@@ -32,6 +34,8 @@ enum Command {
     Failover(FailoverArgs),
     /// Bytes on disk per chat message, against the incumbent's sizing formula.
     Disk(DiskArgs),
+    /// Customer send to agent WebSocket receipt at 100, 1,000 and 5,000 open chats.
+    E2e(E2eArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Failover(args) => failover::run(args),
         Command::Disk(args) => disk::run(args),
+        Command::E2e(args) => e2e::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
