@@ -5,8 +5,10 @@
 #   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
 #   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
 #   ./dev.sh chaos-replay --seed N   rerun a seed exactly (a build with tokio's seeded scheduler)
-#   ./dev.sh bench     Parley, etcd and NATS JetStream side by side (installs the peers from
-#                      Debian, builds the release profile: one more RocksDB compile the first time)
+#   ./dev.sh bench     every benchmark: Parley, etcd and NATS JetStream side by side, end-to-end
+#                      latency, connections, failover, disk (installs the peers from Debian,
+#                      builds the release profile: one more RocksDB compile the first time);
+#                      ./dev.sh bench compare|e2e|connections|failover|disk [options]: one suite
 #   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
 #                      so it is kept out of the CI time budget; run it before every commit)
 #
@@ -162,7 +164,19 @@ cmd_bench() {
   fi
   log "building the release profile (the first build compiles RocksDB: 15-30 minutes)"
   cargo build --release --workspace --bins
-  "$(target_dir)/release/parley-bench" "$@"
+  local bench
+  bench="$(target_dir)/release/parley-bench"
+  if [ $# -gt 0 ]; then
+    "$bench" "$@"
+    return
+  fi
+  # Every suite, one after another, each writing its tables into docs/bench/.
+  "$bench" compare
+  "$bench" e2e
+  "$bench" connections
+  "$bench" failover --label default
+  "$bench" failover --label lan --heartbeat 50ms --election-timeout 150ms,300ms
+  "$bench" disk
 }
 
 case "${1:-}" in
@@ -171,6 +185,6 @@ case "${1:-}" in
   lint) cmd_lint ;;
   chaos) shift; cmd_chaos "$@" ;;
   chaos-replay) shift; cmd_chaos_replay "$@" ;;
-  bench) shift; cmd_bench "${@:-compare}" ;;
+  bench) shift; cmd_bench "$@" ;;
   *) echo "usage: $0 cluster|test|lint|chaos|chaos-replay|bench [options]" >&2; exit 2 ;;
 esac

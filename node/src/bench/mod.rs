@@ -6,6 +6,7 @@
 //! counts once its `POST` has answered, i.e. once it is committed.
 
 pub mod compare;
+pub mod connections;
 pub mod disk;
 pub mod driver;
 pub mod e2e;

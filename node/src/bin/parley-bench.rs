@@ -6,12 +6,14 @@
 //! parley-bench failover --trials 20          # kill -9 the leader under load, 20 times
 //! parley-bench disk --messages 100000        # bytes on disk per chat message
 //! parley-bench e2e --chats 100,1000,5000     # customer send to agent WebSocket receipt
+//! parley-bench connections --streams 10000   # WebSockets one node holds, memory per chat
 //! ```
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use parley_node::bench::compare::{self, CompareArgs};
+use parley_node::bench::connections::{self, ConnectionsArgs};
 use parley_node::bench::disk::{self, DiskArgs};
 use parley_node::bench::e2e::{self, E2eArgs};
 use parley_node::bench::failover::{self, FailoverArgs};
@@ -36,6 +38,8 @@ enum Command {
     Disk(DiskArgs),
     /// Customer send to agent WebSocket receipt at 100, 1,000 and 5,000 open chats.
     E2e(E2eArgs),
+    /// The most customer WebSockets one node holds, and memory per open chat.
+    Connections(ConnectionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Failover(args) => failover::run(args),
         Command::Disk(args) => disk::run(args),
         Command::E2e(args) => e2e::run(args),
+        Command::Connections(args) => connections::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
