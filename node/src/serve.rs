@@ -15,8 +15,8 @@ use parley_raft::network::{ChannelSettings, TcpConnector};
 use parley_raft::proposer::{Clock, ProposerOptions, SystemClock};
 use parley_raft::{Replica, ReplicaOptions};
 use parley_storage::{DbOptions, IoMode};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::app::AppActor;
 use crate::config::Config;
@@ -109,7 +109,11 @@ async fn node(config: Config) -> anyhow::Result<()> {
         let stop = grpc_stop.clone();
         async move {
             parley_raft::server::serve(
-                TcpListenerStream::new(grpc_listener),
+                // Accepted connections need TCP_NODELAY too (the builder's setting only covers
+                // listeners tonic binds itself): without it, small gRPC frames wait out the
+                // peer's delayed ACK (40 ms) and every forwarded write and replication round
+                // can stall that long.
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 raft_service,
                 cluster_service,
                 settings,
@@ -149,6 +153,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         long_poll_max: config.timeouts.long_poll_max,
         shutdown: shutdown.clone(),
         node_id: config.node_id,
+        queue_positions: Arc::default(),
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();

@@ -166,7 +166,14 @@ async fn measure(setup: &Setup, args: &ConnectionsArgs) -> anyhow::Result<(Vec<S
                     }
                     Err(error) => {
                         println!("  stream {} refused: {error:#}", held.len() + 1);
-                        return finish(steps, idle, chats_only, with_streams, chats.len());
+                        return finish(
+                            steps,
+                            idle,
+                            chats_only,
+                            with_streams,
+                            chats.len(),
+                            target - first,
+                        );
                     }
                 }
             }
@@ -211,19 +218,30 @@ async fn measure(setup: &Setup, args: &ConnectionsArgs) -> anyhow::Result<(Vec<S
     for task in held {
         task.abort();
     }
-    finish(steps, idle, chats_only, with_streams, chats.len())
+    let last_step = args.step.min(chats.len());
+    finish(
+        steps,
+        idle,
+        chats_only,
+        with_streams,
+        chats.len(),
+        last_step,
+    )
 }
 
-/// The steps, and memory per open chat with and without its stream (bytes).
+/// The steps, the memory one stream adds (measured over the last step: its streams opened on
+/// top of its chats) and the memory per open chat with its stream (bytes).
 fn finish(
     steps: Vec<Step>,
     idle: u64,
     chats_only: u64,
     with_streams: u64,
     chats: usize,
+    last_step: usize,
 ) -> anyhow::Result<(Vec<Step>, f64, f64)> {
-    let per = |bytes: u64| bytes.saturating_sub(idle) as f64 / chats.max(1) as f64;
-    Ok((steps, per(chats_only), per(with_streams)))
+    let per_stream = with_streams.saturating_sub(chats_only) as f64 / last_step.max(1) as f64;
+    let per_chat = with_streams.saturating_sub(idle) as f64 / chats.max(1) as f64;
+    Ok((steps, per_stream, per_chat))
 }
 
 /// Runs the connections measurement and writes its table.
@@ -243,7 +261,7 @@ pub fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     }
     let setup = Setup::new(&args.cluster, "parley-connections-")?;
     setup.require_parley()?;
-    let (steps, per_chat, per_chat_and_stream) = setup.runtime.block_on(measure(&setup, &args))?;
+    let (steps, per_stream, per_chat) = setup.runtime.block_on(measure(&setup, &args))?;
     let mut table = String::from(
         "| open chats | streams on node 1 | node 1 RSS MiB | sampled streams delivering |\n\
          |---:|---:|---:|---:|\n",
@@ -255,10 +273,10 @@ pub fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
         ));
     }
     table.push_str(&format!(
-        "\nMemory per open chat on node 1: {:.1} KiB without a stream, {:.1} KiB with its \
-         customer's WebSocket stream open on that node.\n",
+        "\nMemory on node 1 per open chat with its customer's WebSocket stream there: {:.1} KiB; \
+         of which the stream itself (the last step's streams over its chats): {:.1} KiB.\n",
         per_chat / 1024.0,
-        per_chat_and_stream / 1024.0
+        per_stream / 1024.0
     ));
     println!("\n{table}");
     let out = &args.cluster.out;

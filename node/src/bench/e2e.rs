@@ -50,7 +50,7 @@ pub struct Level {
     pub chats: usize,
     /// Agents holding them.
     pub agents: usize,
-    /// Messages sent per second (target).
+    /// Messages committed per second while measuring.
     pub rate: f64,
     /// Messages received by agents in the window.
     pub received: u64,
@@ -260,7 +260,7 @@ async fn level(setup: &Setup, args: &E2eArgs, chats: usize, hash: &str) -> anyho
     let level = Level {
         chats,
         agents,
-        rate: chats as f64 / interval.as_secs_f64(),
+        rate: posted as f64 / args.duration.as_secs_f64(),
         received: latencies.len(),
         lost: lost.min(posted),
         p50_ms: ms(0.5),

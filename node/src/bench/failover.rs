@@ -290,7 +290,7 @@ async fn trials(
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 // A chat holds at most 10,000 events: move on to a new one now and then.
-                if n % 4_000 == 0 {
+                if n.is_multiple_of(4_000) {
                     if let Ok(next) =
                         start_chat(&http, &base, PARLEY_QUEUE, &format!("{request}-{n}")).await
                     {

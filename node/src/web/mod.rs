@@ -11,13 +11,16 @@
 //! - [`stream`]: WebSocket streams for all three.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{ChatId, Op, Participant};
+use parley_raft::state::QueuePosition;
 use parley_raft::{Outcome, State};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +60,47 @@ pub struct WebState {
     pub shutdown: CancellationToken,
     /// This node's id (agent presence).
     pub node_id: u64,
+    /// Waiting customers' queue positions, shared by their streams.
+    pub queue_positions: Arc<QueuePositions>,
+}
+
+/// How old the shared queue positions may be before a stream recomputes them.
+const QUEUE_POSITIONS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Every waiting activity's queue position, computed in one pass at most once a second and
+/// shared by every stream of a waiting customer (each asks every 2 s; with thousands waiting,
+/// one scan of the waiting line per stream would cost the square of their number).
+#[derive(Default)]
+pub struct QueuePositions {
+    cached: tokio::sync::Mutex<Option<(Instant, Positions)>>,
+}
+
+/// Queue positions by activity id.
+type Positions = Arc<HashMap<String, QueuePosition>>;
+
+impl QueuePositions {
+    /// `activity_id`'s position, from positions at most a second old.
+    pub async fn get(
+        &self,
+        state: &WebState,
+        activity_id: &str,
+    ) -> Result<Option<QueuePosition>, ApiError> {
+        let mut cached = self.cached.lock().await;
+        let fresh = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < QUEUE_POSITIONS_MAX_AGE)
+            .map(|(_, positions)| positions.clone());
+        let positions = match fresh {
+            Some(positions) => positions,
+            None => {
+                let positions = Arc::new(state.read(|s, _| s.queue_positions()).await?);
+                *cached = Some((Instant::now(), positions.clone()));
+                positions
+            }
+        };
+        drop(cached);
+        Ok(positions.get(activity_id).copied())
+    }
 }
 
 impl WebState {

@@ -481,12 +481,7 @@ impl Stream {
         let Source::Chat { chat_id, .. } = &self.source else {
             return Sent::Ok;
         };
-        let chat_id = chat_id.clone();
-        let Ok(position) = self
-            .state
-            .read(move |s, _| s.queue_position(&chat_id))
-            .await
-        else {
+        let Ok(position) = self.state.queue_positions.get(&self.state, chat_id).await else {
             return Sent::Ok;
         };
         let Some(position) = position else {

@@ -14,6 +14,7 @@ use crate::command::{
     Rejection, RequestCallback, Transfer, TransferTarget,
 };
 use crate::limits;
+use std::collections::HashMap;
 
 /// Outcomes an agent may record when completing a callback.
 pub const CALLBACK_OUTCOMES: [&str; 5] =
@@ -725,12 +726,51 @@ impl State {
         })
     }
 
+    /// Where every waiting activity stands, in one pass over the waiting line (what
+    /// [`State::queue_position`] answers for one activity, for all of them at once: streams of
+    /// thousands of waiting customers share one computation instead of each scanning the line).
+    pub fn queue_positions(&self) -> HashMap<ActivityId, QueuePosition> {
+        let mut ahead: HashMap<&str, u64> = HashMap::new();
+        let mut waits: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut positions = HashMap::with_capacity(self.waiting.len());
+        for (_, id) in &self.waiting {
+            let Some(activity) = self.activities.get(id) else {
+                continue;
+            };
+            let queue_id = activity.queue_id.as_str();
+            let count = ahead.entry(queue_id).or_insert(0);
+            *count += 1;
+            let position = *count;
+            if activity.status != ActivityStatus::Queued {
+                continue;
+            }
+            let (mean_handle, capacity) = *waits
+                .entry(queue_id)
+                .or_insert_with(|| self.wait_model(queue_id));
+            positions.insert(
+                id.clone(),
+                QueuePosition {
+                    position,
+                    estimated_wait_ms: position.div_ceil(capacity.max(1)) * mean_handle,
+                },
+            );
+        }
+        positions
+    }
+
     /// Estimated wait for the `position`-th waiting activity of a queue: the mean of recent
     /// handling times, times the rounds of work ahead of it given the capacity of the agents
     /// currently ready for the queue.
     pub fn estimated_wait_ms(&self, queue_id: &str, position: u64) -> u64 {
+        let (mean_handle, capacity) = self.wait_model(queue_id);
+        position.div_ceil(capacity.max(1)) * mean_handle
+    }
+
+    /// A queue's mean recent handling time and the chat capacity of the agents serving it
+    /// now (0 and 0 for an unknown queue).
+    fn wait_model(&self, queue_id: &str) -> (u64, u64) {
         let Some(queue) = self.queues.get(queue_id) else {
-            return 0;
+            return (0, 0);
         };
         let handled = queue.recent_handle_ms.len() as u64;
         let mean_handle = queue
@@ -745,7 +785,7 @@ impl State {
             .filter(|a| queue.serves(a))
             .map(|a| u64::from(a.spec.limits.get(&queue.spec.channel).copied().unwrap_or(0)))
             .sum();
-        position.div_ceil(capacity.max(1)) * mean_handle
+        (mean_handle, capacity)
     }
 }
 

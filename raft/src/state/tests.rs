@@ -900,6 +900,17 @@ fn random_workload_keeps_invariants() {
         if let Err(violation) = state.validate() {
             panic!("step {step}, after {op:?} -> {outcome:?}: {violation}");
         }
+        // The one-pass positions streams share agree with each activity's own position.
+        if step % 50 == 0 {
+            let all = state.queue_positions();
+            for id in state.activities.keys() {
+                assert_eq!(
+                    all.get(id).copied(),
+                    state.queue_position(id),
+                    "step {step}: {id}"
+                );
+            }
+        }
     }
     for (chat, ids) in &model {
         let got: Vec<String> = state.chats[chat]
