@@ -20,7 +20,7 @@ use parley_proto::etcd::kv_client::KvClient;
 use parley_proto::etcd::PutRequest;
 use tokio::sync::Mutex;
 
-use super::driver::{drive, Figures, Op};
+use super::driver::{drive, Figures, LoadArgs, Op};
 use super::peers::{
     post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup,
     PARLEY_QUEUE,
@@ -61,15 +61,9 @@ pub struct CompareArgs {
         default_value = "parley,etcd,nats"
     )]
     pub systems: Vec<System>,
-    /// Client concurrencies, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    pub concurrency: Vec<usize>,
-    /// Measured time per system and concurrency.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Unmeasured warm-up before each measurement.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
+    /// Clients, measured time and warm-up per system.
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Payload bytes: the chat message text, the etcd value, the NATS message.
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
@@ -86,20 +80,15 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     fn check(&self) -> anyhow::Result<()> {
-        if self.systems.is_empty() || self.concurrency.is_empty() {
-            bail!("--systems and --concurrency must not be empty");
+        if self.systems.is_empty() {
+            bail!("--systems must not be empty");
         }
-        if self.concurrency.iter().any(|&c| c == 0 || c > 4096) {
-            bail!("--concurrency values must be between 1 and 4096");
-        }
+        self.load.check()?;
         if !(1..=parley_raft::limits::MESSAGE_TEXT_BYTES_MAX).contains(&self.payload_bytes) {
             bail!(
                 "--payload-bytes must be between 1 and {}",
                 parley_raft::limits::MESSAGE_TEXT_BYTES_MAX
             );
-        }
-        if self.duration.is_zero() {
-            bail!("--duration must be above zero");
         }
         for (system, binary) in [
             (System::Etcd, &self.etcd),
@@ -279,28 +268,28 @@ async fn measure(
     match system {
         System::Parley => {
             let cluster = start_parley(parley, dir, http, "").await?;
-            for &c in &args.concurrency {
+            for &c in &args.load.concurrency {
                 let ops = parley_ops(http, &cluster.urls, PARLEY_QUEUE, c, &text).await?;
                 figures.push(report::progress(
-                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
                 ));
             }
         }
         System::Etcd => {
             let cluster = start_etcd(&args.etcd, dir, http).await?;
-            for &c in &args.concurrency {
+            for &c in &args.load.concurrency {
                 let ops = etcd_ops(&cluster.endpoints, c, payload.as_bytes())?;
                 figures.push(report::progress(
-                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
                 ));
             }
         }
         System::Nats => {
             let cluster = start_nats(&args.nats_server, dir, http).await?;
-            for &c in &args.concurrency {
+            for &c in &args.load.concurrency {
                 let ops = nats_ops(&cluster.urls, c, payload.as_bytes()).await?;
                 figures.push(report::progress(
-                    drive(system.name(), ops, args.warmup, args.duration).await?,
+                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
                 ));
             }
         }
@@ -320,9 +309,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     println!(
         "systems {:?}, concurrency {:?}, {} s measured after {} s warm-up, {} byte payloads",
         args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
-        args.concurrency,
-        args.duration.as_secs_f64(),
-        args.warmup.as_secs_f64(),
+        args.load.concurrency,
+        args.load.duration.as_secs_f64(),
+        args.load.warmup.as_secs_f64(),
         args.payload_bytes
     );
     let all = setup.runtime.block_on(async {

@@ -38,6 +38,33 @@ pub struct Figures {
     pub max_ms: f64,
 }
 
+/// The closed-loop load every throughput suite takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Client concurrencies, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub concurrency: Vec<usize>,
+    /// Measured time per concurrency.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured warm-up before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+}
+
+impl LoadArgs {
+    /// Refuses empty or out-of-range values.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.concurrency.is_empty() || self.concurrency.iter().any(|&c| c == 0 || c > 4096) {
+            anyhow::bail!("--concurrency takes values between 1 and 4096");
+        }
+        if self.duration.is_zero() {
+            anyhow::bail!("--duration must be above zero");
+        }
+        Ok(())
+    }
+}
+
 /// Largest latency the histograms hold (60 s, in µs).
 const LATENCY_MAX_US: u64 = 60_000_000;
 

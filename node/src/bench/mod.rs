@@ -29,15 +29,9 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
     )]
     pub targets: Vec<String>,
-    /// Client concurrencies to measure, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    pub concurrency: Vec<usize>,
-    /// How long to measure each concurrency.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Unmeasured warm-up before each run.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
+    /// Clients, measured time and warm-up.
+    #[command(flatten)]
+    pub load: driver::LoadArgs,
     /// Message text size in bytes.
     #[arg(long, default_value_t = 200)]
     pub text_bytes: usize,
@@ -48,12 +42,10 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints a table.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.targets.is_empty() || args.concurrency.is_empty() {
-        bail!("--targets and --concurrency must not be empty");
+    if args.targets.is_empty() {
+        bail!("--targets must not be empty");
     }
-    if args.concurrency.iter().any(|&c| c == 0 || c > 4096) {
-        bail!("--concurrency values must be between 1 and 4096");
-    }
+    args.load.check()?;
     if !(1..=parley_raft::limits::MESSAGE_TEXT_BYTES_MAX).contains(&args.text_bytes) {
         bail!(
             "--text-bytes must be between 1 and {}",
@@ -73,7 +65,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "parley bench: targets {}, {} s per run, {} byte messages",
             args.targets.join(","),
-            args.duration.as_secs_f64(),
+            args.load.duration.as_secs_f64(),
             args.text_bytes
         );
         println!(
@@ -86,10 +78,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|t| t.trim_end_matches('/').to_owned())
             .collect();
-        for &concurrency in &args.concurrency {
+        for &concurrency in &args.load.concurrency {
             let ops =
                 compare::parley_ops(&client, &targets, &args.queue, concurrency, &text).await?;
-            let result = driver::drive("parley", ops, args.warmup, args.duration).await?;
+            let result = driver::drive("parley", ops, args.load.warmup, args.load.duration).await?;
             println!(
                 "{:>11} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
                 result.concurrency,

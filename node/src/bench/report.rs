@@ -170,8 +170,8 @@ pub fn write(
     println!("\n{table}");
     let report = Report {
         machine,
-        duration_s: args.duration.as_secs_f64(),
-        warmup_s: args.warmup.as_secs_f64(),
+        duration_s: args.load.duration.as_secs_f64(),
+        warmup_s: args.load.warmup.as_secs_f64(),
         payload_bytes: args.payload_bytes,
         results,
         ratios,
