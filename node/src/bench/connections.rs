@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::peers::{
-    post_message, start_chat, start_parley, Chat, ClusterArgs, Setup, PARLEY_QUEUE,
+    open_stream, post_message, start_chat, start_parley, Chat, ClusterArgs, Setup, Ws, PARLEY_QUEUE,
 };
 
 /// Options of `parley-bench connections`.
@@ -75,26 +75,6 @@ async fn streams_gauge(http: &reqwest::Client, base: &str) -> anyhow::Result<u64
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
         .context("no parley_streams gauge in /metrics")
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open(base: &str, chat: &Chat) -> anyhow::Result<Ws> {
-    let url = format!(
-        "{}/api/v1/chats/{}/stream?after=0&access_token={}",
-        base.replacen("http://", "ws://", 1),
-        chat.id,
-        chat.token
-    );
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .context("opening a stream timed out")?
-    .context("opening a stream")?;
-    Ok(ws)
 }
 
 /// Probe messages the held streams received, by chat index.
@@ -156,7 +136,11 @@ async fn measure(setup: &Setup, args: &ConnectionsArgs) -> anyhow::Result<(Vec<S
         chats_only = rss_bytes(pid)?;
         // Then their customers' streams on node 1.
         for (offset, batch) in chats[first..target].chunks(128).enumerate() {
-            let opens = batch.iter().map(|chat| open(&urls[0], chat));
+            let opens = batch.iter().map(|chat| {
+                let path = format!("/api/v1/chats/{}/stream?after=0", chat.id);
+                let (base, token) = (urls[0].clone(), chat.token.clone());
+                async move { open_stream(&base, &path, &token, Duration::from_secs(30)).await }
+            });
             let opened = futures::future::join_all(opens).await;
             for (k, ws) in opened.into_iter().enumerate() {
                 match ws {

@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::peers::{post_message, start_chat, start_parley, ClusterArgs, Setup, PARLEY_QUEUE};
+use super::peers::{
+    open_stream, post_message, start_chat, start_parley, ClusterArgs, Setup, PARLEY_QUEUE,
+};
 
 /// The most chats an agent holds (the product's per-channel limit ceiling).
 const CHATS_PER_AGENT: usize = 50;
@@ -111,17 +113,13 @@ async fn agent(
     latencies: Arc<Mutex<Histogram<u64>>>,
     assigned: Arc<std::sync::atomic::AtomicUsize>,
 ) -> anyhow::Result<()> {
-    let url = format!(
-        "{}/api/v1/agents/me/stream?after=0&access_token={token}",
-        base.replacen("http://", "ws://", 1)
-    );
-    let (mut ws, _) = tokio::time::timeout(
+    let mut ws = open_stream(
+        &base,
+        "/api/v1/agents/me/stream?after=0",
+        &token,
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
     )
-    .await
-    .context("opening the agent stream timed out")?
-    .context("opening the agent stream")?;
+    .await?;
     while let Some(frame) = ws.next().await {
         let Message::Text(text) = frame.context("reading the agent stream")? else {
             continue;

@@ -21,7 +21,8 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::peers::{
-    post_message, start_chat, start_parley, wait_ready, Chat, ClusterArgs, Setup, PARLEY_QUEUE,
+    open_stream, post_message, start_chat, start_parley, wait_ready, Chat, ClusterArgs, Setup, Ws,
+    PARLEY_QUEUE,
 };
 
 /// Options of `parley-bench failover`.
@@ -142,24 +143,9 @@ async fn post(
     post_message(client, base, chat, id, "failover probe", Some(timeout)).await
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_stream(base: &str, chat: &Chat, after: u64) -> anyhow::Result<Ws> {
-    let url = format!(
-        "{}/api/v1/chats/{}/stream?after={after}&access_token={}",
-        base.replacen("http://", "ws://", 1),
-        chat.id,
-        chat.token
-    );
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .context("opening the stream timed out")?
-    .context("opening the stream")?;
-    Ok(ws)
+async fn open_chat_stream(base: &str, chat: &Chat, after: u64) -> anyhow::Result<Ws> {
+    let path = format!("/api/v1/chats/{}/stream?after={after}", chat.id);
+    open_stream(base, &path, &chat.token, Duration::from_secs(5)).await
 }
 
 /// Reads frames until a chat event with `seq > after`; returns its seq.
@@ -323,7 +309,7 @@ async fn trials(
         .await?;
         let seq = post(&http, survivor, &chat, "before", Duration::from_secs(5)).await?;
         // The customer follows the chat on the node about to die, caught up to `seq`.
-        let mut ws = open_stream(doomed, &chat, 0).await?;
+        let mut ws = open_chat_stream(doomed, &chat, 0).await?;
         next_event(&mut ws, seq - 1, Duration::from_secs(5)).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -337,7 +323,7 @@ async fn trials(
                 // Drain the dead connection until it reports the close.
                 while let Some(Ok(_)) = ws.next().await {}
                 let mut stream = loop {
-                    match open_stream(&survivor, &chat, seq).await {
+                    match open_chat_stream(&survivor, &chat, seq).await {
                         Ok(stream) => break stream,
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }

@@ -506,3 +506,26 @@ impl Setup {
         Ok(())
     }
 }
+
+/// A client's WebSocket stream to a node.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the stream at `path` (with its query, e.g. `/api/v1/chats/{id}/stream?after=0`) on
+/// `base` with `token` as its credential, waiting at most `within`.
+pub async fn open_stream(
+    base: &str,
+    path: &str,
+    token: &str,
+    within: Duration,
+) -> anyhow::Result<Ws> {
+    let url = format!(
+        "{}{path}&access_token={token}",
+        base.replacen("http://", "ws://", 1)
+    );
+    let (ws, _) = tokio::time::timeout(within, tokio_tungstenite::connect_async(url))
+        .await
+        .with_context(|| format!("opening {path} timed out"))?
+        .with_context(|| format!("opening {path}"))?;
+    Ok(ws)
+}
