@@ -102,6 +102,9 @@ pub struct RawRaft {
     pub log_entries_kept_after_snapshot: u64,
     /// Most Raft entries in flight at once from this leader. Default 2.
     pub inflight_batches_max: usize,
+    /// Most forward RPCs (each a batch of the writes waiting on this follower) in flight to the
+    /// leader at once. Default 4.
+    pub forward_inflight_max: usize,
 }
 
 impl Default for RawRaft {
@@ -114,6 +117,7 @@ impl Default for RawRaft {
             snapshot_chunk_bytes: 1024 * 1024,
             log_entries_kept_after_snapshot: 1_000,
             inflight_batches_max: 2,
+            forward_inflight_max: 4,
         }
     }
 }
@@ -405,6 +409,12 @@ impl RawConfig {
         if !(1..=64).contains(&raft.inflight_batches_max) {
             return Err(invalid(
                 "raft.inflight_batches_max",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=64).contains(&raft.forward_inflight_max) {
+            return Err(invalid(
+                "raft.forward_inflight_max",
                 "must be between 1 and 64",
             ));
         }

@@ -31,6 +31,13 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     long_poll_waiters: Gauge,
     streams: Gauge,
+    log_appends: Counter,
+    wal_syncs: Counter,
+    forward_rpcs: Counter,
+    forwarded_writes: Counter,
+    /// Makes "bring the storage counters up to the replica's totals" atomic between concurrent
+    /// scrapes, so no increment is counted twice.
+    render_lock: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -101,6 +108,30 @@ impl Metrics {
             "WebSocket streams open on this node",
             streams.clone(),
         );
+        let log_appends = Counter::default();
+        registry.register(
+            "storage_log_appends",
+            "Raft log appends written to RocksDB",
+            log_appends.clone(),
+        );
+        let wal_syncs = Counter::default();
+        registry.register(
+            "storage_wal_syncs",
+            "WAL fsyncs the log appends waited for (group commit: appends share one)",
+            wal_syncs.clone(),
+        );
+        let forward_rpcs = Counter::default();
+        registry.register(
+            "forward_rpcs",
+            "Forward RPCs this node sent to the leader (each a batch of writes)",
+            forward_rpcs.clone(),
+        );
+        let forwarded_writes = Counter::default();
+        registry.register(
+            "forwarded_writes",
+            "Client writes this node forwarded to the leader",
+            forwarded_writes.clone(),
+        );
         Self {
             registry,
             term,
@@ -114,6 +145,11 @@ impl Metrics {
             writes,
             long_poll_waiters,
             streams,
+            log_appends,
+            wal_syncs,
+            forward_rpcs,
+            forwarded_writes,
+            render_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -142,6 +178,10 @@ impl Metrics {
         status: &ReplicaStatus,
         commit_index: Option<u64>,
     ) -> Result<String, std::fmt::Error> {
+        let _render = self
+            .render_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let as_gauge = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
         self.term.set(as_gauge(Some(status.term)));
         self.leader_id.set(as_gauge(status.leader).max(0));
@@ -151,6 +191,14 @@ impl Metrics {
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.snapshot_index.set(as_gauge(status.snapshot_index));
+        for (counter, total) in [
+            (&self.log_appends, status.log_appends),
+            (&self.wal_syncs, status.wal_syncs),
+            (&self.forward_rpcs, status.forward_rpcs),
+            (&self.forwarded_writes, status.forwarded_writes),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)

@@ -51,6 +51,7 @@ pub fn replica_options(config: &Config) -> ReplicaOptions {
     options.proposer = ProposerOptions {
         write_timeout: config.timeouts.write,
         inflight_batches_max: config.raft.inflight_batches_max,
+        forward_inflight_max: config.raft.forward_inflight_max,
         ..ProposerOptions::default()
     };
     options

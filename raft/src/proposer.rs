@@ -5,19 +5,24 @@
 //! 2. on the leader it joins the batch queue: one task packs every command waiting in the queue
 //!    into one Raft entry ([`Request`]) while the previous entry is being flushed and
 //!    replicated, so one fsync commits many writes (group commit);
-//! 3. on a follower it is forwarded over gRPC to the leader, which puts it in its batch queue;
+//! 3. on a follower it joins the forward queue: one task sends every command waiting there to
+//!    the leader in one `Cluster.Forward` RPC while earlier forwards are in flight (at most
+//!    [`ProposerOptions::forward_inflight_max`]), and the leader puts them all in its batch
+//!    queue. One RPC, one decode and one apply wait then serve many writes;
 //! 4. when the leader changes or is unknown the proposer waits for a new one and retries, until
 //!    the write timeout. Every command is idempotent (client ids), so a retry never duplicates.
 //!
 //! The answer comes only after the entry is committed on a majority and applied here (leader) or
-//! on the leader (forwarded write).
+//! on the leader and, bounded by [`APPLY_WAIT_MAX`], here (forwarded write).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use parley_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::codec;
@@ -59,6 +64,9 @@ pub struct ProposerOptions {
     /// Most Raft entries proposed but not yet committed at once. 1 means the next batch forms
     /// while the previous one is flushed, which is what makes group commit effective.
     pub inflight_batches_max: usize,
+    /// Most forward RPCs (each a batch of commands) a follower has in flight to the leader at
+    /// once; commands arriving meanwhile wait for the next forward and share it.
+    pub forward_inflight_max: usize,
 }
 
 impl Default for ProposerOptions {
@@ -68,6 +76,7 @@ impl Default for ProposerOptions {
             queue_commands_max: 16_384,
             batch_commands_max: crate::limits::BATCH_COMMANDS_MAX,
             inflight_batches_max: 2,
+            forward_inflight_max: 4,
         }
     }
 }
@@ -92,6 +101,41 @@ struct Pending {
     reply: oneshot::Sender<LocalOutcome>,
 }
 
+/// What the forward task has done, for metrics: with both counts an operator sees how many
+/// writes one forward RPC carried.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    /// Forward RPCs sent to a leader.
+    rpcs: AtomicU64,
+    /// Writes those RPCs carried.
+    writes: AtomicU64,
+}
+
+impl ForwardStats {
+    /// Forward RPCs sent so far.
+    pub fn rpcs(&self) -> u64 {
+        self.rpcs.load(Ordering::Relaxed)
+    }
+
+    /// Writes forwarded so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+/// A write waiting in a follower's forward queue.
+struct Forwarding {
+    /// The leader it goes to.
+    leader: NodeId,
+    /// The stamped command.
+    command: Command,
+    /// When its caller stops waiting.
+    deadline: Instant,
+    /// Where its result goes, once the leader answered and (for a committed write) this node
+    /// applied it or [`APPLY_WAIT_MAX`] passed.
+    reply: oneshot::Sender<Result<LocalOutcome, ForwardError>>,
+}
+
 /// Proposes commands; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
@@ -101,14 +145,15 @@ pub struct Proposer {
 struct Inner {
     id: NodeId,
     raft: Raft,
-    peers: Peers,
     clock: Arc<dyn Clock>,
     queue: mpsc::Sender<Pending>,
+    forwards: mpsc::Sender<Forwarding>,
+    forward_stats: Arc<ForwardStats>,
     options: ProposerOptions,
 }
 
 impl Proposer {
-    /// Starts the batch task on the current tokio runtime.
+    /// Starts the batch and forward tasks on the current tokio runtime.
     pub fn start(
         id: NodeId,
         raft: Raft,
@@ -118,13 +163,23 @@ impl Proposer {
     ) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_commands_max.max(1));
         tokio::spawn(run_batches(raft.clone(), rx, options));
+        let (forwards, forward_rx) = mpsc::channel(options.queue_commands_max.max(1));
+        let forward_stats = Arc::new(ForwardStats::default());
+        tokio::spawn(run_forwards(
+            raft.clone(),
+            peers,
+            forward_rx,
+            Arc::clone(&forward_stats),
+            options,
+        ));
         Self {
             inner: Arc::new(Inner {
                 id,
                 raft,
-                peers,
                 clock,
                 queue,
+                forwards,
+                forward_stats,
                 options,
             }),
         }
@@ -137,6 +192,11 @@ impl Proposer {
             origin: self.inner.id,
             op,
         }
+    }
+
+    /// How many forward RPCs this node sent and how many writes they carried.
+    pub fn forward_stats(&self) -> &ForwardStats {
+        &self.inner.forward_stats
     }
 
     /// The clock commands are stamped with.
@@ -179,11 +239,8 @@ impl Proposer {
                 }
                 Some(leader) => {
                     sent = true;
-                    match self.forward(leader, &command, remaining).await {
-                        Ok(LocalOutcome::Committed(outcome, index)) => {
-                            self.wait_applied(index, deadline).await;
-                            return Ok(outcome);
-                        }
+                    match self.forward(leader, command.clone(), deadline).await {
+                        Ok(LocalOutcome::Committed(outcome, _)) => return Ok(outcome),
                         Ok(LocalOutcome::NotLeader(next)) => next.filter(|n| *n != leader),
                         Ok(LocalOutcome::Failed(error)) => return Err(error),
                         Err(error) => {
@@ -213,23 +270,6 @@ impl Proposer {
         }
     }
 
-    /// Waits (bounded) until this node has applied `index`, so a client that wrote through
-    /// this node reads its own write here. The write is committed either way.
-    async fn wait_applied(&self, index: u64, deadline: Instant) {
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .min(APPLY_WAIT_MAX);
-        if let Err(error) = self
-            .inner
-            .raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "read your writes")
-            .await
-        {
-            tracing::debug!(index, %error, "committed write not yet applied here");
-        }
-    }
-
     /// Proposes `command` on this node only, waiting at most `timeout`. Used for local writes and
     /// for writes forwarded here by followers.
     pub async fn propose_local(&self, command: Command, timeout: Duration) -> LocalOutcome {
@@ -252,53 +292,39 @@ impl Proposer {
         }
     }
 
+    /// Hands `command` to the forward queue for `leader` and waits (until `deadline`) for the
+    /// leader's answer and, if it committed, for this node to apply it.
     async fn forward(
         &self,
         leader: NodeId,
-        command: &Command,
-        timeout: Duration,
+        command: Command,
+        deadline: Instant,
     ) -> Result<LocalOutcome, ForwardError> {
-        let addr = {
-            let metrics = self.inner.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|node| node.grpc_addr.clone())
+        let (reply, rx) = oneshot::channel();
+        let forwarding = Forwarding {
+            leader,
+            command,
+            deadline,
+            reply,
         };
-        let addr = addr.ok_or(ForwardError::UnknownAddress(leader))?;
-        let mut client = self
-            .inner
-            .peers
-            .cluster_client(&addr)
-            .map_err(|e| ForwardError::Transport(e.to_string()))?;
-        let command_json =
-            codec::encode(command).map_err(|e| ForwardError::Transport(e.to_string()))?;
-        let mut request = tonic::Request::new(pb::ForwardRequest {
-            command_json,
-            deadline_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-        });
-        request.set_timeout(timeout);
-        let reply = tokio::time::timeout(timeout, client.forward(request))
-            .await
-            .map_err(|_| ForwardError::Transport("deadline elapsed".to_owned()))?
-            .map_err(|status| ForwardError::Transport(status.to_string()))?
-            .into_inner();
-        Ok(match reply.outcome {
-            Some(pb::forward_reply::Outcome::OutcomeJson(json)) => match codec::decode(&json) {
-                Ok(outcome) => LocalOutcome::Committed(outcome, reply.log_index),
-                Err(e) => LocalOutcome::Failed(ProposeError::Codec(e.to_string())),
-            },
-            Some(pb::forward_reply::Outcome::NotLeader(not_leader)) => {
-                LocalOutcome::NotLeader(Some(not_leader.leader_id).filter(|id| *id != 0))
+        match self.inner.forwards.try_send(forwarding) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Ok(LocalOutcome::Failed(ProposeError::Overloaded))
             }
-            None => LocalOutcome::Failed(ProposeError::Codec("empty forward reply".to_owned())),
-        })
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Ok(LocalOutcome::Failed(ProposeError::ShuttingDown))
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Ok(LocalOutcome::Failed(ProposeError::ShuttingDown)),
+            Err(_) => Err(ForwardError::Transport("deadline elapsed".to_owned())),
+        }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 enum ForwardError {
     #[error("leader {0} has no known address")]
     UnknownAddress(NodeId),
@@ -308,6 +334,189 @@ enum ForwardError {
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The forward task of a follower: takes every command waiting in the forward queue and sends
+/// them to the leader in one RPC (one per leader, should the leader have changed meanwhile),
+/// with at most `forward_inflight_max` RPCs in flight.
+async fn run_forwards(
+    raft: Raft,
+    peers: Peers,
+    mut rx: mpsc::Receiver<Forwarding>,
+    stats: Arc<ForwardStats>,
+    options: ProposerOptions,
+) {
+    let inflight = Arc::new(Semaphore::new(options.forward_inflight_max.max(1)));
+    let batch_max = options.batch_commands_max.max(1);
+    loop {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(batch_max.min(64));
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(forwarding) => batch.push(forwarding),
+                Err(_) => break,
+            }
+        }
+        // Callers that gave up are not worth forwarding; their retry comes with the same ids.
+        batch.retain(|forwarding| !forwarding.reply.is_closed());
+        let mut by_leader: BTreeMap<NodeId, Vec<Forwarding>> = BTreeMap::new();
+        for forwarding in batch {
+            by_leader
+                .entry(forwarding.leader)
+                .or_default()
+                .push(forwarding);
+        }
+        let permit = Arc::new(permit);
+        for (leader, group) in by_leader {
+            stats.rpcs.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(
+                u64::try_from(group.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            let (raft, peers, permit) = (raft.clone(), peers.clone(), Arc::clone(&permit));
+            tokio::spawn(forward_batch(raft, peers, leader, group, permit));
+        }
+    }
+}
+
+/// Sends one batch of forwarded commands to `leader` and answers each: at once when it did not
+/// commit, after this node applied the batch's last committed index (bounded) when it did. The
+/// in-flight permit is released as soon as the leader answered.
+async fn forward_batch(
+    raft: Raft,
+    peers: Peers,
+    leader: NodeId,
+    group: Vec<Forwarding>,
+    permit: Arc<OwnedSemaphorePermit>,
+) {
+    let Some(deadline) = group.iter().map(|forwarding| forwarding.deadline).max() else {
+        return;
+    };
+    let sent = send_forward(&raft, &peers, leader, &group, deadline).await;
+    drop(permit);
+    let results = match sent {
+        Ok(results) => results,
+        Err(error) => {
+            for forwarding in group {
+                let _ = forwarding.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut committed = Vec::with_capacity(group.len());
+    let mut last_index = 0;
+    for (forwarding, result) in group.into_iter().zip(results) {
+        match result {
+            Ok(LocalOutcome::Committed(outcome, index)) => {
+                last_index = last_index.max(index);
+                committed.push((forwarding, outcome, index));
+            }
+            other => {
+                let _ = forwarding.reply.send(other);
+            }
+        }
+    }
+    if committed.is_empty() {
+        return;
+    }
+    wait_applied(&raft, last_index, deadline).await;
+    for (forwarding, outcome, index) in committed {
+        let _ = forwarding
+            .reply
+            .send(Ok(LocalOutcome::Committed(outcome, index)));
+    }
+}
+
+/// One `Cluster.Forward` RPC carrying `group`; one result per command, in order.
+async fn send_forward(
+    raft: &Raft,
+    peers: &Peers,
+    leader: NodeId,
+    group: &[Forwarding],
+    deadline: Instant,
+) -> Result<Vec<Result<LocalOutcome, ForwardError>>, ForwardError> {
+    let addr = {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.grpc_addr.clone())
+    };
+    let addr = addr.ok_or(ForwardError::UnknownAddress(leader))?;
+    let mut client = peers
+        .cluster_client(&addr)
+        .map_err(|e| ForwardError::Transport(e.to_string()))?;
+    let commands_json = group
+        .iter()
+        .map(|forwarding| codec::encode(&forwarding.command))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ForwardError::Transport(e.to_string()))?;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut request = tonic::Request::new(pb::ForwardRequest {
+        commands_json,
+        deadline_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+    });
+    request.set_timeout(timeout);
+    let reply = tokio::time::timeout(timeout, client.forward(request))
+        .await
+        .map_err(|_| ForwardError::Transport("deadline elapsed".to_owned()))?
+        .map_err(|status| ForwardError::Transport(status.to_string()))?
+        .into_inner();
+    if reply.results.len() != group.len() {
+        let message = format!(
+            "the leader answered {} results for {} forwarded commands",
+            reply.results.len(),
+            group.len()
+        );
+        return Ok(group
+            .iter()
+            .map(|_| Ok(LocalOutcome::Failed(ProposeError::Codec(message.clone()))))
+            .collect());
+    }
+    Ok(reply.results.into_iter().map(forward_result).collect())
+}
+
+/// One command's result in a forward reply.
+fn forward_result(result: pb::ForwardResult) -> Result<LocalOutcome, ForwardError> {
+    use pb::forward_result::Outcome;
+    match result.outcome {
+        Some(Outcome::OutcomeJson(json)) => Ok(match codec::decode(&json) {
+            Ok(outcome) => LocalOutcome::Committed(outcome, result.log_index),
+            Err(e) => LocalOutcome::Failed(ProposeError::Codec(e.to_string())),
+        }),
+        Some(Outcome::NotLeader(not_leader)) => Ok(LocalOutcome::NotLeader(
+            Some(not_leader.leader_id).filter(|id| *id != 0),
+        )),
+        // The leader could not take it now; the caller retries like after a lost connection.
+        Some(Outcome::Unavailable(message)) => Err(ForwardError::Transport(message)),
+        None => Ok(LocalOutcome::Failed(ProposeError::Codec(
+            "empty forward result".to_owned(),
+        ))),
+    }
+}
+
+/// Waits (bounded by [`APPLY_WAIT_MAX`] and `deadline`) until this node has applied `index`, so
+/// a client that wrote through this node reads its own write here. The write is committed
+/// either way.
+async fn wait_applied(raft: &Raft, index: u64, deadline: Instant) {
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .min(APPLY_WAIT_MAX);
+    if let Err(error) = raft
+        .wait(Some(remaining))
+        .applied_index_at_least(Some(index), "read your writes")
+        .await
+    {
+        tracing::debug!(index, %error, "committed write not yet applied here");
+    }
 }
 
 /// The batch task: takes everything waiting, proposes it as one entry, answers each command.

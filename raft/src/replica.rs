@@ -87,6 +87,14 @@ pub struct ReplicaStatus {
     pub snapshot_index: Option<u64>,
     /// The voters with their details.
     pub members: BTreeMap<NodeId, NodeInfo>,
+    /// Log appends written here since start.
+    pub log_appends: u64,
+    /// WAL syncs those appends waited for since start (group commit: several appends share one).
+    pub wal_syncs: u64,
+    /// Forward RPCs this node sent to a leader since start.
+    pub forward_rpcs: u64,
+    /// Writes those forward RPCs carried.
+    pub forwarded_writes: u64,
 }
 
 /// How long a relayed ephemeral event may take to reach a peer.
@@ -261,6 +269,10 @@ impl Replica {
                 .nodes()
                 .map(|(id, node)| (*id, node.clone()))
                 .collect(),
+            log_appends: self.db.log_appends(),
+            wal_syncs: self.db.wal_syncs(),
+            forward_rpcs: self.proposer.forward_stats().rpcs(),
+            forwarded_writes: self.proposer.forward_stats().writes(),
         }
     }
 

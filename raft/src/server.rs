@@ -16,6 +16,8 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
+use crate::command::Command;
+use crate::limits::BATCH_COMMANDS_MAX;
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
 use crate::types::Raft;
@@ -103,28 +105,52 @@ impl Cluster for ClusterService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
         let request = request.into_inner();
-        let command = codec::decode(&request.command_json).map_err(bad_payload)?;
+        if request.commands_json.len() > BATCH_COMMANDS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a forward carries at most {BATCH_COMMANDS_MAX} commands, got {}",
+                request.commands_json.len()
+            )));
+        }
+        let commands = request
+            .commands_json
+            .iter()
+            .map(|json| codec::decode(json))
+            .collect::<Result<Vec<Command>, _>>()
+            .map_err(bad_payload)?;
         let deadline_ms = request.deadline_ms.clamp(1, FORWARD_DEADLINE_MS_MAX);
         let timeout = Duration::from_millis(u64::from(deadline_ms));
-        let mut log_index = 0;
-        let outcome = match self.proposer.propose_local(command, timeout).await {
-            LocalOutcome::Committed(outcome, index) => {
-                log_index = index;
-                pb::forward_reply::Outcome::OutcomeJson(
-                    codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
-                )
-            }
-            LocalOutcome::NotLeader(leader) => {
-                pb::forward_reply::Outcome::NotLeader(pb::NotLeader {
-                    leader_id: leader.unwrap_or(0),
+        // Every command joins the batch queue before the first answer is awaited, so the batch
+        // task normally packs the whole forward into one entry.
+        let outcomes = futures::future::join_all(
+            commands
+                .into_iter()
+                .map(|command| self.proposer.propose_local(command, timeout)),
+        )
+        .await;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| {
+                Ok(match outcome {
+                    LocalOutcome::Committed(outcome, log_index) => pb::ForwardResult {
+                        outcome: Some(pb::forward_result::Outcome::OutcomeJson(
+                            codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
+                        )),
+                        log_index,
+                    },
+                    LocalOutcome::NotLeader(leader) => pb::ForwardResult {
+                        outcome: Some(pb::forward_result::Outcome::NotLeader(pb::NotLeader {
+                            leader_id: leader.unwrap_or(0),
+                        })),
+                        log_index: 0,
+                    },
+                    LocalOutcome::Failed(error) => pb::ForwardResult {
+                        outcome: Some(pb::forward_result::Outcome::Unavailable(error.to_string())),
+                        log_index: 0,
+                    },
                 })
-            }
-            LocalOutcome::Failed(error) => return Err(Status::unavailable(error.to_string())),
-        };
-        Ok(Response::new(pb::ForwardReply {
-            outcome: Some(outcome),
-            log_index,
-        }))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(pb::ForwardReply { results }))
     }
 
     async fn relay(

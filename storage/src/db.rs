@@ -4,14 +4,27 @@
 //! [`LogStore`](crate::LogStore) and the [`StateMachineStore`](crate::StateMachineStore). Every
 //! RocksDB call of the crate goes through [`Db::run`], so the choice between a blocking thread and
 //! the calling task ([`IoMode`]) is made in exactly one place, and every write goes through
-//! [`Db::write`], so the fsync choice ([`FsyncPolicy`]) is made in exactly one place too.
+//! [`Db::write`] (or, for the log, [`Db::append`]), so the fsync choice ([`FsyncPolicy`]) is made
+//! in exactly one place too.
+//!
+//! # Group commit of the log
+//!
+//! openraft asks a log append to return as soon as the entries are readable and to report
+//! durability later, through a callback. [`Db::append`] does exactly that: the entries are
+//! written to RocksDB without a sync (readable at once), and the callback goes to the
+//! database's WAL syncer ([`crate::wal_sync`]), a thread that syncs RocksDB's WAL once for every
+//! append waiting at that moment and then calls their callbacks in order. The Raft core is never
+//! blocked on an fsync, replication to followers starts while the leader's own sync runs, and
+//! appends arriving during a sync share the next one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::StoreError;
+use crate::wal_sync::{Durable, WalSyncer};
 
 /// Column family holding small metadata values: `vote`, `committed`, `last_purged` (JSON).
 pub(crate) const CF_META: &str = "meta";
@@ -24,9 +37,11 @@ pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
-    /// Every log append batch, vote save, committed save and snapshot write is a RocksDB
-    /// `WriteBatch` written with `WriteOptions::set_sync(true)`, and openraft is told it is durable
-    /// only after that synced write returned. This is what Raft's safety argument requires.
+    /// Every vote save, truncation, purge and snapshot write is a RocksDB `WriteBatch` written
+    /// with `WriteOptions::set_sync(true)`. A log append is reported durable to openraft only
+    /// after RocksDB's WAL was synced past it (group commit, see the module docs). This is what
+    /// Raft's safety argument requires. The committed log id alone is written without a sync: it
+    /// is a hint, and openraft recovers from an older one (see `LogStore::save_committed`).
     #[default]
     Always,
     /// No fsync. Only for throwaway tests and benchmarks: writes still reach the operating
@@ -64,6 +79,12 @@ pub struct Db {
     inner: Arc<DB>,
     /// The policies chosen at open time.
     opts: DbOptions,
+    /// Syncs the WAL for log appends; only with [`FsyncPolicy::Always`] and [`IoMode::Blocking`]
+    /// (inline I/O syncs each append in place, so the simulator stays on one thread).
+    syncer: Option<Arc<WalSyncer>>,
+    /// Log appends so far (shared by clones), for metrics: with [`Db::wal_syncs`] it tells how
+    /// many appends one fsync carried.
+    appends: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -95,15 +116,41 @@ impl Db {
         let db = DB::open_cf(&db_opts, path, [CF_META, CF_LOGS, CF_SNAPSHOT])
             .map_err(|source| StoreError::Rocks { op: "open", source })?;
         tracing::debug!(path = %path.display(), fsync = ?opts.fsync, io_mode = ?opts.io_mode, "opened rocksdb");
+        let inner = Arc::new(db);
+        let syncer = match (opts.fsync, opts.io_mode) {
+            (FsyncPolicy::Always, IoMode::Blocking) => {
+                Some(Arc::new(WalSyncer::start(Arc::downgrade(&inner))?))
+            }
+            _ => None,
+        };
         Ok(Db {
-            inner: Arc::new(db),
+            inner,
             opts,
+            syncer,
+            appends: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The policies this database was opened with.
     pub fn options(&self) -> DbOptions {
         self.opts
+    }
+
+    /// The RocksDB handle itself, for tests of this crate.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &DB {
+        &self.inner
+    }
+
+    /// How many WAL syncs log appends have waited for so far (0 unless appends are group
+    /// committed: [`FsyncPolicy::Always`] with [`IoMode::Blocking`]).
+    pub fn wal_syncs(&self) -> u64 {
+        self.syncer.as_ref().map_or(0, |syncer| syncer.syncs())
+    }
+
+    /// How many log appends were written so far.
+    pub fn log_appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
     }
 
     /// Total size in bytes of all files in the database directory (SST files, WAL, manifest,
@@ -144,6 +191,60 @@ impl Db {
             let mut batch = WriteBatch::default();
             fill(db, &mut batch)?;
             commit(db, batch, fsync, op)
+        })
+        .await
+    }
+
+    /// Builds one `WriteBatch` with `fill` and writes it without a sync, for values that are
+    /// hints a crash may roll back (the committed log id). Readable once this returns.
+    pub(crate) async fn write_unsynced(
+        &self,
+        op: &'static str,
+        fill: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.run(move |db| {
+            let mut batch = WriteBatch::default();
+            fill(db, &mut batch)?;
+            commit(db, batch, FsyncPolicy::Never, op)
+        })
+        .await
+    }
+
+    /// Writes one `WriteBatch` built by `fill` so that it is readable when this returns, and
+    /// calls `durable` once it is on disk according to the [`FsyncPolicy`]: right away without
+    /// fsync; after the WAL syncer's next sync when group committing; in place with inline I/O.
+    /// If the write fails, `durable` is called with the error too, and the error is returned.
+    pub(crate) async fn append(
+        &self,
+        op: &'static str,
+        fill: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
+        durable: Durable,
+    ) -> Result<(), StoreError> {
+        let fsync = self.opts.fsync;
+        let syncer = self.syncer.clone();
+        let appends = Arc::clone(&self.appends);
+        self.run(move |db| {
+            let mut batch = WriteBatch::default();
+            let written = fill(db, &mut batch).and_then(|()| match &syncer {
+                Some(_) => commit(db, batch, FsyncPolicy::Never, op),
+                None => commit(db, batch, fsync, op),
+            });
+            match (written, syncer) {
+                (Err(error), _) => {
+                    durable(Err(std::io::Error::other(error.to_string())));
+                    Err(error)
+                }
+                // Blocks this (blocking-pool) thread while the syncer's queue is full.
+                (Ok(()), Some(syncer)) => {
+                    appends.fetch_add(1, Ordering::Relaxed);
+                    syncer.enqueue(durable)
+                }
+                (Ok(()), None) => {
+                    appends.fetch_add(1, Ordering::Relaxed);
+                    durable(Ok(()));
+                    Ok(())
+                }
+            }
         })
         .await
     }

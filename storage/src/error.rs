@@ -78,6 +78,19 @@ pub enum StoreError {
         what: &'static str,
     },
 
+    /// A thread of the store could not be started.
+    #[error("starting the {what} thread failed: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The error reported by the operating system.
+        source: std::io::Error,
+    },
+
+    /// The WAL syncer thread is gone, so a log append cannot be made durable.
+    #[error("the wal syncer has stopped")]
+    SyncerStopped,
+
     /// A blocking RocksDB task panicked or was cancelled.
     #[error("blocking storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -10,7 +10,11 @@
 //! - [`error`] — [`StoreError`], the crate's structured error, and its single conversion into
 //!   openraft's `StorageError`.
 //! - [`log_store`] — [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader`: log entries in
-//!   `logs`, vote / committed / last-purged pointers in `meta`. One append = one synced batch.
+//!   `logs`, vote / committed / last-purged pointers in `meta`. One append = one batch, written
+//!   at once and reported durable after the next WAL sync. The newest entries are kept decoded
+//!   in memory for the reads that follow an append (replication, apply).
+//! - `wal_sync` — the WAL syncer thread behind [`Db`]'s group commit: one fsync for every log
+//!   append waiting when it starts.
 //! - [`state_machine`] — [`StateMachineStore`], openraft's `RaftStateMachine` around an in-memory
 //!   [`Machine`] (the application logic, implemented elsewhere), its [`SnapshotBuilder`], and the
 //!   [`AppliedState`] watch channel readers subscribe to. Snapshots are persisted to `snapshot`.
@@ -37,6 +41,7 @@ pub mod db;
 pub mod error;
 pub mod log_store;
 pub mod state_machine;
+mod wal_sync;
 
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;

@@ -12,15 +12,20 @@
 //! Big-endian keys make RocksDB's byte order equal to index order, so range scans and "last
 //! entry" lookups are plain iterator seeks.
 //!
-//! Every write is one RocksDB `WriteBatch`, synced according to the [`FsyncPolicy`]
-//! (crate::FsyncPolicy) of the [`Db`]. An [`append`](RaftLogStorage::append) of a batch of entries
-//! that openraft hands over is a single batch and therefore a single fsync: that is the group
-//! commit. openraft serializes all calls on the store (`&mut self`), so writes are applied in the
-//! order they were issued.
+//! Every write is one RocksDB `WriteBatch`, synced according to the
+//! [`FsyncPolicy`](crate::FsyncPolicy) of the [`Db`]. An [`append`](RaftLogStorage::append) of the
+//! entries openraft hands over is a single batch, written at once (readable when `append`
+//! returns) and reported durable through openraft's callback after the next WAL sync, which
+//! covers every append that arrived meanwhile: that is the group commit ([`Db`]'s module docs).
+//! openraft serializes all calls on the store (`&mut self`), so writes are applied in the order
+//! they were issued. The committed log id is the one value written without a sync (see
+//! `save_committed`).
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
@@ -40,13 +45,115 @@ const KEY_COMMITTED: &[u8] = b"committed";
 /// `meta` key of the id of the last purged log entry.
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Most recently appended entries kept decoded in memory.
+pub const RECENT_ENTRIES_MAX: usize = 128;
+/// Most bytes (of encoded entries) the recent entries may stand for.
+pub const RECENT_ENTRIES_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The newest log entries, decoded, in index order without gaps: what openraft reads back right
+/// after appending (to replicate to each follower and to apply), served without a RocksDB
+/// iterator and a decode per entry per reader. Kept equal to the log's tail: an append adds to
+/// it after its write, a truncation or purge takes from it before its write; any read it
+/// cannot answer whole goes to RocksDB.
+struct RecentEntries<E> {
+    /// The entries, oldest first, each with its encoded size.
+    entries: VecDeque<(E, usize)>,
+    /// Index of the oldest entry held.
+    first_index: u64,
+    /// Sum of the encoded sizes held.
+    bytes: usize,
+}
+
+impl<E> RecentEntries<E> {
+    fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            first_index: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The index after the newest entry held (appends ending at `u64::MAX` are never held, so
+    /// this does not overflow).
+    fn end_index(&self) -> u64 {
+        self.first_index + self.entries.len() as u64
+    }
+
+    /// Adds entries that were just written, starting at `first`; entries held from `first` on are
+    /// replaced, and a gap before `first` starts over.
+    fn append(&mut self, first: u64, added: Vec<(E, usize)>) {
+        if self.entries.is_empty() || first < self.first_index || first > self.end_index() {
+            self.entries.clear();
+            self.bytes = 0;
+            self.first_index = first;
+        } else {
+            self.remove_from(first);
+        }
+        for (entry, size) in added {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > RECENT_ENTRIES_MAX
+            || (self.bytes > RECENT_ENTRIES_BYTES_MAX && self.entries.len() > 1)
+        {
+            self.pop_oldest();
+        }
+    }
+
+    /// Forgets every entry with index `>= from` (a truncation).
+    fn remove_from(&mut self, from: u64) {
+        while self.end_index() > from.max(self.first_index) {
+            match self.entries.pop_back() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets every entry with index `<= upto` (a purge).
+    fn remove_upto(&mut self, upto: u64) {
+        while !self.entries.is_empty() && self.first_index <= upto {
+            self.pop_oldest();
+        }
+        if self.entries.is_empty() {
+            self.first_index = 0;
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+            self.first_index += 1;
+        }
+    }
+}
+
+impl<E: Clone> RecentEntries<E> {
+    /// Clones of the entries `[start, end]` if every one of them is held.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<E>> {
+        if self.entries.is_empty() || start < self.first_index || end >= self.end_index() {
+            return None;
+        }
+        let from = usize::try_from(start - self.first_index).ok()?;
+        let to = usize::try_from(end - self.first_index).ok()?;
+        Some(
+            self.entries
+                .range(from..=to)
+                .map(|(entry, _)| entry.clone())
+                .collect(),
+        )
+    }
+}
+
 /// openraft's log storage ([`RaftLogStorage`] + [`RaftLogReader`]) on top of a [`Db`].
 ///
-/// Cheap to clone: clones share the database. A clone is also the log reader handed to
-/// openraft's replication tasks.
+/// Cheap to clone: clones share the database and the recent entries. A clone is also the log
+/// reader handed to openraft's replication tasks.
 pub struct LogStore<C: RaftTypeConfig> {
     /// The shared database holding the `logs` and `meta` column families.
     db: Db,
+    /// The log's newest entries, decoded, shared by every clone.
+    recent: Arc<Mutex<RecentEntries<C::Entry>>>,
     /// Ties the store to its type config without storing any value of it.
     _p: PhantomData<C>,
 }
@@ -56,6 +163,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         LogStore {
             db: self.db.clone(),
+            recent: Arc::clone(&self.recent),
             _p: PhantomData,
         }
     }
@@ -72,8 +180,21 @@ impl<C: RaftTypeConfig> LogStore<C> {
     pub fn new(db: Db) -> Self {
         LogStore {
             db,
+            recent: Arc::new(Mutex::new(RecentEntries::new())),
             _p: PhantomData,
         }
+    }
+
+    /// Runs `f` on the recent entries. A panic while the lock was held leaves them possibly
+    /// inconsistent with the log, so a poisoned lock is cleared and the reads go to RocksDB.
+    fn with_recent<T>(&self, f: impl FnOnce(&mut RecentEntries<C::Entry>) -> T) -> T {
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| {
+            let mut recent = PoisonError::into_inner(poisoned);
+            *recent = RecentEntries::new();
+            self.recent.clear_poison();
+            recent
+        });
+        f(&mut recent)
     }
 }
 
@@ -197,7 +318,7 @@ where
 impl<C> RaftLogReader<C> for LogStore<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -206,6 +327,13 @@ where
         let Some((start, end)) = inclusive_range(&range) else {
             return Ok(Vec::new());
         };
+        // Unbounded reads go to RocksDB: between an append's write and its update of the recent
+        // entries, the log's tail is newer than what they hold.
+        if let Some(end) = end {
+            if let Some(entries) = self.with_recent(|recent| recent.get(start, end)) {
+                return Ok(entries);
+            }
+        }
         self.db
             .run(move |db| read_entries::<C>(db, start, end))
             .await
@@ -216,7 +344,7 @@ where
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
 {
     type LogReader = Self;
 
@@ -265,6 +393,12 @@ where
             .sto(ErrorSubject::Vote, ErrorVerb::Read)
     }
 
+    /// Written without a sync, even with `FsyncPolicy::Always`: the committed log id is a hint
+    /// for restarts (how far to re-apply the log at once), not part of Raft's safety. A crash may
+    /// roll it back to an older value; openraft then re-applies less at start and learns the rest
+    /// from the leader. It can never get ahead of the log: RocksDB replays its WAL as a prefix,
+    /// and the entries it points to were written before it. Syncing it would put one more fsync
+    /// on every commit of every node, inside openraft's core loop.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<C::NodeId>>,
@@ -272,7 +406,7 @@ where
         let bytes =
             to_json(&committed, "committed log id").sto(ErrorSubject::Store, ErrorVerb::Write)?;
         self.db
-            .write("save committed", move |db, batch| {
+            .write_unsynced("save committed", move |db, batch| {
                 batch.put_cf(cf(db, CF_META)?, KEY_COMMITTED, bytes);
                 Ok(())
             })
@@ -305,49 +439,69 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
         let encoded: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
-            .into_iter()
+            .iter()
             .map(|entry| -> Result<(u64, Vec<u8>), StoreError> {
-                Ok((entry.get_log_id().index, to_json(&entry, "log entry")?))
+                Ok((entry.get_log_id().index, to_json(entry, "log entry")?))
             })
             .collect();
-        let result = match encoded {
-            Ok(encoded) => {
-                let count = encoded.len();
-                let first = encoded.first().map(|(i, _)| *i);
-                let last = encoded.last().map(|(i, _)| *i);
-                let written = self
-                    .db
-                    .write("append logs", move |db, batch| {
-                        let logs = cf(db, CF_LOGS)?;
-                        for (index, bytes) in encoded {
-                            batch.put_cf(logs, index_key(index), bytes);
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if written.is_ok() {
-                    tracing::debug!(count, first, last, "appended log entries");
-                }
-                written
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
             Err(e) => {
                 tracing::error!(error = %e, "log append failed");
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write))
+                return Err(e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write));
             }
-        }
+        };
+        let count = encoded.len();
+        let first = encoded.first().map(|(i, _)| *i);
+        let last = encoded.last().map(|(i, _)| *i);
+        // What the recent entries can hold: no gap, and an index after the last one (so the log
+        // ending at `u64::MAX` is only ever read from RocksDB).
+        let cacheable = encoded
+            .windows(2)
+            .all(|pair| pair[0].0.checked_add(1) == Some(pair[1].0))
+            && last.is_some_and(|last| last < u64::MAX);
+        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
+        // Readable when `append` returns, as openraft requires; `callback` is called once the
+        // WAL is synced past these entries (the database's group commit).
+        let durable = Box::new(move |result: Result<(), std::io::Error>| {
+            callback.log_io_completed(result);
+        });
+        self.db
+            .append(
+                "append logs",
+                move |db, batch| {
+                    let logs = cf(db, CF_LOGS)?;
+                    for (index, bytes) in encoded {
+                        batch.put_cf(logs, index_key(index), bytes);
+                    }
+                    Ok(())
+                },
+                durable,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "log append failed");
+                e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write)
+            })?;
+        self.with_recent(|recent| match first {
+            Some(first) if cacheable => {
+                recent.append(first, entries.into_iter().zip(sizes).collect());
+            }
+            // openraft appends without gaps; should it not, keep nothing rather than a hole.
+            _ => *recent = RecentEntries::new(),
+        });
+        tracing::debug!(count, first, last, "appended log entries");
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         let from = log_id.index;
+        // Before the write: no reader may get a truncated entry from memory once it is gone
+        // from disk.
+        self.with_recent(|recent| recent.remove_from(from));
         self.db
             .write("truncate logs", move |db, batch| {
                 delete_logs_from(db, batch, from)
@@ -362,6 +516,7 @@ where
         let upto = log_id.index;
         let bytes =
             to_json(&log_id, "last purged log id").sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        self.with_recent(|recent| recent.remove_upto(upto));
         self.db
             .write("purge logs", move |db, batch| {
                 batch.put_cf(cf(db, CF_META)?, KEY_LAST_PURGED, bytes);
@@ -397,6 +552,76 @@ mod tests {
             None
         );
         assert_eq!(inclusive_range(&std::ops::Range { start: 7, end: 2 }), None);
+    }
+
+    /// Recent entries holding `indexes` (as their own values), one byte each.
+    fn recent(first: u64, count: u64) -> RecentEntries<u64> {
+        let mut recent = RecentEntries::new();
+        recent.append(first, (first..first + count).map(|i| (i, 1)).collect());
+        recent
+    }
+
+    #[test]
+    fn recent_entries_answer_only_ranges_they_hold_whole() {
+        let recent = recent(10, 5);
+        assert_eq!(recent.get(10, 14), Some(vec![10, 11, 12, 13, 14]));
+        assert_eq!(recent.get(12, 12), Some(vec![12]));
+        assert_eq!(recent.get(9, 12), None, "starts before the oldest held");
+        assert_eq!(recent.get(12, 15), None, "ends after the newest held");
+        assert_eq!(RecentEntries::<u64>::new().get(0, 0), None);
+    }
+
+    #[test]
+    fn recent_entries_follow_appends_truncations_and_purges() {
+        let mut recent = recent(1, 5);
+        // A truncation forgets the tail; the next append continues from there.
+        recent.remove_from(4);
+        assert_eq!(recent.get(1, 3), Some(vec![1, 2, 3]));
+        assert_eq!(recent.get(1, 4), None);
+        recent.append(4, vec![(40, 1), (50, 1)]);
+        assert_eq!(recent.get(3, 5), Some(vec![3, 40, 50]));
+        // Overwriting from inside replaces what follows.
+        recent.append(2, vec![(200, 1)]);
+        assert_eq!(recent.get(1, 2), Some(vec![1, 200]));
+        assert_eq!(recent.get(1, 3), None);
+        // A purge forgets the head.
+        recent.remove_upto(1);
+        assert_eq!(recent.get(1, 2), None);
+        assert_eq!(recent.get(2, 2), Some(vec![200]));
+        recent.remove_upto(9);
+        assert_eq!(recent.get(2, 2), None);
+        assert_eq!(recent.bytes, 0);
+        // A gap (after a snapshot install, say) starts over.
+        recent.append(100, vec![(100, 1)]);
+        recent.append(102, vec![(102, 1)]);
+        assert_eq!(recent.get(100, 100), None);
+        assert_eq!(recent.get(102, 102), Some(vec![102]));
+        // Truncating before the oldest held forgets everything.
+        recent.remove_from(50);
+        assert_eq!(recent.get(102, 102), None);
+        assert_eq!(recent.bytes, 0);
+    }
+
+    #[test]
+    fn recent_entries_are_bounded_by_count_and_bytes() {
+        let recent = recent(1, RECENT_ENTRIES_MAX as u64 + 10);
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES_MAX);
+        assert_eq!(recent.first_index, 11);
+        assert_eq!(recent.end_index(), RECENT_ENTRIES_MAX as u64 + 11);
+
+        let mut recent = RecentEntries::new();
+        let big = RECENT_ENTRIES_BYTES_MAX / 2 + 1;
+        recent.append(1, vec![(1u64, big), (2, big), (3, big)]);
+        assert_eq!(
+            recent.get(2, 3),
+            None,
+            "two big entries exceed the byte bound"
+        );
+        assert_eq!(recent.get(3, 3), Some(vec![3]));
+        assert_eq!(recent.bytes, big);
+        // One entry above the bound is still held: the newest is what readers want.
+        recent.append(4, vec![(4, RECENT_ENTRIES_BYTES_MAX * 2)]);
+        assert_eq!(recent.get(4, 4), Some(vec![4]));
     }
 
     #[test]

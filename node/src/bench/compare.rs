@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 
 use super::driver::{drive, Figures, LoadArgs, Op};
 use super::peers::{
-    post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup,
+    post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup, WritePath,
     PARLEY_QUEUE,
 };
 use super::report;
@@ -270,9 +270,12 @@ async fn measure(
             let cluster = start_parley(parley, dir, http, "").await?;
             for &c in &args.load.concurrency {
                 let ops = parley_ops(http, &cluster.urls, PARLEY_QUEUE, c, &text).await?;
+                let before = WritePath::read(http, &cluster.urls).await?;
                 figures.push(report::progress(
                     drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
                 ));
+                let after = WritePath::read(http, &cluster.urls).await?;
+                println!("          {}", after.describe_since(&before));
             }
         }
         System::Etcd => {

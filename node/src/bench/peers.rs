@@ -437,6 +437,77 @@ pub async fn post_message(
     body["seq"].as_u64().context("no seq in the answer")
 }
 
+/// The value of `name` (with its labels, as exposed) in a Prometheus text page.
+pub fn counter_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
+    })
+}
+
+/// Write-path counters of a Parley cluster, summed over its nodes: what group commit and
+/// forward batching did during a measurement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WritePath {
+    /// Client writes committed.
+    pub committed: u64,
+    /// Raft log appends written (every node).
+    pub log_appends: u64,
+    /// WAL syncs those appends waited for.
+    pub wal_syncs: u64,
+    /// Forward RPCs followers sent to the leader.
+    pub forward_rpcs: u64,
+    /// Writes those RPCs carried.
+    pub forwarded_writes: u64,
+}
+
+impl WritePath {
+    /// Reads the counters of every node in `urls`.
+    pub async fn read(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<Self> {
+        let mut sum = Self::default();
+        for url in urls {
+            let text = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .with_context(|| format!("reading {url}/metrics"))?
+                .text()
+                .await
+                .with_context(|| format!("reading {url}/metrics"))?;
+            let get = |name: &str| counter_value(&text, name).unwrap_or(0);
+            sum.committed += get("parley_writes_total{outcome=\"committed\"}");
+            sum.log_appends += get("parley_storage_log_appends_total");
+            sum.wal_syncs += get("parley_storage_wal_syncs_total");
+            sum.forward_rpcs += get("parley_forward_rpcs_total");
+            sum.forwarded_writes += get("parley_forwarded_writes_total");
+        }
+        Ok(sum)
+    }
+
+    /// One line on what happened between `before` and `self`.
+    pub fn describe_since(&self, before: &Self) -> String {
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", a as f64 / b as f64)
+            }
+        };
+        let appends = self.log_appends.saturating_sub(before.log_appends);
+        format!(
+            "write path: {} writes/forward RPC, {} log appends/WAL sync, {} appends",
+            ratio(
+                self.forwarded_writes
+                    .saturating_sub(before.forwarded_writes),
+                self.forward_rpcs.saturating_sub(before.forward_rpcs)
+            ),
+            ratio(appends, self.wal_syncs.saturating_sub(before.wal_syncs)),
+            appends,
+        )
+    }
+}
+
 /// Options every suite that starts its own cluster takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {

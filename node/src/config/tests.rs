@@ -188,6 +188,10 @@ fn bad_values_get_clear_errors() {
         (format!("{GOOD}\nunknown_field = 1\n"), "unknown_field"),
         (GOOD.replace("[raft]", "[raft]\nelection = 1"), "election"),
         (
+            GOOD.replace("[raft]", "[raft]\nforward_inflight_max = 0"),
+            "raft.forward_inflight_max",
+        ),
+        (
             format!("{GOOD}\n[[agents]]\nid = \"alice\"\nname = \"A\"\npassword_hash = \"{HASH}\"\n"),
             "listed twice",
         ),

@@ -1,0 +1,122 @@
+//! Writes through a follower travel to the leader in batches (one `Cluster.Forward` RPC for
+//! every write waiting on the follower) and each commits exactly once; a malformed forward from
+//! a peer is refused, never half-applied.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use parley_node::bench::peers::counter_value;
+use parley_proto::v1 as pb;
+use pb::cluster_client::ClusterClient;
+use support::{check_events, Cluster};
+use tonic::Code;
+
+/// A counter's value in a node's Prometheus text, 0 when absent.
+async fn counter(cluster: &Cluster, id: u64, name: &str) -> u64 {
+    let text = cluster
+        .client
+        .get(cluster.url(id, "/metrics"))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics body");
+    counter_value(&text, name).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_share_forwards_and_commit_once() {
+    // One forward in flight: every write arriving while it travels waits for the next one.
+    let cluster =
+        Cluster::start_ready(3, "forward_inflight_max = 1", Duration::from_secs(30)).await;
+    let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let chat = cluster.start_chat(follower, "forwarding-1").await;
+
+    const WRITES: usize = 200;
+    let posts = (0..WRITES).map(|i| {
+        let (cluster, chat) = (&cluster, &chat);
+        async move {
+            let id = format!("m{i}");
+            let seq = cluster
+                .post(follower, chat, &id, &format!("message {i}"))
+                .await
+                .unwrap_or_else(|e| panic!("post {id} through node {follower}: {e}"));
+            (id, seq)
+        }
+    });
+    let acked: BTreeMap<String, u64> = futures::future::join_all(posts).await.into_iter().collect();
+    let mut seqs: Vec<u64> = acked.values().copied().collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        WRITES,
+        "every write got a sequence number of its own"
+    );
+
+    // Read your writes on the node written through: every acknowledged message is there now.
+    let events = cluster.events(follower, &chat).await.expect("events");
+    check_events(&events, &acked).unwrap_or_else(|e| panic!("node {follower}: {e}"));
+
+    let rpcs = counter(&cluster, follower, "parley_forward_rpcs_total").await;
+    let forwarded = counter(&cluster, follower, "parley_forwarded_writes_total").await;
+    assert!(
+        forwarded >= WRITES as u64,
+        "{forwarded} writes forwarded, expected at least {WRITES}"
+    );
+    assert!(
+        rpcs < forwarded,
+        "{forwarded} writes took {rpcs} forward RPCs: none shared one"
+    );
+    println!("{forwarded} forwarded writes in {rpcs} forward RPCs");
+    cluster
+        .assert_converged(&[1, 2, 3], Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_forwards_are_refused() {
+    let cluster = Cluster::start_ready(3, "", Duration::from_secs(30)).await;
+    let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;
+    let applied_before = cluster
+        .assert_converged(&[1, 2, 3], Duration::from_secs(10))
+        .await;
+    let endpoint = format!("http://{}", cluster.node(leader).grpc);
+    let mut client = tokio::time::timeout(Duration::from_secs(5), ClusterClient::connect(endpoint))
+        .await
+        .expect("connecting in time")
+        .expect("connecting to the leader's gRPC port");
+
+    let refused = |commands_json: Vec<Vec<u8>>| pb::ForwardRequest {
+        commands_json,
+        deadline_ms: 1_000,
+    };
+    let cases = [
+        ("too many commands", refused(vec![b"{}".to_vec(); 513])),
+        ("not json", refused(vec![b"{not json".to_vec()])),
+        ("not a command", refused(vec![br#"{"at_ms":1}"#.to_vec()])),
+    ];
+    for (what, request) in cases {
+        let status = client
+            .forward(request)
+            .await
+            .expect_err(&format!("{what}: refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status}");
+    }
+    let empty = client
+        .forward(refused(Vec::new()))
+        .await
+        .expect("an empty forward is answered")
+        .into_inner();
+    assert!(empty.results.is_empty());
+
+    // Nothing of the refused forwards reached the log (the nodes agree on an unchanged index).
+    let applied_after = cluster
+        .assert_converged(&[1, 2, 3], Duration::from_secs(10))
+        .await;
+    assert_eq!(applied_before, applied_after);
+}
