@@ -336,6 +336,29 @@ fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Waits for an in-flight permit, then for the first item of `rx`, and takes every item waiting
+/// behind it (at most `batch_max` in all), keeping those `wanted` says to keep (possibly none).
+/// `None` once `rx` is closed.
+async fn next_batch<T>(
+    inflight: &Arc<Semaphore>,
+    rx: &mut mpsc::Receiver<T>,
+    batch_max: usize,
+    wanted: impl Fn(&T) -> bool,
+) -> Option<(OwnedSemaphorePermit, Vec<T>)> {
+    let permit = Arc::clone(inflight).acquire_owned().await.ok()?;
+    let first = rx.recv().await?;
+    let mut batch = Vec::with_capacity(batch_max.min(64));
+    batch.push(first);
+    while batch.len() < batch_max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    batch.retain(|item| wanted(item));
+    Some((permit, batch))
+}
+
 /// The forward task of a follower: takes every command waiting in the forward queue and sends
 /// them to the leader in one RPC (one per leader, should the leader have changed meanwhile),
 /// with at most `forward_inflight_max` RPCs in flight.
@@ -349,22 +372,14 @@ async fn run_forwards(
     let inflight = Arc::new(Semaphore::new(options.forward_inflight_max.max(1)));
     let batch_max = options.batch_commands_max.max(1);
     loop {
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(batch_max.min(64));
-        batch.push(first);
-        while batch.len() < batch_max {
-            match rx.try_recv() {
-                Ok(forwarding) => batch.push(forwarding),
-                Err(_) => break,
-            }
-        }
         // Callers that gave up are not worth forwarding; their retry comes with the same ids.
-        batch.retain(|forwarding| !forwarding.reply.is_closed());
+        let Some((permit, batch)) = next_batch(&inflight, &mut rx, batch_max, |forwarding| {
+            !forwarding.reply.is_closed()
+        })
+        .await
+        else {
+            return;
+        };
         let mut by_leader: BTreeMap<NodeId, Vec<Forwarding>> = BTreeMap::new();
         for forwarding in batch {
             by_leader
@@ -524,22 +539,14 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
     let inflight = Arc::new(Semaphore::new(options.inflight_batches_max.max(1)));
     let batch_max = options.batch_commands_max.max(1);
     loop {
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(batch_max.min(64));
-        batch.push(first);
-        while batch.len() < batch_max {
-            match rx.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
-            }
-        }
         // Callers that gave up are not worth a log entry; their retry comes with the same ids.
-        batch.retain(|pending| !pending.reply.is_closed());
+        let Some((permit, batch)) = next_batch(&inflight, &mut rx, batch_max, |pending| {
+            !pending.reply.is_closed()
+        })
+        .await
+        else {
+            return;
+        };
         if batch.is_empty() {
             continue;
         }
