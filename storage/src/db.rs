@@ -186,13 +186,7 @@ impl Db {
         op: &'static str,
         fill: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
-        let fsync = self.opts.fsync;
-        self.run(move |db| {
-            let mut batch = WriteBatch::default();
-            fill(db, &mut batch)?;
-            commit(db, batch, fsync, op)
-        })
-        .await
+        self.write_with(op, self.opts.fsync, fill).await
     }
 
     /// Builds one `WriteBatch` with `fill` and writes it without a sync, for values that are
@@ -202,10 +196,20 @@ impl Db {
         op: &'static str,
         fill: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
+        self.write_with(op, FsyncPolicy::Never, fill).await
+    }
+
+    /// Builds one `WriteBatch` with `fill` and writes it atomically, synced by `fsync`.
+    async fn write_with(
+        &self,
+        op: &'static str,
+        fsync: FsyncPolicy,
+        fill: impl FnOnce(&DB, &mut WriteBatch) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
         self.run(move |db| {
             let mut batch = WriteBatch::default();
             fill(db, &mut batch)?;
-            commit(db, batch, FsyncPolicy::Never, op)
+            commit(db, batch, fsync, op)
         })
         .await
     }
@@ -229,18 +233,15 @@ impl Db {
                 Some(_) => commit(db, batch, FsyncPolicy::Never, op),
                 None => commit(db, batch, fsync, op),
             });
-            match (written, syncer) {
-                (Err(error), _) => {
-                    durable(Err(std::io::Error::other(error.to_string())));
-                    Err(error)
-                }
+            if let Err(error) = written {
+                durable(Err(std::io::Error::other(error.to_string())));
+                return Err(error);
+            }
+            appends.fetch_add(1, Ordering::Relaxed);
+            match syncer {
                 // Blocks this (blocking-pool) thread while the syncer's queue is full.
-                (Ok(()), Some(syncer)) => {
-                    appends.fetch_add(1, Ordering::Relaxed);
-                    syncer.enqueue(durable)
-                }
-                (Ok(()), None) => {
-                    appends.fetch_add(1, Ordering::Relaxed);
+                Some(syncer) => syncer.enqueue(durable),
+                None => {
                     durable(Ok(()));
                     Ok(())
                 }

@@ -449,8 +449,6 @@ pub fn counter_value(text: &str, name: &str) -> Option<u64> {
 /// forward batching did during a measurement.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WritePath {
-    /// Client writes committed.
-    pub committed: u64,
     /// Raft log appends written (every node).
     pub log_appends: u64,
     /// WAL syncs those appends waited for.
@@ -476,7 +474,6 @@ impl WritePath {
                 .await
                 .with_context(|| format!("reading {url}/metrics"))?;
             let get = |name: &str| counter_value(&text, name).unwrap_or(0);
-            sum.committed += get("parley_writes_total{outcome=\"committed\"}");
             sum.log_appends += get("parley_storage_log_appends_total");
             sum.wal_syncs += get("parley_storage_wal_syncs_total");
             sum.forward_rpcs += get("parley_forward_rpcs_total");
