@@ -178,7 +178,7 @@ impl SimNode for SimService {
             },
             Err(error) => SimReply {
                 outcome_json: Vec::new(),
-                retryable: error.status == 503,
+                retryable: error.status() == 503,
                 error: error.to_string(),
             },
         };

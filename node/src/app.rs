@@ -9,9 +9,10 @@ use std::time::Instant;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
 use parley_raft::command::{Directory, Op};
 use parley_raft::replica::ReplicaStatus;
-use parley_raft::{NodeInfo, Outcome, ProposeError, Replica, State};
+use parley_raft::{Outcome, ProposeError, Replica, State};
 use serde::Serialize;
 
+use crate::api::Member;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -178,7 +179,7 @@ pub struct ClusterView {
     /// Current term.
     pub term: u64,
     /// Members with site, addresses and role.
-    pub members: Vec<MemberView>,
+    pub members: Vec<Member>,
     /// Last log index stored here.
     pub last_log_index: Option<u64>,
     /// Commit index known here.
@@ -192,18 +193,6 @@ pub struct ClusterView {
     /// Whether this node is cut off and serving as an island (island mode is not built yet:
     /// always false).
     pub island: bool,
-}
-
-/// One member in the cluster view.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct MemberView {
-    /// Node id.
-    pub id: u64,
-    /// Its site and addresses.
-    #[serde(flatten)]
-    pub info: NodeInfo,
-    /// `leader` or `follower` as far as this node knows.
-    pub role: &'static str,
 }
 
 impl Handler<GetClusterView> for AppActor {
@@ -224,14 +213,13 @@ impl Handler<GetClusterView> for AppActor {
             let members = status
                 .members
                 .iter()
-                .map(|(id, info)| MemberView {
-                    id: *id,
-                    info: info.clone(),
-                    role: if status.leader == Some(*id) {
+                .map(|(id, info)| {
+                    let role = if status.leader == Some(*id) {
                         "leader"
                     } else {
                         "follower"
-                    },
+                    };
+                    Member::new(*id, info, role)
                 })
                 .collect();
             Ok(ClusterView {

@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// Network and request timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// Abuse limits at the HTTP edge.
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
     /// Every voting member, this node included.
     pub peers: Vec<RawPeer>,
     /// Bearer credential for the admin and supervisor API, at least 32 bytes. Absent: those
@@ -156,6 +159,88 @@ impl Default for RawTimeouts {
             long_poll_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
+    }
+}
+
+/// Abuse limits at the HTTP edge (`web/rate_limits.rs`). Per-address limits count the TCP
+/// peer's address: behind a load balancer, size them for everyone it forwards.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    /// Login attempts one client address may make per minute (in bursts of as many). Default
+    /// 60.
+    pub logins_per_address_per_minute: u32,
+    /// Login attempts for one agent id per minute, from anywhere. Default 10.
+    pub logins_per_agent_per_minute: u32,
+    /// Chats one client address may start per minute. Default 60.
+    pub chat_starts_per_address_per_minute: u32,
+    /// Password checks (argon2, tens of ms of CPU each) running at once on this node; more
+    /// wait up to 2 s, then get 503. Default 2.
+    pub password_checks_in_flight_max: usize,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        Self {
+            logins_per_address_per_minute: 60,
+            logins_per_agent_per_minute: 10,
+            chat_starts_per_address_per_minute: 60,
+            password_checks_in_flight_max: 2,
+        }
+    }
+}
+
+/// Largest per-minute rate limit accepted.
+pub const RATE_PER_MINUTE_MAX: u32 = 1_000_000;
+/// Most password checks in flight accepted.
+pub const PASSWORD_CHECKS_IN_FLIGHT_MAX: usize = 64;
+
+/// Validated abuse limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitsConfig {
+    /// See [`RawRateLimits::logins_per_address_per_minute`].
+    pub logins_per_address_per_minute: std::num::NonZeroU32,
+    /// See [`RawRateLimits::logins_per_agent_per_minute`].
+    pub logins_per_agent_per_minute: std::num::NonZeroU32,
+    /// See [`RawRateLimits::chat_starts_per_address_per_minute`].
+    pub chat_starts_per_address_per_minute: std::num::NonZeroU32,
+    /// See [`RawRateLimits::password_checks_in_flight_max`].
+    pub password_checks_in_flight_max: usize,
+}
+
+impl RawRateLimits {
+    fn validate(&self) -> Result<RateLimitsConfig, ConfigError> {
+        let rate = |field: &str, value: u32| {
+            std::num::NonZeroU32::new(value)
+                .filter(|v| v.get() <= RATE_PER_MINUTE_MAX)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("rate_limits.{field}"),
+                        format!("must be between 1 and {RATE_PER_MINUTE_MAX}"),
+                    )
+                })
+        };
+        if !(1..=PASSWORD_CHECKS_IN_FLIGHT_MAX).contains(&self.password_checks_in_flight_max) {
+            return Err(invalid(
+                "rate_limits.password_checks_in_flight_max",
+                format!("must be between 1 and {PASSWORD_CHECKS_IN_FLIGHT_MAX}"),
+            ));
+        }
+        Ok(RateLimitsConfig {
+            logins_per_address_per_minute: rate(
+                "logins_per_address_per_minute",
+                self.logins_per_address_per_minute,
+            )?,
+            logins_per_agent_per_minute: rate(
+                "logins_per_agent_per_minute",
+                self.logins_per_agent_per_minute,
+            )?,
+            chat_starts_per_address_per_minute: rate(
+                "chat_starts_per_address_per_minute",
+                self.chat_starts_per_address_per_minute,
+            )?,
+            password_checks_in_flight_max: self.password_checks_in_flight_max,
+        })
     }
 }
 
@@ -287,6 +372,8 @@ pub struct Config {
     pub raft: RawRaft,
     /// Timeouts (validated).
     pub timeouts: RawTimeouts,
+    /// Abuse limits (validated).
+    pub rate_limits: RateLimitsConfig,
     /// Members by id.
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// What to seed.
@@ -500,6 +587,7 @@ impl RawConfig {
             None => None,
         };
         let directory = self.directory()?;
+        let rate_limits = self.rate_limits.validate()?;
         Ok(Config {
             node_id: self.node_id,
             site: self.site,
@@ -511,6 +599,7 @@ impl RawConfig {
             fsync: self.fsync,
             raft: self.raft,
             timeouts: self.timeouts,
+            rate_limits,
             members,
             directory,
             admin_token_hash,

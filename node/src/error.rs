@@ -1,117 +1,107 @@
 //! The one place where errors become HTTP answers.
 //!
 //! Every error body has the same shape: `{"error": {"code": "...", "message": "..."}}`, where
-//! `code` is stable and documented and `message` is for humans.
+//! `code` is stable and documented and `message` is for humans. The status comes from the
+//! error's [`ErrorClass`], the table the node-to-node gRPC services take their codes from too,
+//! so a rejection means the same on both.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use parley_raft::{ProposeError, Rejection};
+use parley_raft::{Classified, ErrorClass, ProposeError, Rejection};
 use serde::Serialize;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
+    /// What kind of failure: the HTTP status.
+    pub class: ErrorClass,
     /// Stable machine-readable code.
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
-    /// Seconds after which a retry may succeed (503 only).
+    /// Seconds after which a retry may succeed (503 and 429).
     pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `class` with `code`.
+    pub fn new(class: ErrorClass, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: status.as_u16(),
+            class,
             code,
             message: message.into(),
             retry_after_s: None,
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.class.http_status()
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(ErrorClass::InvalidArgument, code, message)
     }
 
     /// 401: missing or wrong credentials.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorClass::Unauthenticated, "unauthorized", message)
     }
 
     /// 401: the agent's session ended (logout, or a newer login).
     pub fn session_ended() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "session_ended",
-            "the agent session has ended; log in again",
-        )
+        Self::from(Rejection::SessionEnded)
     }
 
     /// 403: the credential is valid but does not allow this.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorClass::PermissionDenied, "forbidden", message)
     }
 
     /// 409 with `code`.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
+        Self::new(ErrorClass::Conflict, code, message)
     }
 
     /// 404 with `code`.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+        Self::new(ErrorClass::NotFound, code, message)
     }
 
     /// 503: retry later, possibly on another node.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             retry_after_s: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            ..Self::new(ErrorClass::Unavailable, code, message)
         }
     }
 
     /// 500: a bug or an internal failure; details are logged, not sent.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(ErrorClass::Internal, "internal", message)
+    }
+
+    /// The answer for any classified error of the core.
+    fn classified(error: &impl Classified) -> Self {
+        let class = error.class();
+        Self {
+            retry_after_s: (class == ErrorClass::Unavailable).then_some(1),
+            ..Self::new(class, error.code(), error.to_string())
+        }
     }
 }
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
-        let message = rejection.to_string();
-        match rejection {
-            Rejection::UnknownQueue { .. } => Self::not_found("unknown_queue", message),
-            Rejection::UnknownChat { .. } => Self::not_found("unknown_chat", message),
-            Rejection::UnknownAgent { .. } => Self::not_found("unknown_agent", message),
-            Rejection::UnknownActivity { .. } => Self::not_found("unknown_activity", message),
-            Rejection::UnknownEntry { .. } => Self::not_found("unknown_entry", message),
-            Rejection::ChatEnded { .. } => Self::conflict("chat_ended", message),
-            Rejection::OffHours { .. } => Self::conflict("off_hours", message),
-            Rejection::SessionEnded => Self::session_ended(),
-            Rejection::Conflict { .. } => Self::conflict("conflict", message),
-            Rejection::LimitReached { .. } => Self::conflict("limit_reached", message),
-            Rejection::Invalid { .. } => Self::bad_request("invalid_field", message),
-            Rejection::IdempotencyConflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "idempotency_conflict", message)
-            }
-        }
+        Self::classified(&rejection)
     }
 }
 
 impl From<ProposeError> for ApiError {
     fn from(error: ProposeError) -> Self {
-        let message = error.to_string();
-        match error {
-            ProposeError::NoLeader { .. } => Self::unavailable("no_leader", message),
-            ProposeError::Timeout { .. } => Self::unavailable("write_timeout", message),
-            ProposeError::Overloaded => Self::unavailable("overloaded", message),
-            ProposeError::ShuttingDown => Self::unavailable("shutting_down", message),
-            ProposeError::Codec(_) => Self::internal(message),
-        }
+        Self::classified(&error)
     }
 }
 
@@ -128,7 +118,7 @@ struct Detail<'a> {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -142,5 +132,50 @@ impl ResponseError for ApiError {
                 message: &self.message,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers clients and docs/API.md rely on: a rejection's code and status are the
+    /// same whether it came from this node's apply or from a forwarded write.
+    #[test]
+    fn rejections_and_write_errors_keep_their_documented_answers() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (
+                Rejection::UnknownChat {
+                    chat_id: "c".into(),
+                }
+                .into(),
+                404,
+                "unknown_chat",
+            ),
+            (
+                Rejection::ChatEnded {
+                    chat_id: "c".into(),
+                }
+                .into(),
+                409,
+                "chat_ended",
+            ),
+            (Rejection::SessionEnded.into(), 401, "session_ended"),
+            (
+                Rejection::invalid("text", "too long").into(),
+                400,
+                "invalid_field",
+            ),
+            (
+                ProposeError::NoLeader { waited_ms: 1 }.into(),
+                503,
+                "no_leader",
+            ),
+            (ProposeError::Overloaded.into(), 503, "overloaded"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!((error.status(), error.code), (status, code), "{error}");
+            assert_eq!(error.retry_after_s.is_some(), status == 503, "{error}");
+        }
     }
 }

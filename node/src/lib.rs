@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: TOML + environment → validated [`config::Config`].
 //! - [`serve`]: the runtime, the actor system, start-up and shutdown order.
+//! - [`api`]: the HTTP API's wire types, converted from the replicated state's types.
 //! - [`web`]: HTTP and WebSocket routes, input validation, credentials; [`error`]: errors to
 //!   HTTP answers.
 //! - [`app`]: the app actor (writes through Raft, reads from applied state, cluster view).
@@ -12,6 +13,7 @@
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
 //! - [`bench`]: `parley bench`, a load generator that prints throughput and latency.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod config;

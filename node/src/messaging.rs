@@ -15,6 +15,8 @@ use std::sync::Arc;
 use actix::{Actor, AsyncContext, Context, Handler, Message, StreamHandler};
 use parley_proto::v1 as pb;
 use parley_raft::command::{AgentId, ChatId, Participant};
+
+use crate::api;
 use parley_raft::{NodeId, Replica, State};
 use parley_storage::AppliedState;
 use serde::Serialize;
@@ -64,12 +66,13 @@ pub struct Ephemeral {
     pub frame: Arc<str>,
 }
 
+/// A typing indicator as clients receive it and peers relay it.
 #[derive(Serialize, serde::Deserialize)]
 struct TypingFrame {
     #[serde(rename = "type")]
     kind: String,
     chat_id: ChatId,
-    from: Participant,
+    from: api::Participant,
 }
 
 struct Waiter {
@@ -233,7 +236,7 @@ impl StreamHandler<pb::Ephemeral> for MessagingActor {
         }
         self.deliver(&Ephemeral {
             chat_id: typing.chat_id,
-            from: typing.from,
+            from: typing.from.into(),
             frame: Arc::from(frame),
         });
     }
@@ -343,7 +346,7 @@ impl Handler<Typing> for MessagingActor {
         let frame = TypingFrame {
             kind: "typing".to_owned(),
             chat_id: msg.chat_id.clone(),
-            from: msg.from.clone(),
+            from: api::Participant::from(&msg.from),
         };
         let Ok(json) = serde_json::to_string(&frame) else {
             return;

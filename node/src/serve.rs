@@ -24,6 +24,7 @@ use crate::messaging::MessagingActor;
 use crate::metrics::Metrics;
 use crate::services::ServicesActor;
 use crate::token::{AgentTokens, ChatTokens};
+use crate::web::rate_limits::RateLimits;
 use crate::web::{self, WebState};
 
 /// HTTP worker threads; each runs its own single-threaded runtime.
@@ -145,6 +146,9 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .unwrap_or(0);
     let _services = ServicesActor::new(replica.clone(), rank, clock).start();
     let shutdown = CancellationToken::new();
+    // Made now, not at the first login for an unknown agent (which would then take twice as
+    // long as any other and tell that the agent does not exist).
+    let _ = crate::token::unknown_agent_hash();
     let web_state = WebState {
         app,
         messaging,
@@ -155,6 +159,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         node_id: config.node_id,
         queue_positions: Arc::default(),
+        rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();

@@ -110,6 +110,19 @@ pub fn is_password_hash(hash: &str) -> bool {
     argon2::password_hash::phc::PasswordHash::new(hash).is_ok()
 }
 
+/// A hash no password is known for, checked when a login names an unknown agent so that the
+/// answer takes as long as for a known one (same algorithm and cost as [`hash_password`]).
+pub fn unknown_agent_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        // A random password, forgotten at once; hashing cannot fail for a 32-byte input, and if
+        // it did the fallback PHC string still fails every check.
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        hash_password(&password)
+            .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aW52YWxpZA".to_owned())
+    })
+}
+
 /// Whether `password` matches the PHC string `hash`. Costs tens of milliseconds by design: run
 /// it off the async workers.
 pub fn verify_password(password: &str, hash: &str) -> bool {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::types::NodeId;
 
@@ -142,7 +141,7 @@ pub enum DirectoryKey {
 }
 
 /// A department: groups queues for reporting and administration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepartmentSpec {
     /// Stable id.
     pub id: DepartmentId,
@@ -151,7 +150,7 @@ pub struct DepartmentSpec {
 }
 
 /// A skill that queues require and agents have.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkillSpec {
     /// Stable id, used in queue and agent skill lists.
     pub id: SkillId,
@@ -160,9 +159,7 @@ pub struct SkillSpec {
 }
 
 /// The kind of work an activity is; queues and agent limits are per channel.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// Web chat.
@@ -188,7 +185,7 @@ impl Channel {
 }
 
 /// A queue's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSpec {
     /// Stable id, used in API paths and commands.
     pub id: QueueId,
@@ -238,7 +235,7 @@ pub fn default_off_hours_message() -> String {
 }
 
 /// Weekly opening hours in a time zone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusinessHours {
     /// IANA time zone name, e.g. `Europe/Paris`; resolved from the tz database built into the
     /// binary, so every node computes the same answer.
@@ -248,7 +245,7 @@ pub struct BusinessHours {
 }
 
 /// One weekly opening interval.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenInterval {
     /// Days it applies to: `mon`..`sun`.
     pub days: Vec<Weekday>,
@@ -259,9 +256,7 @@ pub struct OpenInterval {
 }
 
 /// A day of the week.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Weekday {
     /// Monday.
@@ -281,7 +276,7 @@ pub enum Weekday {
 }
 
 /// An agent's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSpec {
     /// Stable id, used as the login name.
     pub id: AgentId,
@@ -313,7 +308,7 @@ pub struct StartChat {
 }
 
 /// A customer's pre-chat details.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// Display name.
     pub name: String,
@@ -344,7 +339,7 @@ pub struct EndChat {
 }
 
 /// The customer's rating of an ended chat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitSurvey {
     /// The chat.
     pub chat_id: ChatId,
@@ -410,7 +405,7 @@ pub struct ActivityAction {
 }
 
 /// Where a transfer sends an activity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum TransferTarget {
     /// Offer it to this agent.
@@ -445,7 +440,7 @@ pub struct Complete {
 }
 
 /// Who takes part in a chat.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Participant {
     /// The chat's customer.

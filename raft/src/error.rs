@@ -59,3 +59,199 @@ pub struct CodecError {
     #[source]
     pub source: serde_json::Error,
 }
+
+/// What kind of failure an error is, with its stable code: the one table from which both the
+/// HTTP status (the node's web edge) and the gRPC code (the node-to-node services) are taken,
+/// so the two can never disagree about an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request is malformed or out of bounds; retrying it unchanged fails again.
+    InvalidArgument,
+    /// No valid credential.
+    Unauthenticated,
+    /// A valid credential that does not allow this.
+    PermissionDenied,
+    /// What the request names does not exist.
+    NotFound,
+    /// The request does not fit the current state.
+    Conflict,
+    /// What the request asks for is no longer kept.
+    Gone,
+    /// The request is larger than this node takes.
+    PayloadTooLarge,
+    /// The request's body is not in a format this endpoint takes.
+    UnsupportedMediaType,
+    /// The caller sends too much; retry after the time the answer names.
+    TooManyRequests,
+    /// Retry later, maybe on another node.
+    Unavailable,
+    /// A bug or an internal failure.
+    Internal,
+}
+
+impl ErrorClass {
+    /// The HTTP status of this class.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorClass::InvalidArgument => 400,
+            ErrorClass::Unauthenticated => 401,
+            ErrorClass::PermissionDenied => 403,
+            ErrorClass::NotFound => 404,
+            ErrorClass::Conflict => 409,
+            ErrorClass::Gone => 410,
+            ErrorClass::PayloadTooLarge => 413,
+            ErrorClass::UnsupportedMediaType => 415,
+            ErrorClass::TooManyRequests => 429,
+            ErrorClass::Unavailable => 503,
+            ErrorClass::Internal => 500,
+        }
+    }
+
+    /// The gRPC status code of this class.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorClass::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorClass::NotFound => tonic::Code::NotFound,
+            ErrorClass::Conflict => tonic::Code::FailedPrecondition,
+            ErrorClass::Gone => tonic::Code::OutOfRange,
+            ErrorClass::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            ErrorClass::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorClass::TooManyRequests => tonic::Code::ResourceExhausted,
+            ErrorClass::Unavailable => tonic::Code::Unavailable,
+            ErrorClass::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// A gRPC status of this class saying `message`.
+    pub fn grpc_status(self, message: impl Into<String>) -> tonic::Status {
+        tonic::Status::new(self.grpc_code(), message)
+    }
+}
+
+/// An error that knows its [`ErrorClass`] and its stable, documented code.
+pub trait Classified: std::fmt::Display {
+    /// Its class.
+    fn class(&self) -> ErrorClass;
+    /// Its stable machine-readable code (`unknown_chat`, `no_leader`, ...).
+    fn code(&self) -> &'static str;
+}
+
+impl Classified for ProposeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ProposeError::NoLeader { .. }
+            | ProposeError::Timeout { .. }
+            | ProposeError::Overloaded
+            | ProposeError::ShuttingDown => ErrorClass::Unavailable,
+            ProposeError::Codec(_) => ErrorClass::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProposeError::NoLeader { .. } => "no_leader",
+            ProposeError::Timeout { .. } => "write_timeout",
+            ProposeError::Overloaded => "overloaded",
+            ProposeError::ShuttingDown => "shutting_down",
+            ProposeError::Codec(_) => "internal",
+        }
+    }
+}
+
+impl Classified for CodecError {
+    fn class(&self) -> ErrorClass {
+        match self.action {
+            // A peer sent something this node cannot read.
+            "decode" => ErrorClass::InvalidArgument,
+            _ => ErrorClass::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self.action {
+            "decode" => "malformed_payload",
+            _ => "internal",
+        }
+    }
+}
+
+impl Classified for crate::command::Rejection {
+    fn class(&self) -> ErrorClass {
+        use crate::command::Rejection as R;
+        match self {
+            R::UnknownQueue { .. }
+            | R::UnknownChat { .. }
+            | R::UnknownAgent { .. }
+            | R::UnknownActivity { .. }
+            | R::UnknownEntry { .. } => ErrorClass::NotFound,
+            R::ChatEnded { .. }
+            | R::OffHours { .. }
+            | R::Conflict { .. }
+            | R::LimitReached { .. }
+            | R::IdempotencyConflict { .. } => ErrorClass::Conflict,
+            R::SessionEnded => ErrorClass::Unauthenticated,
+            R::Invalid { .. } => ErrorClass::InvalidArgument,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use crate::command::Rejection as R;
+        match self {
+            R::UnknownQueue { .. } => "unknown_queue",
+            R::UnknownChat { .. } => "unknown_chat",
+            R::UnknownAgent { .. } => "unknown_agent",
+            R::UnknownActivity { .. } => "unknown_activity",
+            R::UnknownEntry { .. } => "unknown_entry",
+            R::ChatEnded { .. } => "chat_ended",
+            R::OffHours { .. } => "off_hours",
+            R::SessionEnded => "session_ended",
+            R::Conflict { .. } => "conflict",
+            R::LimitReached { .. } => "limit_reached",
+            R::Invalid { .. } => "invalid_field",
+            R::IdempotencyConflict { .. } => "idempotency_conflict",
+        }
+    }
+}
+
+/// The gRPC status for `error`: its class's code, its code and message as the text.
+pub fn grpc_status(error: &impl Classified) -> tonic::Status {
+    error
+        .class()
+        .grpc_status(format!("{}: {error}", error.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every class maps to a distinct HTTP status, and classes a client may retry (503) are
+    /// exactly those gRPC calls Unavailable, which the peers' client retries.
+    #[test]
+    fn the_status_table_is_consistent() {
+        let all = [
+            ErrorClass::InvalidArgument,
+            ErrorClass::Unauthenticated,
+            ErrorClass::PermissionDenied,
+            ErrorClass::NotFound,
+            ErrorClass::Conflict,
+            ErrorClass::Gone,
+            ErrorClass::PayloadTooLarge,
+            ErrorClass::UnsupportedMediaType,
+            ErrorClass::TooManyRequests,
+            ErrorClass::Unavailable,
+            ErrorClass::Internal,
+        ];
+        let statuses: std::collections::BTreeSet<u16> =
+            all.iter().map(|c| c.http_status()).collect();
+        assert_eq!(statuses.len(), all.len());
+        for class in all {
+            assert_eq!(
+                class.http_status() == 503,
+                class.grpc_code() == tonic::Code::Unavailable,
+                "{class:?}"
+            );
+        }
+    }
+}

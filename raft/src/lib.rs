@@ -29,7 +29,7 @@ pub mod state;
 pub mod types;
 
 pub use command::{Command, Op, Outcome, Rejection, Request, Response};
-pub use error::{ProposeError, ReplicaError};
+pub use error::{Classified, ErrorClass, ProposeError, ReplicaError};
 pub use replica::{Replica, ReplicaOptions};
 pub use state::State;
 pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -29,6 +29,7 @@ use crate::codec;
 use crate::command::{Command, Op, Outcome, Request};
 use crate::error::ProposeError;
 use crate::network::Peers;
+use crate::state::check_input;
 use crate::types::{NodeId, Raft};
 
 /// Where the proposer gets wall-clock time. `apply` never reads a clock; this is the only place
@@ -88,7 +89,8 @@ pub const APPLY_WAIT_MAX: Duration = Duration::from_secs(2);
 /// The result of proposing on this node only.
 #[derive(Debug)]
 pub enum LocalOutcome {
-    /// Committed and applied on the leader, by the entry at this log index.
+    /// Committed and applied on the leader, by the entry at this log index; or refused
+    /// before proposing (its input out of bounds: `Outcome::Rejected`, log index 0).
     Committed(Outcome, u64),
     /// This node is not the leader; the leader it knows of, if any.
     NotLeader(Option<NodeId>),
@@ -211,6 +213,11 @@ impl Proposer {
 
     /// Commits an already stamped command through whichever node leads.
     pub async fn submit(&self, command: Command) -> Result<Outcome, ProposeError> {
+        // Input bounds are refused here, before the command costs a replication; apply would
+        // give the same rejection.
+        if let Err(rejection) = check_input(&command.op) {
+            return Ok(Outcome::Rejected(rejection));
+        }
         let timeout = self.inner.options.write_timeout;
         let started = Instant::now();
         let deadline = started + timeout;
@@ -273,6 +280,11 @@ impl Proposer {
     /// Proposes `command` on this node only, waiting at most `timeout`. Used for local writes and
     /// for writes forwarded here by followers.
     pub async fn propose_local(&self, command: Command, timeout: Duration) -> LocalOutcome {
+        // Also for commands forwarded by peers: nothing out of bounds reaches the log. Nothing
+        // was committed, so the answer names no log index.
+        if let Err(rejection) = check_input(&command.op) {
+            return LocalOutcome::Committed(Outcome::Rejected(rejection), 0);
+        }
         let (reply, rx) = oneshot::channel();
         match self.inner.queue.try_send(Pending { command, reply }) {
             Ok(()) => {}

@@ -9,7 +9,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{LogId, ServerState, SnapshotPolicy};
 use parley_storage::{AppliedState, Db, DbOptions, LogStore, StateMachineStore};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::command::{Op, Outcome};
 use crate::error::{ProposeError, ReplicaError};
@@ -100,6 +100,9 @@ pub struct ReplicaStatus {
 /// How long a relayed ephemeral event may take to reach a peer.
 const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Ephemeral events waiting for one peer; more are dropped (they are best effort).
+const RELAY_QUEUE_PER_PEER: usize = 64;
+
 /// A running replica.
 #[derive(Clone)]
 pub struct Replica {
@@ -109,7 +112,27 @@ pub struct Replica {
     proposer: Proposer,
     db: Db,
     members: BTreeMap<NodeId, NodeInfo>,
+    /// One bounded queue per peer for ephemeral events, each drained by one task that has at
+    /// most one relay RPC in flight: a slow or lost peer costs a full queue, not a task per
+    /// event.
+    relay_queues: Arc<BTreeMap<NodeId, mpsc::Sender<parley_proto::v1::Ephemeral>>>,
+}
+
+/// Sends the ephemeral events queued for the peer at `addr`, one at a time, each bounded by
+/// [`RELAY_TIMEOUT`]; ends when the replica is dropped.
+async fn relay_to_peer(
     peers: Peers,
+    addr: String,
+    mut queue: mpsc::Receiver<parley_proto::v1::Ephemeral>,
+) {
+    while let Some(event) = queue.recv().await {
+        let Ok(mut client) = peers.cluster_client(&addr) else {
+            continue;
+        };
+        let mut request = tonic::Request::new(event);
+        request.set_timeout(RELAY_TIMEOUT);
+        let _ = tokio::time::timeout(RELAY_TIMEOUT, client.relay(request)).await;
+    }
 }
 
 impl Replica {
@@ -149,10 +172,18 @@ impl Replica {
             id: options.id,
             peers: peers.clone(),
         };
-        let relay_peers = peers.clone();
+        let relay_queues = options
+            .members
+            .iter()
+            .filter(|(id, _)| **id != options.id)
+            .map(|(id, info)| {
+                let (sender, queue) = mpsc::channel(RELAY_QUEUE_PER_PEER);
+                tokio::spawn(relay_to_peer(peers.clone(), info.grpc_addr.clone(), queue));
+                (*id, sender)
+            })
+            .collect();
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
         let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
-        let peers = relay_peers;
         Ok(Self {
             id: options.id,
             raft,
@@ -160,7 +191,7 @@ impl Replica {
             proposer,
             db,
             members: options.members,
-            peers,
+            relay_queues: Arc::new(relay_queues),
         })
     }
 
@@ -222,23 +253,14 @@ impl Replica {
         self.store.subscribe()
     }
 
-    /// Sends an ephemeral event (typing) to every other member, best effort: each send is
-    /// spawned with a short deadline and its failure ignored.
+    /// Queues an ephemeral event (typing) for every other member, best effort: dropped for a
+    /// peer whose queue is full, each send bounded by a short deadline, failures ignored.
     pub fn relay(&self, chat_id: &str, json: Vec<u8>) {
-        for (id, info) in &self.members {
-            if *id == self.id {
-                continue;
-            }
-            let Ok(mut client) = self.peers.cluster_client(&info.grpc_addr) else {
-                continue;
-            };
-            let mut request = tonic::Request::new(parley_proto::v1::Ephemeral {
+        for queue in self.relay_queues.values() {
+            // Best effort by design: a full queue (a slow or lost peer) drops the event.
+            let _ = queue.try_send(parley_proto::v1::Ephemeral {
                 chat_id: chat_id.to_owned(),
                 json: json.clone(),
-            });
-            request.set_timeout(RELAY_TIMEOUT);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(RELAY_TIMEOUT, client.relay(request)).await;
             });
         }
     }

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::codec;
 use crate::command::Command;
+use crate::error::{grpc_status, ErrorClass};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
@@ -39,13 +40,13 @@ impl RaftService {
 }
 
 fn bad_payload(error: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("malformed payload: {error}"))
+    ErrorClass::InvalidArgument.grpc_status(format!("malformed_payload: {error}"))
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
     codec::encode(value)
         .map(|json| Response::new(pb::RaftPayload { json }))
-        .map_err(|e| Status::internal(e.to_string()))
+        .map_err(|e| grpc_status(&e))
 }
 
 #[tonic::async_trait]
@@ -106,7 +107,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ForwardReply>, Status> {
         let request = request.into_inner();
         if request.commands_json.len() > BATCH_COMMANDS_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(ErrorClass::InvalidArgument.grpc_status(format!(
                 "a forward carries at most {BATCH_COMMANDS_MAX} commands, got {}",
                 request.commands_json.len()
             )));
@@ -133,7 +134,7 @@ impl Cluster for ClusterService {
                 Ok(match outcome {
                     LocalOutcome::Committed(outcome, log_index) => pb::ForwardResult {
                         outcome: Some(pb::forward_result::Outcome::OutcomeJson(
-                            codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?,
+                            codec::encode(&outcome).map_err(|e| grpc_status(&e))?,
                         )),
                         log_index,
                     },
@@ -159,7 +160,10 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::RelayAck>, Status> {
         let event = request.into_inner();
         if event.json.len() > EPHEMERAL_BYTES_MAX {
-            return Err(Status::invalid_argument("ephemeral event too large"));
+            return Err(ErrorClass::PayloadTooLarge.grpc_status(format!(
+                "an ephemeral event is at most {EPHEMERAL_BYTES_MAX} bytes, got {}",
+                event.json.len()
+            )));
         }
         if let Some(sink) = &self.relay {
             // Best effort by design: a full queue drops a typing indicator, nothing more.

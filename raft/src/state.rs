@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::command::{
     ActivityId, AgentId, AgentSpec, Channel, ChatId, Command, Customer, DepartmentId,
@@ -28,9 +27,11 @@ mod agents;
 mod chat;
 mod directory;
 pub mod hours;
+mod input;
 mod routing;
 
 pub use directory::{check_agent_spec, check_queue_spec};
+pub use input::{check_entry, check_input};
 pub use routing::{QueuePosition, CALLBACK_OUTCOMES};
 
 /// Everything the cluster agrees on. Ordered maps only, so serialization (and the digest) is
@@ -108,7 +109,7 @@ pub struct Agent {
 }
 
 /// A login session of an agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Id named by the agent's token.
     pub session_id: String,
@@ -119,7 +120,7 @@ pub struct Session {
 }
 
 /// One event in an agent's feed, numbered from 1 without gaps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentEvent {
     /// Position in the agent's feed.
     pub seq: u64,
@@ -131,7 +132,7 @@ pub struct AgentEvent {
 }
 
 /// What an agent feed event records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentEventBody {
     /// A login session started.
@@ -192,7 +193,7 @@ pub enum AgentEventBody {
 }
 
 /// A unit of work: a chat, a callback.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// Stable id.
     pub id: ActivityId,
@@ -215,7 +216,7 @@ pub struct Activity {
 }
 
 /// Where an activity is in its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ActivityStatus {
     /// A callback waiting for its requested time.
@@ -264,7 +265,7 @@ impl ActivityStatus {
 }
 
 /// One status change of an activity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// When.
     pub at_ms: u64,
@@ -277,7 +278,7 @@ pub struct Transition {
 }
 
 /// Channel-specific details of an activity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActivityDetail {
     /// A chat; its session is in `State::chats` under the same id.
@@ -294,7 +295,7 @@ pub enum ActivityDetail {
 }
 
 /// Where a chat is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatStatus {
     /// Open: messages may be posted.
@@ -328,7 +329,7 @@ pub struct Chat {
 }
 
 /// A customer's rating.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Survey {
     /// 1 to 5.
     pub rating: u8,
@@ -339,7 +340,7 @@ pub struct Survey {
 }
 
 /// One event in a chat, numbered from 1 without gaps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatEvent {
     /// Position in the chat, starting at 1.
     pub seq: u64,
@@ -351,7 +352,7 @@ pub struct ChatEvent {
 }
 
 /// What a chat event records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// The chat started.
@@ -423,6 +424,9 @@ impl State {
     /// first change.
     pub fn apply(&mut self, command: &Command) -> Outcome {
         let at = command.at_ms;
+        if let Err(rejection) = check_input(&command.op) {
+            return Outcome::Rejected(rejection);
+        }
         let outcome = match &command.op {
             Op::SeedDirectory(directory) => Ok(self.seed(directory)),
             Op::Upsert(entry) => self.upsert(entry),
@@ -814,6 +818,10 @@ impl parley_storage::Machine for State {
 
     fn empty_response() -> Self::Response {
         Response::default()
+    }
+
+    fn check_invariants(&self) -> Result<(), String> {
+        self.validate().map_err(|violation| violation.0)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::command::{Request, Response};
 pub type NodeId = u64;
 
 /// What the cluster membership records about each node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// The site (data center) the node runs in; used for island mode and reporting.
     pub site: String,

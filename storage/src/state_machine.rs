@@ -56,6 +56,21 @@ pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
     fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response;
     /// The response openraft requires for a blank or membership entry.
     fn empty_response() -> Self::Response;
+    /// Checks the machine's own invariants, naming the first one broken. Debug builds assert
+    /// it around persistence: on the copy a snapshot is built from, and on every machine
+    /// restored from a snapshot (at open and at install). It may walk the whole machine.
+    fn check_invariants(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Asserts (debug builds only) that `machine` holds its invariants at `point`.
+fn debug_check<M: Machine>(machine: &M, point: &str) {
+    if cfg!(debug_assertions) {
+        if let Err(broken) = machine.check_invariants() {
+            panic!("state machine invariant broken {point}: {broken}");
+        }
+    }
 }
 
 /// What has been applied: published through a tokio `watch` channel after every apply batch and
@@ -243,6 +258,7 @@ where
                 };
                 let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
                 payload.check_against(&meta)?;
+                debug_check(&payload.machine, "in the snapshot restored at open");
                 Ok(Some(payload))
             })
             .await?;
@@ -336,6 +352,7 @@ where
                 machine: inner.machine.clone(),
             }
         };
+        debug_check(&payload.machine, "in a snapshot about to be persisted");
         let counter = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
         let (term, index) = payload
             .last_applied
@@ -476,6 +493,7 @@ where
             .run(move |db| {
                 let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&bytes)?;
                 payload.check_against(&persist_meta)?;
+                debug_check(&payload.machine, "in a snapshot received for install");
                 shared.persist_snapshot(db, &persist_meta, &bytes)?;
                 Ok(payload)
             })

@@ -242,3 +242,34 @@ fn a_missing_file_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn rate_limits_have_defaults_and_are_validated() {
+    let config = load(GOOD, &[]).expect("good config");
+    assert_eq!(config.rate_limits.logins_per_agent_per_minute.get(), 10);
+    assert_eq!(
+        config.rate_limits.chat_starts_per_address_per_minute.get(),
+        60
+    );
+    let with = |table: &str| format!("{GOOD}\n[rate_limits]\n{table}\n");
+    let set = load(&with("chat_starts_per_address_per_minute = 5"), &[]).expect("valid");
+    assert_eq!(set.rate_limits.chat_starts_per_address_per_minute.get(), 5);
+    for (table, field) in [
+        (
+            "logins_per_agent_per_minute = 0",
+            "rate_limits.logins_per_agent_per_minute",
+        ),
+        (
+            "logins_per_address_per_minute = 1000001",
+            "rate_limits.logins_per_address_per_minute",
+        ),
+        (
+            "password_checks_in_flight_max = 0",
+            "rate_limits.password_checks_in_flight_max",
+        ),
+        ("logins_per_minute = 5", "logins_per_minute"),
+    ] {
+        let message = problem(&with(table));
+        assert!(message.contains(field), "{table}: {message}");
+    }
+}

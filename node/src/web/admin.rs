@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{
-    default_off_hours_message, AgentSpec, BusinessHours, Channel, DepartmentSpec, DirectoryEntry,
+    self as cmd, default_off_hours_message, AgentSpec, DepartmentSpec, DirectoryEntry,
     DirectoryKey, Op, QueueSpec, SkillSpec,
 };
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::agent::PASSWORD_BYTES_MAX;
 use super::views::{agent_view, queue_stats, AgentView, QueueStats};
 use super::{admin_caller, path_id, WebState};
+use crate::api::{BusinessHours, Channel, Department, Queue, Skill};
 use crate::error::ApiError;
 use crate::token::hash_password;
 
@@ -44,11 +45,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DirectoryView {
     /// Departments.
-    pub departments: Vec<DepartmentSpec>,
+    pub departments: Vec<Department>,
     /// Skills.
-    pub skills: Vec<SkillSpec>,
+    pub skills: Vec<Skill>,
     /// Queues.
-    pub queues: Vec<QueueSpec>,
+    pub queues: Vec<Queue>,
     /// Agents.
     pub agents: Vec<AgentEntry>,
 }
@@ -69,9 +70,9 @@ pub struct AgentEntry {
 async fn read_directory(state: &WebState) -> Result<DirectoryView, ApiError> {
     state
         .read(|s, _| DirectoryView {
-            departments: s.departments.values().cloned().collect(),
-            skills: s.skills.values().cloned().collect(),
-            queues: s.queues.values().map(|q| q.spec.clone()).collect(),
+            departments: s.departments.values().map(Department::from).collect(),
+            skills: s.skills.values().map(Skill::from).collect(),
+            queues: s.queues.values().map(|q| Queue::from(&q.spec)).collect(),
             agents: s
                 .agents
                 .values()
@@ -79,7 +80,12 @@ async fn read_directory(state: &WebState) -> Result<DirectoryView, ApiError> {
                     id: a.spec.id.clone(),
                     name: a.spec.name.clone(),
                     skills: a.spec.skills.clone(),
-                    limits: a.spec.limits.clone(),
+                    limits: a
+                        .spec
+                        .limits
+                        .iter()
+                        .map(|(c, n)| ((*c).into(), *n))
+                        .collect(),
                 })
                 .collect(),
         })
@@ -246,12 +252,12 @@ pub async fn put_queue(
         id,
         name: body.name,
         department: body.department,
-        channel: body.channel.unwrap_or(Channel::Chat),
+        channel: body.channel.map_or(cmd::Channel::Chat, Into::into),
         skills: body.skills,
         offer_timeout_ms: body.offer_timeout_ms.unwrap_or(30_000),
         not_ready_on_missed_offer: body.not_ready_on_missed_offer.unwrap_or(true),
         inactivity_timeout_ms: body.inactivity_timeout_ms.unwrap_or(600_000),
-        business_hours: body.business_hours,
+        business_hours: body.business_hours.map(Into::into),
         off_hours_message: body
             .off_hours_message
             .unwrap_or_else(default_off_hours_message),
@@ -276,7 +282,7 @@ pub async fn put_business_hours(
         .read(move |s, _| s.queues.get(&queue_id).map(|q| q.spec.clone()))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_queue", format!("unknown queue {id}")))?;
-    spec.business_hours = body.into_inner();
+    spec.business_hours = body.into_inner().map(Into::into);
     apply(&state, Op::Upsert(DirectoryEntry::Queue(spec))).await
 }
 
@@ -353,7 +359,11 @@ pub async fn put_agent(
         id,
         name: body.name,
         skills: body.skills,
-        limits: body.limits,
+        limits: body
+            .limits
+            .into_iter()
+            .map(|(c, n)| (c.into(), n))
+            .collect(),
         password_hash,
     };
     apply(&state, Op::Upsert(DirectoryEntry::Agent(spec))).await

@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{
-    ActivityAction, AgentSession, Channel, Complete, Login, Op, SetAvailability, Transfer,
-    TransferTarget,
+    ActivityAction, AgentSession, Complete, Login, Op, SetAvailability, Transfer, TransferTarget,
 };
-use parley_raft::limits;
+use parley_raft::{limits, ErrorClass};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::customer::{long_poll, EventsQuery};
 use super::views::{activity_view, agent_feed, agent_view, ActivityView, AgentFeedItem, AgentView};
 use super::{agent_caller, new_id, path_id, WebState};
+use crate::api::Channel;
 use crate::error::ApiError;
 use crate::messaging::Feed;
-use crate::token::{verify_password, AgentClaims};
+use crate::token::{unknown_agent_hash, verify_password, AgentClaims};
 
 /// Longest accepted password, in bytes.
 pub const PASSWORD_BYTES_MAX: usize = 1024;
@@ -64,9 +64,12 @@ pub struct LoggedIn {
 
 /// Log in on any node. A new login replaces the agent's previous session; assigned work stays.
 #[utoipa::path(post, path = "/api/v1/agents/login", tag = "agent", request_body = LoginBody,
-    responses((status = 200, body = LoggedIn), (status = 400), (status = 401, description = "invalid_credentials"), (status = 503)))]
+    responses((status = 200, body = LoggedIn), (status = 400), (status = 401, description = "invalid_credentials"),
+        (status = 429, description = "rate_limited: too many attempts from this address or for this agent; see Retry-After"),
+        (status = 503)))]
 pub async fn login(
     state: web::Data<WebState>,
+    request: HttpRequest,
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -78,6 +81,9 @@ pub async fn login(
             "agent_id or password is too long",
         ));
     }
+    state
+        .rate_limits
+        .login(request.peer_addr().map(|a| a.ip()), &body.agent_id)?;
     let agent_id = body.agent_id.clone();
     let hash = state
         .read(move |s, _| {
@@ -87,13 +93,23 @@ pub async fn login(
         })
         .await?;
     let password = body.password;
-    // argon2 is deliberately slow: keep it off the async workers.
-    let valid = match hash {
-        Some(hash) => web::block(move || verify_password(&password, &hash))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        None => false,
-    };
+    // argon2 is deliberately slow: keep it off the async workers, a bounded number at a time.
+    // An unknown agent costs the same check (against a dummy hash), so the answer's timing
+    // does not tell which agent ids exist.
+    let permit = state.rate_limits.password_check().await?;
+    let valid = web::block(move || {
+        let _permit = permit;
+        match hash {
+            Some(hash) => verify_password(&password, &hash),
+            None => {
+                // The same work as for a known agent; its answer is not the login's.
+                let _ = verify_password(&password, unknown_agent_hash());
+                false
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     if !valid {
         return Err(ApiError {
             code: "invalid_credentials",
@@ -171,7 +187,11 @@ pub async fn set_availability(
     state
         .write(Op::SetAvailability(SetAvailability {
             session: session(&claims),
-            channels: body.channels,
+            channels: body
+                .channels
+                .into_iter()
+                .map(|(channel, ready)| (channel.into(), ready))
+                .collect(),
             reason: body.reason,
         }))
         .await?;
@@ -221,15 +241,14 @@ async fn read_feed(
 
 /// 410: the events after the client's position are no longer kept.
 pub fn resume_too_old(first: u64) -> ApiError {
-    ApiError {
-        status: 410,
-        code: "resume_too_old",
-        message: format!(
+    ApiError::new(
+        ErrorClass::Gone,
+        "resume_too_old",
+        format!(
             "events before {first} are no longer kept; reload GET /api/v1/agents/me/activities \
              and resume from its feed_last_seq"
         ),
-        retry_after_s: None,
-    }
+    )
 }
 
 /// The agent's feed after `after` (the same resume as the stream, for clients without

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{
-    Customer, EndChat, Op, PostMessage, RequestCallback, StartChat, SubmitSurvey,
+    EndChat, Op, Participant, PostMessage, RequestCallback, StartChat, SubmitSurvey,
 };
 use parley_raft::limits;
-use parley_raft::state::{ChatEvent, EventBody};
 use parley_raft::Outcome;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,6 +18,7 @@ use super::{
     await_chat, chat_caller, created_or_replayed, mailbox, new_id, path_id, unexpected, WebState,
     EVENTS_PAGE_DEFAULT,
 };
+use crate::api::{ChatEvent, Customer, EventBody, Participant as ApiParticipant, TransferTarget};
 use crate::error::ApiError;
 use crate::messaging::{Feed, WaitForEvents};
 
@@ -71,17 +71,22 @@ pub struct ChatStarted {
         (status = 400, description = "Invalid field"),
         (status = 404, description = "Unknown queue"),
         (status = 409, description = "off_hours, limit_reached (open chats per customer) or idempotency_conflict"),
+        (status = 429, description = "rate_limited: too many chats started from this address; see Retry-After"),
         (status = 503, description = "No quorum or overloaded: retry, maybe on another node")))]
 pub async fn start_chat(
     state: web::Data<WebState>,
+    request: HttpRequest,
     body: web::Json<StartChatBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .rate_limits
+        .chat_start(request.peer_addr().map(|a| a.ip()))?;
     let body = body.into_inner();
     let op = Op::StartChat(StartChat {
         chat_id: new_id(),
         request_id: body.request_id,
         queue_id: body.queue_id,
-        customer: body.customer,
+        customer: body.customer.into(),
         question: body.question,
     });
     let (chat_id, replayed) = match state.write(op).await? {
@@ -237,7 +242,7 @@ async fn read_page(
                 .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
             let events = s
                 .chat_events(&chat_id, after, limit)
-                .map(<[ChatEvent]>::to_vec)
+                .map(|events| events.iter().map(ChatEvent::from).collect())
                 .unwrap_or_default();
             Ok(EventsPage {
                 last_seq: chat.last_seq(),
@@ -353,9 +358,7 @@ pub async fn submit_survey(
     body: web::Json<SurveyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
-    if chat_caller(&state, &request, None, &chat_id).await?
-        != parley_raft::command::Participant::Customer
-    {
+    if chat_caller(&state, &request, None, &chat_id).await? != Participant::Customer {
         return Err(ApiError::forbidden("only the customer rates a chat"));
     }
     let body = body.into_inner();
@@ -421,7 +424,13 @@ pub async fn transcript(
     let (view, events, agents) = state
         .read(move |s, _| {
             let view = chat_view(s, &id)?;
-            let events = s.chats.get(&id)?.events.clone();
+            let events = s
+                .chats
+                .get(&id)?
+                .events
+                .iter()
+                .map(ChatEvent::from)
+                .collect::<Vec<_>>();
             let agents: std::collections::BTreeMap<String, String> = s
                 .agents
                 .values()
@@ -477,12 +486,12 @@ fn render_text(
             }
             EventBody::Message { from, text, .. } => {
                 let who = match from {
-                    parley_raft::command::Participant::Customer => customer.clone(),
-                    parley_raft::command::Participant::Agent { agent_id } => agents
+                    ApiParticipant::Customer => customer.clone(),
+                    ApiParticipant::Agent { agent_id } => agents
                         .get(agent_id)
                         .cloned()
                         .unwrap_or_else(|| agent_id.clone()),
-                    parley_raft::command::Participant::System => "System".to_owned(),
+                    ApiParticipant::System => "System".to_owned(),
                 };
                 format!("{who}: {text}")
             }
@@ -492,13 +501,13 @@ fn render_text(
                 format!("{name} left ({reason})")
             }
             EventBody::Transferred { target } => match target {
-                parley_raft::command::TransferTarget::Agent { agent_id } => {
+                TransferTarget::Agent { agent_id } => {
                     format!(
                         "Transferred to {}",
                         agents.get(agent_id).unwrap_or(agent_id)
                     )
                 }
-                parley_raft::command::TransferTarget::Queue { queue_id } => {
+                TransferTarget::Queue { queue_id } => {
                     format!("Transferred to queue {queue_id}")
                 }
             },

@@ -21,18 +21,20 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{ChatId, Op, Participant};
 use parley_raft::state::QueuePosition;
-use parley_raft::{Outcome, State};
+use parley_raft::{ErrorClass, Outcome, State};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
 use crate::error::ApiError;
 use crate::messaging::{Feed, MessagingActor, WaitForEvents};
 use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
+use rate_limits::RateLimits;
 
 pub mod admin;
 pub mod agent;
 pub mod customer;
 pub mod openapi;
+pub mod rate_limits;
 pub mod stream;
 pub mod views;
 
@@ -62,6 +64,8 @@ pub struct WebState {
     pub node_id: u64,
     /// Waiting customers' queue positions, shared by their streams.
     pub queue_positions: Arc<QueuePositions>,
+    /// Abuse limits: logins, chat starts, password checks in flight.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// How old the shared queue positions may be before a stream recomputes them.
@@ -148,19 +152,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
 fn json_error(error: JsonPayloadError) -> ApiError {
     match error {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError {
-                status: 413,
-                code: "payload_too_large",
-                message: format!("the body is larger than {JSON_BODY_BYTES_MAX} bytes"),
-                retry_after_s: None,
-            }
+            ApiError::new(
+                ErrorClass::PayloadTooLarge,
+                "payload_too_large",
+                format!("the body is larger than {JSON_BODY_BYTES_MAX} bytes"),
+            )
         }
-        JsonPayloadError::ContentType => ApiError {
-            status: 415,
-            code: "unsupported_media_type",
-            message: "send the body as application/json".to_owned(),
-            retry_after_s: None,
-        },
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorClass::UnsupportedMediaType,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
         other => ApiError::bad_request("malformed_json", other.to_string()),
     }
 }

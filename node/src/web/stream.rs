@@ -40,6 +40,9 @@ const CATCH_UP_PAGE: usize = 200;
 const QUEUE_STATUS_INTERVAL: Duration = Duration::from_secs(2);
 /// Least time between two supervisor snapshots.
 const SUPERVISOR_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two typing indicators taken from one stream; more are dropped (a
+/// client sends one every few seconds while its user types).
+pub const TYPING_INTERVAL_MIN: Duration = Duration::from_millis(250);
 
 /// Close code: the agent session ended.
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
@@ -232,6 +235,7 @@ fn open(
             source,
             cursor: after,
             last_queue_status: None,
+            last_typing: None,
         };
         let reason = stream.run(messages).await;
         let _ = stream.session.close(reason).await;
@@ -254,6 +258,8 @@ struct Stream {
     /// The last seq sent (feed seq for agents, applied index for supervisors).
     cursor: u64,
     last_queue_status: Option<(u64, u64)>,
+    /// When this stream last passed a typing indicator on (see [`TYPING_INTERVAL_MIN`]).
+    last_typing: Option<std::time::Instant>,
 }
 
 enum Sent {
@@ -380,7 +386,10 @@ impl Stream {
                         Ok(s.chat_events(&chat_id, cursor, CATCH_UP_PAGE)
                             .unwrap_or_default()
                             .iter()
-                            .filter_map(|e| Some((e.seq, serde_json::to_string(e).ok()?)))
+                            .filter_map(|e| {
+                                let event = crate::api::ChatEvent::from(e);
+                                Some((e.seq, serde_json::to_string(&event).ok()?))
+                            })
                             .collect())
                     })
                     .await
@@ -529,6 +538,14 @@ impl Stream {
     }
 
     async fn typing(&mut self, chat_id: Option<ChatId>) -> Sent {
+        let now = std::time::Instant::now();
+        if self
+            .last_typing
+            .is_some_and(|last| now.duration_since(last) < TYPING_INTERVAL_MIN)
+        {
+            return Sent::Ok;
+        }
+        self.last_typing = Some(now);
         let (chat_id, from) = match (&self.source, chat_id) {
             (Source::Chat { chat_id, caller }, _) => (chat_id.clone(), caller.clone()),
             (Source::Agent(claims), Some(chat_id)) => {
@@ -559,7 +576,9 @@ impl Stream {
                 return self.error("unsupported", "supervisors do not type").await;
             }
         };
-        self.state.messaging.do_send(Typing { chat_id, from });
+        // Best effort: a full messaging mailbox drops the indicator instead of growing past
+        // its bound (`do_send` would).
+        let _ = self.state.messaging.try_send(Typing { chat_id, from });
         Sent::Ok
     }
 }

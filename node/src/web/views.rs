@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use parley_raft::command::{ActivityId, AgentId, Channel, ChatId, QueueId, SkillId};
-use parley_raft::state::{
-    Activity, ActivityDetail, ActivityStatus, Agent, AgentEventBody, ChatEvent, ChatStatus, Survey,
-    Transition,
-};
+use parley_raft::command::{ActivityId, AgentId, ChatId, QueueId, SkillId};
+use parley_raft::state::{self as st, Activity, ActivityDetail, Agent};
 use parley_raft::State;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::api::{
+    ActivityStatus, AgentEventBody, Channel, ChatEvent, ChatStatus, Survey, Transition,
+};
 
 /// A chat as its customer sees it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -53,8 +54,8 @@ pub fn chat_view(state: &State, chat_id: &str) -> Option<ChatView> {
     let position = state.queue_position(chat_id);
     Some(ChatView {
         chat_id: chat.id.clone(),
-        status: chat.status,
-        activity: activity.status.clone(),
+        status: chat.status.into(),
+        activity: (&activity.status).into(),
         queue_id: activity.queue_id.clone(),
         position: position.map(|p| p.position),
         estimated_wait_s: position.map(|p| p.estimated_wait_ms.div_ceil(1000)),
@@ -66,7 +67,7 @@ pub fn chat_view(state: &State, chat_id: &str) -> Option<ChatView> {
                 .map_or_else(|| id.clone(), |a| a.spec.name.clone()),
         }),
         last_seq: chat.last_seq(),
-        survey: chat.survey.clone(),
+        survey: chat.survey.as_ref().map(Survey::from),
         created_at_ms: chat.created_at_ms,
     })
 }
@@ -126,14 +127,14 @@ pub struct CallbackSummary {
 pub fn activity_view(state: &State, activity: &Activity) -> ActivityView {
     let chat = state.chats.get(&activity.id).and_then(|chat| {
         let question = chat.events.first().and_then(|e| match &e.body {
-            parley_raft::state::EventBody::Started { question, .. } => Some(question.clone()),
+            st::EventBody::Started { question, .. } => Some(question.clone()),
             _ => None,
         })?;
         Some(ChatSummary {
             customer_name: chat.customer.name.clone(),
             customer_email: chat.customer.email.clone(),
             question,
-            status: chat.status,
+            status: chat.status.into(),
             last_seq: chat.last_seq(),
         })
     });
@@ -151,13 +152,13 @@ pub fn activity_view(state: &State, activity: &Activity) -> ActivityView {
     };
     ActivityView {
         id: activity.id.clone(),
-        channel: activity.channel,
+        channel: activity.channel.into(),
         queue_id: activity.queue_id.clone(),
-        status: activity.status.clone(),
+        status: (&activity.status).into(),
         created_at_ms: activity.created_at_ms,
         enqueued_at_ms: activity.enqueued_at_ms,
         assigned_at_ms: activity.assigned_at_ms,
-        history: activity.history.clone(),
+        history: activity.history.iter().map(Transition::from).collect(),
         chat,
         callback,
     }
@@ -194,19 +195,27 @@ pub struct AgentView {
 
 /// The view of one agent.
 pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
-    let load = Channel::ALL
+    let load = parley_raft::command::Channel::ALL
         .iter()
-        .map(|c| (*c, u32::try_from(state.load(agent, *c)).unwrap_or(u32::MAX)))
+        .map(|c| {
+            let held = u32::try_from(state.load(agent, *c)).unwrap_or(u32::MAX);
+            (Channel::from(*c), held)
+        })
         .filter(|(_, n)| *n > 0)
         .collect();
     AgentView {
         agent_id: agent.spec.id.clone(),
         name: agent.spec.name.clone(),
         skills: agent.spec.skills.clone(),
-        limits: agent.spec.limits.clone(),
+        limits: agent
+            .spec
+            .limits
+            .iter()
+            .map(|(c, n)| ((*c).into(), *n))
+            .collect(),
         logged_in: agent.session.is_some(),
         node: agent.session.as_ref().map(|s| s.node),
-        ready: agent.ready.clone(),
+        ready: agent.ready.iter().map(|(c, r)| ((*c).into(), *r)).collect(),
         not_ready_reason: agent.not_ready_reason.clone(),
         load,
         idle_since_ms: agent.idle_since_ms,
@@ -248,17 +257,17 @@ pub fn agent_feed(
             .into_iter()
             .map(|e| {
                 let event = match &e.body {
-                    AgentEventBody::ChatEvent { chat_id, chat_seq } => state
+                    st::AgentEventBody::ChatEvent { chat_id, chat_seq } => state
                         .chats
                         .get(chat_id)
                         .and_then(|c| c.event(*chat_seq))
-                        .cloned(),
+                        .map(ChatEvent::from),
                     _ => None,
                 };
                 AgentFeedItem {
                     seq: e.seq,
                     at_ms: e.at_ms,
-                    body: e.body,
+                    body: AgentEventBody::from(&e.body),
                     event,
                 }
             })
@@ -306,15 +315,15 @@ pub fn queue_stats(state: &State) -> Vec<QueueStats> {
             let mut oldest: Option<u64> = None;
             for activity in live {
                 match activity.status {
-                    ActivityStatus::Queued => {
+                    st::ActivityStatus::Queued => {
                         waiting += 1;
                         oldest =
                             Some(oldest.map_or(activity.enqueued_at_ms, |o| {
                                 o.min(activity.enqueued_at_ms)
                             }));
                     }
-                    ActivityStatus::Offered { .. } => offered += 1,
-                    ActivityStatus::Assigned { .. } => assigned += 1,
+                    st::ActivityStatus::Offered { .. } => offered += 1,
+                    st::ActivityStatus::Assigned { .. } => assigned += 1,
                     _ => {}
                 }
             }
@@ -323,7 +332,7 @@ pub fn queue_stats(state: &State) -> Vec<QueueStats> {
             QueueStats {
                 queue_id: id.clone(),
                 name: queue.spec.name.clone(),
-                channel: queue.spec.channel,
+                channel: queue.spec.channel.into(),
                 waiting,
                 oldest_enqueued_at_ms: oldest,
                 offered,

@@ -64,6 +64,14 @@ pub fn config_text(
     } else {
         format!("snapshot_every_entries = 200\n{raft_extra}")
     };
+    // Tests start many chats and logins from one address; a test of the limits themselves
+    // brings its own `[rate_limits]` table in `raft_extra`.
+    let rate_limits = if raft_extra.contains("[rate_limits]") {
+        ""
+    } else {
+        "\n[rate_limits]\nlogins_per_address_per_minute = 100000\n\
+         logins_per_agent_per_minute = 100000\nchat_starts_per_address_per_minute = 100000\n"
+    };
     let mut text = format!(
         r#"node_id = {id}
 site = "local"
@@ -79,6 +87,7 @@ election_timeout_min = "300ms"
 election_timeout_max = "600ms"
 {raft_extra}
 
+{rate_limits}
 [timeouts]
 write = "3s"
 shutdown_grace = "2s"

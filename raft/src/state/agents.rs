@@ -3,7 +3,7 @@
 //! A session lives in the replicated state, not on the node the agent used: any node checks a
 //! token against it, and losing the agent's node loses nothing (G4).
 
-use super::{check_reason, ActivityStatus, AgentEventBody, Session, State};
+use super::{ActivityStatus, AgentEventBody, Session, State};
 use crate::command::{AgentSession, Login, Outcome, Rejection, SetAvailability};
 
 impl State {
@@ -13,7 +13,6 @@ impl State {
         origin: u64,
         login: &Login,
     ) -> Result<Outcome, Rejection> {
-        super::check_client_id("session_id", &login.session_id)?;
         let agent =
             self.agents
                 .get_mut(&login.agent_id)
@@ -115,9 +114,6 @@ impl State {
         set: &SetAvailability,
     ) -> Result<Outcome, Rejection> {
         self.check_session(&set.session)?;
-        if let Some(reason) = &set.reason {
-            check_reason("reason", reason)?;
-        }
         let Some(agent) = self.agents.get_mut(&set.session.agent_id) else {
             return Err(Rejection::UnknownAgent {
                 agent_id: set.session.agent_id.clone(),

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    check_client_id, check_text, hours, Activity, ActivityDetail, ActivityStatus, AgentEventBody,
-    Chat, ChatEvent, ChatStatus, EventBody, State, Survey, Transition,
+    check_text, hours, Activity, ActivityDetail, ActivityStatus, AgentEventBody, Chat, ChatEvent,
+    ChatStatus, EventBody, State, Survey, Transition,
 };
 use crate::command::{
     Channel, EndChat, Outcome, Participant, PostMessage, Rejection, StartChat, SubmitSurvey,
@@ -16,7 +16,7 @@ fn customer_key(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
 
-fn check_email(email: &str) -> Result<(), Rejection> {
+pub(super) fn check_email(email: &str) -> Result<(), Rejection> {
     check_text("customer.email", email, 3, limits::EMAIL_BYTES_MAX)?;
     let valid = email.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty() && !domain.is_empty() && !domain.contains('@')
@@ -56,7 +56,6 @@ impl State {
         at_ms: u64,
         start: &StartChat,
     ) -> Result<Outcome, Rejection> {
-        check_client_id("request_id", &start.request_id)?;
         let request_key = format!("chat:{}", start.request_id);
         if let Some(existing) = self.requests.get(&request_key) {
             let chat = self
@@ -79,15 +78,6 @@ impl State {
                 replayed: true,
             });
         }
-        check_text(
-            "customer.name",
-            &start.customer.name,
-            1,
-            limits::NAME_BYTES_MAX,
-        )?;
-        check_email(&start.customer.email)?;
-        check_text("question", &start.question, 0, limits::QUESTION_BYTES_MAX)?;
-        check_client_id("chat_id", &start.chat_id)?;
         let queue = self
             .queues
             .get(&start.queue_id)
@@ -180,8 +170,6 @@ impl State {
         at_ms: u64,
         post: &PostMessage,
     ) -> Result<Outcome, Rejection> {
-        check_client_id("client_msg_id", &post.client_msg_id)?;
-        check_text("text", &post.text, 1, limits::MESSAGE_TEXT_BYTES_MAX)?;
         let chat = self
             .chats
             .get(&post.chat_id)
@@ -248,6 +236,12 @@ impl State {
         if let Some(chat) = self.chats.get_mut(&chat_id) {
             chat.client_msg_ids.insert(key, seq);
         }
+        debug_assert!(
+            self.chats
+                .get(&chat_id)
+                .is_some_and(|chat| chat.validate().is_ok()),
+            "chat {chat_id} broke its sequence invariants with message {seq}"
+        );
         Ok(Outcome::MessagePosted {
             chat_id,
             seq,
@@ -374,15 +368,6 @@ impl State {
         at_ms: u64,
         survey: &SubmitSurvey,
     ) -> Result<Outcome, Rejection> {
-        if !(1..=5).contains(&survey.rating) {
-            return Err(Rejection::invalid("rating", "must be 1 to 5"));
-        }
-        check_text(
-            "comment",
-            &survey.comment,
-            0,
-            limits::SURVEY_COMMENT_BYTES_MAX,
-        )?;
         let chat = self
             .chats
             .get(&survey.chat_id)

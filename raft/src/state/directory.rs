@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{check_directory_id, check_text, hours, Agent, Queue, State};
+use super::{check_directory_id, check_entry, check_text, hours, Agent, Queue, State};
 use crate::command::{
     AgentSpec, DepartmentSpec, Directory, DirectoryEntry, DirectoryKey, Outcome, QueueSpec,
     Rejection, SkillSpec,
@@ -42,7 +42,7 @@ impl DirectoryKey {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Rejection> {
+pub(super) fn check_name(name: &str) -> Result<(), Rejection> {
     check_text("name", name, 1, limits::NAME_BYTES_MAX)
 }
 
@@ -142,7 +142,7 @@ impl State {
                 continue;
             }
             // An invalid entry is skipped; node config validation reports it before proposing.
-            if self.upsert(&entry).is_ok() {
+            if check_entry(&entry).is_ok() && self.upsert(&entry).is_ok() {
                 added += 1;
             }
         }
@@ -161,21 +161,16 @@ impl State {
     }
 
     fn upsert_department(&mut self, spec: &DepartmentSpec) -> Result<(), Rejection> {
-        check_directory_id("id", &spec.id)?;
-        check_name(&spec.name)?;
         self.departments.insert(spec.id.clone(), spec.clone());
         Ok(())
     }
 
     fn upsert_skill(&mut self, spec: &SkillSpec) -> Result<(), Rejection> {
-        check_directory_id("id", &spec.id)?;
-        check_name(&spec.name)?;
         self.skills.insert(spec.id.clone(), spec.clone());
         Ok(())
     }
 
     fn upsert_queue(&mut self, spec: &QueueSpec) -> Result<(), Rejection> {
-        check_queue_spec(spec)?;
         if let Some(department) = &spec.department {
             if !self.departments.contains_key(department) {
                 return Err(Rejection::UnknownEntry {
@@ -207,7 +202,6 @@ impl State {
     }
 
     fn upsert_agent(&mut self, spec: &AgentSpec) -> Result<(), Rejection> {
-        check_agent_spec(spec)?;
         check_skill_list(self, &spec.skills)?;
         if let Some(existing) = self.agents.get(&spec.id) {
             for (channel, limit) in &spec.limits {

@@ -6,8 +6,8 @@
 //! broken by agent id.
 
 use super::{
-    check_client_id, check_reason, check_text, Activity, ActivityDetail, ActivityStatus,
-    AgentEventBody, ChatStatus, EventBody, State, Timer, Transition,
+    check_reason, Activity, ActivityDetail, ActivityStatus, AgentEventBody, ChatStatus, EventBody,
+    State, Timer, Transition,
 };
 use crate::command::{
     ActivityAction, ActivityId, AgentId, AgentSession, Channel, Complete, Outcome, Participant,
@@ -32,7 +32,7 @@ pub struct QueuePosition {
     pub estimated_wait_ms: u64,
 }
 
-fn check_phone(phone: &str) -> Result<(), Rejection> {
+pub(super) fn check_phone(phone: &str) -> Result<(), Rejection> {
     let digits = phone.strip_prefix('+').unwrap_or("");
     if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Rejection::invalid(
@@ -233,7 +233,6 @@ impl State {
         at_ms: u64,
         request: &RequestCallback,
     ) -> Result<Outcome, Rejection> {
-        check_client_id("request_id", &request.request_id)?;
         let request_key = format!("callback:{}", request.request_id);
         if let Some(existing) = self.requests.get(&request_key) {
             let activity =
@@ -257,9 +256,6 @@ impl State {
                 }),
             };
         }
-        check_client_id("activity_id", &request.activity_id)?;
-        check_text("name", &request.name, 1, limits::NAME_BYTES_MAX)?;
-        check_phone(&request.phone)?;
         let queue = self
             .queues
             .get(&request.queue_id)
