@@ -23,6 +23,8 @@ use parley_raft::{NodeId, NodeInfo};
 use parley_storage::FsyncPolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::token::{TokenKey, TokenKeys};
+
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "PARLEY_";
 
@@ -59,6 +61,14 @@ pub struct RawConfig {
     /// Abuse limits at the HTTP edge.
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    /// Token signing keys: exactly one `active` (signs new tokens), the others verify only, so
+    /// a key can be rotated without logging anyone out. Absent: one key derived from
+    /// `cluster_secret`, id `cluster`.
+    #[serde(default)]
+    pub token_keys: Vec<RawTokenKey>,
+    /// How long a chat token opens its chat. Default `30d` (1 minute to 365 days).
+    #[serde(default = "default_chat_token_ttl", with = "humantime_serde")]
+    pub chat_token_ttl: Duration,
     /// Every voting member, this node included.
     pub peers: Vec<RawPeer>,
     /// Bearer credential for the admin and supervisor API, at least 32 bytes. Absent: those
@@ -186,6 +196,98 @@ impl Default for RawRateLimits {
             logins_per_agent_per_minute: 10,
             chat_starts_per_address_per_minute: 60,
             password_checks_in_flight_max: 2,
+        }
+    }
+}
+
+fn default_chat_token_ttl() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+/// One token signing key.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenKey {
+    /// Named in every token the key signs: 1 to 16 lowercase letters, digits, `-`, `_`.
+    pub id: String,
+    /// The secret, at least 32 bytes; or give `secret_file` instead.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the secret (trailing newline ignored), so the config need not hold it.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Whether this key signs new tokens; exactly one key is active. Default false.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// Most token keys listed at once.
+pub const TOKEN_KEYS_MAX: usize = 8;
+
+impl RawConfig {
+    /// The token keys: the listed ones, or one derived from the cluster secret.
+    fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+        if self.token_keys.is_empty() {
+            return Ok(TokenKeys::new(
+                TokenKey::new("cluster", self.cluster_secret.as_bytes()),
+                Vec::new(),
+            ));
+        }
+        if self.token_keys.len() > TOKEN_KEYS_MAX {
+            return Err(invalid(
+                "token_keys",
+                format!("at most {TOKEN_KEYS_MAX} keys"),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut active = Vec::new();
+        let mut verify_only = Vec::new();
+        for (i, raw) in self.token_keys.iter().enumerate() {
+            let field = |name: &str| format!("token_keys[{i}].{name}");
+            let id_ok = (1..=16).contains(&raw.id.len())
+                && raw.id.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_')
+                });
+            if !id_ok {
+                return Err(invalid(
+                    field("id"),
+                    "must be 1 to 16 lowercase letters, digits, '-' or '_'",
+                ));
+            }
+            if !ids.insert(raw.id.as_str()) {
+                return Err(invalid(field("id"), format!("{} is listed twice", raw.id)));
+            }
+            let secret = match (&raw.secret, &raw.secret_file) {
+                (Some(secret), None) => secret.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| {
+                        invalid(field("secret_file"), format!("{}: {e}", path.display()))
+                    })?,
+                _ => {
+                    return Err(invalid(
+                        field("secret"),
+                        "give exactly one of secret and secret_file",
+                    ))
+                }
+            };
+            if secret.len() < CLUSTER_SECRET_BYTES_MIN {
+                return Err(invalid(
+                    field("secret"),
+                    format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
+                ));
+            }
+            let key = TokenKey::new(raw.id.clone(), secret.as_bytes());
+            if raw.active {
+                active.push(key);
+            } else {
+                verify_only.push(key);
+            }
+        }
+        let mut active = active.into_iter();
+        match (active.next(), active.next()) {
+            (Some(key), None) => Ok(TokenKeys::new(key, verify_only)),
+            _ => Err(invalid("token_keys", "exactly one key must be active")),
         }
     }
 }
@@ -362,10 +464,10 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// gRPC listen address.
     pub grpc_listen: SocketAddr,
-    /// Key for chat tokens, derived from the cluster secret.
-    pub token_key: [u8; 32],
-    /// Key for agent tokens, derived from the cluster secret.
-    pub agent_token_key: [u8; 32],
+    /// Token signing keys (one active, the others verify-only).
+    pub token_keys: TokenKeys,
+    /// How long a chat token opens its chat.
+    pub chat_token_ttl: Duration,
     /// Durability policy.
     pub fsync: FsyncPolicy,
     /// Raft settings (validated).
@@ -449,10 +551,15 @@ impl RawConfig {
                 format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
             ));
         }
-        let token_key =
-            blake3::derive_key("parley chat token key v1", self.cluster_secret.as_bytes());
-        let agent_token_key =
-            blake3::derive_key("parley agent token key v1", self.cluster_secret.as_bytes());
+        let token_keys = self.token_keys()?;
+        let chat_token_ttl = self.chat_token_ttl;
+        if !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&chat_token_ttl)
+        {
+            return Err(invalid(
+                "chat_token_ttl",
+                "must be between 1 minute and 365 days",
+            ));
+        }
 
         let raft = &self.raft;
         check_range_ms("raft.heartbeat", raft.heartbeat, 10, 10_000)?;
@@ -594,8 +701,8 @@ impl RawConfig {
             data_dir: self.data_dir,
             http_listen,
             grpc_listen,
-            token_key,
-            agent_token_key,
+            token_keys,
+            chat_token_ttl,
             fsync: self.fsync,
             raft: self.raft,
             timeouts: self.timeouts,

@@ -152,8 +152,8 @@ async fn node(config: Config) -> anyhow::Result<()> {
     let web_state = WebState {
         app,
         messaging,
-        chat_tokens: ChatTokens::new(config.token_key),
-        agent_tokens: AgentTokens::new(config.agent_token_key),
+        chat_tokens: ChatTokens::new(config.token_keys.clone(), config.chat_token_ttl),
+        agent_tokens: AgentTokens::new(config.token_keys.clone()),
         admin_token_hash: config.admin_token_hash,
         long_poll_max: config.timeouts.long_poll_max,
         shutdown: shutdown.clone(),

@@ -1,46 +1,142 @@
-//! Tokens: keyed BLAKE3 hashes under a key derived from the cluster secret.
+//! Tokens: keyed BLAKE3 MACs under the cluster's token keys.
 //!
-//! A token is computed, not stored, so any node that shares the secret can check it. A chat
-//! token opens exactly the chat it was made for. An agent token names the agent and a login
-//! session; it is valid on every node for as long as the replicated state says that session is
-//! the agent's current one (logout or a newer login ends it everywhere at once).
+//! A token is computed, not stored, so any node that has the keys can check it. Every token
+//! names the key that signed it: one key is active (signs new tokens), others listed are
+//! verify-only, so a key is rotated without logging anyone out. A chat token opens exactly the
+//! chat it was made for, until it expires. An agent token names the agent and a login session;
+//! it is valid on every node for as long as the replicated state says that session is the
+//! agent's current one (logout or a newer login ends it everywhere at once).
 
-/// Issues and checks chat tokens.
+/// One signing key: its id (named in every token it signs) and the keys derived from its
+/// secret for each kind of token.
 #[derive(Clone)]
-pub struct ChatTokens {
-    /// Derived from the cluster secret (see `Config::token_key`).
-    key: [u8; 32],
+pub struct TokenKey {
+    /// Named in tokens, so a node knows which key checks them.
+    pub id: String,
+    chat: [u8; 32],
+    agent: [u8; 32],
 }
 
-impl ChatTokens {
-    /// Tokens under `key`.
-    pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
-    }
-
-    fn mac(&self, chat_id: &str) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(b"chat:");
-        hasher.update(chat_id.as_bytes());
-        hasher.finalize()
-    }
-
-    /// The token for `chat_id` (64 hex characters).
-    pub fn issue(&self, chat_id: &str) -> String {
-        self.mac(chat_id).to_hex().to_string()
-    }
-
-    /// Whether `token` opens `chat_id`. Compares in constant time.
-    pub fn verify(&self, chat_id: &str, token: &str) -> bool {
-        match blake3::Hash::from_hex(token) {
-            Ok(given) => given == self.mac(chat_id),
-            Err(_) => false,
+impl TokenKey {
+    /// The key `id` with the given secret (at least 32 bytes; config validation checks it).
+    pub fn new(id: impl Into<String>, secret: &[u8]) -> Self {
+        Self {
+            id: id.into(),
+            chat: blake3::derive_key("parley chat token key v1", secret),
+            agent: blake3::derive_key("parley agent token key v1", secret),
         }
     }
 }
 
+/// Shows the key's id, never its secret.
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster's token keys: one active key signs new tokens; every key listed verifies. To
+/// rotate, add a new key as active and keep the old one listed (verify-only) for as long as
+/// tokens it signed should work; then remove it.
+#[derive(Clone, Debug)]
+pub struct TokenKeys {
+    active: TokenKey,
+    /// Every key by id, the active one included.
+    all: std::collections::BTreeMap<String, TokenKey>,
+}
+
+impl TokenKeys {
+    /// `active` signs; `verify_only` check tokens too. Ids are unique (config validation).
+    pub fn new(active: TokenKey, verify_only: Vec<TokenKey>) -> Self {
+        let mut all: std::collections::BTreeMap<String, TokenKey> = verify_only
+            .into_iter()
+            .map(|key| (key.id.clone(), key))
+            .collect();
+        all.insert(active.id.clone(), active.clone());
+        Self { active, all }
+    }
+
+    fn get(&self, id: &str) -> Option<&TokenKey> {
+        self.all.get(id)
+    }
+}
+
+/// Prefix of chat tokens: `pc1.<key id>.<expiry, s since the Unix epoch>.<mac>`.
+pub const CHAT_TOKEN_PREFIX: &str = "pc1.";
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Issues and checks chat tokens. A chat token opens one chat until it expires.
+#[derive(Clone)]
+pub struct ChatTokens {
+    keys: TokenKeys,
+    /// How long a token opens its chat.
+    ttl: std::time::Duration,
+}
+
+impl ChatTokens {
+    /// Tokens under `keys`, each valid for `ttl`.
+    pub fn new(keys: TokenKeys, ttl: std::time::Duration) -> Self {
+        Self { keys, ttl }
+    }
+
+    fn mac(key: &TokenKey, chat_id: &str, expires_s: u64) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(&key.chat);
+        hasher.update(b"chat:");
+        hasher.update(&expires_s.to_le_bytes());
+        hasher.update(chat_id.as_bytes());
+        hasher.finalize()
+    }
+
+    /// A token for `chat_id`, signed by the active key, expiring `ttl` from now.
+    pub fn issue(&self, chat_id: &str) -> String {
+        self.issue_at(chat_id, now_s())
+    }
+
+    fn issue_at(&self, chat_id: &str, now_s: u64) -> String {
+        let key = &self.keys.active;
+        let expires_s = now_s.saturating_add(self.ttl.as_secs());
+        format!(
+            "{CHAT_TOKEN_PREFIX}{}.{expires_s}.{}",
+            key.id,
+            Self::mac(key, chat_id, expires_s).to_hex()
+        )
+    }
+
+    /// Whether `token` opens `chat_id` now: a listed key signed it for this chat and it has
+    /// not expired. Compares in constant time.
+    pub fn verify(&self, chat_id: &str, token: &str) -> bool {
+        self.verify_at(chat_id, token, now_s())
+    }
+
+    fn verify_at(&self, chat_id: &str, token: &str, now_s: u64) -> bool {
+        let Some(rest) = token.strip_prefix(CHAT_TOKEN_PREFIX) else {
+            return false;
+        };
+        let mut parts = rest.splitn(3, '.');
+        let (Some(key_id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Some(key), Ok(expires_s), Ok(mac)) = (
+            self.keys.get(key_id),
+            expires.parse::<u64>(),
+            blake3::Hash::from_hex(mac),
+        ) else {
+            return false;
+        };
+        mac == Self::mac(key, chat_id, expires_s) && now_s <= expires_s
+    }
+}
+
 /// Prefix of agent tokens, so they cannot be mistaken for chat tokens.
-pub const AGENT_TOKEN_PREFIX: &str = "pa1.";
+pub const AGENT_TOKEN_PREFIX: &str = "pa2.";
 
 /// An agent token's claims, once its MAC is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,20 +147,21 @@ pub struct AgentClaims {
     pub session_id: String,
 }
 
-/// Issues and checks agent tokens: `pa1.<agent id>.<session id>.<mac>`.
+/// Issues and checks agent tokens: `pa2.<key id>.<agent id>.<session id>.<mac>`. A token
+/// lasts as long as its session (logout or a newer login ends it everywhere) and its key.
 #[derive(Clone)]
 pub struct AgentTokens {
-    key: [u8; 32],
+    keys: TokenKeys,
 }
 
 impl AgentTokens {
-    /// Tokens under `key` (derived from the cluster secret, distinct from the chat key).
-    pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+    /// Tokens under `keys`.
+    pub fn new(keys: TokenKeys) -> Self {
+        Self { keys }
     }
 
-    fn mac(&self, agent_id: &str, session_id: &str) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+    fn mac(key: &TokenKey, agent_id: &str, session_id: &str) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(&key.agent);
         hasher.update(b"agent:");
         hasher.update(&(agent_id.len() as u64).to_le_bytes());
         hasher.update(agent_id.as_bytes());
@@ -72,17 +169,22 @@ impl AgentTokens {
         hasher.finalize()
     }
 
-    /// The token for a session.
+    /// The token for a session, signed by the active key.
     pub fn issue(&self, agent_id: &str, session_id: &str) -> String {
+        let key = &self.keys.active;
         format!(
-            "{AGENT_TOKEN_PREFIX}{agent_id}.{session_id}.{}",
-            self.mac(agent_id, session_id).to_hex()
+            "{AGENT_TOKEN_PREFIX}{}.{agent_id}.{session_id}.{}",
+            key.id,
+            Self::mac(key, agent_id, session_id).to_hex()
         )
     }
 
-    /// The claims of `token` if its MAC is right. Compares in constant time.
+    /// The claims of `token` if a listed key signed it. Compares in constant time.
     pub fn verify(&self, token: &str) -> Option<AgentClaims> {
         let rest = token.strip_prefix(AGENT_TOKEN_PREFIX)?;
+        // Key ids hold no '.', session ids neither; agent ids may.
+        let (key_id, rest) = rest.split_once('.')?;
+        let key = self.keys.get(key_id)?;
         let mut parts = rest.rsplitn(3, '.');
         let mac = blake3::Hash::from_hex(parts.next()?).ok()?;
         let session_id = parts.next()?;
@@ -90,7 +192,7 @@ impl AgentTokens {
         if agent_id.is_empty() || session_id.is_empty() {
             return None;
         }
-        (mac == self.mac(agent_id, session_id)).then(|| AgentClaims {
+        (mac == Self::mac(key, agent_id, session_id)).then(|| AgentClaims {
             agent_id: agent_id.to_owned(),
             session_id: session_id.to_owned(),
         })
@@ -136,10 +238,29 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn keys(active: &str, verify_only: &[&str]) -> TokenKeys {
+        TokenKeys::new(
+            TokenKey::new(
+                active,
+                format!("secret of {active} padded to 32+ bytes").as_bytes(),
+            ),
+            verify_only
+                .iter()
+                .map(|id| {
+                    TokenKey::new(
+                        *id,
+                        format!("secret of {id} padded to 32+ bytes").as_bytes(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
     #[test]
     fn an_agent_token_names_its_agent_and_session_only() {
-        let tokens = AgentTokens::new([3; 32]);
+        let tokens = AgentTokens::new(keys("k1", &[]));
         let token = tokens.issue("ali.ce", "s-1");
+        assert!(token.starts_with("pa2.k1."));
         assert_eq!(
             tokens.verify(&token),
             Some(AgentClaims {
@@ -149,11 +270,53 @@ mod tests {
         );
         let forged = token.replace("ali.ce", "bob");
         assert_eq!(tokens.verify(&forged), None);
-        assert_eq!(AgentTokens::new([4; 32]).verify(&token), None);
-        assert_eq!(tokens.verify("pa1.x"), None);
+        // The same key id with another secret, or a key id swapped in, is refused.
+        let other = TokenKeys::new(
+            TokenKey::new("k1", b"another secret of 32 bytes or more"),
+            vec![],
+        );
+        assert_eq!(AgentTokens::new(other).verify(&token), None);
+        assert_eq!(tokens.verify(&token.replacen("k1", "k2", 1)), None);
+        assert_eq!(tokens.verify("pa2.x"), None);
         assert_eq!(tokens.verify(""), None);
         // A chat token is not an agent token.
-        assert_eq!(tokens.verify(&ChatTokens::new([3; 32]).issue("c")), None);
+        let chat = ChatTokens::new(keys("k1", &[]), std::time::Duration::from_secs(60));
+        assert_eq!(tokens.verify(&chat.issue("c")), None);
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_until_their_key_is_removed() {
+        let ttl = std::time::Duration::from_secs(3600);
+        let before = ChatTokens::new(keys("old", &[]), ttl);
+        let chat = before.issue("c1");
+        let agent = AgentTokens::new(keys("old", &[])).issue("alice", "s1");
+        // "new" active, "old" verify-only: old tokens still work, new ones are signed by "new".
+        let during = ChatTokens::new(keys("new", &["old"]), ttl);
+        assert!(during.verify("c1", &chat));
+        assert!(during.issue("c1").starts_with("pc1.new."));
+        let agents = AgentTokens::new(keys("new", &["old"]));
+        assert!(agents.verify(&agent).is_some());
+        // "old" removed: its tokens stop working; the new ones keep working.
+        let after = ChatTokens::new(keys("new", &[]), ttl);
+        assert!(!after.verify("c1", &chat));
+        assert!(after.verify("c1", &during.issue("c1")));
+        assert!(AgentTokens::new(keys("new", &[])).verify(&agent).is_none());
+    }
+
+    #[test]
+    fn a_chat_token_opens_its_chat_until_it_expires() {
+        let tokens = ChatTokens::new(keys("k", &[]), std::time::Duration::from_secs(100));
+        let token = tokens.issue_at("c1", 1_000);
+        assert!(tokens.verify_at("c1", &token, 1_000));
+        assert!(tokens.verify_at("c1", &token, 1_100));
+        assert!(!tokens.verify_at("c1", &token, 1_101));
+        assert!(!tokens.verify_at("c2", &token, 1_000));
+        // A later expiry written into the token breaks its MAC.
+        let extended = token.replace(".1100.", ".9999.");
+        assert!(!tokens.verify_at("c1", &extended, 1_000));
+        for garbage in ["", "pc1.", "pc1.k", "pc1.k.x.y", "0123abcd"] {
+            assert!(!tokens.verify_at("c1", garbage, 1_000), "{garbage}");
+        }
     }
 
     #[test]
@@ -167,13 +330,18 @@ mod tests {
 
     #[test]
     fn a_token_opens_its_chat_only() {
-        let tokens = ChatTokens::new([7; 32]);
+        let ttl = std::time::Duration::from_secs(60);
+        let tokens = ChatTokens::new(keys("k", &[]), ttl);
         let token = tokens.issue("chat-a");
         assert!(tokens.verify("chat-a", &token));
         assert!(!tokens.verify("chat-b", &token));
         assert!(!tokens.verify("chat-a", "not-hex"));
         assert!(!tokens.verify("chat-a", ""));
-        let other_cluster = ChatTokens::new([8; 32]);
+        let other_secret = TokenKeys::new(
+            TokenKey::new("k", b"another secret of 32 bytes or more"),
+            vec![],
+        );
+        let other_cluster = ChatTokens::new(other_secret, ttl);
         assert!(!other_cluster.verify("chat-a", &token));
     }
 }

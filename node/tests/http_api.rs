@@ -275,10 +275,11 @@ async fn chat_slice_and_bad_input() {
     }
 
     // A token that is valid for a chat id that does not exist: 404, not 401.
-    let tokens = parley_node::token::ChatTokens::new(blake3::derive_key(
-        "parley chat token key v1",
-        support::SECRET.as_bytes(),
-    ));
+    let keys = parley_node::token::TokenKeys::new(
+        parley_node::token::TokenKey::new("cluster", support::SECRET.as_bytes()),
+        Vec::new(),
+    );
+    let tokens = parley_node::token::ChatTokens::new(keys, Duration::from_secs(60));
     let ghost = tokens.issue("ghost-chat");
     let response = post(
         "ghost-chat",
@@ -553,4 +554,80 @@ async fn rate_limits_answer_429_with_retry_after() {
         slowest_unknown * 5 > fastest_known,
         "unknown agents answered in {unknown:?}, known ones in {known:?}"
     );
+}
+
+/// Rotating the token signing key: with the new key active and the old one verify-only,
+/// tokens issued before keep working and new ones are signed by the new key; once the old key
+/// is removed, its tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_keys_rotate_without_logging_anyone_out() {
+    let mut cluster = Cluster::start_ready(1, "", Duration::from_secs(60)).await;
+    let chat = cluster.start_chat(1, "rotate-1").await;
+    let agent = cluster.login_ready(1, "alice").await;
+    assert!(chat.token.starts_with("pc1.cluster."), "{}", chat.token);
+    assert!(agent.token.starts_with("pa2.cluster."), "{}", agent.token);
+
+    let config = cluster.node(1).config.clone();
+    let original = std::fs::read_to_string(&config).unwrap();
+    let next_key = "\n[[token_keys]]\nid = \"next\"\nsecret = \"a brand new token secret of 32 bytes+\"\nactive = true\n";
+    let old_key = format!(
+        "\n[[token_keys]]\nid = \"cluster\"\nsecret = \"{}\"\n",
+        support::SECRET
+    );
+    let restart = |cluster: &mut Cluster, text: String| {
+        std::fs::write(&config, text).unwrap();
+        cluster.terminate(1);
+        cluster.spawn(1);
+    };
+    let chat_status = |cluster: &Cluster, token: String| {
+        let request = cluster
+            .client
+            .get(cluster.url(1, &format!("/api/v1/chats/{}", chat.chat_id)))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+
+    restart(&mut cluster, format!("{original}{next_key}{old_key}"));
+    cluster.wait_ready(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        chat_status(&cluster, chat.token.clone()).await,
+        StatusCode::OK
+    );
+    let (status, _) = cluster
+        .api(
+            1,
+            reqwest::Method::GET,
+            "/api/v1/agents/me/activities",
+            Some(&agent.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the old agent token stopped working during the rotation"
+    );
+    let renewed = cluster.start_chat(1, "rotate-1").await;
+    assert!(renewed.token.starts_with("pc1.next."), "{}", renewed.token);
+    assert_eq!(renewed.chat_id, chat.chat_id);
+
+    restart(&mut cluster, format!("{original}{next_key}"));
+    cluster.wait_ready(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        chat_status(&cluster, chat.token.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        chat_status(&cluster, renewed.token.clone()).await,
+        StatusCode::OK
+    );
+    let (status, _) = cluster
+        .api(
+            1,
+            reqwest::Method::GET,
+            "/api/v1/agents/me/activities",
+            Some(&agent.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401, "a token of a removed key still works");
 }

@@ -273,3 +273,36 @@ fn rate_limits_have_defaults_and_are_validated() {
         assert!(message.contains(field), "{table}: {message}");
     }
 }
+
+#[test]
+fn token_keys_need_one_active_key_and_long_secrets() {
+    let key = |id: &str, active: bool| {
+        format!(
+            "\n[[token_keys]]\nid = \"{id}\"\nsecret = \"0123456789abcdef0123456789abcdef\"\nactive = {active}\n"
+        )
+    };
+    assert!(load(
+        &format!("{GOOD}{}{}", key("new", true), key("old", false)),
+        &[]
+    )
+    .is_ok());
+    let cases = [
+        (format!("{GOOD}{}{}", key("a", false), key("b", false)), "exactly one key must be active"),
+        (format!("{GOOD}{}{}", key("a", true), key("b", true)), "exactly one key must be active"),
+        (format!("{GOOD}{}{}", key("a", true), key("a", false)), "listed twice"),
+        (format!("{GOOD}{}", key("Bad.Id", true)), "token_keys[0].id"),
+        (
+            format!("{GOOD}\n[[token_keys]]\nid = \"k\"\nsecret = \"short\"\nactive = true\n"),
+            "token_keys[0].secret",
+        ),
+        (
+            format!("{GOOD}\n[[token_keys]]\nid = \"k\"\nsecret_file = \"/nonexistent/parley-key\"\nactive = true\n"),
+            "token_keys[0].secret_file",
+        ),
+        (format!("chat_token_ttl = \"1s\"\n{GOOD}"), "invalid chat_token_ttl: must be"),
+    ];
+    for (text, expected) in cases {
+        let message = problem(&text);
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+}
