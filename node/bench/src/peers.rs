@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -572,6 +573,40 @@ impl Setup {
             );
         }
         Ok(())
+    }
+
+    /// Hashes `password` for an agent's `password_hash` the way an operator does, with
+    /// `parley hash-password`, so the harness needs none of the server's code.
+    pub fn hash_password(&self, password: &str) -> anyhow::Result<String> {
+        let mut child = Command::new(&self.parley)
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} hash-password", self.parley.display()))?;
+        // Dropping the handle at the end of the block closes the child's stdin.
+        {
+            let mut stdin = child.stdin.take().context("no stdin for hash-password")?;
+            writeln!(stdin, "{password}").context("writing to hash-password")?;
+        }
+        let output = child
+            .wait_with_output()
+            .context("waiting for hash-password")?;
+        if !output.status.success() {
+            bail!(
+                "parley hash-password failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let hash = String::from_utf8(output.stdout)
+            .context("hash-password printed no text")?
+            .trim()
+            .to_owned();
+        if hash.is_empty() {
+            bail!("parley hash-password printed nothing");
+        }
+        Ok(hash)
     }
 }
 
