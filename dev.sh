@@ -8,7 +8,8 @@
 #   ./dev.sh bench     every benchmark: Parley, etcd and NATS JetStream side by side, end-to-end
 #                      latency, connections, failover, disk (installs the peers from Debian,
 #                      builds the release profile: one more RocksDB compile the first time);
-#                      ./dev.sh bench compare|e2e|connections|failover|disk [options]: one suite
+#                      ./dev.sh bench compare|e2e|connections|failover|disk [options]: one suite;
+#                      ./dev.sh bench load [options]: load on a running cluster (./dev.sh cluster)
 #   ./dev.sh lint      clippy with warnings as errors (compiles RocksDB once more in check mode,
 #                      so it is kept out of the CI time budget; run it before every commit)
 #
@@ -163,6 +164,7 @@ cmd_bench() {
     fi
   fi
   log "building the release profile (the first build compiles RocksDB: 15-30 minutes)"
+  # parley-bench (node/bench) starts the parley binary built next to it.
   cargo build --release --workspace --bins
   local bench
   bench="$(target_dir)/release/parley-bench"

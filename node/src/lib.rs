@@ -11,11 +11,9 @@
 //! - [`messaging`]: the messaging actor (wakes streams and long polls, carries typing).
 //! - [`services`]: the services actor (fires replicated timers, active-active).
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
-//! - [`bench`]: `parley bench`, a load generator that prints throughput and latency.
 
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod config;
 pub mod error;
 pub mod messaging;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use parley_node::{bench, config::Config, serve};
+use parley_node::{config::Config, serve};
 
 /// Parley: a highly available contact-center engine.
 #[derive(Parser)]
@@ -28,8 +28,6 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Measure committed chat messages per second and commit latency against a running cluster.
-    Bench(bench::BenchArgs),
     /// Hash a password (read from stdin, one line) for an agent's `password_hash` in config.
     HashPassword,
 }
@@ -74,7 +72,6 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(anyhow::Error::from),
-        Command::Bench(args) => bench::run(args),
         Command::HashPassword => hash_password(),
     };
     match result {

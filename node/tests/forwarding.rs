@@ -7,10 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parley_node::bench::peers::counter_value;
 use parley_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
-use support::{check_events, Cluster};
+use support::{check_events, counter_value, Cluster};
 use tonic::Code;
 
 /// A counter's value in a node's Prometheus text, 0 when absent.

@@ -13,9 +13,3 @@ pub mod v1 {
 pub mod sim {
     tonic::include_proto!("parley.sim.v1");
 }
-
-/// Generated client for etcd's `KV.Put` (package `etcdserverpb`), which the benchmark harness
-/// uses to compare Parley with etcd.
-pub mod etcd {
-    tonic::include_proto!("etcdserverpb");
-}

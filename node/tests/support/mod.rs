@@ -572,6 +572,14 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
     Ok(())
 }
 
+/// The value of `name` (with its labels, as exposed) in a Prometheus text page.
+pub fn counter_value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
+    })
+}
+
 /// A WebSocket client connection.
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

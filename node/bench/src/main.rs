@@ -1,4 +1,5 @@
-//! `parley-bench`: the benchmark harness behind docs/BENCHMARKS.md.
+//! `parley-bench`: the benchmark harness behind docs/BENCHMARKS.md (the suites live in the
+//! library, see its crate map).
 //!
 //! ```sh
 //! parley-bench compare                       # Parley, etcd and NATS JetStream side by side
@@ -7,16 +8,18 @@
 //! parley-bench disk --messages 100000        # bytes on disk per chat message
 //! parley-bench e2e --chats 100,1000,5000     # customer send to agent WebSocket receipt
 //! parley-bench connections --streams 10000   # WebSockets one node holds, memory per chat
+//! parley-bench load --concurrency 1,16,64    # against a running cluster (./dev.sh cluster)
 //! ```
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use parley_node::bench::compare::{self, CompareArgs};
-use parley_node::bench::connections::{self, ConnectionsArgs};
-use parley_node::bench::disk::{self, DiskArgs};
-use parley_node::bench::e2e::{self, E2eArgs};
-use parley_node::bench::failover::{self, FailoverArgs};
+use parley_bench::compare::{self, CompareArgs};
+use parley_bench::connections::{self, ConnectionsArgs};
+use parley_bench::disk::{self, DiskArgs};
+use parley_bench::e2e::{self, E2eArgs};
+use parley_bench::failover::{self, FailoverArgs};
+use parley_bench::load::{self, LoadArgs};
 
 /// Parley's benchmarks: figures printed, and written as JSON, CSV and SVG plots.
 #[derive(Parser)]
@@ -40,6 +43,9 @@ enum Command {
     E2e(E2eArgs),
     /// The most customer WebSockets one node holds, and memory per open chat.
     Connections(ConnectionsArgs),
+    /// Committed chat messages per second and commit latency against a cluster that is already
+    /// running (by default the one `./dev.sh cluster` starts).
+    Load(LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         Command::Disk(args) => disk::run(args),
         Command::E2e(args) => e2e::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Load(args) => load::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use parley_proto::etcd::kv_client::KvClient;
-use parley_proto::etcd::PutRequest;
 use tokio::sync::Mutex;
 
-use super::driver::{drive, Figures, LoadArgs, Op};
+use super::driver::{drive, ClosedLoopArgs, Figures, Op};
+use super::etcd::kv_client::KvClient;
+use super::etcd::PutRequest;
 use super::peers::{
     post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup, WritePath,
     PARLEY_QUEUE,
@@ -63,7 +63,7 @@ pub struct CompareArgs {
     pub systems: Vec<System>,
     /// Clients, measured time and warm-up per system.
     #[command(flatten)]
-    pub load: LoadArgs,
+    pub load: ClosedLoopArgs,
     /// Payload bytes: the chat message text, the etcd value, the NATS message.
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,

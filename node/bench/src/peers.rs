@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,6 +215,11 @@ pub struct ParleyCluster {
 pub const PARLEY_QUEUE: &str = "bench";
 
 /// Starts three `parley serve` processes with fsync on every write (the production default).
+/// Every client of a benchmark comes from one address: abuse limits sized for real customers
+/// would refuse the load itself, so benchmark clusters lift them.
+const BENCH_RATE_LIMITS: &str = "\n[rate_limits]\nlogins_per_address_per_minute = 1000000\n\
+    logins_per_agent_per_minute = 1000000\nchat_starts_per_address_per_minute = 1000000\n";
+
 /// `extra` is appended to every node's config (a `[raft]` table, `[[agents]]`; empty: none).
 pub async fn start_parley(
     parley: &Path,
@@ -242,7 +248,7 @@ pub async fn start_parley(
         let text = format!(
             "node_id = {id}\nsite = \"bench\"\ndata_dir = \"{}\"\nhttp_listen = \"{http}\"\n\
              grpc_listen = \"{grpc}\"\ncluster_secret = \"bench-cluster-secret-0123456789abcdef\"\n\
-             \n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}\n{extra}",
+             {BENCH_RATE_LIMITS}\n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}\n{extra}",
             data.display()
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
@@ -572,6 +578,40 @@ impl Setup {
             );
         }
         Ok(())
+    }
+
+    /// Hashes `password` for an agent's `password_hash` the way an operator does, with
+    /// `parley hash-password`, so the harness needs none of the server's code.
+    pub fn hash_password(&self, password: &str) -> anyhow::Result<String> {
+        let mut child = Command::new(&self.parley)
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} hash-password", self.parley.display()))?;
+        // Dropping the handle at the end of the block closes the child's stdin.
+        {
+            let mut stdin = child.stdin.take().context("no stdin for hash-password")?;
+            writeln!(stdin, "{password}").context("writing to hash-password")?;
+        }
+        let output = child
+            .wait_with_output()
+            .context("waiting for hash-password")?;
+        if !output.status.success() {
+            bail!(
+                "parley hash-password failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let hash = String::from_utf8(output.stdout)
+            .context("hash-password printed no text")?
+            .trim()
+            .to_owned();
+        if hash.is_empty() {
+            bail!("parley hash-password printed nothing");
+        }
+        Ok(hash)
     }
 }
 

@@ -1,27 +1,20 @@
-//! `parley bench`: posts chat messages to a running cluster at several client concurrencies and
-//! prints committed messages per second and commit latency (p50/p99/max).
+//! `parley-bench load`: posts chat messages to a running cluster at several client concurrencies
+//! and prints committed messages per second and commit latency (p50/p99/max).
 //!
 //! Each client starts its own chat on one of the target nodes (round robin, so followers
 //! forward to the leader as in production) and posts messages one after another; a message
 //! counts once its `POST` has answered, i.e. once it is committed.
-
-pub mod compare;
-pub mod connections;
-pub mod disk;
-pub mod driver;
-pub mod e2e;
-pub mod failover;
-pub mod peers;
-pub mod report;
 
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-/// Options of `parley bench`.
+use super::{compare, driver};
+
+/// Options of `parley-bench load`.
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+pub struct LoadArgs {
     /// HTTP base URLs of the nodes, comma separated.
     #[arg(
         long,
@@ -31,7 +24,7 @@ pub struct BenchArgs {
     pub targets: Vec<String>,
     /// Clients, measured time and warm-up.
     #[command(flatten)]
-    pub load: driver::LoadArgs,
+    pub load: driver::ClosedLoopArgs,
     /// Message text size in bytes.
     #[arg(long, default_value_t = 200)]
     pub text_bytes: usize,
@@ -41,7 +34,7 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark and prints a table.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     if args.targets.is_empty() {
         bail!("--targets must not be empty");
     }
@@ -63,7 +56,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .build()
             .context("building the HTTP client")?;
         println!(
-            "parley bench: targets {}, {} s per run, {} byte messages",
+            "parley-bench load: targets {}, {} s per run, {} byte messages",
             args.targets.join(","),
             args.load.duration.as_secs_f64(),
             args.text_bytes

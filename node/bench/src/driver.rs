@@ -40,7 +40,7 @@ pub struct Figures {
 
 /// The closed-loop load every throughput suite takes.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LoadArgs {
+pub struct ClosedLoopArgs {
     /// Client concurrencies, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub concurrency: Vec<usize>,
@@ -52,7 +52,7 @@ pub struct LoadArgs {
     pub warmup: Duration,
 }
 
-impl LoadArgs {
+impl ClosedLoopArgs {
     /// Refuses empty or out-of-range values.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.concurrency.is_empty() || self.concurrency.iter().any(|&c| c == 0 || c > 4096) {

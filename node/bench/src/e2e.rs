@@ -284,8 +284,9 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     }
     let setup = Setup::new(&args.cluster, "parley-e2e-")?;
     setup.require_parley()?;
-    let hash = crate::token::hash_password(PASSWORD)
-        .map_err(|e| anyhow::anyhow!("hashing the agents' password: {e}"))?;
+    let hash = setup
+        .hash_password(PASSWORD)
+        .context("hashing the agents' password")?;
     println!(
         "parley-bench e2e: customer POST to agent WebSocket receipt; {} msg/s, {} s per level",
         args.rate,

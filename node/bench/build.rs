@@ -1,0 +1,15 @@
+//! Generates the tonic/prost client for `proto/etcd_kv.proto` with a vendored `protoc`, so a
+//! fresh machine needs no system protobuf compiler.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    println!("cargo:rerun-if-changed=proto/etcd_kv.proto");
+    // etcd's KV.Put, to compare Parley with etcd: a client only.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_protos(&["proto/etcd_kv.proto"], &["proto"])?;
+    Ok(())
+}
