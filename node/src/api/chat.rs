@@ -65,9 +65,18 @@ impl From<Participant> for cmd::Participant {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
-    /// Display name.
+    /// Display name, 1..=200 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// Contact address; never logged.
+    /// Contact address (one `@`, no spaces, at most 254 bytes); never logged.
+    #[schema(
+        max_length = 63,
+        pattern = r"^[^\s@\u0000-\u001f\u007f-\u009f]+@[^\s@\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub email: String,
 }
 

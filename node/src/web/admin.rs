@@ -137,7 +137,12 @@ async fn remove(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
-    /// Display name.
+    /// Display name, 1..=200 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -201,7 +206,12 @@ pub async fn delete_skill(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueBody {
-    /// Display name.
+    /// Display name, 1..=200 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Department id.
     #[serde(default)]
@@ -214,18 +224,25 @@ pub struct QueueBody {
     pub skills: Vec<String>,
     /// Offer timeout, ms (1000..=3600000). Default 30000.
     #[serde(default)]
+    #[schema(minimum = 1000, maximum = 3600000)]
     pub offer_timeout_ms: Option<u64>,
     /// Make agents who miss an offer not ready. Default true.
     #[serde(default)]
     pub not_ready_on_missed_offer: Option<bool>,
     /// Customer inactivity timeout, ms; 0 disables. Default 600000.
     #[serde(default)]
+    #[schema(maximum = 86400000)]
     pub inactivity_timeout_ms: Option<u64>,
     /// Opening hours; absent means always open.
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
-    /// Off-hours message.
+    /// Off-hours message, 1..=500 bytes.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 125,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub off_hours_message: Option<String>,
 }
 
@@ -302,7 +319,12 @@ pub async fn delete_queue(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentBody {
-    /// Display name.
+    /// Display name, 1..=200 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Skills.
     #[serde(default)]
@@ -312,6 +334,7 @@ pub struct AgentBody {
     /// New password (8..=1024 bytes); required for a new agent, optional otherwise. Hashed
     /// with argon2 on the receiving node; only the hash is replicated.
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
 }
 

@@ -44,9 +44,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
-    /// The agent's id.
+    /// The agent's id, at most 64 bytes.
+    #[schema(max_length = 16)]
     pub agent_id: String,
-    /// The agent's password.
+    /// The agent's password, at most 1024 bytes.
+    #[schema(max_length = 256)]
     pub password: String,
 }
 
@@ -170,6 +172,7 @@ pub struct AvailabilityBody {
     pub channels: BTreeMap<Channel, bool>,
     /// Why not ready (`lunch`, `training`, ...: lowercase letters, digits, `_`, `-`).
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     pub reason: Option<String>,
 }
 
@@ -358,6 +361,7 @@ pub struct CompleteBody {
     /// The result. Callbacks need one of `reached`, `no_answer`, `busy`, `voicemail`,
     /// `wrong_number`; chats take any short word (default `completed`).
     #[serde(default)]
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     pub outcome: Option<String>,
 }
 

@@ -39,13 +39,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct StartChatBody {
     /// Client-generated idempotency key for this start (1..=128 printable ASCII).
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     pub request_id: String,
     /// The queue (entry point).
     pub queue_id: String,
     /// Name and email.
     pub customer: Customer,
-    /// The question.
+    /// The question, at most 2000 bytes.
     #[serde(default)]
+    // Lengths in the schema are characters, the bounds bytes: the schema states the length
+    // that fits in any encoding (a quarter of the bytes).
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub question: String,
 }
 
@@ -129,8 +136,14 @@ pub async fn get_chat(
 #[serde(deny_unknown_fields)]
 pub struct PostMessageBody {
     /// Client-generated id; a retry with the same id is not posted twice.
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     pub client_msg_id: String,
-    /// The text, 1..=4096 bytes.
+    /// The text, 1..=4096 bytes, not only spaces, no control characters but newline and tab.
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub text: String,
 }
 
@@ -184,15 +197,15 @@ pub async fn post_message(
     }
 }
 
-/// Query of the events endpoints.
+/// Query of the events endpoints. Unknown parameters are ignored (a browser's cache buster).
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Return events with `seq > after`. Default 0 (all).
     #[serde(default)]
     pub after: u64,
     /// Most events returned, 1..=1000. Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// If no event is newer than `after`, wait up to this many milliseconds for one (long
     /// poll). Default 0; capped by the node's `timeouts.long_poll_max`.
@@ -340,9 +353,14 @@ pub async fn end_chat(
 #[serde(deny_unknown_fields)]
 pub struct SurveyBody {
     /// 1 (poor) to 5 (excellent).
+    #[schema(minimum = 1, maximum = 5)]
     pub rating: u8,
     /// Optional comment, at most 2000 bytes.
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub comment: String,
 }
 
@@ -376,13 +394,13 @@ pub async fn submit_survey(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Query of the transcript endpoint.
+/// Query of the transcript endpoint. Unknown parameters are ignored.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TranscriptQuery {
     /// `json` (default) or `text`.
     #[serde(default)]
+    #[param(pattern = "^(json|text)$")]
     pub format: Option<String>,
 }
 
@@ -524,12 +542,19 @@ fn render_text(
 #[serde(deny_unknown_fields)]
 pub struct CallbackBody {
     /// Client-generated idempotency key.
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     pub request_id: String,
     /// A callback queue.
     pub queue_id: String,
-    /// Who to call.
+    /// Who to call, 1..=200 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// E.164 number, e.g. `+33123456789`.
+    #[schema(pattern = r"^\+[0-9]{7,15}$")]
     pub phone: String,
     /// When to call, RFC 3339 (e.g. `2026-11-23T15:00:00Z`); absent or past means as soon as
     /// possible; at most 30 days ahead.

@@ -52,7 +52,7 @@ use super::{admin, agent, customer, stream};
         stream::supervisor_stream,
     ),
     components(schemas(admin::SupervisorView)),
-    modifiers(&Credentials),
+    modifiers(&Credentials, &EdgeAnswers),
     tags(
         (name = "customer", description = "Chats and callbacks; chat token from POST /chats"),
         (name = "agent", description = "Agent console; agent token from POST /agents/login"),
@@ -83,6 +83,68 @@ impl Modify for Credentials {
                         .build(),
                 ),
             );
+        }
+    }
+}
+
+/// What the HTTP edge checks on every operation, written into the document once instead of on
+/// each handler: the path ids' shape, the 400 every malformed input gets, and the 413/415 of a
+/// body that is too large or not JSON.
+struct EdgeAnswers;
+
+/// Path ids as `web::path_id` takes them: 1 to 128 printable ASCII characters, no spaces.
+const PATH_ID_PATTERN: &str = "^[!-~]{1,128}$";
+/// Directory ids (admin paths) as the directory takes them.
+const DIRECTORY_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+impl Modify for EdgeAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, Response};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let pattern = if path.starts_with("/api/v1/admin/") {
+                DIRECTORY_ID_PATTERN
+            } else {
+                PATH_ID_PATTERN
+            };
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    if parameter.parameter_in == ParameterIn::Path {
+                        parameter.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(pattern))
+                                .into(),
+                        );
+                    }
+                }
+                let mut answers = vec![(
+                    "400",
+                    "Malformed input: `malformed_json`, `invalid_field`, `invalid_query`, \
+                     `invalid_path` or `not_a_websocket`",
+                )];
+                if operation.request_body.is_some() {
+                    answers.push(("413", "`payload_too_large`: the body exceeds 64 KiB"));
+                    answers.push(("415", "`unsupported_media_type`: the body is not JSON"));
+                }
+                for (status, description) in answers {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(Response::new(description)));
+                }
+            }
         }
     }
 }

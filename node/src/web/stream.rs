@@ -56,9 +56,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/supervisor/stream", web::get().to(supervisor_stream));
 }
 
-/// Query of the stream endpoints.
+/// Query of the stream endpoints. Unknown parameters are ignored.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Send events with `seq > after` first. Default 0.
