@@ -6,12 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/parley.proto");
-    println!("cargo:rerun-if-changed=proto/sim.proto");
     println!("cargo:rerun-if-changed=proto/etcd_kv.proto");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/parley.proto", "proto/sim.proto"], &["proto"])?;
+        .compile_protos(&["proto/parley.proto"], &["proto"])?;
     // etcd's KV.Put, for the benchmark harness: a client only.
     tonic_prost_build::configure()
         .build_client(true)

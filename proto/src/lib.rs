@@ -9,11 +9,6 @@ pub mod v1 {
     tonic::include_proto!("parley.v1");
 }
 
-/// Generated code for package `parley.sim.v1`: the chaos simulator's test-only service.
-pub mod sim {
-    tonic::include_proto!("parley.sim.v1");
-}
-
 /// Generated client for etcd's `KV.Put` (package `etcdserverpb`), which the benchmark harness
 /// uses to compare Parley with etcd.
 pub mod etcd {

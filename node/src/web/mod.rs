@@ -32,6 +32,7 @@ use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
 pub mod admin;
 pub mod agent;
 pub mod customer;
+pub mod diagnostics;
 pub mod openapi;
 pub mod stream;
 pub mod views;
@@ -140,6 +141,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(customer::routes)
                 .configure(agent::routes)
                 .configure(admin::routes)
+                .configure(diagnostics::routes)
                 .configure(stream::routes),
         )
         .default_service(web::to(not_found));
