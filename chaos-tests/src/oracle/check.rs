@@ -161,7 +161,9 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
                     )));
                     continue;
                 };
-                in_history(activity, agent_id, action, |at| window.contains(at))
+                in_history(activity, agent_id, action, |from, until| {
+                    window.overlaps(from, until)
+                })
             }
         };
         if !found {
@@ -175,19 +177,25 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
     violations
 }
 
-/// Whether the activity's history holds the transition `action` by `agent_id` makes, at a
-/// time `when` accepts.
+/// Whether the activity's history holds the transition `action` by `agent_id` makes, in effect
+/// (from it until the next transition) at a time `when` accepts. An action answered as done
+/// because it had already applied (a retried accept, transfer or completion) finds the
+/// transition of its first application still in effect.
 fn in_history(
     activity: &Activity,
     agent_id: &str,
     action: &AgentAction,
-    when: impl Fn(u64) -> bool,
+    when: impl Fn(u64, u64) -> bool,
 ) -> bool {
     let assigned_to_agent = |status: &ActivityStatus| matches!(status, ActivityStatus::Assigned { agent_id: a } if a == agent_id);
     let mut previous: Option<&ActivityStatus> = None;
-    for transition in &activity.history {
+    for (index, transition) in activity.history.iter().enumerate() {
         let by_agent = previous.is_some_and(assigned_to_agent);
-        let matched = when(transition.at_ms)
+        let until_ms = activity
+            .history
+            .get(index + 1)
+            .map_or(u64::MAX, |next| next.at_ms);
+        let matched = when(transition.at_ms, until_ms)
             && match action {
                 AgentAction::Accept { .. } => {
                     assigned_to_agent(&transition.status) && transition.reason == "accepted"

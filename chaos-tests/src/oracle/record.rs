@@ -22,6 +22,13 @@ impl Window {
     pub fn contains(&self, at_ms: u64) -> bool {
         self.sent_ms <= at_ms && at_ms <= self.answered_ms
     }
+
+    /// Whether a state in effect from `from_ms` until `until_ms` (the next change) was in
+    /// effect at some point of this window: what a command applied in this window saw, or
+    /// made.
+    pub fn overlaps(&self, from_ms: u64, until_ms: u64) -> bool {
+        from_ms <= self.answered_ms && until_ms >= self.sent_ms
+    }
 }
 
 /// An agent action a node acknowledged.

@@ -632,3 +632,31 @@ fn oracle_reports_an_unexpected_answer() {
         "unexpected answer: chat-1: transfer",
     );
 }
+
+#[test]
+fn oracle_passes_a_retried_accept_answered_as_done() {
+    let (mut oracle, observations) = healthy();
+    // A second accept of the same offer, answered as done because the first had applied: the
+    // assignment it finds is still in effect in its window.
+    oracle.agent_acked(
+        "alice",
+        AgentAction::Accept {
+            activity_id: CHAT.to_owned(),
+        },
+        window(220, 230),
+    );
+    assert_eq!(check_all(&oracle, &observations), Vec::<Violation>::new());
+    // Once the chat went back to the queue (300 ms), an accept answered as done is a lie.
+    oracle.agent_acked(
+        "alice",
+        AgentAction::Accept {
+            activity_id: CHAT.to_owned(),
+        },
+        window(320, 330),
+    );
+    assert_caught(
+        &oracle,
+        &observations,
+        "alice's acknowledged Accept { activity_id: \"chat-1\" } (applied between 320 and 330 ms)",
+    );
+}
