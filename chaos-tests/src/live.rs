@@ -52,7 +52,7 @@ pub enum ClusterSpec {
         network: Network,
     },
     /// An existing cluster and the commands that inject its faults.
-    Target(Target),
+    Target(Box<Target>),
 }
 
 /// What to run.
@@ -313,7 +313,7 @@ enum Control {
     /// Processes started here: signals, and namespaces' packet filters.
     Local(Local),
     /// An existing cluster: its fault commands.
-    Target(Target),
+    Target(Box<Target>),
 }
 
 impl Control {

@@ -170,7 +170,7 @@ async fn live_faults_against_a_cluster_named_in_a_target_file() {
             .expect("the start command runs");
     }
     let report = run_live(&LiveSpec {
-        cluster: ClusterSpec::Target(target),
+        cluster: ClusterSpec::Target(Box::new(target)),
         duration: Duration::from_secs(15),
         customers: 4,
         seed: 11,

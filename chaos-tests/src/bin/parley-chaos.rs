@@ -62,7 +62,7 @@ struct Args {
 fn live(args: &Args) -> ExitCode {
     let cluster = match &args.target {
         Some(path) => match Target::load(path) {
-            Ok(target) => ClusterSpec::Target(target),
+            Ok(target) => ClusterSpec::Target(Box::new(target)),
             Err(error) => {
                 eprintln!("parley-chaos: {error}");
                 return ExitCode::FAILURE;

@@ -312,14 +312,14 @@ fn feed_load(node: u64, agent: &Agent) -> Vec<Violation> {
                     )));
                 }
             }
-            AgentEventBody::Assigned { activity_id } => {
-                if !held.contains_key(activity_id.as_str()) {
-                    violations.push(violation(format!(
-                        "G6: node {node} agent {id}: assigned {activity_id} (feed seq {}) \
-                         without an offer",
-                        event.seq
-                    )));
-                }
+            AgentEventBody::Assigned { activity_id }
+                if !held.contains_key(activity_id.as_str()) =>
+            {
+                violations.push(violation(format!(
+                    "G6: node {node} agent {id}: assigned {activity_id} (feed seq {}) without an \
+                     offer",
+                    event.seq
+                )));
             }
             AgentEventBody::OfferWithdrawn { activity_id, .. }
             | AgentEventBody::Released { activity_id, .. } => {
