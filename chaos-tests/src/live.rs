@@ -789,49 +789,54 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
     Ok(report)
 }
 
+/// What one node showed: applied index, digest, and what `validate` found.
+type Seen = (u64, String, Vec<String>);
+
 /// One node's `GET /api/v1/cluster`: applied index and digest.
-async fn cluster_view(client: &reqwest::Client, url: &str) -> Option<(u64, String)> {
+async fn cluster_view(client: &reqwest::Client, url: &str) -> Result<Seen, String> {
     let view: Value = client
         .get(format!("{url}/api/v1/cluster"))
         .send()
         .await
-        .ok()?
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{url}/api/v1/cluster: {e}"))?
         .json()
         .await
-        .ok()?;
-    Some((
-        view["applied_index"].as_u64()?,
-        view["state_digest"].as_str()?.to_owned(),
-    ))
+        .map_err(|e| format!("{url}/api/v1/cluster: {e}"))?;
+    match (
+        view["applied_index"].as_u64(),
+        view["state_digest"].as_str(),
+    ) {
+        (Some(index), Some(digest)) => Ok((index, digest.to_owned(), Vec::new())),
+        _ => Err(format!(
+            "{url}/api/v1/cluster: no applied index or digest: {view}"
+        )),
+    }
 }
 
 /// One node's `GET /api/v1/admin/validate`: applied index, digest, and what `validate` found.
-async fn validate_view(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-) -> Option<(u64, String, Vec<String>)> {
+async fn validate_view(client: &reqwest::Client, url: &str, token: &str) -> Result<Seen, String> {
     let view: Value = client
         .get(format!("{url}/api/v1/admin/validate"))
         .bearer_auth(token)
         .send()
         .await
-        .ok()?
-        .error_for_status()
-        .ok()?
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{url}/api/v1/admin/validate: {e}"))?
         .json()
         .await
-        .ok()?;
+        .map_err(|e| format!("{url}/api/v1/admin/validate: {e}"))?;
+    let shape = || format!("{url}/api/v1/admin/validate: unexpected answer {view}");
     let violations = view["violations"]
-        .as_array()?
+        .as_array()
+        .ok_or_else(shape)?
         .iter()
         .map(|v| v.as_str().unwrap_or("(not a string)").to_owned())
         .collect();
-    Some((
-        view["applied_index"].as_u64()?,
-        view["digest"].as_str()?.to_owned(),
-        violations,
-    ))
+    match (view["applied_index"].as_u64(), view["digest"].as_str()) {
+        (Some(index), Some(digest)) => Ok((index, digest.to_owned(), violations)),
+        _ => Err(shape()),
+    }
 }
 
 /// Every acknowledged message of `chats` on the node at `url`, through `GET /events`.
@@ -891,21 +896,23 @@ async fn check(
     let mut observations: Vec<Observation>;
     loop {
         observations = Vec::new();
+        let mut errors = Vec::new();
         for (url, id) in urls.iter().zip(ids) {
             let seen = match admin_token {
                 Some(token) => validate_view(client, url, token).await,
-                None => cluster_view(client, url)
-                    .await
-                    .map(|(index, digest)| (index, digest, Vec::new())),
+                None => cluster_view(client, url).await,
             };
-            if let Some((applied_index, digest, invariant_violations)) = seen {
-                observations.push(Observation {
-                    node: *id,
-                    applied_index,
-                    digest,
-                    invariant_violations,
-                    ..Observation::default()
-                });
+            match seen {
+                Ok((applied_index, digest, invariant_violations)) => {
+                    observations.push(Observation {
+                        node: *id,
+                        applied_index,
+                        digest,
+                        invariant_violations,
+                        ..Observation::default()
+                    })
+                }
+                Err(error) => errors.push(error),
             }
         }
         let converged = observations.len() == urls.len()
@@ -922,7 +929,7 @@ async fn check(
                 .collect();
             report.violations.push(Violation(format!(
                 "replicas did not converge within 30 s (node, applied index): {applied:?} of {} \
-                 nodes",
+                 nodes; {errors:?}",
                 urls.len()
             )));
             return;
