@@ -6,10 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/parley.proto");
-    println!("cargo:rerun-if-changed=proto/sim.proto");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/parley.proto", "proto/sim.proto"], &["proto"])?;
+        .compile_protos(&["proto/parley.proto"], &["proto"])?;
     Ok(())
 }

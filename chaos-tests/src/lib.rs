@@ -10,14 +10,22 @@
 //! - [`sim`]: a run: hosts, customers, faults, the final check.
 //! - [`scenarios`]: one named scenario per row of the failure matrix.
 //! - [`target`]: an existing cluster named in a file, and the commands that inject its faults.
-//! - [`oracle`]: acknowledged writes and the checks of G1, G2, G3 (G6 and G7 come from each
-//!   node's `validate` and digest).
+//! - [`oracle`]: what clients saw acknowledged (writes and agent actions), what each node
+//!   holds, and the checks of one against the other (G1–G4, G6, G7).
+//! - [`proto`]: the generated code of the test-only `SimNode` service (`proto/sim.proto`).
 
 pub mod live;
 pub mod net;
 pub mod netns;
 pub mod node;
 pub mod oracle;
+
+/// Generated code for package `parley.sim.v1`: the simulation's test-only service.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("parley.sim.v1");
+}
+
 pub mod scenarios;
 pub mod sim;
 pub mod target;

@@ -2,7 +2,8 @@
 //! API with retries, and real faults: kill -9 and restart, SIGSTOP/SIGCONT (a frozen node, as a
 //! long GC pause or a stuck VM would be), SIGTERM and restart, and network partitions (a random
 //! minority, or the current leader, cut off from the rest). Afterwards every node must hold
-//! every acknowledged message exactly once, in order, and all nodes the same digest.
+//! every acknowledged message exactly once, in order, pass its own `State::validate`
+//! (`GET /api/v1/admin/validate`), and all nodes show the same digest at the same index.
 //!
 //! Nodes run in network namespaces of their own ([`crate::netns`]) when the runner may create
 //! them (root); otherwise on loopback, where partitions cannot be made and are skipped (the
@@ -23,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::netns::Netns;
-use crate::oracle::{Oracle, Violation};
+use crate::oracle::{check_all, Observation, Oracle, Violation};
 use crate::target::{Capability, Target, TargetError};
 
 /// Where the nodes run.
@@ -51,7 +52,7 @@ pub enum ClusterSpec {
         network: Network,
     },
     /// An existing cluster and the commands that inject its faults.
-    Target(Target),
+    Target(Box<Target>),
 }
 
 /// What to run.
@@ -82,6 +83,10 @@ pub struct LiveReport {
     pub partitions_skipped: Option<String>,
     /// Fault kinds that could not be injected, and why.
     pub faults_skipped: Option<String>,
+    /// Nodes whose `validate` result was checked (every node, unless skipped).
+    pub nodes_validated: usize,
+    /// Why the nodes' `validate` was not checked, when it was not.
+    pub validate_skipped: Option<String>,
 }
 
 /// The runner could not run (not a guarantee broken: the environment failed).
@@ -102,6 +107,9 @@ pub enum LiveError {
 }
 
 const SECRET: &str = "live-chaos-cluster-secret-0123456789abcdef";
+
+/// The admin credential of the clusters the runner starts (and of the CI target-file test).
+pub const ADMIN_TOKEN: &str = "live-chaos-admin-token-0123456789abcdef";
 
 struct Node {
     http: String,
@@ -161,6 +169,13 @@ data_dir = "{data}"
 http_listen = "{http}"
 grpc_listen = "{grpc}"
 cluster_secret = "{SECRET}"
+admin_token = "{ADMIN_TOKEN}"
+
+# Every customer of the run comes from the runner's one address, retrying through faults.
+[rate_limits]
+chat_starts_per_address_per_minute = 100000
+logins_per_address_per_minute = 100000
+logins_per_agent_per_minute = 100000
 
 [timeouts]
 write = "3s"
@@ -304,7 +319,7 @@ enum Control {
     /// Processes started here: signals, and namespaces' packet filters.
     Local(Local),
     /// An existing cluster: its fault commands.
-    Target(Target),
+    Target(Box<Target>),
 }
 
 impl Control {
@@ -332,6 +347,14 @@ impl Control {
                 caps
             }
             Control::Target(target) => target.capabilities(),
+        }
+    }
+
+    /// The admin credential, if known.
+    fn admin_token(&self) -> Option<String> {
+        match self {
+            Control::Local(_) => Some(ADMIN_TOKEN.to_owned()),
+            Control::Target(target) => target.admin_token.clone(),
         }
     }
 
@@ -751,7 +774,15 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
     }
     control.revive_all().await?;
     wait_ready(&client, &urls, Duration::from_secs(60)).await?;
-    check(&client, &urls, &shared, &mut report).await;
+    check(
+        &client,
+        &urls,
+        &control.ids(),
+        control.admin_token().as_deref(),
+        &shared,
+        &mut report,
+    )
+    .await;
     // Leave no open chats behind (an existing cluster goes on serving real customers).
     let tokens = shared.tokens.lock().map(|t| t.clone()).unwrap_or_default();
     for (chat_id, token) in tokens {
@@ -764,44 +795,155 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
     Ok(report)
 }
 
+/// What one node showed: applied index, digest, and what `validate` found.
+type Seen = (u64, String, Vec<String>);
+
+/// One node's `GET /api/v1/cluster`: applied index and digest.
+async fn cluster_view(client: &reqwest::Client, url: &str) -> Result<Seen, String> {
+    let view: Value = client
+        .get(format!("{url}/api/v1/cluster"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{url}/api/v1/cluster: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url}/api/v1/cluster: {e}"))?;
+    match (
+        view["applied_index"].as_u64(),
+        view["state_digest"].as_str(),
+    ) {
+        (Some(index), Some(digest)) => Ok((index, digest.to_owned(), Vec::new())),
+        _ => Err(format!(
+            "{url}/api/v1/cluster: no applied index or digest: {view}"
+        )),
+    }
+}
+
+/// One node's `GET /api/v1/admin/validate`: applied index, digest, and what `validate` found.
+async fn validate_view(client: &reqwest::Client, url: &str, token: &str) -> Result<Seen, String> {
+    let view: Value = client
+        .get(format!("{url}/api/v1/admin/validate"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("{url}/api/v1/admin/validate: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url}/api/v1/admin/validate: {e}"))?;
+    let shape = || format!("{url}/api/v1/admin/validate: unexpected answer {view}");
+    let violations = view["violations"]
+        .as_array()
+        .ok_or_else(shape)?
+        .iter()
+        .map(|v| v.as_str().unwrap_or("(not a string)").to_owned())
+        .collect();
+    match (view["applied_index"].as_u64(), view["digest"].as_str()) {
+        (Some(index), Some(digest)) => Ok((index, digest.to_owned(), violations)),
+        _ => Err(shape()),
+    }
+}
+
+/// Every acknowledged message of `chats` on the node at `url`, through `GET /events`.
+async fn chat_events(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &BTreeMap<String, String>,
+) -> BTreeMap<String, Vec<ChatEvent>> {
+    let mut chats = BTreeMap::new();
+    for (chat_id, token) in tokens {
+        let mut events = Vec::new();
+        loop {
+            let after = events.len();
+            let page = client
+                .get(format!(
+                    "{url}/api/v1/chats/{chat_id}/events?after={after}&limit=1000"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await;
+            let batch: Vec<ChatEvent> = match page {
+                Ok(response) => match response.json::<Value>().await {
+                    Ok(body) => serde_json::from_value(body["events"].clone()).unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                },
+                Err(_) => Vec::new(),
+            };
+            if batch.is_empty() {
+                break;
+            }
+            events.extend(batch);
+        }
+        chats.insert(chat_id.clone(), events);
+    }
+    chats
+}
+
+/// After the faults: waits until every node shows the same applied index (through `validate`
+/// when the admin credential is known, so index, digest and invariants come from one read),
+/// then runs the oracle's checks over every node.
 async fn check(
     client: &reqwest::Client,
     urls: &[String],
+    ids: &[u64],
+    admin_token: Option<&str>,
     shared: &Shared,
     report: &mut LiveReport,
 ) {
-    // Converge: every node at the same applied index with the same digest.
+    if admin_token.is_none() {
+        report.validate_skipped = Some(
+            "no admin credential (admin_token in the target file): each node's \
+             State::validate was not checked"
+                .to_owned(),
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut observations: Vec<Observation>;
     loop {
-        let mut views = Vec::new();
-        for url in urls {
-            if let Ok(response) = client.get(format!("{url}/api/v1/cluster")).send().await {
-                if let Ok(view) = response.json::<Value>().await {
-                    views.push(view);
+        observations = Vec::new();
+        let mut errors = Vec::new();
+        for (url, id) in urls.iter().zip(ids) {
+            let seen = match admin_token {
+                Some(token) => validate_view(client, url, token).await,
+                None => cluster_view(client, url).await,
+            };
+            match seen {
+                Ok((applied_index, digest, invariant_violations)) => {
+                    observations.push(Observation {
+                        node: *id,
+                        applied_index,
+                        digest,
+                        invariant_violations,
+                        ..Observation::default()
+                    })
                 }
+                Err(error) => errors.push(error),
             }
         }
-        let applied: Vec<Option<u64>> = views.iter().map(|v| v["applied_index"].as_u64()).collect();
-        if views.len() == urls.len() && applied.iter().all(|a| a.is_some() && *a == applied[0]) {
-            let digests: Vec<&str> = views
+        let converged = observations.len() == urls.len()
+            && observations
                 .iter()
-                .map(|v| v["state_digest"].as_str().unwrap_or(""))
-                .collect();
-            if digests.iter().any(|d| *d != digests[0]) {
-                report.violations.push(Violation(format!(
-                    "G7: digests differ at {:?}: {digests:?}",
-                    applied[0]
-                )));
-            }
+                .all(|o| o.applied_index == observations[0].applied_index);
+        if converged {
             break;
         }
         if Instant::now() > deadline {
-            report
-                .violations
-                .push(Violation(format!("replicas did not converge: {applied:?}")));
+            let applied: Vec<(u64, u64)> = observations
+                .iter()
+                .map(|o| (o.node, o.applied_index))
+                .collect();
+            report.violations.push(Violation(format!(
+                "replicas did not converge within 30 s (node, applied index): {applied:?} of {} \
+                 nodes; {errors:?}",
+                urls.len()
+            )));
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if admin_token.is_some() {
+        report.nodes_validated = observations.len();
     }
     let tokens = shared.tokens.lock().map(|t| t.clone()).unwrap_or_default();
     // Every customer is done: the oracle is final.
@@ -815,38 +957,8 @@ async fn check(
         }
     };
     report.writes_checked = oracle.acked_count();
-    report.violations.extend(oracle.unexpected_answers());
-    for (index, url) in urls.iter().enumerate() {
-        let mut chats: BTreeMap<String, Vec<ChatEvent>> = BTreeMap::new();
-        for (chat_id, token) in &tokens {
-            let mut events = Vec::new();
-            loop {
-                let after = events.len();
-                let page = client
-                    .get(format!(
-                        "{url}/api/v1/chats/{chat_id}/events?after={after}&limit=1000"
-                    ))
-                    .bearer_auth(token)
-                    .send()
-                    .await;
-                let batch: Vec<ChatEvent> = match page {
-                    Ok(response) => match response.json::<Value>().await {
-                        Ok(body) => {
-                            serde_json::from_value(body["events"].clone()).unwrap_or_default()
-                        }
-                        Err(_) => Vec::new(),
-                    },
-                    Err(_) => Vec::new(),
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                events.extend(batch);
-            }
-            chats.insert(chat_id.clone(), events);
-        }
-        report
-            .violations
-            .extend(oracle.verify(index as u64 + 1, &chats));
+    for (observation, url) in observations.iter_mut().zip(urls) {
+        observation.chats = chat_events(client, url, &tokens).await;
     }
+    report.violations.extend(check_all(&oracle, &observations));
 }

@@ -9,17 +9,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::proto::sim_node_server::{SimNode, SimNodeServer};
+use crate::proto::{
+    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, SimReply, SimWrite,
+};
 use actix::{Actor, Addr};
 use parley_node::app::{AppActor, Query, Write};
 use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
 use parley_node::metrics::Metrics;
-use parley_proto::sim::sim_node_server::{SimNode, SimNodeServer};
-use parley_proto::sim::{
-    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, SimReply, SimWrite,
-};
 use parley_raft::command::Directory;
 use parley_raft::network::ChannelSettings;
 use parley_raft::proposer::Clock;
+use parley_raft::state::ActivityStatus;
 use parley_raft::{NodeId, NodeInfo, Op, Replica, ReplicaOptions};
 use parley_storage::{DbOptions, FsyncPolicy, IoMode};
 use tonic::{Request, Response, Status};
@@ -69,12 +70,13 @@ pub fn settings() -> ChannelSettings {
     }
 }
 
+/// Who each node believes leads and in which term, for faults aimed at the leader and to see
+/// that one was elected after them. Shared by the simulated hosts and the fault injector (one
+/// thread: turmoil runs everything on the caller's).
+pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, (Option<NodeId>, u64)>>>;
+
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
 /// which outlives the host, so a bounce is a restart after kill -9.
-/// Who each node believes leads, for faults aimed at the leader. Shared by the simulated hosts
-/// and the fault injector (one thread: turmoil runs everything on the caller's).
-pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Option<NodeId>>>>;
-
 pub async fn run(
     id: NodeId,
     members: BTreeMap<NodeId, NodeInfo>,
@@ -135,8 +137,11 @@ pub async fn run(
     let mut metrics = replica.raft().metrics();
     tokio::task::spawn_local(async move {
         loop {
-            let leader = metrics.borrow().current_leader;
-            leaders.borrow_mut().insert(id, leader);
+            let seen = {
+                let metrics = metrics.borrow();
+                (metrics.current_leader, metrics.current_term)
+            };
+            leaders.borrow_mut().insert(id, seen);
             if metrics.changed().await.is_err() {
                 return;
             }
@@ -232,13 +237,27 @@ impl SimNode for SimService {
         &self,
         request: Request<InspectRequest>,
     ) -> Result<Response<InspectReply>, Status> {
-        let chat_ids = request.into_inner().chat_ids;
+        let request = request.into_inner();
         let term = self.replica.status().term;
         let reply = self.replica.read(|state, applied| {
-            let chats: BTreeMap<&String, _> = chat_ids
+            let chats: BTreeMap<&String, _> = request
+                .chat_ids
                 .iter()
                 .filter_map(|id| state.chats.get(id).map(|chat| (id, &chat.events)))
                 .collect();
+            let activities: BTreeMap<&String, _> = request
+                .activity_ids
+                .iter()
+                .filter_map(|id| state.activities.get(id).map(|a| (id, a)))
+                .collect();
+            let agents: BTreeMap<&String, _> = request
+                .agent_ids
+                .iter()
+                .filter_map(|id| state.agents.get(id).map(|a| (id, a)))
+                .collect();
+            let count = |f: fn(&ActivityStatus) -> bool| {
+                state.activities.values().filter(|a| f(&a.status)).count() as u64
+            };
             Ok::<_, serde_json::Error>(InspectReply {
                 applied_index: applied.map_or(0, |id| id.index),
                 digest: state.digest()?,
@@ -249,22 +268,16 @@ impl SimNode for SimService {
                     .unwrap_or_default(),
                 chats_json: serde_json::to_vec(&chats)?,
                 term,
-                assigned: state
-                    .activities
-                    .values()
-                    .filter(|a| {
-                        matches!(
-                            a.status,
-                            parley_raft::state::ActivityStatus::Assigned { .. }
-                        )
-                    })
-                    .count() as u64,
+                assigned: count(|s| matches!(s, ActivityStatus::Assigned { .. })),
                 offer_timeouts: state
                     .activities
                     .values()
                     .flat_map(|a| &a.history)
                     .filter(|t| t.reason == "offer_timeout")
                     .count() as u64,
+                activities_json: serde_json::to_vec(&activities)?,
+                agents_json: serde_json::to_vec(&agents)?,
+                completed: count(|s| matches!(s, ActivityStatus::Completed { .. })),
             })
         });
         reply

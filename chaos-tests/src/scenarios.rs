@@ -18,9 +18,9 @@ pub struct Scenario {
     pub incumbent: &'static str,
     /// The faults and workload for a seed.
     pub spec: fn(u64) -> Spec,
-    /// Whether every chat must end up assigned to the agent (queued work survives and is
-    /// routed; offers that time out are routed again).
-    pub all_assigned: bool,
+    /// Whether every chat must end up completed by an agent (queued work survives, is routed,
+    /// taken and finished; offers that time out are routed again).
+    pub all_completed: bool,
     /// Whether offers must have timed out (the timers fired despite the faults).
     pub offers_time_out: bool,
 }
@@ -44,7 +44,7 @@ pub fn all() -> Vec<Scenario> {
                     vec![(at(2.0), Fault::Crash(2)), (at(12.0), Fault::Restart(2))],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -58,16 +58,16 @@ pub fn all() -> Vec<Scenario> {
                     vec![(at(1.0), Fault::Crash(3)), (at(6.0), Fault::Restart(3))],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
             name: "services-node-dies",
             row: "Services server dies",
             incumbent: "agent can chat but cannot take other work; must log out",
-            // Node 1 fires timers first. It dies while offers are pending and the agent is
+            // Node 1 fires timers first. It dies while offers are pending and the agents are
             // away: the next node's services take over, the offers time out and are routed
-            // again when the agent is back.
+            // again when the agents are back.
             spec: |seed| Spec {
                 agent_delay: at(8.0),
                 ..Spec::new(
@@ -76,7 +76,7 @@ pub fn all() -> Vec<Scenario> {
                     vec![(at(1.0), Fault::Crash(1)), (at(14.0), Fault::Restart(1))],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: true,
         },
         Scenario {
@@ -95,7 +95,7 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -114,7 +114,7 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -134,7 +134,7 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -153,7 +153,7 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -171,15 +171,15 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
             name: "agent-node-disconnects",
             row: "Primary interaction server disconnects",
             incumbent: "agents marked logged out; clients must re-register with a backup",
-            // The agent's and customers' node vanishes for them, then dies; the agent's
-            // session (in the replicated state) stays valid through other nodes.
+            // The agents' and customers' node vanishes for them, then dies; the agents'
+            // sessions (in the replicated state) stay valid through other nodes.
             spec: |seed| {
                 Spec::new(
                     3,
@@ -192,7 +192,7 @@ pub fn all() -> Vec<Scenario> {
                     ],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -208,7 +208,7 @@ pub fn all() -> Vec<Scenario> {
                 }
                 Spec::new(3, seed, schedule)
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
         Scenario {
@@ -223,7 +223,7 @@ pub fn all() -> Vec<Scenario> {
                     vec![(at(3.0), Fault::IsolateLeader), (at(6.0), Fault::HealAll)],
                 )
             },
-            all_assigned: true,
+            all_completed: true,
             offers_time_out: false,
         },
     ]

@@ -1,25 +1,33 @@
 //! A seeded simulation of a whole cluster: nodes, simulated customers posting chat messages
-//! through random nodes, a fault schedule, and the oracle's check after healing.
+//! through random nodes, simulated agents competing for their chats, a fault schedule, and the
+//! oracle's check after healing.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use parley_proto::sim::sim_node_client::SimNodeClient;
-use parley_proto::sim::{AgentFeedRequest, InspectRequest, SimWrite};
 use parley_raft::command::{
-    ActivityAction, AgentSession, AgentSpec, Channel, Customer, Directory, Login, Op, Participant,
-    PostMessage, QueueSpec, SetAvailability, StartChat, Transfer, TransferTarget,
+    ActivityAction, AgentSession, AgentSpec, Channel, Complete, Customer, Directory, Login, Op,
+    Participant, PostMessage, QueueSpec, SetAvailability, StartChat, Transfer, TransferTarget,
 };
-use parley_raft::state::{AgentEvent, AgentEventBody, ChatEvent};
+use parley_raft::proposer::Clock;
+use parley_raft::state::{AgentEvent, AgentEventBody};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::net::{SimConnector, GRPC_PORT};
-use crate::node::{self, host_name};
-use crate::oracle::{Oracle, Violation};
+use crate::node::{self, host_name, SimClock};
+use crate::oracle::{check_all, AgentAction, Observation, Oracle, Violation, Window};
+use crate::proto::sim_node_client::SimNodeClient;
+use crate::proto::{AgentFeedRequest, InspectReply, InspectRequest, SimWrite};
+
+/// The client host of the simulated customers.
+const CUSTOMERS_HOST: &str = "customers";
+
+/// The client host of the simulated agents.
+const AGENTS_HOST: &str = "agents";
 
 /// Largest network latency between hosts outside latency spikes.
 const MAX_LATENCY: Duration = Duration::from_millis(20);
@@ -43,7 +51,7 @@ pub enum Fault {
     IsolateLeader,
     /// Restart every crashed node.
     RestartAll,
-    /// Cut every customer and the agent off from one node (their network to it drops).
+    /// Cut every customer and agent off from one node (their network to it drops).
     CutClients(NodeId),
     /// A latency spike on the link between two nodes: messages take up to this many ms.
     Slow(NodeId, NodeId, u64),
@@ -61,24 +69,31 @@ pub struct Spec {
     pub customers: usize,
     /// Messages each customer posts.
     pub messages: usize,
+    /// One simulated agent per entry, with this chat limit. Agents hold each chat until its
+    /// customer is done, so with fewer places than chats, chats wait for one to free up.
+    pub agent_limits: Vec<u32>,
     /// Faults at simulated times.
     pub schedule: Vec<(Duration, Fault)>,
     /// Seed of the network, the workload and the fault choices.
     pub seed: u64,
     /// Customers send every message twice, the second time through another node, as a client
-    /// on a weak connection does; both must be answered with the same seq.
+    /// on a weak connection does; both must be answered with the same seq. Agents send every
+    /// transfer twice.
     pub double_submit: bool,
-    /// The agent waits this long before accepting anything (offers time out meanwhile).
+    /// The agents wait this long after getting ready before accepting anything (offers time
+    /// out meanwhile).
     pub agent_delay: Duration,
 }
 
 impl Spec {
-    /// A run of `nodes` nodes with 3 customers posting 15 messages each under `schedule`.
+    /// A run of `nodes` nodes under `schedule`: 6 customers posting 5 messages each, and
+    /// three agents with chat limits 1, 2 and 1 (4 places for 6 chats).
     pub fn new(nodes: u64, seed: u64, schedule: Vec<(Duration, Fault)>) -> Self {
         Self {
             nodes,
-            customers: 3,
-            messages: 15,
+            customers: 6,
+            messages: 5,
+            agent_limits: vec![1, 2, 1],
             schedule,
             seed,
             double_submit: false,
@@ -92,18 +107,30 @@ impl Spec {
 pub struct Report {
     /// The seed.
     pub seed: u64,
-    /// Faults injected.
+    /// Faults injected (heals and restarts included; leader faults that found no leader
+    /// are not).
     pub faults: usize,
-    /// Acknowledged writes the oracle checked.
+    /// Leader faults (`CrashLeader`, `IsolateLeader`) injected.
+    pub leader_faults: usize,
+    /// Leader faults skipped because no leader was known at the time.
+    pub leader_faults_skipped: usize,
+    /// Leader faults after which no other node was seen leading in a later term.
+    pub leader_faults_without_election: usize,
+    /// Acknowledged writes the oracle checked (chats started and messages).
     pub writes_checked: usize,
+    /// Acknowledged agent actions the oracle checked (logins, availability, accepts,
+    /// transfers, completions).
+    pub agent_actions_checked: usize,
     /// Broken guarantees; empty on success.
     pub violations: Vec<Violation>,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// The highest Raft term at the end: how many elections the faults caused, plus one.
     pub term: u64,
-    /// Chats assigned to the agent at the end.
+    /// Chats still assigned to an agent at the end.
     pub assigned: u64,
+    /// Chats completed by an agent at the end.
+    pub completed: u64,
     /// Offers that timed out and were routed again.
     pub offer_timeouts: u64,
     /// The converged state digest: equal across reruns of a seed when the run replayed exactly.
@@ -150,7 +177,12 @@ pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration
     schedule
 }
 
-fn directory() -> Directory {
+/// The id of simulated agent `index`.
+pub fn agent_id(index: usize) -> String {
+    format!("agent{}", index + 1)
+}
+
+fn directory(agent_limits: &[u32]) -> Directory {
     Directory {
         departments: Vec::new(),
         skills: Vec::new(),
@@ -166,14 +198,23 @@ fn directory() -> Directory {
             business_hours: None,
             off_hours_message: parley_raft::command::default_off_hours_message(),
         }],
-        agents: vec![AgentSpec {
-            id: "alice".to_owned(),
-            name: "Alice".to_owned(),
-            skills: Vec::new(),
-            limits: BTreeMap::from([(Channel::Chat, 3)]),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        }],
+        agents: agent_limits
+            .iter()
+            .enumerate()
+            .map(|(index, limit)| AgentSpec {
+                id: agent_id(index),
+                name: format!("Agent {}", index + 1),
+                skills: Vec::new(),
+                limits: BTreeMap::from([(Channel::Chat, *limit)]),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            })
+            .collect(),
     }
+}
+
+/// Now on the clock the nodes stamp commands with (simulated time since the Unix epoch), in ms.
+fn now_ms() -> u64 {
+    SimClock.now_ms()
 }
 
 /// A client of node `node`'s `SimNode` service, over the simulated network.
@@ -263,6 +304,24 @@ async fn agent_feed(node: NodeId, agent_id: &str, after: u64) -> Result<FeedPage
         .map_err(|e| e.to_string())
 }
 
+/// What the simulated clients share: how far the customers are and which chats the agents
+/// sent back to the queue and completed (one thread: turmoil runs every host on the caller's).
+#[derive(Debug, Default)]
+struct Board {
+    /// Customers done posting.
+    customers_done: usize,
+    /// Chats whose customers are done posting: their agent may complete them.
+    finished: BTreeSet<String>,
+    /// Chats an agent sent back to the queue once.
+    transferred: BTreeSet<String>,
+    /// Chats an agent completed (acknowledged).
+    completed: BTreeSet<String>,
+    /// Agents that stopped.
+    agents_done: usize,
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
 /// Runs `spec` and checks the oracle. The report lists any violation.
 pub fn run(spec: &Spec) -> Report {
     let dirs: Vec<tempfile::TempDir> = (0..spec.nodes)
@@ -284,216 +343,52 @@ pub fn run(spec: &Spec) -> Report {
         let members = members.clone();
         let path = dir.path().to_path_buf();
         let leaders = leaders.clone();
+        let limits = spec.agent_limits.clone();
         sim.host(host_name(id), move || {
             node::run(
                 id,
                 members.clone(),
-                directory(),
+                directory(&limits),
                 path.clone(),
                 leaders.clone(),
             )
         });
     }
 
-    let oracle = Rc::new(RefCell::new(Oracle::default()));
-    let done = Rc::new(RefCell::new(0usize));
-    let nodes = spec.nodes;
-    // Every node's app actor seeds the directory at start, as `parley serve` does.
-    for customer in 0..spec.customers {
-        let oracle = oracle.clone();
-        let done = done.clone();
-        let messages = spec.messages;
-        let double_submit = spec.double_submit;
-        let seed = spec.seed.wrapping_add(customer as u64);
-        sim.client(format!("customer{customer}"), async move {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let chat_id = format!("chat-{customer}");
-            let start = Op::StartChat(StartChat {
-                chat_id: chat_id.clone(),
-                request_id: format!("start-{customer}"),
-                queue_id: "sales".to_owned(),
-                customer: Customer {
-                    name: format!("Customer {customer}"),
-                    email: format!("c{customer}@example.com"),
-                },
-                question: "chaos".to_owned(),
+    let oracle: Shared<Oracle> = Rc::default();
+    let board: Shared<Board> = Rc::default();
+    // Every node's app actor seeds the directory at start, as `parley serve` does. The
+    // customers share one client host and the agents another (each works on its own, through
+    // nodes of its own choosing): fewer hosts for turmoil to step.
+    {
+        let (oracle, board, spec) = (oracle.clone(), board.clone(), spec.clone());
+        sim.client(CUSTOMERS_HOST, async move {
+            let chats = (0..spec.customers).map(|customer| {
+                let (oracle, board, spec) = (&oracle, &board, &spec);
+                async move {
+                    let seed = spec.seed.wrapping_add(customer as u64);
+                    customer_chat(customer, spec, seed, oracle).await;
+                    let mut board = board.borrow_mut();
+                    board.finished.insert(chat_id(customer));
+                    board.customers_done += 1;
+                }
             });
-            // The queue exists once a node's seed committed; until then starts are refused.
-            loop {
-                match submit_until_answered(&start, nodes, &mut rng).await {
-                    Ok(Outcome::ChatStarted { .. }) => break,
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            oracle.borrow_mut().chat_started(&chat_id);
-            for n in 0..messages {
-                let client_msg_id = format!("m{n}");
-                let post = Op::PostMessage(PostMessage {
-                    chat_id: chat_id.clone(),
-                    sender: Participant::Customer,
-                    client_msg_id: client_msg_id.clone(),
-                    text: format!("message {n} of customer {customer}"),
-                });
-                match submit_until_answered(&post, nodes, &mut rng).await {
-                    Ok(Outcome::MessagePosted { seq, .. }) => {
-                        oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq);
-                        if double_submit {
-                            match submit_until_answered(&post, nodes, &mut rng).await {
-                                Ok(Outcome::MessagePosted {
-                                    seq: again,
-                                    replayed: true,
-                                    ..
-                                }) if again == seq => {}
-                                other => oracle.borrow_mut().unexpected(
-                                    &chat_id,
-                                    &format!("resubmitted {client_msg_id}: {other:?}"),
-                                ),
-                            }
-                        }
-                    }
-                    other => oracle
-                        .borrow_mut()
-                        .unexpected(&chat_id, &format!("{other:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
-            }
-            *done.borrow_mut() += 1;
+            futures::future::join_all(chats).await;
             Ok(())
         });
     }
-
-    // An agent on its own host, working as the agent console does: logs in, gets ready,
-    // follows their feed by long polls through random nodes' messaging actors, accepts every
-    // offer, sends each chat back to the queue once and takes it again; stops when the
-    // customers are done and every chat came back. Offers it misses under faults time out
-    // through the services actors' ticks (which also make it not ready) and are routed again.
-    let agent_done = Rc::new(RefCell::new(false));
     {
-        let done = done.clone();
-        let agent_done = agent_done.clone();
-        let customers = spec.customers;
-        let seed = spec.seed ^ 0xa9e7;
-        let delay = spec.agent_delay;
-        let oracle = oracle.clone();
-        let double_submit = spec.double_submit;
-        sim.client("agent", async move {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let mut transferred = std::collections::BTreeSet::new();
-            let mut settled = std::collections::BTreeSet::new();
-            let session = AgentSession {
-                agent_id: "alice".to_owned(),
-                session_id: "sim-session".to_owned(),
-            };
-            let login = Op::Login(Login {
-                agent_id: session.agent_id.clone(),
-                session_id: session.session_id.clone(),
+        let (oracle, board, spec) = (oracle.clone(), board.clone(), spec.clone());
+        sim.client(AGENTS_HOST, async move {
+            let agents = (0..spec.agent_limits.len()).map(|index| {
+                let (oracle, board, spec) = (&oracle, &board, &spec);
+                async move {
+                    let seed = spec.seed ^ (0xa9e7 + index as u64);
+                    agent_console(index, spec, seed, oracle, board).await;
+                    board.borrow_mut().agents_done += 1;
+                }
             });
-            let ready = Op::SetAvailability(SetAvailability {
-                session: session.clone(),
-                channels: BTreeMap::from([(Channel::Chat, true)]),
-                reason: None,
-            });
-            // Log in and get ready first; then, if the scenario says so, stay away from the
-            // console while offers arrive.
-            while !delay.is_zero() {
-                if matches!(
-                    submit(rng.random_range(1..=nodes), &login).await,
-                    Ok(Outcome::Done)
-                ) && matches!(
-                    submit(rng.random_range(1..=nodes), &ready).await,
-                    Ok(Outcome::Done)
-                ) {
-                    tokio::time::sleep(delay).await;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
-            while *done.borrow() < customers || settled.len() < customers {
-                // Before the directory is seeded the login is refused; retry.
-                if !logged_in {
-                    logged_in = matches!(
-                        submit(rng.random_range(1..=nodes), &login).await,
-                        Ok(Outcome::Done)
-                    );
-                    if !logged_in {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        continue;
-                    }
-                }
-                if !is_ready {
-                    is_ready = matches!(
-                        submit(rng.random_range(1..=nodes), &ready).await,
-                        Ok(Outcome::Done)
-                    );
-                }
-                let events = match agent_feed(
-                    rng.random_range(1..=nodes),
-                    &session.agent_id,
-                    cursor,
-                )
-                .await
-                {
-                    Ok(FeedPage::Events(events)) => events,
-                    Ok(FeedPage::Gone(first_kept)) => {
-                        cursor = first_kept.saturating_sub(1);
-                        continue;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                for event in events {
-                    cursor = event.seq;
-                    match event.body {
-                        AgentEventBody::LoggedOut { .. } => logged_in = false,
-                        AgentEventBody::Availability { ready, .. } => {
-                            is_ready = ready.get(&Channel::Chat).copied().unwrap_or(false);
-                        }
-                        AgentEventBody::Offered { activity_id, .. } => {
-                            // A lost answer is fine: the feed shows the assignment, or the
-                            // offer times out and comes again.
-                            let accept = Op::Accept(ActivityAction {
-                                session: session.clone(),
-                                activity_id,
-                            });
-                            let _ = submit(rng.random_range(1..=nodes), &accept).await;
-                        }
-                        AgentEventBody::Assigned { activity_id } => {
-                            if !transferred.insert(activity_id.clone()) {
-                                settled.insert(activity_id);
-                                continue;
-                            }
-                            // Once per chat, the agent sends it back to the queue (it is
-                            // routed to them again), retrying through random nodes until
-                            // answered: a retry of a transfer that did commit must be answered
-                            // as done, not refused.
-                            let transfer = Op::Transfer(Transfer {
-                                action: ActivityAction {
-                                    session: session.clone(),
-                                    activity_id: activity_id.clone(),
-                                },
-                                target: TransferTarget::Queue {
-                                    queue_id: "sales".to_owned(),
-                                },
-                            });
-                            // On a weak connection (double-submit runs) the agent sends it
-                            // twice.
-                            for _ in 0..(1 + usize::from(double_submit)) {
-                                match submit_until_answered(&transfer, nodes, &mut rng).await {
-                                    Ok(Outcome::Done) => {}
-                                    other => oracle
-                                        .borrow_mut()
-                                        .unexpected(&activity_id, &format!("transfer: {other:?}")),
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            *agent_done.borrow_mut() = true;
+            futures::future::join_all(agents).await;
             Ok(())
         });
     }
@@ -506,8 +401,16 @@ pub fn run(spec: &Spec) -> Report {
     schedule.sort_by_key(|(at, _)| *at);
     let mut schedule = schedule.into_iter().peekable();
     let mut crashed: Vec<NodeId> = Vec::new();
-    // Drive the simulation: inject faults on time until every customer and the agent are done
-    // and the schedule is spent.
+    let mut awaiting_election: Vec<LeaderFault> = Vec::new();
+    let faults = Faults {
+        nodes: spec.nodes,
+        leaders: leaders.clone(),
+    };
+    let everyone_done = |board: &Board| {
+        board.customers_done == spec.customers && board.agents_done == spec.agent_limits.len()
+    };
+    // Drive the simulation: inject faults on time until every customer and agent is done and
+    // the schedule is spent.
     loop {
         while let Some((at, _)) = schedule.peek() {
             if sim.elapsed() < *at {
@@ -516,50 +419,42 @@ pub fn run(spec: &Spec) -> Report {
             let Some((_, fault)) = schedule.next() else {
                 break;
             };
-            report.faults += 1;
-            inject(
-                &mut sim,
-                &fault,
-                nodes,
-                &mut crashed,
-                &leaders,
-                spec.customers,
-            );
+            match faults.inject(&mut sim, &fault, &mut crashed) {
+                Injected::Done => report.faults += 1,
+                Injected::Leader(fault) => {
+                    report.faults += 1;
+                    report.leader_faults += 1;
+                    awaiting_election.push(fault);
+                }
+                Injected::NoLeader => report.leader_faults_skipped += 1,
+            }
         }
-        if *done.borrow() == spec.customers && *agent_done.borrow() && schedule.peek().is_none() {
+        awaiting_election.retain(|fault| !fault.elected_after(&leaders));
+        if everyone_done(&board.borrow()) && schedule.peek().is_none() {
             break;
         }
-        match sim.step() {
-            Ok(_) => {}
-            Err(error) => {
-                report
-                    .violations
-                    .push(Violation(format!("simulation failed: {error}")));
-                return report;
-            }
+        if let Err(error) = sim.step() {
+            report
+                .violations
+                .push(Violation(format!("simulation failed: {error}")));
+            return report;
         }
     }
     // Heal everything, restart every crashed node, and let the cluster settle.
-    inject(
-        &mut sim,
-        &Fault::HealAll,
-        nodes,
-        &mut crashed,
-        &leaders,
-        spec.customers,
-    );
+    faults.inject(&mut sim, &Fault::HealAll, &mut crashed);
     for id in std::mem::take(&mut crashed) {
         sim.bounce(host_name(id));
     }
-    let chat_ids: Vec<String> = oracle.borrow().chat_ids();
-    // Every customer is done: the oracle is final.
+    // Every client is done: the oracle is final.
     let oracle = std::mem::take(&mut *oracle.borrow_mut());
     report.writes_checked = oracle.acked_count();
-    let verdict: Rc<RefCell<Verdict>> = Rc::new(RefCell::new(None));
+    report.agent_actions_checked = oracle.actions_count();
+    let verdict: Shared<Verdict> = Rc::default();
     {
         let verdict = verdict.clone();
+        let (nodes, agents) = (spec.nodes, spec.agent_limits.len());
         sim.client("checker", async move {
-            let result = check(nodes, chat_ids, &oracle).await;
+            let result = check(nodes, agents, &oracle).await;
             *verdict.borrow_mut() = Some(result);
             Ok(())
         });
@@ -571,14 +466,17 @@ pub fn run(spec: &Spec) -> Report {
                 .push(Violation(format!("simulation failed: {error}")));
             return report;
         }
+        awaiting_election.retain(|fault| !fault.elected_after(&leaders));
     }
+    report.leader_faults_without_election = awaiting_election.len();
     report.simulated = sim.elapsed();
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
-        Some(Ok((settled, digest))) => {
-            report.digest = digest;
+        Some(Ok(settled)) => {
+            report.digest = settled.digest;
             report.term = settled.term;
             report.assigned = settled.assigned;
+            report.completed = settled.completed;
             report.offer_timeouts = settled.offer_timeouts;
         }
         None => {}
@@ -586,193 +484,499 @@ pub fn run(spec: &Spec) -> Report {
     report
 }
 
-/// The checker's answer: the highest term, or what is broken; `None` until it is done.
-type Verdict = Option<Result<Checked, Vec<Violation>>>;
+fn chat_id(customer: usize) -> String {
+    format!("chat-{customer}")
+}
+
+/// One customer: starts a chat and posts `spec.messages` messages, each through a random
+/// node, retrying with the same ids until answered; every acknowledgement goes to the oracle.
+async fn customer_chat(customer: usize, spec: &Spec, seed: u64, oracle: &Shared<Oracle>) {
+    let nodes = spec.nodes;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let chat_id = chat_id(customer);
+    let start = Op::StartChat(StartChat {
+        chat_id: chat_id.clone(),
+        request_id: format!("start-{customer}"),
+        queue_id: "sales".to_owned(),
+        customer: Customer {
+            name: format!("Customer {customer}"),
+            email: format!("c{customer}@example.com"),
+        },
+        question: "chaos".to_owned(),
+    });
+    // The queue exists once a node's seed committed; until then starts are refused.
+    loop {
+        match submit_until_answered(&start, nodes, &mut rng).await {
+            Ok(Outcome::ChatStarted { .. }) => break,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    oracle.borrow_mut().chat_started(&chat_id);
+    for n in 0..spec.messages {
+        let client_msg_id = format!("m{n}");
+        let post = Op::PostMessage(PostMessage {
+            chat_id: chat_id.clone(),
+            sender: Participant::Customer,
+            client_msg_id: client_msg_id.clone(),
+            text: format!("message {n} of customer {customer}"),
+        });
+        match submit_until_answered(&post, nodes, &mut rng).await {
+            Ok(Outcome::MessagePosted { seq, .. }) => {
+                oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq);
+                if spec.double_submit {
+                    match submit_until_answered(&post, nodes, &mut rng).await {
+                        Ok(Outcome::MessagePosted {
+                            seq: again,
+                            replayed: true,
+                            ..
+                        }) if again == seq => {}
+                        other => oracle.borrow_mut().unexpected(
+                            &chat_id,
+                            &format!("resubmitted {client_msg_id}: {other:?}"),
+                        ),
+                    }
+                }
+            }
+            other => oracle
+                .borrow_mut()
+                .unexpected(&chat_id, &format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
+    }
+}
+
+/// Submits `op` once through `node`, timing it for the oracle.
+async fn submit_timed(node: NodeId, op: &Op) -> (Result<Outcome, SubmitError>, Window) {
+    let sent_ms = now_ms();
+    let result = submit(node, op).await;
+    let window = Window {
+        sent_ms,
+        answered_ms: now_ms(),
+    };
+    (result, window)
+}
+
+/// One agent, working as the agent console does: logs in, gets ready, follows their feed by
+/// long polls through random nodes' messaging actors, accepts every offer, sends each chat
+/// back to the queue once (whoever gets it first; it is routed to whoever is idle longest) and
+/// completes it the next time, once its customer is done. Stops when every chat is completed.
+/// Offers missed under faults time out through the services actors' ticks (which also make
+/// the agent not ready; they get ready again) and are routed again. Every acknowledged action
+/// goes to the oracle with its window.
+async fn agent_console(
+    index: usize,
+    spec: &Spec,
+    seed: u64,
+    oracle: &Shared<Oracle>,
+    board: &Shared<Board>,
+) {
+    let nodes = spec.nodes;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let session = AgentSession {
+        agent_id: agent_id(index),
+        session_id: format!("{}-session", agent_id(index)),
+    };
+    let me = session.agent_id.clone();
+    let login = Op::Login(Login {
+        agent_id: me.clone(),
+        session_id: session.session_id.clone(),
+    });
+    let ready = Op::SetAvailability(SetAvailability {
+        session: session.clone(),
+        channels: BTreeMap::from([(Channel::Chat, true)]),
+        reason: None,
+    });
+    let record = |action: AgentAction, window: Window| {
+        oracle.borrow_mut().agent_acked(&me, action, window);
+    };
+    let login_action = || AgentAction::Login {
+        session_id: session.session_id.clone(),
+    };
+    let ready_action = || AgentAction::Availability {
+        channel: Channel::Chat,
+        ready: true,
+    };
+    // Log in and get ready first; then, if the scenario says so, stay away from the console
+    // while offers arrive.
+    while !spec.agent_delay.is_zero() {
+        let (logged_in, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
+        if matches!(logged_in, Ok(Outcome::Done)) {
+            record(login_action(), window);
+            let (is_ready, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
+            if matches!(is_ready, Ok(Outcome::Done)) {
+                record(ready_action(), window);
+                tokio::time::sleep(spec.agent_delay).await;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
+    // Chats taken the second time, to complete once their customers are done.
+    let mut to_complete: BTreeSet<String> = BTreeSet::new();
+    loop {
+        {
+            let board = board.borrow();
+            if board.customers_done == spec.customers && board.completed.len() == spec.customers {
+                return;
+            }
+        }
+        // Before the directory is seeded the login is refused; retry.
+        if !logged_in {
+            let (answer, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
+            logged_in = matches!(answer, Ok(Outcome::Done));
+            if !logged_in {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            record(login_action(), window);
+        }
+        if !is_ready {
+            let (answer, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
+            is_ready = matches!(answer, Ok(Outcome::Done));
+            if is_ready {
+                record(ready_action(), window);
+            }
+        }
+        let finished: Vec<String> = {
+            let board = board.borrow();
+            to_complete
+                .iter()
+                .filter(|chat| board.finished.contains(*chat))
+                .cloned()
+                .collect()
+        };
+        for activity_id in finished {
+            to_complete.remove(&activity_id);
+            let complete = Op::Complete(Complete {
+                action: ActivityAction {
+                    session: session.clone(),
+                    activity_id: activity_id.clone(),
+                },
+                outcome: None,
+            });
+            let sent_ms = now_ms();
+            match submit_until_answered(&complete, nodes, &mut rng).await {
+                Ok(Outcome::Done) => {
+                    let window = Window {
+                        sent_ms,
+                        answered_ms: now_ms(),
+                    };
+                    record(
+                        AgentAction::Complete {
+                            activity_id: activity_id.clone(),
+                        },
+                        window,
+                    );
+                    board.borrow_mut().completed.insert(activity_id);
+                }
+                other => oracle
+                    .borrow_mut()
+                    .unexpected(&activity_id, &format!("complete by {me}: {other:?}")),
+            }
+        }
+        let events = match agent_feed(rng.random_range(1..=nodes), &me, cursor).await {
+            Ok(FeedPage::Events(events)) => events,
+            Ok(FeedPage::Gone(first_kept)) => {
+                cursor = first_kept.saturating_sub(1);
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for event in events {
+            cursor = event.seq;
+            match event.body {
+                AgentEventBody::LoggedOut { .. } => logged_in = false,
+                AgentEventBody::Availability { ready, .. } => {
+                    is_ready = ready.get(&Channel::Chat).copied().unwrap_or(false);
+                }
+                AgentEventBody::Offered { activity_id, .. } => {
+                    // A lost answer is fine: the feed shows the assignment, or the offer times
+                    // out and comes again. A refusal too: the offer timed out meanwhile.
+                    let accept = Op::Accept(ActivityAction {
+                        session: session.clone(),
+                        activity_id: activity_id.clone(),
+                    });
+                    let (answer, window) = submit_timed(rng.random_range(1..=nodes), &accept).await;
+                    if matches!(answer, Ok(Outcome::Done)) {
+                        record(AgentAction::Accept { activity_id }, window);
+                    }
+                }
+                AgentEventBody::Assigned { activity_id } => {
+                    if !board.borrow_mut().transferred.insert(activity_id.clone()) {
+                        to_complete.insert(activity_id);
+                        continue;
+                    }
+                    // Once per chat, an agent sends it back to the queue (it is routed to
+                    // whoever is idle longest), retrying through random nodes until answered:
+                    // a retry of a transfer that did commit must be answered as done, not
+                    // refused. On a weak connection (double-submit runs) it is sent twice.
+                    let target = TransferTarget::Queue {
+                        queue_id: "sales".to_owned(),
+                    };
+                    let transfer = Op::Transfer(Transfer {
+                        action: ActivityAction {
+                            session: session.clone(),
+                            activity_id: activity_id.clone(),
+                        },
+                        target: target.clone(),
+                    });
+                    let sent_ms = now_ms();
+                    let mut done = true;
+                    for _ in 0..(1 + usize::from(spec.double_submit)) {
+                        match submit_until_answered(&transfer, nodes, &mut rng).await {
+                            Ok(Outcome::Done) => {}
+                            other => {
+                                done = false;
+                                oracle.borrow_mut().unexpected(
+                                    &activity_id,
+                                    &format!("transfer by {me}: {other:?}"),
+                                );
+                            }
+                        }
+                    }
+                    if done {
+                        let window = Window {
+                            sent_ms,
+                            answered_ms: now_ms(),
+                        };
+                        record(
+                            AgentAction::Transfer {
+                                activity_id,
+                                target,
+                            },
+                            window,
+                        );
+                    }
+                }
+                AgentEventBody::Released { activity_id, .. } => {
+                    to_complete.remove(&activity_id);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The checker's answer, or what is broken; `None` until it is done.
+type Verdict = Option<Result<Settled, Vec<Violation>>>;
 
 /// What the converged cluster shows.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Settled {
     term: u64,
     assigned: u64,
+    completed: u64,
     offer_timeouts: u64,
+    digest: String,
 }
 
-/// The checker's answer with the converged digest.
-type Checked = (Settled, String);
+/// A leader fault injected, waiting for another node to lead in a later term.
+#[derive(Clone, Copy, Debug)]
+struct LeaderFault {
+    victim: NodeId,
+    term: u64,
+}
 
-/// The leader most live nodes agree on, if any.
-fn current_leader(leaders: &node::Leaders, crashed: &[NodeId]) -> Option<NodeId> {
-    let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
-    for (node, leader) in leaders.borrow().iter() {
-        if let (false, Some(leader)) = (crashed.contains(node), leader) {
-            if !crashed.contains(leader) {
-                *votes.entry(*leader).or_default() += 1;
-            }
-        }
+impl LeaderFault {
+    /// Whether some node now sees a leader other than the victim in a later term.
+    fn elected_after(&self, leaders: &node::Leaders) -> bool {
+        leaders.borrow().values().any(|(leader, term)| {
+            *term > self.term && leader.is_some_and(|leader| leader != self.victim)
+        })
     }
-    votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
 }
 
-fn client_hosts(customers: usize) -> Vec<String> {
-    (0..customers)
-        .map(|c| format!("customer{c}"))
-        .chain(["agent".to_owned()])
-        .collect()
+/// What an injection did.
+enum Injected {
+    /// The fault was injected.
+    Done,
+    /// A leader fault was injected on this leader in this term.
+    Leader(LeaderFault),
+    /// A leader fault found no leader to aim at: nothing was done.
+    NoLeader,
 }
 
-fn inject(
-    sim: &mut turmoil::Sim<'_>,
-    fault: &Fault,
+/// What the fault injector needs to know of the run.
+struct Faults {
     nodes: u64,
-    crashed: &mut Vec<NodeId>,
-    leaders: &node::Leaders,
-    customers: usize,
-) {
-    match fault {
-        Fault::Crash(id) => {
-            if !crashed.contains(id) {
-                sim.crash(host_name(*id));
-                crashed.push(*id);
-            }
-        }
-        Fault::Restart(id) => {
-            if let Some(position) = crashed.iter().position(|c| c == id) {
-                crashed.remove(position);
-                sim.bounce(host_name(*id));
-            }
-        }
-        Fault::RestartAll => {
-            for id in std::mem::take(crashed) {
-                sim.bounce(host_name(id));
-            }
-        }
-        Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
-        Fault::Isolate(id) => {
-            for other in (1..=nodes).filter(|o| o != id) {
-                sim.partition(host_name(*id), host_name(other));
-            }
-        }
-        Fault::CrashLeader => {
-            if let Some(leader) = current_leader(leaders, crashed) {
-                inject(
-                    sim,
-                    &Fault::Crash(leader),
-                    nodes,
-                    crashed,
-                    leaders,
-                    customers,
-                );
-            }
-        }
-        Fault::IsolateLeader => {
-            if let Some(leader) = current_leader(leaders, crashed) {
-                inject(
-                    sim,
-                    &Fault::Isolate(leader),
-                    nodes,
-                    crashed,
-                    leaders,
-                    customers,
-                );
-            }
-        }
-        Fault::CutClients(id) => {
-            for client in client_hosts(customers) {
-                sim.partition(client, host_name(*id));
-            }
-        }
-        Fault::Slow(a, b, ms) => sim.set_link_max_message_latency(
-            host_name(*a),
-            host_name(*b),
-            Duration::from_millis(*ms),
-        ),
-        Fault::Lossy(a, b, per_mille) => {
-            sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*per_mille) / 1000.0)
-        }
-        Fault::HealAll => {
-            for a in 1..=nodes {
-                for b in (a + 1)..=nodes {
-                    sim.repair(host_name(a), host_name(b));
-                    sim.set_link_max_message_latency(host_name(a), host_name(b), MAX_LATENCY);
-                    sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
-                }
-                for client in client_hosts(customers) {
-                    sim.repair(client, host_name(a));
+    leaders: node::Leaders,
+}
+
+impl Faults {
+    /// The leader most live nodes agree on, if any, and the term they see it leading in.
+    fn current_leader(&self, crashed: &[NodeId]) -> Option<(NodeId, u64)> {
+        let leaders = self.leaders.borrow();
+        let mut votes: BTreeMap<NodeId, (usize, u64)> = BTreeMap::new();
+        for (node, (leader, term)) in leaders.iter() {
+            if let (false, Some(leader)) = (crashed.contains(node), leader) {
+                if !crashed.contains(leader) {
+                    let entry = votes.entry(*leader).or_default();
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(*term);
                 }
             }
         }
+        votes
+            .into_iter()
+            .max_by_key(|(_, (n, _))| *n)
+            .map(|(id, (_, term))| (id, term))
     }
+
+    fn client_hosts(&self) -> [&'static str; 2] {
+        [CUSTOMERS_HOST, AGENTS_HOST]
+    }
+
+    fn inject(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        fault: &Fault,
+        crashed: &mut Vec<NodeId>,
+    ) -> Injected {
+        let nodes = self.nodes;
+        match fault {
+            Fault::Crash(id) => {
+                if !crashed.contains(id) {
+                    sim.crash(host_name(*id));
+                    crashed.push(*id);
+                }
+            }
+            Fault::Restart(id) => {
+                if let Some(position) = crashed.iter().position(|c| c == id) {
+                    crashed.remove(position);
+                    sim.bounce(host_name(*id));
+                }
+            }
+            Fault::RestartAll => {
+                for id in std::mem::take(crashed) {
+                    sim.bounce(host_name(id));
+                }
+            }
+            Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
+            Fault::Isolate(id) => {
+                for other in (1..=nodes).filter(|o| o != id) {
+                    sim.partition(host_name(*id), host_name(other));
+                }
+            }
+            Fault::CrashLeader | Fault::IsolateLeader => {
+                let Some((victim, term)) = self.current_leader(crashed) else {
+                    return Injected::NoLeader;
+                };
+                let fault = match fault {
+                    Fault::CrashLeader => Fault::Crash(victim),
+                    _ => Fault::Isolate(victim),
+                };
+                self.inject(sim, &fault, crashed);
+                return Injected::Leader(LeaderFault { victim, term });
+            }
+            Fault::CutClients(id) => {
+                for client in self.client_hosts() {
+                    sim.partition(client, host_name(*id));
+                }
+            }
+            Fault::Slow(a, b, ms) => sim.set_link_max_message_latency(
+                host_name(*a),
+                host_name(*b),
+                Duration::from_millis(*ms),
+            ),
+            Fault::Lossy(a, b, per_mille) => {
+                sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*per_mille) / 1000.0)
+            }
+            Fault::HealAll => {
+                for a in 1..=nodes {
+                    for b in (a + 1)..=nodes {
+                        sim.repair(host_name(a), host_name(b));
+                        sim.set_link_max_message_latency(host_name(a), host_name(b), MAX_LATENCY);
+                        sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
+                    }
+                    for client in self.client_hosts() {
+                        sim.repair(client, host_name(a));
+                    }
+                }
+            }
+        }
+        Injected::Done
+    }
+}
+
+/// One node's applied state through its inspection RPC, as the oracle reads it, with the
+/// figures the report shows.
+async fn observe(
+    id: NodeId,
+    request: &InspectRequest,
+) -> Result<(Observation, InspectReply), String> {
+    let mut client = sim_client(id).map_err(|e| e.to_string())?;
+    let reply = tokio::time::timeout(Duration::from_secs(2), client.inspect(request.clone()))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|status| status.to_string())?
+        .into_inner();
+    let parse = |what: &str, e: serde_json::Error| format!("node {id} {what}: {e}");
+    let observation = Observation {
+        node: id,
+        applied_index: reply.applied_index,
+        digest: reply.digest.clone(),
+        invariant_violations: if reply.invariant_violation.is_empty() {
+            Vec::new()
+        } else {
+            vec![reply.invariant_violation.clone()]
+        },
+        chats: serde_json::from_slice(&reply.chats_json).map_err(|e| parse("chats", e))?,
+        activities: serde_json::from_slice(&reply.activities_json)
+            .map_err(|e| parse("activities", e))?,
+        agents: serde_json::from_slice(&reply.agents_json).map_err(|e| parse("agents", e))?,
+    };
+    Ok((observation, reply))
 }
 
 /// After healing: waits until every node has applied the same index, then checks the
 /// guarantees on every node.
-async fn check(
-    nodes: u64,
-    chat_ids: Vec<String>,
-    oracle: &Oracle,
-) -> Result<Checked, Vec<Violation>> {
+async fn check(nodes: u64, agents: usize, oracle: &Oracle) -> Result<Settled, Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
+    let request = InspectRequest {
+        chat_ids: oracle.chat_ids(),
+        activity_ids: oracle.activity_ids(),
+        agent_ids: (0..agents).map(agent_id).collect(),
+    };
     loop {
-        let mut replies = Vec::new();
+        let mut observed = Vec::new();
+        let mut errors = Vec::new();
         for id in 1..=nodes {
-            let Ok(mut client) = sim_client(id) else {
-                continue;
-            };
-            let call = client.inspect(InspectRequest {
-                chat_ids: chat_ids.clone(),
-            });
-            if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), call).await {
-                replies.push((id, reply.into_inner()));
+            match observe(id, &request).await {
+                Ok(o) => observed.push(o),
+                Err(error) => errors.push(error),
             }
         }
-        let settled = replies.len() == nodes as usize
-            && replies
+        let settled = observed.len() == nodes as usize
+            && observed
                 .iter()
-                .all(|(_, r)| r.applied_index == replies[0].1.applied_index);
+                .all(|(o, _)| o.applied_index == observed[0].0.applied_index);
         if settled {
-            let mut violations = oracle.unexpected_answers();
-            let digest = &replies[0].1.digest;
-            for (id, reply) in &replies {
-                if &reply.digest != digest {
-                    violations.push(Violation(format!(
-                        "G7: node {id} digest {} differs from node 1's {digest} at index {}",
-                        reply.digest, reply.applied_index
-                    )));
-                }
-                if !reply.invariant_violation.is_empty() {
-                    violations.push(Violation(format!(
-                        "node {id}: {}",
-                        reply.invariant_violation
-                    )));
-                }
-                match serde_json::from_slice::<BTreeMap<String, Vec<ChatEvent>>>(&reply.chats_json)
-                {
-                    Ok(chats) => violations.extend(oracle.verify(*id, &chats)),
-                    Err(error) => violations.push(Violation(format!("node {id}: {error}"))),
-                }
-            }
-            return if violations.is_empty() {
-                let term = replies.iter().map(|(_, r)| r.term).max().unwrap_or(0);
-                Ok((
-                    Settled {
-                        term,
-                        assigned: replies[0].1.assigned,
-                        offer_timeouts: replies[0].1.offer_timeouts,
-                    },
-                    replies[0].1.digest.clone(),
-                ))
-            } else {
-                Err(violations)
+            let observations: Vec<Observation> = observed.iter().map(|(o, _)| o.clone()).collect();
+            let violations = check_all(oracle, &observations);
+            return match (violations.is_empty(), observed.first()) {
+                (true, Some((_, first))) => Ok(Settled {
+                    term: observed.iter().map(|(_, r)| r.term).max().unwrap_or(0),
+                    assigned: first.assigned,
+                    completed: first.completed,
+                    offer_timeouts: first.offer_timeouts,
+                    digest: first.digest.clone(),
+                }),
+                _ => Err(violations),
             };
         }
         if started.elapsed() > deadline {
-            let indexes: Vec<(NodeId, u64)> = replies
+            let indexes: Vec<(NodeId, u64)> = observed
                 .iter()
-                .map(|(id, r)| (*id, r.applied_index))
+                .map(|(o, _)| (o.node, o.applied_index))
                 .collect();
             return Err(vec![Violation(format!(
-                "replicas did not converge within {deadline:?} after healing: {indexes:?}"
+                "replicas did not converge within {deadline:?} after healing: {indexes:?} \
+                 ({errors:?})"
             ))]);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

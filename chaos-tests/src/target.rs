@@ -6,6 +6,8 @@
 //! ```toml
 //! # The chat queue customers start chats in (it must exist on the cluster).
 //! queue = "sales"
+//! # The admin credential, to check every node's state invariants (optional).
+//! admin_token = "…"
 //!
 //! [[nodes]]
 //! id = 1
@@ -112,6 +114,10 @@ pub struct Target {
     /// The longest a fault command may run.
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// The cluster's admin credential, with which the runner reads every node's
+    /// `GET /api/v1/admin/validate`; without it that check is skipped (the report says so).
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 fn default_queue() -> String {

@@ -3,11 +3,16 @@
 //! SIGTERM / partition faults for 20 s, then every acknowledged message checked on every node.
 //! And the same runner against an "existing" cluster named in a target file, its faults
 //! injected by the file's shell commands.
+//!
+//! Out of CI a test that cannot run (no `parley` binary built) prints SKIPPED and passes; in CI
+//! (`CI=true`) it fails, and a root run there requires network namespaces (partitions).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parley_chaos::live::{loopback_addrs, node_config, run_live, ClusterSpec, LiveSpec, Network};
+use parley_chaos::live::{
+    loopback_addrs, node_config, run_live, ClusterSpec, LiveSpec, Network, ADMIN_TOKEN,
+};
 use parley_chaos::target::Target;
 
 /// The `parley` binary the workspace build put next to this test's directory.
@@ -18,14 +23,33 @@ fn parley_binary() -> Option<PathBuf> {
     parley.is_file().then_some(parley)
 }
 
+/// Whether this runs in CI, where nothing may be skipped.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether this process runs as root (network namespaces can be made).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().next())
+            == Some("0")
+    })
+}
+
+/// The binary, or `None` (SKIPPED) out of CI; in CI a missing binary fails the test.
 fn skip_without_binary() -> Option<PathBuf> {
     let parley = parley_binary();
     if parley.is_none() {
-        println!(
-            "SKIPPED: no parley binary next to {:?}; build the workspace first \
+        let why = format!(
+            "no parley binary next to {:?}; build the workspace first \
              (cargo build --workspace --all-targets)",
             std::env::current_exe().ok()
         );
+        assert!(!in_ci(), "CI=true and the live test cannot run: {why}");
+        println!("SKIPPED: {why}");
     }
     parley
 }
@@ -35,11 +59,18 @@ async fn live_faults_against_real_processes_lose_nothing() {
     let Some(parley) = skip_without_binary() else {
         return;
     };
+    // In CI as root, namespaces are required: their absence fails the run instead of
+    // skipping partitions.
+    let network = if in_ci() && is_root() {
+        Network::Netns
+    } else {
+        Network::Auto
+    };
     let report = run_live(&LiveSpec {
         cluster: ClusterSpec::Local {
             parley,
             nodes: 3,
-            network: Network::Auto,
+            network,
         },
         duration: Duration::from_secs(20),
         customers: 6,
@@ -51,8 +82,12 @@ async fn live_faults_against_real_processes_lose_nothing() {
     for fault in &report.faults {
         println!("fault: {fault}");
     }
-    println!("{} acknowledged writes checked", report.writes_checked);
+    println!(
+        "{} acknowledged writes checked; validate checked on {} nodes",
+        report.writes_checked, report.nodes_validated
+    );
     assert!(!report.faults.is_empty(), "no fault was injected");
+    assert_eq!(report.nodes_validated, 3, "{:?}", report.validate_skipped);
     match &report.partitions_skipped {
         Some(why) => println!("partitions SKIPPED: {why}"),
         None => assert!(
@@ -94,7 +129,8 @@ fn target_file(dir: &Path, parley: &Path, urls: &[String]) -> String {
     let gone = format!(
         "p={pid}; while [ -e /proc/$p ] && ! grep -q zombie /proc/$p/status; do sleep 0.1; done"
     );
-    let mut text = String::from("queue = \"sales\"\ncommand_timeout = \"30s\"\n");
+    let mut text =
+        format!("queue = \"sales\"\ncommand_timeout = \"30s\"\nadmin_token = \"{ADMIN_TOKEN}\"\n");
     for (index, url) in urls.iter().enumerate() {
         text.push_str(&format!(
             "\n[[nodes]]\nid = {}\nurl = \"{url}\"\n",
@@ -134,7 +170,7 @@ async fn live_faults_against_a_cluster_named_in_a_target_file() {
             .expect("the start command runs");
     }
     let report = run_live(&LiveSpec {
-        cluster: ClusterSpec::Target(target),
+        cluster: ClusterSpec::Target(Box::new(target)),
         duration: Duration::from_secs(15),
         customers: 4,
         seed: 11,
@@ -148,7 +184,11 @@ async fn live_faults_against_a_cluster_named_in_a_target_file() {
     if let Some(why) = &report.partitions_skipped {
         println!("partitions SKIPPED: {why}");
     }
-    println!("{} acknowledged writes checked", report.writes_checked);
+    println!(
+        "{} acknowledged writes checked; validate checked on {} nodes",
+        report.writes_checked, report.nodes_validated
+    );
+    assert_eq!(report.nodes_validated, 3, "{:?}", report.validate_skipped);
     assert!(
         report.faults_skipped.is_none(),
         "{:?}",

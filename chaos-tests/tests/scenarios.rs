@@ -2,7 +2,7 @@
 //! `PARLEY_CHAOS_SCENARIO=<name>` and a seed with `PARLEY_CHAOS_SEED=<seed>`.
 
 use parley_chaos::scenarios;
-use parley_chaos::sim::run;
+use parley_chaos::sim::{run, Fault};
 
 #[test]
 fn every_failure_matrix_row_keeps_the_guarantees() {
@@ -18,15 +18,22 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
         }
         for &seed in &seeds {
             let spec = (scenario.spec)(seed);
+            let started = std::time::Instant::now();
             let report = run(&spec);
             println!(
-                "{:<32} seed {seed}: {} faults, {} writes checked, term {}, {} assigned, {} offer timeouts",
+                "{:<32} seed {seed}: {} faults ({} on the leader, {} skipped: no leader), {} \
+                 writes and {} agent actions checked, term {}, {} completed, {} offer timeouts, \
+                 {:?}",
                 scenario.name,
                 report.faults,
+                report.leader_faults,
+                report.leader_faults_skipped,
                 report.writes_checked,
+                report.agent_actions_checked,
                 report.term,
-                report.assigned,
-                report.offer_timeouts
+                report.completed,
+                report.offer_timeouts,
+                started.elapsed()
             );
             assert!(
                 report.violations.is_empty(),
@@ -35,10 +42,11 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                 scenario.incumbent,
                 report.violations
             );
-            if scenario.all_assigned {
+            if scenario.all_completed {
                 assert_eq!(
-                    report.assigned as usize, spec.customers,
-                    "{}, seed {seed}: queued work was not all routed after the faults",
+                    report.completed as usize, spec.customers,
+                    "{}, seed {seed}: queued work was not all routed and completed after the \
+                     faults",
                     scenario.name
                 );
             }
@@ -46,6 +54,26 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                 assert!(
                     report.offer_timeouts > 0,
                     "{}, seed {seed}: no offer timed out",
+                    scenario.name
+                );
+            }
+            let aimed_at_leader = spec
+                .schedule
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::CrashLeader | Fault::IsolateLeader));
+            if aimed_at_leader {
+                // The leader faults bit: each found a leader, and another node was elected
+                // in a later term after each.
+                assert!(
+                    report.leader_faults > 0 && report.leader_faults_skipped == 0,
+                    "{}, seed {seed}: a leader fault found no leader ({} injected, {} skipped)",
+                    scenario.name,
+                    report.leader_faults,
+                    report.leader_faults_skipped
+                );
+                assert_eq!(
+                    report.leader_faults_without_election, 0,
+                    "{}, seed {seed}: no other node was elected after a leader fault",
                     scenario.name
                 );
             }

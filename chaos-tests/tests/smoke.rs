@@ -24,16 +24,18 @@ fn random_faults_lose_nothing() {
         Err(_) => (1..=count).collect(),
     };
     let mut elections = 0;
-    let mut assigned = 0;
+    let mut completed = 0;
     for seed in seeds {
         let started = std::time::Instant::now();
         let report = run(&spec(3, seed));
         println!(
-            "seed {seed}: {} faults, {} writes checked, term {}, {} assigned, {:?} simulated in {:?}",
+            "seed {seed}: {} faults, {} writes and {} agent actions checked, term {}, {} completed, \
+             {:?} simulated in {:?}",
             report.faults,
             report.writes_checked,
+            report.agent_actions_checked,
             report.term,
-            report.assigned,
+            report.completed,
             report.simulated,
             started.elapsed()
         );
@@ -44,10 +46,11 @@ fn random_faults_lose_nothing() {
         );
         assert!(report.writes_checked > 0, "seed {seed} checked nothing");
         elections += report.term.saturating_sub(1);
-        assigned += report.assigned;
+        completed += report.completed;
     }
-    // And the agent took chats through routing, offers and accepts under those faults.
-    assert!(assigned > 0, "no chat was ever assigned");
+    // And the agents took and finished chats through routing, offers, accepts, transfers and
+    // completions under those faults.
+    assert!(completed > 0, "no chat was ever completed");
     // The faults must have bitten: leaders were lost and re-elected.
     assert!(elections > 0, "no fault ever caused an election");
 }
@@ -57,8 +60,8 @@ fn five_nodes_under_random_faults_lose_nothing() {
     for seed in 1..=10 {
         let report = run(&spec(5, seed));
         println!(
-            "5 nodes, seed {seed}: {} faults, {} writes checked, term {}",
-            report.faults, report.writes_checked, report.term
+            "5 nodes, seed {seed}: {} faults, {} writes and {} agent actions checked, term {}",
+            report.faults, report.writes_checked, report.agent_actions_checked, report.term
         );
         assert!(
             report.violations.is_empty(),

@@ -8,8 +8,3 @@
 pub mod v1 {
     tonic::include_proto!("parley.v1");
 }
-
-/// Generated code for package `parley.sim.v1`: the chaos simulator's test-only service.
-pub mod sim {
-    tonic::include_proto!("parley.sim.v1");
-}

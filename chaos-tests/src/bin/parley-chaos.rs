@@ -62,7 +62,7 @@ struct Args {
 fn live(args: &Args) -> ExitCode {
     let cluster = match &args.target {
         Some(path) => match Target::load(path) {
-            Ok(target) => ClusterSpec::Target(target),
+            Ok(target) => ClusterSpec::Target(Box::new(target)),
             Err(error) => {
                 eprintln!("parley-chaos: {error}");
                 return ExitCode::FAILURE;
@@ -113,6 +113,9 @@ fn live(args: &Args) -> ExitCode {
             if let Some(why) = &report.faults_skipped {
                 println!("faults SKIPPED: {why}");
             }
+            if let Some(why) = &report.validate_skipped {
+                println!("validate SKIPPED: {why}");
+            }
             for fault in &report.faults {
                 println!("fault: {fault}");
             }
@@ -120,13 +123,14 @@ fn live(args: &Args) -> ExitCode {
                 println!("VIOLATED: {violation}");
             }
             println!();
-            println!("| nodes | faults injected | acknowledged writes checked | violations | wall time |");
-            println!("|---|---|---|---|---|");
+            println!("| nodes | faults injected | acknowledged writes checked | nodes validated | violations | wall time |");
+            println!("|---|---|---|---|---|---|");
             println!(
-                "| {} | {} | {} | {} | {:.0} s |",
+                "| {} | {} | {} | {} | {} | {:.0} s |",
                 nodes,
                 report.faults.len(),
                 report.writes_checked,
+                report.nodes_validated,
                 report.violations.len(),
                 started.elapsed().as_secs_f64()
             );
@@ -143,7 +147,10 @@ fn live(args: &Args) -> ExitCode {
 struct Totals {
     runs: u64,
     faults: usize,
+    leader_faults_skipped: usize,
     writes: usize,
+    actions: usize,
+    completed: u64,
     elections: u64,
     offer_timeouts: u64,
     violations: usize,
@@ -154,7 +161,10 @@ impl Totals {
     fn add(&mut self, report: &Report) {
         self.runs += 1;
         self.faults += report.faults;
+        self.leader_faults_skipped += report.leader_faults_skipped;
         self.writes += report.writes_checked;
+        self.actions += report.agent_actions_checked;
+        self.completed += report.completed;
         self.elections += report.term.saturating_sub(1);
         self.offer_timeouts += report.offer_timeouts;
         self.violations += report.violations.len();
@@ -209,11 +219,12 @@ fn main() -> ExitCode {
         };
         println!(
             "[{:>5}/{count}] {name:<32} seed {:<6} {verdict:<8} faults {:>2}  writes {:>3}  \
-             term {:>3}  {:.1}s simulated  state {}",
+             actions {:>3}  term {:>3}  {:.1}s simulated  state {}",
             index + 1,
             spec.seed,
             report.faults,
             report.writes_checked,
+            report.agent_actions_checked,
             report.term,
             report.simulated.as_secs_f64(),
             report.digest.get(..12).unwrap_or("-")
@@ -226,13 +237,16 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("| runs | faults injected | acknowledged writes checked | elections caused | offer timeouts | violations | simulated | wall time |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| runs | faults injected | leader faults skipped (no leader) | acknowledged writes checked | agent actions checked | chats completed | elections caused | offer timeouts | violations | simulated | wall time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
         totals.runs,
         totals.faults,
+        totals.leader_faults_skipped,
         totals.writes,
+        totals.actions,
+        totals.completed,
         totals.elections,
         totals.offer_timeouts,
         totals.violations,

@@ -33,6 +33,7 @@ use rate_limits::RateLimits;
 pub mod admin;
 pub mod agent;
 pub mod customer;
+pub mod diagnostics;
 pub mod openapi;
 pub mod rate_limits;
 pub mod stream;
@@ -144,6 +145,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(customer::routes)
                 .configure(agent::routes)
                 .configure(admin::routes)
+                .configure(diagnostics::routes)
                 .configure(stream::routes),
         )
         .default_service(web::to(not_found));

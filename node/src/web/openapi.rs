@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, agent, customer, stream};
+use super::{admin, agent, customer, diagnostics, stream};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -47,6 +47,7 @@ use super::{admin, agent, customer, stream};
         admin::delete_agent,
         admin::supervisor_queues,
         admin::supervisor_agents,
+        diagnostics::validate,
         stream::chat_stream,
         stream::agent_stream,
         stream::supervisor_stream,
