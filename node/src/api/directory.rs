@@ -148,11 +148,14 @@ impl From<BusinessHours> for cmd::BusinessHours {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenInterval {
-    /// Days it applies to: `mon`..`sun`.
+    /// Days it applies to: `mon`..`sun`, at least one.
+    #[schema(min_items = 1)]
     pub days: Vec<Weekday>,
     /// Opening time, `HH:MM` local.
+    #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub open: String,
     /// Closing time, `HH:MM` local, after `open` (`24:00` allowed).
+    #[schema(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
     pub close: String,
 }
 
