@@ -35,6 +35,48 @@ pub struct AppActor {
     /// Whether this node's directory seed has committed (readiness waits for it, so a node
     /// never answers "unknown agent" for an agent its own config lists).
     seeded: bool,
+    /// The last state digest the cluster view computed (see [`DIGEST_INTERVAL_MIN`]).
+    digest: Arc<std::sync::Mutex<Option<DigestAt>>>,
+}
+
+/// A digest of the applied state at one index, and when it was computed.
+struct DigestAt {
+    index: Option<u64>,
+    digest: String,
+    at: Instant,
+}
+
+/// Least time between two state digests computed for the cluster view: a digest encodes the
+/// whole state, and the view answers anyone, so its cost is bounded by time, not by requests.
+pub const DIGEST_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The applied index and the digest of the state at exactly that index: the cached pair while
+/// nothing was applied since or it is younger than [`DIGEST_INTERVAL_MIN`], else a fresh one.
+/// One computation runs at a time; concurrent callers wait for it and share it.
+fn digest_at(
+    replica: &Replica,
+    applied_index: Option<u64>,
+    cache: &std::sync::Mutex<Option<DigestAt>>,
+    metrics: &Metrics,
+) -> Result<(Option<u64>, String), ApiError> {
+    let mut cached = cache
+        .lock()
+        .map_err(|_| ApiError::internal("the digest cache is poisoned"))?;
+    if let Some(last) = cached.as_ref() {
+        if last.index == applied_index || last.at.elapsed() < DIGEST_INTERVAL_MIN {
+            return Ok((last.index, last.digest.clone()));
+        }
+    }
+    let (index, digest) =
+        replica.read(|state, applied| (applied.map(|id| id.index), state.digest()));
+    let digest = digest.map_err(|e| ApiError::internal(e.to_string()))?;
+    metrics.count_state_digest();
+    *cached = Some(DigestAt {
+        index,
+        digest: digest.clone(),
+        at: Instant::now(),
+    });
+    Ok((index, digest))
 }
 
 impl AppActor {
@@ -51,6 +93,7 @@ impl AppActor {
             directory,
             site,
             seeded: false,
+            digest: Arc::default(),
         }
     }
 }
@@ -186,9 +229,11 @@ pub struct ClusterView {
     pub commit_index: Option<u64>,
     /// Last index covered by this node's snapshot.
     pub snapshot_index: Option<u64>,
-    /// Last index applied here; `state_digest` is the state at exactly this index.
+    /// Last index applied here as of `state_digest`, which is the state at exactly this index.
+    /// The pair is recomputed at most once a second while writes go on; once they stop, the
+    /// next view after a second shows the latest index.
     pub applied_index: Option<u64>,
-    /// BLAKE3 of the applied state.
+    /// BLAKE3 of the applied state at `applied_index`.
     pub state_digest: String,
     /// Whether this node is cut off and serving as an island (island mode is not built yet:
     /// always false).
@@ -201,15 +246,16 @@ impl Handler<GetClusterView> for AppActor {
     fn handle(&mut self, _msg: GetClusterView, _ctx: &mut Self::Context) -> Self::Result {
         let replica = self.replica.clone();
         let site = self.site.clone();
+        let digest_cache = Arc::clone(&self.digest);
+        let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
             let commit_index = replica
                 .committed_index()
                 .await
                 .map_err(|e| ApiError::unavailable("raft_stopped", e.to_string()))?;
             let status: ReplicaStatus = replica.status();
-            let (applied_index, digest) =
-                replica.read(|state, applied| (applied.map(|id| id.index), state.digest()));
-            let state_digest = digest.map_err(|e| ApiError::internal(e.to_string()))?;
+            let (applied_index, state_digest) =
+                digest_at(&replica, status.applied_index, &digest_cache, &metrics)?;
             let members = status
                 .members
                 .iter()

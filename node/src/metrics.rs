@@ -35,6 +35,7 @@ pub struct Metrics {
     wal_syncs: Counter,
     forward_rpcs: Counter,
     forwarded_writes: Counter,
+    state_digests: Counter,
     /// Makes "bring the storage counters up to the replica's totals" atomic between concurrent
     /// scrapes, so no increment is counted twice.
     render_lock: std::sync::Mutex<()>,
@@ -132,8 +133,15 @@ impl Metrics {
             "Client writes this node forwarded to the leader",
             forwarded_writes.clone(),
         );
+        let state_digests = Counter::default();
+        registry.register(
+            "state_digests",
+            "State digests computed for the cluster view (each encodes the whole state)",
+            state_digests.clone(),
+        );
         Self {
             registry,
+            state_digests,
             term,
             leader_id,
             is_leader,
@@ -165,6 +173,11 @@ impl Metrics {
     pub fn set_long_poll_waiters(&self, waiters: usize) {
         self.long_poll_waiters
             .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one state digest computed for the cluster view.
+    pub fn count_state_digest(&self) {
+        self.state_digests.inc();
     }
 
     /// Sets the number of open WebSocket streams.

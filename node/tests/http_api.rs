@@ -631,3 +631,48 @@ async fn token_keys_rotate_without_logging_anyone_out() {
         .await;
     assert_eq!(status, 401, "a token of a removed key still works");
 }
+
+/// The cluster view answers anyone, and its digest encodes the whole state: it is computed at
+/// most once a second however often the view is asked for while writes go on, and once they
+/// stop the next view after a second names the latest index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_bounds_its_digest_work() {
+    let cluster = Cluster::start_ready(1, "", Duration::from_secs(60)).await;
+    let digests = || async {
+        let text = cluster
+            .client
+            .get(cluster.url(1, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("parley_state_digests_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let chat = cluster.start_chat(1, "digest-1").await;
+    let before = digests().await;
+    let started = std::time::Instant::now();
+    for n in 0..100 {
+        if n % 4 == 0 {
+            cluster
+                .post(1, &chat, &format!("m{n}"), "moving on")
+                .await
+                .unwrap();
+        }
+        let view = cluster.cluster_view(1).await.unwrap();
+        assert_eq!(view["state_digest"].as_str().map(str::len), Some(64));
+    }
+    let computed = digests().await - before;
+    let bound = started.elapsed().as_secs() + 2;
+    assert!(
+        computed <= bound,
+        "{computed} digests for 100 views (bound {bound})"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let view = cluster.cluster_view(1).await.unwrap();
+    assert_eq!(view["applied_index"], view["last_log_index"], "{view}");
+}
