@@ -803,8 +803,9 @@ async fn agent_sessions_and_bad_input() {
             Some(
                 json!({"request_id": "cb", "queue_id": "sales", "name": "D", "phone": "+3312345678"}),
             ),
-            400,
-            "invalid_field",
+            // Well-formed, but the queue takes chats: a conflict with the directory.
+            409,
+            "conflict",
         ),
         (
             Method::POST,

@@ -468,6 +468,19 @@ async fn out_of_bounds_input_never_reaches_the_log() {
         let view = cluster.cluster_view(id).await.unwrap();
         assert_eq!(log_index(&view), before, "node {id} logged refused input");
     }
+    // A well-formed start naming a queue of another kind conflicts with the directory (409),
+    // it is not malformed input.
+    let wrong_kind = client
+        .post(cluster.url(leader, "/api/v1/chats"))
+        .json(&json!({"request_id": "bounds-5", "queue_id": "callbacks",
+            "customer": {"name": "Ada", "email": "ada@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        status_and_code(wrong_kind).await,
+        (StatusCode::CONFLICT, "conflict".to_owned())
+    );
     // The cluster still takes valid writes afterwards, at the next index.
     assert_eq!(cluster.post(follower, &chat, "ok", "fine").await, Ok(2));
     assert!(converged > 0);

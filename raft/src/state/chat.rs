@@ -85,7 +85,13 @@ impl State {
                 queue_id: start.queue_id.clone(),
             })?;
         if queue.spec.channel != Channel::Chat {
-            return Err(Rejection::invalid("queue_id", "is not a chat queue"));
+            // A well-formed request naming a queue of another kind: it conflicts with the
+            // directory, it is not malformed.
+            return Err(Rejection::conflict(format!(
+                "queue {} takes {} work, not chats",
+                start.queue_id,
+                queue.spec.channel.as_str()
+            )));
         }
         if let Some(business_hours) = &queue.spec.business_hours {
             if !hours::is_open(business_hours, at_ms) {

@@ -263,7 +263,11 @@ impl State {
                 queue_id: request.queue_id.clone(),
             })?;
         if queue.spec.channel != Channel::Callback {
-            return Err(Rejection::invalid("queue_id", "is not a callback queue"));
+            return Err(Rejection::conflict(format!(
+                "queue {} takes {} work, not callbacks",
+                request.queue_id,
+                queue.spec.channel.as_str()
+            )));
         }
         if request.requested_at_ms > at_ms.saturating_add(limits::CALLBACK_AHEAD_MS_MAX) {
             return Err(Rejection::invalid(
