@@ -559,6 +559,7 @@ pub struct CallbackBody {
     /// When to call, RFC 3339 (e.g. `2026-11-23T15:00:00Z`); absent or past means as soon as
     /// possible; at most 30 days ahead.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub requested_at: Option<String>,
 }
 
