@@ -101,8 +101,9 @@ const DIRECTORY_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 impl Modify for EdgeAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
         use utoipa::openapi::{RefOr, Response};
+        let mut body_schemas = std::collections::BTreeSet::new();
         for (path, item) in openapi.paths.paths.iter_mut() {
             let pattern = if path.starts_with("/api/v1/admin/") {
                 DIRECTORY_ID_PATTERN
@@ -145,9 +146,46 @@ impl Modify for EdgeAnswers {
                         .entry(status.to_owned())
                         .or_insert_with(|| RefOr::T(Response::new(description)));
                 }
+                body_schemas.extend(body_schema_names(operation));
+            }
+        }
+        // Every request body refuses unknown fields (serde's `deny_unknown_fields`). utoipa
+        // says so for a struct, not for the variants of a tagged enum (`TransferBody`).
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in body_schemas {
+            let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(&name) else {
+                continue;
+            };
+            for variant in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object
+                        .additional_properties
+                        .get_or_insert_with(|| Box::new(AdditionalProperties::FreeForm(false)));
+                }
             }
         }
     }
+}
+
+/// The component names of the schemas `operation`'s request body refers to.
+fn body_schema_names(operation: &utoipa::openapi::path::Operation) -> Vec<String> {
+    use utoipa::openapi::RefOr;
+    let Some(RefOr::T(body)) = &operation.request_body else {
+        return Vec::new();
+    };
+    body.content
+        .values()
+        .filter_map(|content| match content {
+            RefOr::T(content) => match &content.schema {
+                Some(RefOr::Ref(reference)) => reference.ref_location.rsplit('/').next(),
+                _ => None,
+            },
+            RefOr::Ref(_) => None,
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `GET /api/v1/openapi.json`.
