@@ -113,6 +113,37 @@ async fn malformed_forwards_are_refused() {
         .into_inner();
     assert!(empty.results.is_empty());
 
+    // A well-formed command out of bounds (a message of 5,000 bytes) is answered as `apply`
+    // would answer it, without being proposed.
+    let long = parley_raft::Command {
+        at_ms: 1,
+        origin: 9,
+        op: parley_raft::Op::PostMessage(parley_raft::command::PostMessage {
+            chat_id: "any-chat".into(),
+            sender: parley_raft::command::Participant::Customer,
+            client_msg_id: "long-1".into(),
+            text: "x".repeat(5_000),
+        }),
+    };
+    let json = serde_json::to_vec(&long).expect("encoding a command");
+    let reply = client
+        .forward(refused(vec![json]))
+        .await
+        .expect("a forward of a well-formed command is answered")
+        .into_inner();
+    let [result] = reply.results.as_slice() else {
+        panic!("one result per command: {reply:?}");
+    };
+    assert_eq!(result.log_index, 0, "a refused command names no log index");
+    let Some(pb::forward_result::Outcome::OutcomeJson(outcome)) = &result.outcome else {
+        panic!("an outcome: {result:?}");
+    };
+    let outcome: serde_json::Value = serde_json::from_slice(outcome).expect("outcome JSON");
+    assert!(
+        outcome.to_string().contains("text"),
+        "rejected for its text: {outcome}"
+    );
+
     // Nothing of the refused forwards reached the log (the nodes agree on an unchanged index).
     let applied_after = cluster
         .assert_converged(&[1, 2, 3], Duration::from_secs(10))

@@ -16,11 +16,12 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::codec;
-use crate::command::Command;
+use crate::command::{Command, Outcome};
 use crate::error::{grpc_status, ErrorClass};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
+use crate::state::check_input;
 use crate::types::Raft;
 
 /// Longest a forwarded write may ask the leader to wait, whatever the follower says.
@@ -122,11 +123,15 @@ impl Cluster for ClusterService {
         let timeout = Duration::from_millis(u64::from(deadline_ms));
         // Every command joins the batch queue before the first answer is awaited, so the batch
         // task normally packs the whole forward into one entry.
-        let outcomes = futures::future::join_all(
-            commands
-                .into_iter()
-                .map(|command| self.proposer.propose_local(command, timeout)),
-        )
+        let outcomes = futures::future::join_all(commands.into_iter().map(|command| async move {
+            // A peer's commands meet the same input bounds as a client's on the node that
+            // took them (`Proposer::submit`): nothing out of bounds reaches the log. Nothing
+            // was committed, so the answer names no log index.
+            match check_input(&command.op) {
+                Err(rejection) => LocalOutcome::Committed(Outcome::Rejected(rejection), 0),
+                Ok(()) => self.proposer.propose_local(command, timeout).await,
+            }
+        }))
         .await;
         let results = outcomes
             .into_iter()
