@@ -17,7 +17,7 @@ use actix::{Actor, Addr};
 use parley_node::app::{AppActor, Query, Write};
 use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
 use parley_node::metrics::Metrics;
-use parley_raft::command::Directory;
+use parley_raft::command::{Directory, Retention};
 use parley_raft::network::ChannelSettings;
 use parley_raft::proposer::Clock;
 use parley_raft::state::ActivityStatus;
@@ -113,7 +113,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     // As `parley serve` wires them: the app actor seeds this node's directory at start.
     let messaging = MessagingActor::new(replica.clone(), metrics.clone(), relay_rx).start();
-    let app = AppActor::new(replica.clone(), metrics, directory, "sim".to_owned()).start();
+    let app = AppActor::new(
+        replica.clone(),
+        metrics,
+        directory,
+        Retention::default(),
+        "sim".to_owned(),
+    )
+    .start();
     let sim = SimService {
         replica: replica.clone(),
         app,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
-use parley_raft::command::{Directory, Op};
+use parley_raft::command::{Directory, Op, Retention};
 use parley_raft::replica::ReplicaStatus;
 use parley_raft::{Outcome, ProposeError, Replica, State};
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub struct AppActor {
     metrics: Arc<Metrics>,
     /// Queues and agents from this node's config, seeded at start.
     directory: Directory,
+    /// This node's configured retention, proposed at start when the cluster's differs.
+    retention: Retention,
     /// This node's site, for the cluster view.
     site: String,
     /// Whether this node's directory seed has committed (readiness waits for it, so a node
@@ -85,12 +87,14 @@ impl AppActor {
         replica: Replica,
         metrics: Arc<Metrics>,
         directory: Directory,
+        retention: Retention,
         site: String,
     ) -> Self {
         Self {
             replica,
             metrics,
             directory,
+            retention,
             site,
             seeded: false,
             digest: Arc::default(),
@@ -104,38 +108,55 @@ impl Actor for AppActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let directory = &self.directory;
-        if directory.departments.is_empty()
+        let seed = !(directory.departments.is_empty()
             && directory.skills.is_empty()
             && directory.queues.is_empty()
-            && directory.agents.is_empty()
-        {
-            self.seeded = true;
-            return;
-        }
+            && directory.agents.is_empty());
         let replica = self.replica.clone();
         let directory = self.directory.clone();
+        let retention = self.retention;
         let seeding = async move {
             // Seeding is idempotent, so every node does it once at start; it retries until a
             // leader commits it.
-            loop {
-                match replica.propose(Op::SeedDirectory(directory.clone())).await {
-                    Ok(outcome) => {
-                        tracing::info!(?outcome, "directory seeded");
-                        return true;
-                    }
-                    Err(ProposeError::ShuttingDown) => return false,
-                    Err(error) => {
-                        tracing::debug!(%error, "seeding the directory; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
+            if seed {
+                if !propose_until_committed(&replica, Op::SeedDirectory(directory)).await {
+                    return false;
                 }
+                tracing::info!("directory seeded");
             }
+            // The configured retention replaces the cluster's when they differ (the node
+            // restarted last wins; every node should carry the same values).
+            let current = replica.read(|state, _| state.retention);
+            if current != retention {
+                if !propose_until_committed(&replica, Op::SetRetention(retention)).await {
+                    return false;
+                }
+                tracing::info!(?retention, previous = ?current, "retention set");
+            }
+            true
         };
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(seeding).map(|seeded, actor, _ctx| {
                 actor.seeded = seeded;
             }),
         );
+    }
+}
+
+/// Proposes `op` until a leader commits it; false if the node shuts down first.
+async fn propose_until_committed(replica: &Replica, op: Op) -> bool {
+    loop {
+        match replica.propose(op.clone()).await {
+            Ok(outcome) => {
+                tracing::debug!(?outcome, "start-up write committed");
+                return true;
+            }
+            Err(ProposeError::ShuttingDown) => return false,
+            Err(error) => {
+                tracing::debug!(%error, "start-up write; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -347,8 +368,9 @@ impl Handler<RenderMetrics> for AppActor {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let committed = replica.committed_index().await.ok().flatten();
+            let size = replica.read(|state, _| crate::metrics::StateSize::of(state));
             metrics
-                .render(&replica.status(), committed)
+                .render(&replica.status(), committed, size)
                 .map_err(|e| ApiError::internal(e.to_string()))
         })
     }

@@ -14,7 +14,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use parley_raft::command::{
     default_off_hours_message, AgentSpec, BusinessHours, Channel, DepartmentSpec, Directory,
-    QueueSpec, SkillSpec,
+    QueueSpec, Retention, SkillSpec,
 };
 use parley_raft::limits;
 use parley_raft::state::{check_agent_spec, check_directory_id, check_queue_spec};
@@ -66,9 +66,13 @@ pub struct RawConfig {
     /// `cluster_secret`, id `cluster`.
     #[serde(default)]
     pub token_keys: Vec<RawTokenKey>,
-    /// How long a chat token opens its chat. Default `30d` (1 minute to 365 days).
-    #[serde(default = "default_chat_token_ttl", with = "humantime_serde")]
-    pub chat_token_ttl: Duration,
+    /// How long a chat token opens its chat (1 minute to 365 days). Default: as long as the
+    /// chat is kept, `retention.hot` plus `retention.archive`, at most 365 days.
+    #[serde(default, with = "humantime_serde")]
+    pub chat_token_ttl: Option<Duration>,
+    /// How long finished work is kept in memory, then in the archive.
+    #[serde(default)]
+    pub retention: RawRetention,
     /// Every voting member, this node included.
     pub peers: Vec<RawPeer>,
     /// Bearer credential for the admin and supervisor API, at least 32 bytes. Absent: those
@@ -200,8 +204,53 @@ impl Default for RawRateLimits {
     }
 }
 
-fn default_chat_token_ttl() -> Duration {
-    Duration::from_secs(30 * 86_400)
+/// How long finished work is kept (see `parley_raft::command::Retention`). Proposed to the
+/// cluster at start when it differs from the replicated one, so every node should carry the
+/// same values.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Time an activity that is over (and its chat) stays in memory: it can still be rated,
+    /// its retried start or message is still recognised. Default `1h` (1 second to 30 days).
+    #[serde(with = "humantime_serde")]
+    pub hot: Duration,
+    /// Time it then stays in the archive on disk, transcript and history readable. Default
+    /// `30d` (1 second to 3650 days).
+    #[serde(with = "humantime_serde")]
+    pub archive: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        let defaults = Retention::default();
+        RawRetention {
+            hot: Duration::from_millis(defaults.hot_ms),
+            archive: Duration::from_millis(defaults.archive_ms),
+        }
+    }
+}
+
+impl RawRetention {
+    fn validate(&self) -> Result<Retention, ConfigError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let retention = Retention {
+            hot_ms: ms(self.hot),
+            archive_ms: ms(self.archive),
+        };
+        parley_raft::state::check_retention(&retention).map_err(|rejection| {
+            let field = match &rejection {
+                Rejection::Invalid { field, .. } if field.ends_with("archive_ms") => {
+                    "retention.archive"
+                }
+                _ => "retention.hot",
+            };
+            invalid(
+                field,
+                "must be between 1 second and 30 days (hot), 3650 days (archive)",
+            )
+        })?;
+        Ok(retention)
+    }
 }
 
 /// One token signing key.
@@ -468,6 +517,8 @@ pub struct Config {
     pub token_keys: TokenKeys,
     /// How long a chat token opens its chat.
     pub chat_token_ttl: Duration,
+    /// See [`RawRetention`].
+    pub retention: Retention,
     /// Durability policy.
     pub fsync: FsyncPolicy,
     /// Raft settings (validated).
@@ -552,7 +603,11 @@ impl RawConfig {
             ));
         }
         let token_keys = self.token_keys()?;
-        let chat_token_ttl = self.chat_token_ttl;
+        let retention = self.retention.validate()?;
+        let chat_token_ttl = self.chat_token_ttl.unwrap_or_else(|| {
+            (self.retention.hot.saturating_add(self.retention.archive))
+                .clamp(Duration::from_secs(60), Duration::from_secs(365 * 86_400))
+        });
         if !(Duration::from_secs(60)..=Duration::from_secs(365 * 86_400)).contains(&chat_token_ttl)
         {
             return Err(invalid(
@@ -703,6 +758,7 @@ impl RawConfig {
             grpc_listen,
             token_keys,
             chat_token_ttl,
+            retention,
             fsync: self.fsync,
             raft: self.raft,
             timeouts: self.timeouts,

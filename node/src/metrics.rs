@@ -17,6 +17,41 @@ pub struct WriteLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the in-memory state size gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `activities`, `chats`, `chat_events`, `requests` or `timers`.
+    pub kind: &'static str,
+}
+
+/// How much the in-memory replicated state holds, by kind (retention keeps it bounded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Activities in memory.
+    pub activities: usize,
+    /// Chats in memory.
+    pub chats: usize,
+    /// Events of the chats in memory.
+    pub chat_events: usize,
+    /// Idempotency keys of chat and callback starts.
+    pub requests: usize,
+    /// Pending timers.
+    pub timers: usize,
+}
+
+impl StateSize {
+    /// Counts `state`.
+    pub fn of(state: &parley_raft::State) -> Self {
+        StateSize {
+            activities: state.activities.len(),
+            chats: state.chats.len(),
+            chat_events: state.chats.values().map(|c| c.events.len()).sum(),
+            requests: state.requests.len(),
+            timers: state.timers.len(),
+        }
+    }
+}
+
 /// The node's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +71,7 @@ pub struct Metrics {
     forward_rpcs: Counter,
     forwarded_writes: Counter,
     state_digests: Counter,
+    state_entries: Family<StateLabels, Gauge>,
     /// Makes "bring the storage counters up to the replica's totals" atomic between concurrent
     /// scrapes, so no increment is counted twice.
     render_lock: std::sync::Mutex<()>,
@@ -139,9 +175,16 @@ impl Metrics {
             "State digests computed for the cluster view (each encodes the whole state)",
             state_digests.clone(),
         );
+        let state_entries = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "state_entries",
+            "Entries of the replicated state held in memory, by kind",
+            state_entries.clone(),
+        );
         Self {
             registry,
             state_digests,
+            state_entries,
             term,
             leader_id,
             is_leader,
@@ -190,6 +233,7 @@ impl Metrics {
         &self,
         status: &ReplicaStatus,
         commit_index: Option<u64>,
+        size: StateSize,
     ) -> Result<String, std::fmt::Error> {
         let _render = self
             .render_lock
@@ -204,6 +248,17 @@ impl Metrics {
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.snapshot_index.set(as_gauge(status.snapshot_index));
+        for (kind, count) in [
+            ("activities", size.activities),
+            ("chats", size.chats),
+            ("chat_events", size.chat_events),
+            ("requests", size.requests),
+            ("timers", size.timers),
+        ] {
+            self.state_entries
+                .get_or_create(&StateLabels { kind })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         for (counter, total) in [
             (&self.log_appends, status.log_appends),
             (&self.wal_syncs, status.wal_syncs),

@@ -136,6 +136,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         replica.clone(),
         metrics.clone(),
         config.directory.clone(),
+        config.retention,
         config.site.clone(),
     )
     .start();
@@ -160,6 +161,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         node_id: config.node_id,
         queue_positions: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+        replica: replica.clone(),
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();

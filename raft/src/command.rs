@@ -91,10 +91,34 @@ pub enum Op {
     /// Fire every timer due at the command's time: offer timeouts, due callbacks, customer
     /// inactivity. Any node may propose it; firing is idempotent.
     Tick,
+    /// Set how long finished work stays in memory, then in the archive (a node proposes its
+    /// configured retention at start when it differs from the state's).
+    SetRetention(Retention),
     /// Create or replace a directory entry (admin API).
     Upsert(DirectoryEntry),
     /// Remove a directory entry (admin API).
     Remove(DirectoryKey),
+}
+
+/// How long finished work is kept: an activity that is over (and its chat) stays in the
+/// in-memory state for `hot_ms`, so it can still be rated, replayed and deduplicated; then it
+/// moves to the archive on disk, where its transcript and history stay readable for
+/// `archive_ms`; then it is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Time in memory after the activity is over, in ms.
+    pub hot_ms: u64,
+    /// Time in the archive after it left memory, in ms.
+    pub archive_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            hot_ms: crate::limits::RETENTION_HOT_MS_DEFAULT,
+            archive_ms: crate::limits::RETENTION_ARCHIVE_MS_DEFAULT,
+        }
+    }
 }
 
 /// Directory entries as configured by the operator.

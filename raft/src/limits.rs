@@ -46,5 +46,18 @@ pub const OFFER_TIMEOUT_MS_MAX: u64 = 3_600_000;
 pub const INACTIVITY_TIMEOUT_MS_MAX: u64 = 86_400_000;
 /// Furthest in the future a callback may be requested, in ms (30 days).
 pub const CALLBACK_AHEAD_MS_MAX: u64 = 30 * 86_400_000;
+/// Default time an activity that is over stays in memory, in ms (1 hour).
+pub const RETENTION_HOT_MS_DEFAULT: u64 = 3_600_000;
+/// Default time a retired activity stays in the archive, in ms (30 days).
+pub const RETENTION_ARCHIVE_MS_DEFAULT: u64 = 30 * 86_400_000;
+/// Shortest retention, in memory or in the archive, in ms.
+pub const RETENTION_MS_MIN: u64 = 1_000;
+/// Longest time in memory, in ms (30 days).
+pub const RETENTION_HOT_MS_MAX: u64 = 30 * 86_400_000;
+/// Longest time in the archive, in ms (10 years).
+pub const RETENTION_ARCHIVE_MS_MAX: u64 = 3650 * 86_400_000;
+/// Longest time between two purges of the archive, in ms (1 hour); shorter archive retentions
+/// purge at a tenth of the retention.
+pub const ARCHIVE_PURGE_INTERVAL_MS_MAX: u64 = 3_600_000;
 /// Longest argon2 PHC string accepted as a password hash, in bytes.
 pub const PASSWORD_HASH_BYTES_MAX: usize = 256;

@@ -1,6 +1,7 @@
 //! One node's replica: the RocksDB stores, openraft, the proposer and the gRPC services, wired
 //! together. The node binary and the chaos suite both build nodes from this.
 
+use crate::state::{archive_key, Retired};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -246,6 +247,20 @@ impl Replica {
     /// Runs `f` on the locally applied state. Never held across an await.
     pub fn read<T>(&self, f: impl FnOnce(&State, Option<&LogId<NodeId>>) -> T) -> T {
         self.store.read(f)
+    }
+
+    /// The archived record of a retired activity (see `state::retention`), `None` if the
+    /// activity was never retired here or its record expired.
+    pub async fn archived(&self, activity_id: &str) -> Result<Option<Retired>, ReplicaError> {
+        let Some(json) = self.store.archived(&archive_key(activity_id)).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json).map(Some).map_err(|source| {
+            ReplicaError::Storage(parley_storage::StoreError::Codec {
+                what: "archived activity",
+                source,
+            })
+        })
     }
 
     /// Changes whenever something is applied here.

@@ -19,19 +19,22 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     ActivityId, AgentId, AgentSpec, Channel, ChatId, Command, Customer, DepartmentId,
     DepartmentSpec, Op, Outcome, Participant, QueueId, QueueSpec, Rejection, Request, Response,
-    SkillId, SkillSpec, TransferTarget,
+    Retention, SkillId, SkillSpec, TransferTarget,
 };
 use crate::limits;
+use parley_storage::ArchiveOp;
 
 mod agents;
 mod chat;
 mod directory;
 pub mod hours;
 mod input;
+mod retention;
 mod routing;
 
 pub use directory::{check_agent_spec, check_queue_spec};
 pub use input::{check_entry, check_input};
+pub use retention::{archive_key, check_retention, Retired};
 pub use routing::{QueuePosition, CALLBACK_OUTCOMES};
 
 /// Everything the cluster agrees on. Ordered maps only, so serialization (and the digest) is
@@ -63,6 +66,19 @@ pub struct State {
     /// so a node restarting with its config never re-creates what an operator later removed
     /// nor overwrites what the admin API changed.
     pub seeded: BTreeSet<String>,
+    /// How long finished work stays in memory, then in the archive.
+    #[serde(default)]
+    pub retention: Retention,
+    /// The latest expiry of anything archived so far: archive purges go on until it passes.
+    #[serde(default)]
+    pub archived_until_ms: u64,
+    /// When the armed [`Timer::PurgeArchive`] fires, if one is armed.
+    #[serde(default)]
+    pub archive_purge_due_ms: Option<u64>,
+    /// What applies retired since the store last took it (see `parley_storage::archive`).
+    /// Not part of the replicated state: the store drains it after every apply batch.
+    #[serde(skip)]
+    pub archive_outbox: Vec<ArchiveOp>,
 }
 
 /// Something that happens at a time unless the state moves on first.
@@ -75,6 +91,10 @@ pub enum Timer {
     Callback(ActivityId),
     /// An assigned chat's customer has been silent too long: the chat ends.
     Inactivity(ChatId),
+    /// A finished activity (and its chat) leaves memory for the archive.
+    Retire(ActivityId),
+    /// Expired archive records are deleted.
+    PurgeArchive,
 }
 
 /// A queue that activities enter.
@@ -213,6 +233,9 @@ pub struct Activity {
     pub history: Vec<Transition>,
     /// Channel-specific details.
     pub detail: ActivityDetail,
+    /// The idempotency key that created it, released when it is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
 }
 
 /// Where an activity is in its life.
@@ -444,6 +467,7 @@ impl State {
             Op::Transfer(transfer) => self.transfer(at, transfer),
             Op::Complete(complete) => self.complete(at, complete),
             Op::Tick => Ok(self.tick(at)),
+            Op::SetRetention(retention) => Ok(self.set_retention(*retention)),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
     }
@@ -486,6 +510,14 @@ impl State {
             }
             chat.validate()?;
         }
+        let retiring: BTreeSet<&ActivityId> = self
+            .timers
+            .iter()
+            .filter_map(|(_, timer)| match timer {
+                Timer::Retire(id) => Some(id),
+                _ => None,
+            })
+            .collect();
         for (id, activity) in &self.activities {
             if *id != activity.id {
                 return fail(format!("activity {id} stored under another id"));
@@ -518,6 +550,19 @@ impl State {
             }
             if activity.history.last().map(|t| &t.status) != Some(&activity.status) {
                 return fail(format!("activity {id}: history does not end at its status"));
+            }
+            if !live && !retiring.contains(id) {
+                return fail(format!("activity {id} is over but never leaves memory"));
+            }
+        }
+        if let Some(due) = self.archive_purge_due_ms {
+            if !self.timers.contains(&(due, Timer::PurgeArchive)) {
+                return fail("the state expects an archive purge that is not armed".to_owned());
+            }
+        }
+        for (key, id) in &self.requests {
+            if self.activities.get(id).and_then(|a| a.request_key.as_ref()) != Some(key) {
+                return fail(format!("request {key} names {id}, which it did not create"));
             }
         }
         for (id, agent) in &self.agents {
@@ -561,6 +606,11 @@ impl State {
                     .chats
                     .get(id)
                     .is_some_and(|c| c.inactivity_at_ms == Some(*at)),
+                Timer::Retire(id) => self
+                    .activities
+                    .get(id)
+                    .is_some_and(|a| a.status.is_terminal()),
+                Timer::PurgeArchive => self.archive_purge_due_ms == Some(*at),
             };
             if !armed {
                 return fail(format!("timer {timer:?} at {at} is stale"));
@@ -822,6 +872,10 @@ impl parley_storage::Machine for State {
 
     fn check_invariants(&self) -> Result<(), String> {
         self.validate().map_err(|violation| violation.0)
+    }
+
+    fn take_archive(&mut self) -> Vec<ArchiveOp> {
+        std::mem::take(&mut self.archive_outbox)
     }
 }
 

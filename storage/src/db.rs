@@ -32,6 +32,8 @@ pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_LOGS: &str = "logs";
 /// Column family holding the latest state-machine snapshot under the keys `meta` and `data`.
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+/// Column family holding the records the machine retired from memory (see [`crate::archive`]).
+pub(crate) const CF_ARCHIVE: &str = "archive";
 
 /// Whether writes are fsynced before they are reported durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,7 +100,7 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Opens (creating if missing) the database at `path` with the column families `meta`,
-    /// `logs` and `snapshot`.
+    /// `logs`, `snapshot` and `archive`.
     ///
     /// This is a synchronous call: it runs once at node start-up, before any async work.
     pub fn open(path: &Path, opts: DbOptions) -> Result<Db, StoreError> {
@@ -113,7 +115,7 @@ impl Db {
         db_opts.create_missing_column_families(true);
         db_opts.set_compression_type(DBCompressionType::Lz4);
 
-        let db = DB::open_cf(&db_opts, path, [CF_META, CF_LOGS, CF_SNAPSHOT])
+        let db = DB::open_cf(&db_opts, path, [CF_META, CF_LOGS, CF_SNAPSHOT, CF_ARCHIVE])
             .map_err(|source| StoreError::Rocks { op: "open", source })?;
         tracing::debug!(path = %path.display(), fsync = ?opts.fsync, io_mode = ?opts.io_mode, "opened rocksdb");
         let inner = Arc::new(db);

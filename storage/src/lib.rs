@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`db`] — [`Db`], the shared RocksDB handle. Opens the column families `meta`, `logs` and
-//!   `snapshot`, and owns the two policies every other module goes through: [`FsyncPolicy`]
+//! - [`db`] — [`Db`], the shared RocksDB handle. Opens the column families `meta`, `logs`,
+//!   `snapshot` and `archive`, and owns the two policies every other module goes through: [`FsyncPolicy`]
 //!   (whether writes are fsynced before they are reported durable) and [`IoMode`] (whether RocksDB
 //!   calls run on a blocking thread or inline on the calling task).
 //! - [`error`] — [`StoreError`], the crate's structured error, and its single conversion into
@@ -18,6 +18,9 @@
 //! - [`state_machine`] — [`StateMachineStore`], openraft's `RaftStateMachine` around an in-memory
 //!   [`Machine`] (the application logic, implemented elsewhere), its [`SnapshotBuilder`], and the
 //!   [`AppliedState`] watch channel readers subscribe to. Snapshots are persisted to `snapshot`.
+//! - [`archive`] — what the machine retires from memory ([`ArchiveOp`]), kept in `archive`
+//!   with an expiry and read back by key; the same on every replica, carried by the snapshots
+//!   sent to other nodes.
 //!
 //! # Recovery
 //!
@@ -37,12 +40,14 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod db;
 pub mod error;
 pub mod log_store;
 pub mod state_machine;
 mod wal_sync;
 
+pub use archive::{ArchiveOp, ArchivedRecord};
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
 pub use log_store::LogStore;

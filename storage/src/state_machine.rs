@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::archive::{self, ArchiveOp, ArchivedRecord};
 use crate::db::{cf, commit, get_json, to_json, Db, CF_SNAPSHOT};
 use crate::error::{ResultExt, StoreError};
 
@@ -61,6 +62,11 @@ pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
     /// restored from a snapshot (at open and at install). It may walk the whole machine.
     fn check_invariants(&self) -> Result<(), String> {
         Ok(())
+    }
+    /// Takes what the applies since the last call retired from the machine, in order, for the
+    /// archive (see [`crate::archive`]). Called after every apply batch.
+    fn take_archive(&mut self) -> Vec<ArchiveOp> {
+        Vec::new()
     }
 }
 
@@ -91,6 +97,14 @@ struct SnapshotPayload<NID: NodeId, N: Node, M> {
     last_membership: StoredMembership<NID, N>,
     /// The application state.
     machine: M,
+    /// Archive operations of applied entries not yet written when the machine was copied;
+    /// written again on restore (they are idempotent).
+    #[serde(default)]
+    archive_pending: Vec<ArchiveOp>,
+    /// The whole archive, in a snapshot sent to another node; absent in the persisted one,
+    /// whose node keeps its archive in its own column family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archive: Option<Vec<ArchivedRecord>>,
 }
 
 impl<NID: NodeId, N: Node, M> SnapshotPayload<NID, N, M> {
@@ -161,6 +175,9 @@ struct Inner<C: RaftTypeConfig, M> {
     last_applied: Option<LogId<C::NodeId>>,
     /// The last membership config applied, which openraft asks for at start-up.
     last_membership: StoredMembership<C::NodeId, C::Node>,
+    /// Archive operations the machine produced that are not in the archive yet, oldest first;
+    /// readers consult them before the column family, so a retired record is never missing.
+    pending: Vec<ArchiveOp>,
 }
 
 /// State shared by all clones of a [`StateMachineStore`] and its snapshot builders.
@@ -187,6 +204,7 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
         db: &DB,
         meta: &SnapshotMeta<C::NodeId, C::Node>,
         data: &[u8],
+        archive: Option<(&[ArchivedRecord], &[ArchiveOp])>,
     ) -> Result<(), StoreError> {
         let meta_bytes = to_json(meta, "snapshot meta")?;
         let _guard = self
@@ -209,6 +227,19 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
         let mut batch = WriteBatch::default();
         batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
         batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
+        if let Some((records, pending)) = archive {
+            archive::replace_all(db, &mut batch, records)?;
+            // Written in a second batch: the reads a put makes must see the replaced archive.
+            commit(db, batch, self.db.options().fsync, "persist snapshot")?;
+            let mut batch = WriteBatch::default();
+            archive::write_ops(db, &mut batch, pending)?;
+            return commit(
+                db,
+                batch,
+                self.db.options().fsync,
+                "write archive of snapshot",
+            );
+        }
         commit(db, batch, self.db.options().fsync, "persist snapshot")
     }
 }
@@ -259,6 +290,7 @@ where
                 let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
                 payload.check_against(&meta)?;
                 debug_check(&payload.machine, "in the snapshot restored at open");
+                write_archive(raw, &payload.archive_pending)?;
                 Ok(Some(payload))
             })
             .await?;
@@ -273,6 +305,7 @@ where
                     machine: payload.machine,
                     last_applied: payload.last_applied,
                     last_membership: payload.last_membership,
+                    pending: Vec::new(),
                 }
             }
             None => {
@@ -281,6 +314,7 @@ where
                     machine: M::default(),
                     last_applied: None,
                     last_membership: StoredMembership::default(),
+                    pending: Vec::new(),
                 }
             }
         };
@@ -312,10 +346,36 @@ where
         f(&inner.machine, inner.last_applied.as_ref())
     }
 
+    /// The archived record under `key` (see [`crate::archive`]): what the machine retired and
+    /// has not expired yet. Consistent with [`Self::read`]: a record leaves the machine and
+    /// becomes readable here in the same step.
+    pub async fn archived(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let pending = {
+            let inner = self.shared.inner.read().map_err(poisoned)?;
+            archive::pending_lookup(&inner.pending, key)
+        };
+        if let Some(found) = pending {
+            return Ok(found);
+        }
+        let key = key.to_owned();
+        self.shared.db.run(move |db| archive::get(db, &key)).await
+    }
+
     /// A receiver that changes whenever something is applied or a snapshot is installed.
     pub fn subscribe(&self) -> watch::Receiver<AppliedState<C::NodeId>> {
         self.shared.applied_tx.subscribe()
     }
+}
+
+/// Writes `ops` to the archive in one unsynced batch: a crash may lose its tail, which the
+/// log's replay writes again.
+fn write_archive(db: &DB, ops: &[ArchiveOp]) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::default();
+    archive::write_ops(db, &mut batch, ops)?;
+    commit(db, batch, crate::FsyncPolicy::Never, "write archive")
 }
 
 /// Maps a poisoned state-machine lock to a [`StoreError`].
@@ -350,6 +410,8 @@ where
                 last_applied: inner.last_applied.clone(),
                 last_membership: inner.last_membership.clone(),
                 machine: inner.machine.clone(),
+                archive_pending: inner.pending.clone(),
+                archive: None,
             }
         };
         debug_check(&payload.machine, "in a snapshot about to be persisted");
@@ -372,7 +434,7 @@ where
             .db
             .run(move |db| {
                 let bytes = to_json(&payload, "snapshot data")?;
-                match shared.persist_snapshot(db, &persist_meta, &bytes) {
+                match shared.persist_snapshot(db, &persist_meta, &bytes, None) {
                     Ok(()) => {}
                     Err(StoreError::SnapshotRegression { .. }) => {
                         tracing::info!(
@@ -453,8 +515,27 @@ where
                 };
                 responses.push(response);
             }
-            inner.last_applied.clone()
+            let retired = inner.machine.take_archive();
+            inner.pending.extend(retired.iter().cloned());
+            (inner.last_applied.clone(), retired)
         };
+        let (last_applied, retired) = last_applied;
+        if !retired.is_empty() {
+            let written = retired.len();
+            self.shared
+                .db
+                .run(move |db| write_archive(db, &retired))
+                .await
+                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            let mut inner = self
+                .shared
+                .inner
+                .write()
+                .map_err(poisoned)
+                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            let written = written.min(inner.pending.len());
+            inner.pending.drain(..written);
+        }
         tracing::debug!(
             count = responses.len(),
             last = last_applied.as_ref().map(|l| l.index),
@@ -491,10 +572,26 @@ where
             .shared
             .db
             .run(move |db| {
-                let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&bytes)?;
+                let mut payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&bytes)?;
                 payload.check_against(&persist_meta)?;
                 debug_check(&payload.machine, "in a snapshot received for install");
-                shared.persist_snapshot(db, &persist_meta, &bytes)?;
+                // The archive travels with the snapshot but is kept in its own column family:
+                // the persisted copy goes without it.
+                let records = payload.archive.take();
+                let local = to_json(&payload, "snapshot data")?;
+                let pending = std::mem::take(&mut payload.archive_pending);
+                match &records {
+                    Some(records) => shared.persist_snapshot(
+                        db,
+                        &persist_meta,
+                        &local,
+                        Some((records, &pending)),
+                    )?,
+                    None => {
+                        shared.persist_snapshot(db, &persist_meta, &local, None)?;
+                        write_archive(db, &pending)?;
+                    }
+                }
                 Ok(payload)
             })
             .await
@@ -515,6 +612,7 @@ where
                 machine: payload.machine,
                 last_applied: payload.last_applied,
                 last_membership: payload.last_membership,
+                pending: Vec::new(),
             };
         }
         tracing::info!(
@@ -531,10 +629,19 @@ where
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
+        // The snapshot sent to a node carries the archive as it is now: newer than the machine
+        // at the snapshot's index, which the entries replayed after it make consistent again.
         let persisted = self
             .shared
             .db
-            .run(read_persisted::<C::NodeId, C::Node>)
+            .run(|db| {
+                let Some((meta, data)) = read_persisted::<C::NodeId, C::Node>(db)? else {
+                    return Ok(None);
+                };
+                let mut payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
+                payload.archive = Some(archive::dump(db)?);
+                Ok(Some((meta, to_json(&payload, "snapshot data")?)))
+            })
             .await
             .sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
         Ok(persisted.map(|(meta, data)| Snapshot {

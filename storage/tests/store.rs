@@ -237,7 +237,19 @@ async fn snapshot_survives_reopen() {
 
     let current = sm.get_current_snapshot().await.unwrap().expect("snapshot");
     assert_eq!(current.meta, built.meta);
-    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+    // The snapshot sent carries the archive besides what was built; the machine is the same.
+    let (_other_dir, other_db) = fresh(DbOptions::default());
+    let mut other = Sm::open(other_db).await.unwrap();
+    other
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.read(|m, _| m.clone()),
+        sm.read(|m, _| m.clone()),
+        "the snapshot of {} bytes built",
+        built.snapshot.get_ref().len()
+    );
 }
 
 /// The full recovery path: snapshot + committed log entries after it are re-applied by openraft.
@@ -394,7 +406,7 @@ async fn corrupt_persisted_snapshot_fails_open() {
         let raw = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             dir.path(),
-            ["meta", "logs", "snapshot"],
+            ["meta", "logs", "snapshot", "archive"],
         )
         .unwrap();
         let cf = raw.cf_handle("snapshot").unwrap();
@@ -412,7 +424,7 @@ async fn corrupt_persisted_snapshot_fails_open() {
         let raw = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             dir.path(),
-            ["meta", "logs", "snapshot"],
+            ["meta", "logs", "snapshot", "archive"],
         )
         .unwrap();
         let cf = raw.cf_handle("snapshot").unwrap();

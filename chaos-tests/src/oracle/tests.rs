@@ -69,6 +69,7 @@ fn activity(id: &str, history: Vec<Transition>) -> Activity {
         assigned_at_ms: None,
         history,
         detail: ActivityDetail::Chat,
+        request_key: None,
     }
 }
 

@@ -124,8 +124,9 @@ pub async fn get_chat(
     let chat_id = path_id("chat id", path.into_inner())?;
     chat_caller(&state, &request, None, &chat_id).await?;
     await_chat(&state, &chat_id).await?;
+    let id = chat_id.clone();
     let view = state
-        .read(move |s, _| chat_view(s, &chat_id))
+        .read_activity(&chat_id, move |s, _| chat_view(s, &id))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
     Ok(HttpResponse::Ok().json(view))
@@ -246,25 +247,23 @@ async fn read_page(
     after: u64,
     limit: usize,
 ) -> Result<EventsPage, ApiError> {
-    let chat_id = chat_id.to_owned();
+    let id = chat_id.to_owned();
     state
-        .read(move |s, applied| {
-            let chat = s
-                .chats
-                .get(&chat_id)
-                .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
+        .read_activity(chat_id, move |s, applied| {
+            let chat = s.chats.get(&id)?;
             let events = s
-                .chat_events(&chat_id, after, limit)
+                .chat_events(&id, after, limit)
                 .map(|events| events.iter().map(ChatEvent::from).collect())
                 .unwrap_or_default();
-            Ok(EventsPage {
+            Some(EventsPage {
                 last_seq: chat.last_seq(),
-                chat_id,
+                chat_id: id.clone(),
                 events,
                 applied_index: applied,
             })
         })
         .await?
+        .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))
 }
 
 /// Waits (bounded) until `feed` moves past `after`.
@@ -440,7 +439,7 @@ pub async fn transcript(
     await_chat(&state, &chat_id).await?;
     let id = chat_id.clone();
     let (view, events, agents) = state
-        .read(move |s, _| {
+        .read_activity(&chat_id, move |s, _| {
             let view = chat_view(s, &id)?;
             let events = s
                 .chats

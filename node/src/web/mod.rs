@@ -21,7 +21,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{ChatId, Op, Participant};
 use parley_raft::state::QueuePosition;
-use parley_raft::{ErrorClass, Outcome, State};
+use parley_raft::{ErrorClass, Outcome, Replica, State};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
@@ -65,6 +65,8 @@ pub struct WebState {
     pub node_id: u64,
     /// Waiting customers' queue positions, shared by their streams.
     pub queue_positions: Arc<QueuePositions>,
+    /// The replica, for reading retired activities from the archive.
+    pub replica: Replica,
     /// Abuse limits: logins, chat starts, password checks in flight.
     pub rate_limits: Arc<RateLimits>,
 }
@@ -112,6 +114,30 @@ impl WebState {
     /// Commits `op`.
     pub async fn write(&self, op: Op) -> Result<Outcome, ApiError> {
         self.app.send(Write(op)).await.map_err(mailbox)?
+    }
+
+    /// Runs `f` on the state that holds `activity_id`: the applied state while the activity is
+    /// in memory, else (it was retired) a state holding only its archived record. `f` answers
+    /// `None` where the activity is not in the state it is given.
+    pub async fn read_activity<R: Send + 'static>(
+        &self,
+        activity_id: &str,
+        f: impl Fn(&State, Option<u64>) -> Option<R> + Send + Sync + 'static,
+    ) -> Result<Option<R>, ApiError> {
+        let f = Arc::new(f);
+        let live = Arc::clone(&f);
+        let (found, applied) = self
+            .read(move |s, applied| (live(s, applied), applied))
+            .await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        let retired = self
+            .replica
+            .archived(activity_id)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
+        Ok(retired.and_then(|r| f(&r.into_state(), applied)))
     }
 
     /// Runs `f` on the applied state.
@@ -290,6 +316,14 @@ pub const UNKNOWN_CHAT_WAIT: Duration = Duration::from_secs(1);
 pub async fn await_chat(state: &WebState, chat_id: &str) -> Result<bool, ApiError> {
     let id = chat_id.to_owned();
     if state.read(move |s, _| s.chats.contains_key(&id)).await? {
+        return Ok(true);
+    }
+    let archived = state
+        .replica
+        .archived(chat_id)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?;
+    if archived.is_some_and(|r| r.chat.is_some()) {
         return Ok(true);
     }
     let woken = state

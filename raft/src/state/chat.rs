@@ -155,6 +155,7 @@ impl State {
                     reason: "created".to_owned(),
                 }],
                 detail: ActivityDetail::Chat,
+                request_key: Some(request_key.clone()),
             },
         );
         self.waiting.insert((at_ms, chat_id.clone()));

@@ -34,6 +34,7 @@ pub fn check_entry(entry: &DirectoryEntry) -> Result<(), Rejection> {
 pub fn check_input(op: &Op) -> Result<(), Rejection> {
     match op {
         // Seeding skips invalid entries one by one (node config validation reports them).
+        Op::SetRetention(retention) => super::retention::check_retention(retention),
         Op::SeedDirectory(_) | Op::Tick | Op::Remove(_) => Ok(()),
         Op::Upsert(entry) => check_entry(entry),
         Op::StartChat(start) => {

@@ -225,6 +225,7 @@ impl State {
                 ActivityStatus::Abandoned
             };
             set_status(activity, at_ms, status, outcome);
+            self.schedule_retire(at_ms, activity_id);
         }
     }
 
@@ -306,6 +307,7 @@ impl State {
                     phone: request.phone.clone(),
                     due_at_ms,
                 },
+                request_key: Some(request_key.clone()),
             },
         );
         self.requests
@@ -633,6 +635,8 @@ impl State {
                         self.enqueue(at_ms, &id, due, "due");
                     }
                 }
+                Timer::Retire(id) => self.retire(at_ms, &id),
+                Timer::PurgeArchive => self.purge_archive(at_ms),
                 Timer::Inactivity(chat_id) => {
                     let Some(chat) = self.chats.get_mut(&chat_id) else {
                         continue;

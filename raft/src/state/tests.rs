@@ -815,7 +815,29 @@ fn agent_feed_keeps_a_bounded_tail() {
 /// command, plus exactly-once delivery against a simple model.
 #[test]
 fn random_workload_keeps_invariants() {
+    random_workload(None);
+}
+
+#[test]
+fn random_workload_with_short_retention_keeps_invariants_and_loses_nothing() {
+    let archived = random_workload(Some(Retention {
+        hot_ms: 300_000,
+        archive_ms: 1_200_000,
+    }));
+    assert!(archived > 50, "only {archived} activities were retired");
+}
+
+/// Runs a random workload, checking invariants after every command and, at the end, that
+/// every chat holds exactly the messages acknowledged as new, in memory or (with a
+/// `retention`) in the archive until purged. Returns how many activities were archived.
+fn random_workload(retention: Option<Retention>) -> usize {
     let mut state = seeded();
+    if let Some(retention) = retention {
+        apply_ok(&mut state, 2, Op::SetRetention(retention));
+    }
+    // The archive as the store would hold it: key to (record, expiry).
+    let mut archive: BTreeMap<String, (Retired, u64)> = BTreeMap::new();
+    let mut archived_total = 0;
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
@@ -900,6 +922,24 @@ fn random_workload_keeps_invariants() {
         if let Err(violation) = state.validate() {
             panic!("step {step}, after {op:?} -> {outcome:?}: {violation}");
         }
+        for archive_op in std::mem::take(&mut state.archive_outbox) {
+            match archive_op {
+                parley_storage::ArchiveOp::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => {
+                    let record: Retired = serde_json::from_str(&value).unwrap();
+                    assert!(record.activity.status.is_terminal(), "step {step}: {key}");
+                    assert!(!state.activities.contains_key(&record.activity.id));
+                    archived_total += 1;
+                    archive.insert(key, (record, expires_at_ms));
+                }
+                parley_storage::ArchiveOp::PurgeBefore { at_ms } => {
+                    archive.retain(|_, (_, expires)| *expires > at_ms);
+                }
+            }
+        }
         // The one-pass positions streams share agree with each activity's own position.
         if step % 50 == 0 {
             let all = state.queue_positions();
@@ -912,8 +952,20 @@ fn random_workload_keeps_invariants() {
             }
         }
     }
+    let mut purged = 0;
     for (chat, ids) in &model {
-        let got: Vec<String> = state.chats[chat]
+        let archived = archive
+            .get(&archive_key(chat))
+            .and_then(|(r, _)| r.chat.as_ref());
+        let Some(kept) = state.chats.get(chat).or(archived) else {
+            assert!(
+                retention.is_some(),
+                "chat {chat} vanished without retention"
+            );
+            purged += 1;
+            continue;
+        };
+        let got: Vec<String> = kept
             .events
             .iter()
             .filter_map(|e| match &e.body {
@@ -926,12 +978,14 @@ fn random_workload_keeps_invariants() {
     let completed = state
         .activities
         .values()
+        .chain(archive.values().map(|(r, _)| &r.activity))
         .filter(|a| matches!(a.status, ActivityStatus::Completed { .. }))
         .count();
     assert!(
-        completed > 10,
-        "the workload completed only {completed} activities"
+        completed + purged > 10,
+        "the workload completed only {completed} activities ({purged} purged)"
     );
+    archived_total
 }
 
 #[test]
@@ -1001,3 +1055,5 @@ fn a_retried_transfer_is_answered_as_done() {
     assert_eq!(apply_ok(&mut state, 42, to_queue), Outcome::Done);
     assert_eq!(state, after_queue);
 }
+
+mod retention;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use openraft::{BasicNode, Entry, EntryPayload, LogId};
-use parley_storage::{Db, DbOptions, LogStore, Machine, StateMachineStore};
+use parley_storage::{ArchiveOp, Db, DbOptions, LogStore, Machine, StateMachineStore};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
@@ -28,11 +28,17 @@ openraft::declare_raft_types!(
 );
 
 /// A toy machine: a sorted map; `apply` returns the previous value.
+///
+/// Two keys are commands for the archive: `retire:<key>` with value `<expiry ms>` moves
+/// `<key>` out of the map into the archive; `purge` with value `<ms>` purges the archive.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvMachine {
     pub data: BTreeMap<String, String>,
     /// Index of the last request applied, to check `log_index` is passed through.
     pub last_index: u64,
+    /// Archive operations not yet taken by the store.
+    #[serde(skip)]
+    pub outbox: Vec<ArchiveOp>,
 }
 
 impl Machine for KvMachine {
@@ -41,7 +47,26 @@ impl Machine for KvMachine {
 
     fn apply(&mut self, log_index: u64, request: &KvRequest) -> Option<String> {
         self.last_index = log_index;
+        if let Some(key) = request.key.strip_prefix("retire:") {
+            let value = self.data.remove(key)?;
+            self.outbox.push(ArchiveOp::Put {
+                key: key.to_owned(),
+                value: value.clone(),
+                expires_at_ms: request.value.parse().unwrap_or(0),
+            });
+            return Some(value);
+        }
+        if request.key == "purge" {
+            self.outbox.push(ArchiveOp::PurgeBefore {
+                at_ms: request.value.parse().unwrap_or(0),
+            });
+            return None;
+        }
         self.data.insert(request.key.clone(), request.value.clone())
+    }
+
+    fn take_archive(&mut self) -> Vec<ArchiveOp> {
+        std::mem::take(&mut self.outbox)
     }
 
     fn empty_response() -> Option<String> {

@@ -1,0 +1,273 @@
+//! The archive: records the machine retired from its in-memory state, kept in RocksDB until they
+//! expire.
+//!
+//! A [`Machine`](crate::Machine) keeps in memory only what is live or recent. What it lets go of
+//! (an ended chat with its transcript, say) it hands to the store as [`ArchiveOp::Put`], with the
+//! time the record expires; a later [`ArchiveOp::PurgeBefore`] deletes every record that expired
+//! by then. Both come out of `apply`, so they are functions of the log: every replica writes the
+//! same archive at the same log index.
+//!
+//! # Layout (column family `archive`)
+//!
+//! - `r<key>` → 8-byte big-endian expiry (ms since the Unix epoch), then the value's bytes;
+//! - `x<expiry as 8-byte big-endian><key>` → empty: the expiry index a purge walks in time order.
+//!
+//! # Idempotence
+//!
+//! Every operation can be applied again on top of an archive that already holds it or later
+//! operations: a put writes the same bytes, a purge deletes what is expired. Replaying a suffix
+//! of the log after a restart (or after installing a snapshot that carried a newer archive) ends
+//! in the same archive as applying the log once.
+
+use std::collections::HashMap;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{cf, CF_ARCHIVE};
+use crate::error::StoreError;
+
+/// Prefix of a record's key.
+const RECORD: u8 = b'r';
+/// Prefix of an expiry index key.
+const EXPIRY: u8 = b'x';
+
+/// One change to the archive, produced by `apply`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ArchiveOp {
+    /// Store `value` under `key` until `expires_at_ms`.
+    Put {
+        /// The record's key, unique among live records.
+        key: String,
+        /// The record (the machine's own encoding, JSON by convention).
+        value: String,
+        /// When the record expires (ms since the Unix epoch).
+        expires_at_ms: u64,
+    },
+    /// Delete every record whose expiry is at or before `at_ms`.
+    PurgeBefore {
+        /// The cut-off (ms since the Unix epoch).
+        at_ms: u64,
+    },
+}
+
+/// One record of the archive, as a snapshot carries it to a node that installs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRecord {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// When it expires.
+    pub expires_at_ms: u64,
+}
+
+fn record_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(RECORD);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn expiry_key(expires_at_ms: u64, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.push(EXPIRY);
+    out.extend_from_slice(&expires_at_ms.to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Splits a stored record value into its expiry and its bytes.
+fn split_record(bytes: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+    let Some((expiry, value)) = bytes.split_first_chunk::<8>() else {
+        return Err(StoreError::corrupt(
+            "archive record shorter than its expiry",
+        ));
+    };
+    Ok((u64::from_be_bytes(*expiry), value))
+}
+
+/// Adds a record and its expiry index entry to `batch`.
+fn put_record(
+    batch: &mut WriteBatch,
+    handle: &rocksdb::ColumnFamily,
+    key: &str,
+    value: &str,
+    expires_at_ms: u64,
+) {
+    let mut stored = Vec::with_capacity(8 + value.len());
+    stored.extend_from_slice(&expires_at_ms.to_be_bytes());
+    stored.extend_from_slice(value.as_bytes());
+    batch.put_cf(handle, record_key(key), stored);
+    batch.put_cf(handle, expiry_key(expires_at_ms, key), []);
+}
+
+/// Adds `ops` to `batch`, in order. Reads the archive (for a put over an existing key, and for
+/// a purge's walk), so the caller must not interleave another archive writer.
+pub(crate) fn write_ops(
+    db: &DB,
+    batch: &mut WriteBatch,
+    ops: &[ArchiveOp],
+) -> Result<(), StoreError> {
+    let handle = cf(db, CF_ARCHIVE)?;
+    // Puts of this batch, which the reads below cannot see yet: key to expiry.
+    let mut batch_puts: HashMap<&str, u64> = HashMap::new();
+    for op in ops {
+        match op {
+            ArchiveOp::Put {
+                key,
+                value,
+                expires_at_ms,
+            } => {
+                let old_expiry = match batch_puts.get(key.as_str()) {
+                    Some(expiry) => Some(*expiry),
+                    None => db
+                        .get_pinned_cf(handle, record_key(key))
+                        .map_err(|source| StoreError::Rocks {
+                            op: "read archive record",
+                            source,
+                        })?
+                        .map(|old| split_record(&old).map(|(expiry, _)| expiry))
+                        .transpose()?,
+                };
+                if let Some(old_expiry) = old_expiry.filter(|e| e != expires_at_ms) {
+                    batch.delete_cf(handle, expiry_key(old_expiry, key));
+                }
+                put_record(batch, handle, key, value, *expires_at_ms);
+                batch_puts.insert(key, *expires_at_ms);
+            }
+            ArchiveOp::PurgeBefore { at_ms } => {
+                batch_puts.retain(|key, expiry| {
+                    let expired = *expiry <= *at_ms;
+                    if expired {
+                        batch.delete_cf(handle, record_key(key));
+                        batch.delete_cf(handle, expiry_key(*expiry, key));
+                    }
+                    !expired
+                });
+                let start = [EXPIRY];
+                let iter = db.iterator_cf(handle, IteratorMode::From(&start, Direction::Forward));
+                for item in iter {
+                    let (ikey, _) = item.map_err(|source| StoreError::Rocks {
+                        op: "walk archive expiries",
+                        source,
+                    })?;
+                    if ikey.first() != Some(&EXPIRY) {
+                        break;
+                    }
+                    let Some((expiry, key)) = ikey[1..].split_first_chunk::<8>() else {
+                        return Err(StoreError::corrupt("archive expiry key too short"));
+                    };
+                    if u64::from_be_bytes(*expiry) > *at_ms {
+                        break;
+                    }
+                    // A record this batch put again under a later expiry keeps its new entry.
+                    let key_text = std::str::from_utf8(key).unwrap_or_default();
+                    let replaced = batch_puts.get(key_text).is_some_and(|e| *e > *at_ms);
+                    batch.delete_cf(handle, &ikey);
+                    if !replaced {
+                        let mut rkey = Vec::with_capacity(1 + key.len());
+                        rkey.push(RECORD);
+                        rkey.extend_from_slice(key);
+                        batch.delete_cf(handle, rkey);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the record under `key`: `None` if absent or expired by a purge.
+pub(crate) fn get(db: &DB, key: &str) -> Result<Option<String>, StoreError> {
+    let handle = cf(db, CF_ARCHIVE)?;
+    let Some(bytes) = db
+        .get_pinned_cf(handle, record_key(key))
+        .map_err(|source| StoreError::Rocks {
+            op: "read archive record",
+            source,
+        })?
+    else {
+        return Ok(None);
+    };
+    let (_, value) = split_record(&bytes)?;
+    String::from_utf8(value.to_vec())
+        .map(Some)
+        .map_err(|_| StoreError::corrupt(format!("archive record {key} is not UTF-8")))
+}
+
+/// Every record, in key order, for a snapshot sent to another node.
+pub(crate) fn dump(db: &DB) -> Result<Vec<ArchivedRecord>, StoreError> {
+    let handle = cf(db, CF_ARCHIVE)?;
+    let start = [RECORD];
+    let mut out = Vec::new();
+    for item in db.iterator_cf(handle, IteratorMode::From(&start, Direction::Forward)) {
+        let (rkey, bytes) = item.map_err(|source| StoreError::Rocks {
+            op: "walk archive records",
+            source,
+        })?;
+        if rkey.first() != Some(&RECORD) {
+            break;
+        }
+        let key = String::from_utf8(rkey[1..].to_vec())
+            .map_err(|_| StoreError::corrupt("archive key is not UTF-8"))?;
+        let (expires_at_ms, value) = split_record(&bytes)?;
+        let value = String::from_utf8(value.to_vec())
+            .map_err(|_| StoreError::corrupt(format!("archive record {key} is not UTF-8")))?;
+        out.push(ArchivedRecord {
+            key,
+            value,
+            expires_at_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds to `batch` the replacement of the whole archive by `records`.
+pub(crate) fn replace_all(
+    db: &DB,
+    batch: &mut WriteBatch,
+    records: &[ArchivedRecord],
+) -> Result<(), StoreError> {
+    let handle = cf(db, CF_ARCHIVE)?;
+    batch.delete_range_cf(handle, [RECORD], [RECORD + 1]);
+    batch.delete_range_cf(handle, [EXPIRY], [EXPIRY + 1]);
+    // Written after the range deletes in the same batch, so the new records survive them.
+    for record in records {
+        put_record(
+            batch,
+            handle,
+            &record.key,
+            &record.value,
+            record.expires_at_ms,
+        );
+    }
+    Ok(())
+}
+
+/// What `ops` (not yet written) say about `key`: `Some(Some(value))` if a put is the last word,
+/// `Some(None)` if a purge after it removed it, `None` if they do not touch it.
+pub(crate) fn pending_lookup(ops: &[ArchiveOp], key: &str) -> Option<Option<String>> {
+    let mut found: Option<Option<String>> = None;
+    let mut expiry = 0;
+    for op in ops {
+        match op {
+            ArchiveOp::Put {
+                key: k,
+                value,
+                expires_at_ms,
+            } if k == key => {
+                found = Some(Some(value.clone()));
+                expiry = *expires_at_ms;
+            }
+            ArchiveOp::PurgeBefore { at_ms }
+                if matches!(found, Some(Some(_))) && expiry <= *at_ms =>
+            {
+                found = Some(None);
+            }
+            _ => {}
+        }
+    }
+    found
+}
