@@ -2,7 +2,8 @@
 # Parley's two entry points for a fresh machine:
 #
 #   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
-#   ./dev.sh test      install what is missing, then run every check and test (what CI runs)
+#   ./dev.sh test      install what is missing, then run every check and test (what CI runs),
+#                      the API contract test (schemathesis, from PyPI) last
 #   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
 #   ./dev.sh chaos-replay --seed N   rerun a seed exactly (a build with tokio's seeded scheduler)
 #   ./dev.sh bench     every benchmark: Parley, etcd and NATS JetStream side by side, end-to-end
@@ -120,6 +121,8 @@ cmd_test() {
   cargo fmt --all -- --check
   log "cargo test (unit, openraft storage suite, multi-process kill -9 tests)"
   cargo test --workspace -- --nocapture
+  log "API contract (schemathesis against a running node's OpenAPI document)"
+  node/tests/api-contract/run.sh "$(target_dir)/debug/parley"
 }
 
 cmd_lint() {

@@ -62,6 +62,7 @@ pub struct Metrics {
     commit_index: Gauge,
     applied_index: Gauge,
     snapshot_index: Gauge,
+    snapshot_bytes: Gauge,
     write_latency_seconds: Histogram,
     writes: Family<WriteLabels, Counter>,
     long_poll_waiters: Gauge,
@@ -124,6 +125,12 @@ impl Metrics {
             "raft_snapshot_index",
             "Last index in a snapshot here",
             snapshot_index.clone(),
+        );
+        let snapshot_bytes = Gauge::default();
+        registry.register(
+            "raft_snapshot_bytes",
+            "Bytes of the last snapshot built or installed here (0: none since start)",
+            snapshot_bytes.clone(),
         );
         let write_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
@@ -192,6 +199,7 @@ impl Metrics {
             commit_index,
             applied_index,
             snapshot_index,
+            snapshot_bytes,
             write_latency_seconds,
             writes,
             long_poll_waiters,
@@ -248,6 +256,8 @@ impl Metrics {
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.snapshot_index.set(as_gauge(status.snapshot_index));
+        self.snapshot_bytes
+            .set(as_gauge(Some(status.snapshot_bytes)));
         for (kind, count) in [
             ("activities", size.activities),
             ("chats", size.chats),

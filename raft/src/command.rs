@@ -275,7 +275,8 @@ pub struct OpenInterval {
     pub days: Vec<Weekday>,
     /// Opening time, `HH:MM` local.
     pub open: String,
-    /// Closing time, `HH:MM` local, after `open` (`24:00` allowed).
+    /// Closing time, `HH:MM` local (`24:00` allowed); at or before `open`, it closes on the
+    /// next day.
     pub close: String,
 }
 

@@ -88,6 +88,8 @@ pub struct ReplicaStatus {
     pub snapshot_index: Option<u64>,
     /// The voters with their details.
     pub members: BTreeMap<NodeId, NodeInfo>,
+    /// Bytes of the last snapshot built or installed here since start (0: none yet).
+    pub snapshot_bytes: u64,
     /// Log appends written here since start.
     pub log_appends: u64,
     /// WAL syncs those appends waited for since start (group commit: several appends share one).
@@ -306,6 +308,7 @@ impl Replica {
                 .nodes()
                 .map(|(id, node)| (*id, node.clone()))
                 .collect(),
+            snapshot_bytes: self.store.snapshot_bytes(),
             log_appends: self.db.log_appends(),
             wal_syncs: self.db.wal_syncs(),
             forward_rpcs: self.proposer.forward_stats().rpcs(),

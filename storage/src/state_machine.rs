@@ -190,6 +190,8 @@ struct Shared<C: RaftTypeConfig, M> {
     applied_tx: watch::Sender<AppliedState<C::NodeId>>,
     /// Makes snapshot ids unique among snapshots built by this process at the same log id.
     snapshot_counter: AtomicU64,
+    /// Bytes of the last snapshot built or installed here (0 before the first).
+    snapshot_bytes: AtomicU64,
     /// Serializes "compare with the persisted snapshot, then overwrite it" between concurrent
     /// snapshot builds and installs. Only taken inside [`Db::run`], never across an await.
     snapshot_write: Mutex<()>,
@@ -327,6 +329,7 @@ where
                 inner: RwLock::new(inner),
                 applied_tx,
                 snapshot_counter: AtomicU64::new(0),
+                snapshot_bytes: AtomicU64::new(0),
                 snapshot_write: Mutex::new(()),
             }),
         })
@@ -359,6 +362,12 @@ where
         }
         let key = key.to_owned();
         self.shared.db.run(move |db| archive::get(db, &key)).await
+    }
+
+    /// Bytes of the last snapshot this process built or installed (0 before the first): the
+    /// machine in memory, without the archive.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shared.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever something is applied or a snapshot is installed.
@@ -452,6 +461,9 @@ where
                 ErrorVerb::Write,
             )?;
         tracing::debug!(index, term, size = bytes.len(), "built snapshot");
+        self.shared
+            .snapshot_bytes
+            .store(bytes.len() as u64, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -620,6 +632,9 @@ where
             size,
             "installed snapshot"
         );
+        self.shared
+            .snapshot_bytes
+            .store(size as u64, Ordering::Relaxed);
         self.shared
             .applied_tx
             .send_replace(AppliedState { last_applied });

@@ -14,6 +14,8 @@
 //! - [`disk`]: bytes on disk per chat message (`parley-bench disk`).
 //! - [`load`]: committed messages per second and commit latency against a running cluster
 //!   (`parley-bench load`).
+//! - [`soak`]: a steady workload for a long time: memory, state in memory, snapshot size and
+//!   restart time sampled over time (`parley-bench soak`).
 //! - [`driver`]: the closed-loop clients and their latency histograms.
 //! - [`peers`]: starting and stopping the three-node clusters (Parley, etcd, NATS), the HTTP and
 //!   WebSocket calls the suites share, Parley's write-path counters from `/metrics`.
@@ -30,6 +32,7 @@ pub mod failover;
 pub mod load;
 pub mod peers;
 pub mod report;
+pub mod soak;
 
 /// Generated client for etcd's `KV.Put` (package `etcdserverpb`).
 #[allow(clippy::all, missing_docs)]

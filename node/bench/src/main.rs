@@ -20,6 +20,7 @@ use parley_bench::disk::{self, DiskArgs};
 use parley_bench::e2e::{self, E2eArgs};
 use parley_bench::failover::{self, FailoverArgs};
 use parley_bench::load::{self, LoadArgs};
+use parley_bench::soak::{self, SoakArgs};
 
 /// Parley's benchmarks: figures printed, and written as JSON, CSV and SVG plots.
 #[derive(Parser)]
@@ -46,6 +47,9 @@ enum Command {
     /// Committed chat messages per second and commit latency against a cluster that is already
     /// running (by default the one `./dev.sh cluster` starts).
     Load(LoadArgs),
+    /// A steady chat workload for a long time: memory, chats in memory, snapshot size and data
+    /// directory sampled over time (flat when retention works), then a node's restart time.
+    Soak(SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::E2e(args) => e2e::run(args),
         Command::Connections(args) => connections::run(args),
         Command::Load(args) => load::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

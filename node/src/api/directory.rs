@@ -121,8 +121,11 @@ impl From<&cmd::QueueSpec> for Queue {
 #[serde(deny_unknown_fields)]
 pub struct BusinessHours {
     /// IANA time zone name, e.g. `Europe/Paris`.
+    #[schema(schema_with = time_zone_schema)]
     pub time_zone: String,
-    /// Opening intervals; a time is inside business hours when it falls in any of them.
+    /// Opening intervals, at most 28; a time is inside business hours when it falls in any
+    /// of them.
+    #[schema(max_items = 28)]
     pub intervals: Vec<OpenInterval>,
 }
 
@@ -154,7 +157,8 @@ pub struct OpenInterval {
     /// Opening time, `HH:MM` local.
     #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub open: String,
-    /// Closing time, `HH:MM` local, after `open` (`24:00` allowed).
+    /// Closing time, `HH:MM` local (`24:00` allowed); at or before `open`, the interval closes
+    /// on the next day (`22:00`–`06:00`; equal times: 24 hours).
     #[schema(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
     pub close: String,
 }
@@ -248,4 +252,57 @@ mod tests {
             assert_eq!(cmd::Weekday::from(Weekday::from(day)), day);
         }
     }
+}
+
+/// The schema of an agent's per-channel limits: an optional count per channel, 0 (never
+/// offered that channel) to [`parley_raft::limits::AGENT_CHANNEL_LIMIT_MAX`], nothing else.
+pub fn channel_limits_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let limit = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(parley_raft::limits::AGENT_CHANNEL_LIMIT_MAX))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("chat", limit())
+        .property("callback", limit())
+        .property("email", limit())
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some(
+            "Limit per channel, e.g. `{\"chat\": 3, \"callback\": 1}`",
+        ))
+        .build()
+}
+
+/// The schema of a queue's channel: the channels a queue can take today (email queues arrive
+/// with the email channel), or `null` for the default, `chat`.
+pub fn queue_channel_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some([
+            serde_json::json!("chat"),
+            serde_json::json!("callback"),
+            serde_json::Value::Null,
+        ]))
+        .description(Some("`chat` (default) or `callback`"))
+        .build()
+}
+
+/// The schema of a time zone: one of the names of the tz database built into the binary,
+/// which is what business hours are checked against.
+pub fn time_zone_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut names: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|name| name.to_string())
+        .collect();
+    names.sort();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+        .description(Some("IANA time zone name, e.g. `Europe/Paris`"))
+        .build()
 }

@@ -218,6 +218,7 @@ pub struct QueueBody {
     pub department: Option<String>,
     /// `chat` (default) or `callback`.
     #[serde(default)]
+    #[schema(schema_with = crate::api::directory::queue_channel_schema)]
     pub channel: Option<Channel>,
     /// Skills an agent needs.
     #[serde(default)]
@@ -225,6 +226,7 @@ pub struct QueueBody {
     /// Offer timeout, ms (1000..=3600000). Default 30000.
     #[serde(default)]
     #[schema(minimum = 1000, maximum = 3600000)]
+    #[serde(deserialize_with = "crate::web::whole_number_opt")]
     pub offer_timeout_ms: Option<u64>,
     /// Make agents who miss an offer not ready. Default true.
     #[serde(default)]
@@ -232,6 +234,7 @@ pub struct QueueBody {
     /// Customer inactivity timeout, ms; 0 disables. Default 600000.
     #[serde(default)]
     #[schema(maximum = 86400000)]
+    #[serde(deserialize_with = "crate::web::whole_number_opt")]
     pub inactivity_timeout_ms: Option<u64>,
     /// Opening hours; absent means always open.
     #[serde(default)]
@@ -330,6 +333,8 @@ pub struct AgentBody {
     #[serde(default)]
     pub skills: Vec<String>,
     /// Limit per channel, e.g. `{"chat": 3, "callback": 1}`.
+    #[schema(schema_with = crate::api::directory::channel_limits_schema)]
+    #[serde(deserialize_with = "crate::web::whole_number_values")]
     pub limits: BTreeMap<Channel, u32>,
     /// New password (8..=1024 bytes); required for a new agent, optional otherwise. Hashed
     /// with argon2 on the receiving node; only the hash is replicated.
@@ -373,8 +378,13 @@ pub async fn put_agent(
                         .map(|a| a.spec.password_hash.clone())
                 })
                 .await?
+                // Well-formed, but there is no password to keep: a conflict with the
+                // directory, as a chat started in a callback queue is.
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_field", "a new agent needs a password")
+                    ApiError::conflict(
+                        "password_required",
+                        "there is no agent with this id yet: a new agent needs a password",
+                    )
                 })?
         }
     };

@@ -353,6 +353,7 @@ pub async fn end_chat(
 pub struct SurveyBody {
     /// 1 (poor) to 5 (excellent).
     #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "crate::web::whole_number")]
     pub rating: u8,
     /// Optional comment, at most 2000 bytes.
     #[serde(default)]

@@ -22,6 +22,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{ChatId, Op, Participant};
 use parley_raft::state::QueuePosition;
 use parley_raft::{ErrorClass, Outcome, Replica, State};
+use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
@@ -390,6 +391,62 @@ pub fn admin_caller(
         return Err(ApiError::unauthorized("not the admin credential"));
     }
     Ok(())
+}
+
+/// Deserializes an integer that JSON may spell as a number with a zero fraction (`5.0`), as
+/// JSON Schema's `integer` allows; a fraction or an out-of-range value is refused.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v <= u64::MAX as f64)
+            .map(|v| v as u64)
+    });
+    let whole = whole.ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
+    T::try_from(whole).map_err(|_| D::Error::custom(format!("{whole} is out of range")))
+}
+
+/// [`whole_number`] for an optional field (`null` or absent: `None`).
+pub fn whole_number_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, IntoDeserializer};
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = number.into();
+    whole_number(value.into_deserializer())
+        .map(Some)
+        .map_err(|e: serde_json::Error| D::Error::custom(e))
+}
+
+/// [`whole_number`] for every value of a map.
+pub fn whole_number_values<'de, D, K, T>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<K, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: serde::Deserialize<'de> + Ord,
+    T: TryFrom<u64>,
+{
+    use serde::de::{Error, IntoDeserializer};
+    let raw = std::collections::BTreeMap::<K, serde_json::Number>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(key, number)| {
+            let value: serde_json::Value = number.into();
+            whole_number(value.into_deserializer())
+                .map(|v| (key, v))
+                .map_err(|e: serde_json::Error| D::Error::custom(e))
+        })
+        .collect()
 }
 
 /// Answers 201 for a new resource, 200 for a replayed request.

@@ -135,6 +135,11 @@ impl Modify for EdgeAnswers {
                     "Malformed input: `malformed_json`, `invalid_field`, `invalid_query`, \
                      `invalid_path` or `not_a_websocket`",
                 )];
+                // Every documented body is required (an absent body is 415, a JSON `null` is
+                // a value), whatever utoipa derived from an `Option` body type.
+                if let Some(utoipa::openapi::RefOr::T(body)) = operation.request_body.as_mut() {
+                    body.required = Some(utoipa::openapi::Required::True);
+                }
                 if operation.request_body.is_some() {
                     answers.push(("413", "`payload_too_large`: the body exceeds 64 KiB"));
                     answers.push(("415", "`unsupported_media_type`: the body is not JSON"));

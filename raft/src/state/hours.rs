@@ -21,19 +21,31 @@ fn parse_minutes(field: &str, value: &str) -> Result<u32, Rejection> {
     Ok(hours * 60 + minutes)
 }
 
+/// An interval's opening and closing minutes. A closing time at or before the opening time
+/// closes on the next day (`22:00`–`06:00` is a night shift; `09:00`–`09:00` is 24 hours).
 fn interval_minutes(interval: &OpenInterval) -> Result<(u32, u32), Rejection> {
     let open = parse_minutes("business_hours.open", &interval.open)?;
-    let close = parse_minutes("business_hours.close", &interval.close)?;
-    if close <= open {
+    if open >= 24 * 60 {
         return Err(Rejection::invalid(
-            "business_hours.close",
-            format!(
-                "{} is not after the opening time {}",
-                interval.close, interval.open
-            ),
+            "business_hours.open",
+            "24:00 is a closing time only",
         ));
     }
+    let close = parse_minutes("business_hours.close", &interval.close)?;
     Ok((open, close))
+}
+
+/// The day before `day`.
+fn previous(day: Weekday) -> Weekday {
+    match day {
+        Weekday::Mon => Weekday::Sun,
+        Weekday::Tue => Weekday::Mon,
+        Weekday::Wed => Weekday::Tue,
+        Weekday::Thu => Weekday::Wed,
+        Weekday::Fri => Weekday::Thu,
+        Weekday::Sat => Weekday::Fri,
+        Weekday::Sun => Weekday::Sat,
+    }
 }
 
 /// Checks that the hours name a known time zone and well-formed intervals.
@@ -84,9 +96,16 @@ pub fn is_open(hours: &BusinessHours, at_ms: u64) -> bool {
     let minute =
         u32::try_from(local.hour()).unwrap_or(0) * 60 + u32::try_from(local.minute()).unwrap_or(0);
     hours.intervals.iter().any(|interval| {
-        interval.days.contains(&day)
-            && interval_minutes(interval)
-                .is_ok_and(|(open, close)| open <= minute && minute < close)
+        let Ok((open, close)) = interval_minutes(interval) else {
+            return false;
+        };
+        if open < close {
+            interval.days.contains(&day) && open <= minute && minute < close
+        } else {
+            // Runs past midnight: from `open` on one of its days to `close` the day after.
+            (interval.days.contains(&day) && minute >= open)
+                || (interval.days.contains(&previous(day)) && minute < close)
+        }
     })
 }
 
@@ -139,7 +158,7 @@ mod tests {
         assert!(check(&hours).is_err());
         hours.time_zone = "UTC".into();
         assert!(check(&hours).is_ok());
-        for (open, close) in [("9:00", "17:00"), ("17:00", "09:00"), ("24:30", "25:00")] {
+        for (open, close) in [("9:00", "17:00"), ("24:00", "09:00"), ("24:30", "25:00")] {
             hours.intervals[0].open = open.into();
             hours.intervals[0].close = close.into();
             assert!(check(&hours).is_err(), "{open}-{close} accepted");
@@ -149,5 +168,25 @@ mod tests {
         assert!(check(&hours).is_ok());
         hours.intervals[0].days.clear();
         assert!(check(&hours).is_err());
+    }
+
+    #[test]
+    fn an_interval_closing_before_it_opens_runs_past_midnight() {
+        let mut night = weekdays_nine_to_five("UTC");
+        night.intervals[0].days = vec![Weekday::Fri];
+        night.intervals[0].open = "22:00".into();
+        night.intervals[0].close = "06:00".into();
+        assert!(check(&night).is_ok());
+        // Friday 2026-11-27 23:00 and Saturday 05:59 are inside; Saturday 06:00 and 23:00,
+        // and Friday 05:00 (Thursday is not a day of the interval), are not.
+        assert!(is_open(&night, ms("2026-11-27T23:00:00Z")));
+        assert!(is_open(&night, ms("2026-11-28T05:59:00Z")));
+        assert!(!is_open(&night, ms("2026-11-28T06:00:00Z")));
+        assert!(!is_open(&night, ms("2026-11-28T23:00:00Z")));
+        assert!(!is_open(&night, ms("2026-11-27T05:00:00Z")));
+        // Equal times: 24 hours from the opening.
+        night.intervals[0].close = "22:00".into();
+        assert!(is_open(&night, ms("2026-11-28T21:59:00Z")));
+        assert!(!is_open(&night, ms("2026-11-28T22:00:00Z")));
     }
 }
