@@ -27,6 +27,13 @@ use tonic::{Request, Response, Status};
 
 use crate::net::{incoming, SimConnector, GRPC_PORT};
 
+/// The simulated nodes' retention: short enough that chats completed early in a run leave
+/// memory (and are checked from the archive) before the run ends.
+const SIM_RETENTION: Retention = Retention {
+    hot_ms: 3_000,
+    archive_ms: 3_600_000,
+};
+
 /// The simulated wall clock: turmoil's epoch plus simulated time, so timers fire by
 /// simulated time and runs replay.
 #[derive(Clone, Copy, Debug, Default)]
@@ -117,7 +124,7 @@ pub async fn run(
         replica.clone(),
         metrics,
         directory,
-        Retention::default(),
+        SIM_RETENTION,
         "sim".to_owned(),
     )
     .start();
@@ -246,25 +253,60 @@ impl SimNode for SimService {
     ) -> Result<Response<InspectReply>, Status> {
         let request = request.into_inner();
         let term = self.replica.status().term;
+        // What the oracle asks about and the state retired is read from the archive, as the
+        // HTTP API reads it; the retention is short enough here that completed chats retire
+        // during a run.
+        let missing: Vec<String> = self.replica.read(|state, _| {
+            request
+                .chat_ids
+                .iter()
+                .chain(&request.activity_ids)
+                .filter(|id| !state.activities.contains_key(*id))
+                .cloned()
+                .collect()
+        });
+        let mut retired = BTreeMap::new();
+        for id in missing {
+            if let Some(record) = self.replica.archived(&id).await.map_err(unavailable)? {
+                retired.insert(id, record);
+            }
+        }
         let reply = self.replica.read(|state, applied| {
             let chats: BTreeMap<&String, _> = request
                 .chat_ids
                 .iter()
-                .filter_map(|id| state.chats.get(id).map(|chat| (id, &chat.events)))
+                .filter_map(|id| {
+                    let chat = state
+                        .chats
+                        .get(id)
+                        .or_else(|| retired.get(id).and_then(|r| r.chat.as_ref()))?;
+                    Some((id, &chat.events))
+                })
                 .collect();
             let activities: BTreeMap<&String, _> = request
                 .activity_ids
                 .iter()
-                .filter_map(|id| state.activities.get(id).map(|a| (id, a)))
+                .filter_map(|id| {
+                    let activity = state
+                        .activities
+                        .get(id)
+                        .or_else(|| retired.get(id).map(|r| &r.activity))?;
+                    Some((id, activity))
+                })
                 .collect();
             let agents: BTreeMap<&String, _> = request
                 .agent_ids
                 .iter()
                 .filter_map(|id| state.agents.get(id).map(|a| (id, a)))
                 .collect();
-            let count = |f: fn(&ActivityStatus) -> bool| {
-                state.activities.values().filter(|a| f(&a.status)).count() as u64
+            let all = || {
+                state
+                    .activities
+                    .values()
+                    .chain(retired.values().map(|r| &r.activity))
             };
+            let count =
+                |f: fn(&ActivityStatus) -> bool| all().filter(|a| f(&a.status)).count() as u64;
             Ok::<_, serde_json::Error>(InspectReply {
                 applied_index: applied.map_or(0, |id| id.index),
                 digest: state.digest()?,
@@ -276,9 +318,7 @@ impl SimNode for SimService {
                 chats_json: serde_json::to_vec(&chats)?,
                 term,
                 assigned: count(|s| matches!(s, ActivityStatus::Assigned { .. })),
-                offer_timeouts: state
-                    .activities
-                    .values()
+                offer_timeouts: all()
                     .flat_map(|a| &a.history)
                     .filter(|t| t.reason == "offer_timeout")
                     .count() as u64,

@@ -86,19 +86,7 @@ pub fn run(args: DiskArgs) -> anyhow::Result<()> {
         figures.incumbent_bytes_per_message,
         figures.bytes_per_message / figures.incumbent_bytes_per_message
     );
-    println!("\n{table}");
-    std::fs::create_dir_all(&args.cluster.out)
-        .with_context(|| format!("creating {}", args.cluster.out.display()))?;
-    let path = args.cluster.out.join("disk.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&figures).context("encoding")?,
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    let md = args.cluster.out.join("disk.md");
-    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
-    println!("wrote {} and {}", path.display(), md.display());
-    Ok(())
+    super::report::write_json_and_table(&args.cluster.out, "disk", &figures, &table)
 }
 
 async fn measure(

@@ -157,6 +157,27 @@ pub fn markdown(results: &[Figures], ratios: &[Ratio]) -> String {
     out
 }
 
+/// Prints `table` and writes it as `<name>.md`, and `figures` as `<name>.json`, into `out`.
+pub fn write_json_and_table(
+    out: &Path,
+    name: &str,
+    figures: &impl serde::Serialize,
+    table: &str,
+) -> anyhow::Result<()> {
+    println!("\n{table}");
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = out.join(format!("{name}.json"));
+    fs::write(
+        &json,
+        serde_json::to_vec_pretty(figures).context("encoding")?,
+    )
+    .with_context(|| format!("writing {}", json.display()))?;
+    let md = out.join(format!("{name}.md"));
+    fs::write(&md, table).with_context(|| format!("writing {}", md.display()))?;
+    println!("wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
+
 /// Prints the summary and writes `compare.{json,csv,md}` and the plots into `out`.
 pub fn write(
     out: &Path,

@@ -147,19 +147,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         "\nnode 3 killed and restarted at the end: ready again after {} ms\n",
         figures.restart_ready_ms
     ));
-    println!("\n{table}");
-    std::fs::create_dir_all(&args.cluster.out)
-        .with_context(|| format!("creating {}", args.cluster.out.display()))?;
-    let path = args.cluster.out.join("soak.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&figures).context("encoding")?,
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    let md = args.cluster.out.join("soak.md");
-    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
-    println!("wrote {} and {}", path.display(), md.display());
-    Ok(())
+    super::report::write_json_and_table(&args.cluster.out, "soak", &figures, &table)
 }
 
 async fn soak(args: &SoakArgs, setup: &Setup) -> anyhow::Result<SoakFigures> {
