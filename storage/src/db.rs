@@ -35,6 +35,9 @@ pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 /// Column family holding the records the machine retired from memory (see [`crate::archive`]).
 pub(crate) const CF_ARCHIVE: &str = "archive";
 
+/// Most bytes of WAL files kept before the column families pinning the oldest are flushed.
+const WAL_TOTAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 /// Whether writes are fsynced before they are reported durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +117,11 @@ impl Db {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_compression_type(DBCompressionType::Lz4);
+        // A WAL file is deleted only once every column family with writes in it was flushed;
+        // `meta` takes a few small writes (the committed log id) and would otherwise hold
+        // every WAL file forever. Past this total, RocksDB flushes the column families that
+        // pin the oldest file.
+        db_opts.set_max_total_wal_size(WAL_TOTAL_BYTES_MAX);
 
         let db = DB::open_cf(&db_opts, path, [CF_META, CF_LOGS, CF_SNAPSHOT, CF_ARCHIVE])
             .map_err(|source| StoreError::Rocks { op: "open", source })?;
