@@ -27,13 +27,6 @@ use tonic::{Request, Response, Status};
 
 use crate::net::{incoming, SimConnector, GRPC_PORT};
 
-/// The simulated nodes' retention: short enough that chats completed early in a run leave
-/// memory (and are checked from the archive) before the run ends.
-const SIM_RETENTION: Retention = Retention {
-    hot_ms: 3_000,
-    archive_ms: 3_600_000,
-};
-
 /// The simulated wall clock: turmoil's epoch plus simulated time, so timers fire by
 /// simulated time and runs replay.
 #[derive(Clone, Copy, Debug, Default)]
@@ -124,7 +117,7 @@ pub async fn run(
         replica.clone(),
         metrics,
         directory,
-        SIM_RETENTION,
+        Retention::default(),
         "sim".to_owned(),
     )
     .start();

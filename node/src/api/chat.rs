@@ -71,12 +71,14 @@ pub struct Customer {
         max_length = 50,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 50>")]
     pub name: String,
     /// Contact address (one `@`, no spaces, at most 254 bytes); never logged.
     #[schema(
         max_length = 63,
         pattern = r"^[^\s@\u0000-\u001f\u007f-\u009f]+@[^\s@\u0000-\u001f\u007f-\u009f]+$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 63>")]
     pub email: String,
 }
 

@@ -143,6 +143,7 @@ pub struct NameBody {
         max_length = 50,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 50>")]
     pub name: String,
 }
 
@@ -212,6 +213,7 @@ pub struct QueueBody {
         max_length = 50,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 50>")]
     pub name: String,
     /// Department id.
     #[serde(default)]
@@ -246,6 +248,7 @@ pub struct QueueBody {
         max_length = 125,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most_opt::<_, 125>")]
     pub off_hours_message: Option<String>,
 }
 
@@ -328,6 +331,7 @@ pub struct AgentBody {
         max_length = 50,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 50>")]
     pub name: String,
     /// Skills.
     #[serde(default)]

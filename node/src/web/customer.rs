@@ -53,6 +53,7 @@ pub struct StartChatBody {
         max_length = 500,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 500>")]
     pub question: String,
 }
 
@@ -145,6 +146,7 @@ pub struct PostMessageBody {
         max_length = 1024,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 1024>")]
     pub text: String,
 }
 
@@ -361,6 +363,7 @@ pub struct SurveyBody {
         max_length = 500,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 500>")]
     pub comment: String,
 }
 
@@ -552,6 +555,7 @@ pub struct CallbackBody {
         max_length = 50,
         pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 50>")]
     pub name: String,
     /// E.164 number, e.g. `+33123456789`.
     #[schema(pattern = r"^\+[0-9]{7,15}$")]

@@ -192,6 +192,9 @@ fn json_error(error: JsonPayloadError) -> ApiError {
             "unsupported_media_type",
             "send the body as application/json",
         ),
+        JsonPayloadError::Deserialize(error) if error.to_string().starts_with(TEXT_TOO_LONG) => {
+            ApiError::bad_request("invalid_field", error.to_string())
+        }
         other => ApiError::bad_request("malformed_json", other.to_string()),
     }
 }
@@ -410,6 +413,40 @@ where
     });
     let whole = whole.ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
     T::try_from(whole).map_err(|_| D::Error::custom(format!("{whole} is out of range")))
+}
+
+/// How a text over its character bound is reported, so [`json_error`] answers
+/// `invalid_field` for it, as for every other bound, and not `malformed_json`.
+const TEXT_TOO_LONG: &str = "a text is longer than";
+
+/// Deserializes a string of at most `N` characters (Unicode code points, what JSON Schema's
+/// `maxLength` counts). The edge bounds text in characters, at a quarter of the byte bound the
+/// state keeps (`limits.rs`), so every text the document allows fits the state's bound.
+pub fn chars_at_most<'de, D, const N: usize>(deserializer: D) -> Result<String, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let text = String::deserialize(deserializer)?;
+    if text.chars().count() > N {
+        return Err(D::Error::custom(format!("{TEXT_TOO_LONG} {N} characters")));
+    }
+    Ok(text)
+}
+
+/// [`chars_at_most`] for an optional field (`null` or absent: `None`).
+pub fn chars_at_most_opt<'de, D, const N: usize>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let text = Option::<String>::deserialize(deserializer)?;
+    if text.as_ref().is_some_and(|t| t.chars().count() > N) {
+        return Err(D::Error::custom(format!("{TEXT_TOO_LONG} {N} characters")));
+    }
+    Ok(text)
 }
 
 /// [`whole_number`] for an optional field (`null` or absent: `None`).

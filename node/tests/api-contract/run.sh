@@ -10,7 +10,8 @@ parley="${1:?usage: run.sh PATH/TO/parley}"
 admin_token="local-demo-admin-token-change-me-0123456789"
 url="http://127.0.0.1:18101"
 
-if ! command -v st >/dev/null; then
+# Through the interpreter, so a fresh install works without a PATH change (pyenv shims).
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
   echo "[api-contract] installing schemathesis from PyPI" >&2
   python3 -m pip install --quiet "schemathesis>=4.32,<5"
 fi
@@ -44,5 +45,5 @@ agent_token="$(curl -fsS -X POST "$url/api/v1/agents/login" -H 'Content-Type: ap
 
 echo "[api-contract] schemathesis against $url/api/v1/openapi.json" >&2
 cd "$data"
-PARLEY_ADMIN_TOKEN="$admin_token" PARLEY_AGENT_TOKEN="$agent_token" st --config-file "$here/schemathesis.toml" run \
+PARLEY_ADMIN_TOKEN="$admin_token" PARLEY_AGENT_TOKEN="$agent_token" python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run \
   --no-color "$url/api/v1/openapi.json"
