@@ -48,8 +48,8 @@ pub struct Step {
     pub sampled: usize,
 }
 
-/// Node 1's resident set in bytes, from /proc.
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+/// A process's resident set in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib: u64 = status

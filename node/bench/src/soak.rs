@@ -79,20 +79,6 @@ pub struct SoakFigures {
     pub restart_ready_ms: u64,
 }
 
-/// Resident memory of process `pid`, from /proc.
-fn rss_bytes(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                let kb = line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?;
-                kb.trim().parse::<u64>().ok()
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Runs the soak.
 pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.clients > 4096 || args.messages_per_chat == 0 {
@@ -232,9 +218,13 @@ async fn soak(args: &SoakArgs, setup: &Setup) -> anyhow::Result<SoakFigures> {
                 .await
                 .context("reading metrics")?;
             let value = |name: &str| counter_value(&text, name).unwrap_or(0);
-            sample
-                .rss_bytes
-                .push(rss_bytes(cluster.processes.pid(index)));
+            sample.rss_bytes.push(
+                cluster
+                    .processes
+                    .pid(index)
+                    .and_then(|pid| super::connections::rss_bytes(pid).ok())
+                    .unwrap_or(0),
+            );
             sample
                 .chats_in_memory
                 .push(value("parley_state_entries{kind=\"chats\"}"));
