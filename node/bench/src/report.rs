@@ -106,9 +106,10 @@ pub struct Ratio {
 pub fn ratios(results: &[Figures]) -> Vec<Ratio> {
     let mut ratios = Vec::new();
     for parley in results.iter().filter(|f| f.system == "parley") {
+        // `parley-leader` and `parley-follower` are Parley too, measured apart at one client.
         for peer in results
             .iter()
-            .filter(|f| f.system != "parley" && f.concurrency == parley.concurrency)
+            .filter(|f| !f.system.starts_with("parley") && f.concurrency == parley.concurrency)
         {
             let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             ratios.push(Ratio {
@@ -126,12 +127,15 @@ pub fn ratios(results: &[Figures]) -> Vec<Ratio> {
 /// The summary as a Markdown table (printed, and pasted into docs/BENCHMARKS.md).
 pub fn markdown(results: &[Figures], ratios: &[Ratio]) -> String {
     let mut out = String::from(
-        "| system | clients | ops/s | p50 ms | p99 ms | p999 ms | max ms | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| system | clients | ops/s | p50 ms | p99 ms | p999 ms | max ms | errors | server CPU s / 1k ops |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for f in results {
+        let cpu = f
+            .server_cpu_s_per_1k
+            .map_or_else(|| "–".to_owned(), |cpu| format!("{cpu:.3}"));
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {cpu} |\n",
             f.system,
             f.concurrency,
             f.per_second,
@@ -321,6 +325,7 @@ mod tests {
             p99_ms,
             p999_ms: p99_ms,
             max_ms: p99_ms,
+            server_cpu_s_per_1k: None,
         }
     }
 
