@@ -233,27 +233,6 @@ impl From<Weekday> for cmd::Weekday {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_channel_and_weekday_round_trips_through_the_state_type() {
-        for channel in cmd::Channel::ALL {
-            assert_eq!(cmd::Channel::from(Channel::from(channel)), channel);
-            // The wire name is the state's name for it.
-            assert_eq!(
-                serde_json::to_value(Channel::from(channel)).ok(),
-                Some(serde_json::Value::from(channel.as_str()))
-            );
-        }
-        use cmd::Weekday as W;
-        for day in [W::Mon, W::Tue, W::Wed, W::Thu, W::Fri, W::Sat, W::Sun] {
-            assert_eq!(cmd::Weekday::from(Weekday::from(day)), day);
-        }
-    }
-}
-
 /// The schema of an agent's per-channel limits: an optional count per channel, 0 (never
 /// offered that channel) to [`parley_raft::limits::AGENT_CHANNEL_LIMIT_MAX`], nothing else.
 pub fn channel_limits_schema() -> utoipa::openapi::schema::Object {
@@ -305,4 +284,25 @@ pub fn time_zone_schema() -> utoipa::openapi::schema::Object {
         .enum_values(Some(names))
         .description(Some("IANA time zone name, e.g. `Europe/Paris`"))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_channel_and_weekday_round_trips_through_the_state_type() {
+        for channel in cmd::Channel::ALL {
+            assert_eq!(cmd::Channel::from(Channel::from(channel)), channel);
+            // The wire name is the state's name for it.
+            assert_eq!(
+                serde_json::to_value(Channel::from(channel)).ok(),
+                Some(serde_json::Value::from(channel.as_str()))
+            );
+        }
+        use cmd::Weekday as W;
+        for day in [W::Mon, W::Tue, W::Wed, W::Thu, W::Fri, W::Sat, W::Sun] {
+            assert_eq!(cmd::Weekday::from(Weekday::from(day)), day);
+        }
+    }
 }
