@@ -301,15 +301,7 @@ async fn measured(
 /// Which of `urls` is the leader now (by its `parley_raft_is_leader` gauge).
 async fn leader_index(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<usize> {
     for (index, url) in urls.iter().enumerate() {
-        let text = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("reading {url}/metrics"))?
-            .text()
-            .await
-            .with_context(|| format!("reading {url}/metrics"))?;
+        let text = super::peers::metrics_page(http, url).await?;
         if super::peers::counter_value(&text, "parley_raft_is_leader") == Some(1) {
             return Ok(index);
         }

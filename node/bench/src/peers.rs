@@ -482,6 +482,19 @@ pub async fn post_message(
     body["seq"].as_u64().context("no seq in the answer")
 }
 
+/// The Prometheus text page of the node at `url`.
+pub async fn metrics_page(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading {url}/metrics"))?
+        .text()
+        .await
+        .with_context(|| format!("reading {url}/metrics"))
+}
+
 /// The value of `name` (with its labels, as exposed) in a Prometheus text page.
 pub fn counter_value(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -509,15 +522,7 @@ impl WritePath {
     pub async fn read(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<Self> {
         let mut sum = Self::default();
         for url in urls {
-            let text = client
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .with_context(|| format!("reading {url}/metrics"))?
-                .text()
-                .await
-                .with_context(|| format!("reading {url}/metrics"))?;
+            let text = metrics_page(client, url).await?;
             let get = |name: &str| counter_value(&text, name).unwrap_or(0);
             sum.log_appends += get("parley_storage_log_appends_total");
             sum.wal_syncs += get("parley_storage_wal_syncs_total");
