@@ -272,16 +272,16 @@ async fn nats_ops(urls: &[String], concurrency: usize, payload: &[u8]) -> anyhow
         .collect())
 }
 
-/// Drives `ops` and adds the servers' CPU seconds per 1,000 acknowledged operations, read
-/// around the measured window (warm-up included in neither).
+/// Drives `ops` and adds the servers' CPU seconds per 1,000 acknowledged operations: CPU read
+/// around the whole run (warm-up and measured window), scaled to the measured window's share.
 async fn measured(
     name: &str,
     ops: Vec<Op>,
     args: &CompareArgs,
     processes: &super::peers::Processes,
 ) -> anyhow::Result<Figures> {
-    // The warm-up runs inside `drive`; CPU is read around the whole run and scaled by the
-    // measured share of its time, which is close because the load is steady.
+    // The warm-up runs inside `drive`; scaling by time share is close because the load is
+    // steady.
     let cpu_before = processes.cpu_seconds();
     let started = std::time::Instant::now();
     let mut figures = drive(name, ops, args.load.warmup, args.load.duration).await?;
