@@ -14,6 +14,7 @@ use crate::proto::{
     AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, SimReply, SimWrite,
 };
 use actix::{Actor, Addr};
+use openraft::async_runtime::WatchReceiver;
 use parley_node::app::{AppActor, Query, Write};
 use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
 use parley_node::metrics::Metrics;
@@ -145,7 +146,7 @@ pub async fn run(
     tokio::task::spawn_local(async move {
         loop {
             let seen = {
-                let metrics = metrics.borrow();
+                let metrics = metrics.borrow_watched();
                 (metrics.current_leader, metrics.current_term)
             };
             leaders.borrow_mut().insert(id, seen);

@@ -4,12 +4,15 @@
 //! It follows the locally applied index (a `watch` channel from the state machine), so it
 //! delivers whatever this node applied, whoever proposed it. A client follows a [`Feed`]: one
 //! chat's events, one agent's feed, or the supervisor view. On every applied change the actor
-//! compares each feed's head with what the client was last told about and wakes those behind;
-//! the client's own task then reads the missed events from the state (so delivery after a
-//! reconnect and live delivery are the same code path, and nothing depends on this actor
-//! having seen every change).
+//! asks the state's touch journal ([`parley_raft::state::touched`]) which chats and agent feeds
+//! the entries since its last look appended to, and compares only those feeds' heads (and the
+//! supervisor view's) with what their clients were last told about, waking those behind; when
+//! the journal cannot say (after a restart or a snapshot install, or when it overflowed), it
+//! compares every feed. The client's own task then reads the missed events from the state (so
+//! delivery after a reconnect and live delivery are the same code path, and nothing depends on
+//! this actor having seen every change).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, StreamHandler};
@@ -17,7 +20,8 @@ use parley_proto::v1 as pb;
 use parley_raft::command::{AgentId, ChatId, Participant};
 
 use crate::api;
-use parley_raft::{NodeId, Replica, State};
+use parley_raft::state::touched::Touch;
+use parley_raft::{Replica, State, TypeConfig};
 use parley_storage::AppliedState;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -75,8 +79,16 @@ struct TypingFrame {
     from: api::Participant,
 }
 
+impl From<&Touch> for Feed {
+    fn from(touch: &Touch) -> Self {
+        match touch {
+            Touch::Chat(id) => Feed::Chat(id.clone()),
+            Touch::Agent(id) => Feed::Agent(id.clone()),
+        }
+    }
+}
+
 struct Waiter {
-    feed: Feed,
     after: u64,
     wake: oneshot::Sender<()>,
 }
@@ -92,8 +104,15 @@ struct Subscription {
 /// The messaging actor.
 pub struct MessagingActor {
     replica: Replica,
-    waiters: Vec<Waiter>,
+    /// Long polls by the feed they wait on.
+    waiters: HashMap<Feed, Vec<Waiter>>,
+    /// How many long polls `waiters` holds.
+    waiter_count: usize,
     subscriptions: HashMap<u64, Subscription>,
+    /// Stream ids by the feed they follow.
+    by_feed: HashMap<Feed, Vec<u64>>,
+    /// The applied index the last wake-up looked at.
+    delivered_index: u64,
     next_id: u64,
     relayed: Option<mpsc::Receiver<pb::Ephemeral>>,
     metrics: Arc<Metrics>,
@@ -109,8 +128,11 @@ impl MessagingActor {
     ) -> Self {
         Self {
             replica,
-            waiters: Vec::new(),
+            waiters: HashMap::new(),
+            waiter_count: 0,
             subscriptions: HashMap::new(),
+            by_feed: HashMap::new(),
+            delivered_index: 0,
             next_id: 1,
             relayed: Some(relayed),
             metrics,
@@ -118,50 +140,67 @@ impl MessagingActor {
     }
 
     fn followers(&self) -> usize {
-        self.waiters.len() + self.subscriptions.len()
+        self.waiter_count + self.subscriptions.len()
     }
 
     fn update_gauge(&self) {
-        self.metrics.set_long_poll_waiters(self.waiters.len());
+        self.metrics.set_long_poll_waiters(self.waiter_count);
         self.metrics.set_streams(self.subscriptions.len());
     }
 
+    /// Wakes every client whose feed moved past what it was last told about, looking only at
+    /// the feeds the entries applied since the last call touched when the journal can say.
     fn wake_ready(&mut self) {
-        if self.waiters.is_empty() && self.subscriptions.is_empty() {
-            return;
-        }
-        let waiters = std::mem::take(&mut self.waiters);
-        let subscriptions = &mut self.subscriptions;
-        let kept = self.replica.read(|state, applied| {
-            let applied = applied.map(|id| id.index);
-            for sub in subscriptions.values_mut() {
-                let head = sub.feed.head(state, applied);
-                if head > sub.head {
-                    sub.head = head;
-                    sub.notify.notify_one();
+        let (subscriptions, by_feed, waiters) =
+            (&mut self.subscriptions, &self.by_feed, &mut self.waiters);
+        let delivered = self.delivered_index;
+        let (applied, full_scan, checked) = self.replica.read(|state, applied| {
+            let applied = applied.map_or(0, |id| id.index);
+            let touched: Option<HashSet<Feed>> = state
+                .touched
+                .after(delivered)
+                .map(|touches| touches.map(Feed::from).collect());
+            let full_scan = touched.is_none();
+            let feeds: Vec<Feed> = match touched {
+                Some(mut feeds) => {
+                    feeds.insert(Feed::Supervisor);
+                    feeds.into_iter().collect()
                 }
-            }
-            let mut kept = Vec::with_capacity(waiters.len());
-            for waiter in waiters {
-                if waiter.wake.is_closed() {
+                None => by_feed.keys().chain(waiters.keys()).cloned().collect(),
+            };
+            let mut checked = 0;
+            for feed in feeds {
+                let followed = by_feed.get(&feed).is_some_and(|ids| !ids.is_empty());
+                if !followed && !waiters.contains_key(&feed) {
                     continue;
                 }
-                if waiter.feed.head(state, applied) > waiter.after {
-                    let _ = waiter.wake.send(());
-                } else {
-                    kept.push(waiter);
-                }
+                checked += 1;
+                let head = feed.head(state, Some(applied));
+                wake_feed(&feed, head, subscriptions, by_feed, waiters);
             }
-            kept
+            (applied, full_scan, checked)
         });
-        self.waiters = kept;
+        self.delivered_index = self.delivered_index.max(applied);
+        self.metrics.count_delivery(full_scan, checked);
+        if full_scan {
+            // Long polls whose clients left are dropped here too.
+            self.waiters.retain(|_, list| {
+                list.retain(|w| !w.wake.is_closed());
+                !list.is_empty()
+            });
+        }
+        self.waiter_count = self.waiters.values().map(Vec::len).sum();
         self.update_gauge();
     }
 
     fn make_room(&mut self) -> Result<(), ApiError> {
         if self.followers() >= FOLLOWERS_MAX {
             // Drop waiters whose clients left before refusing a new one.
-            self.waiters.retain(|w| !w.wake.is_closed());
+            self.waiters.retain(|_, list| {
+                list.retain(|w| !w.wake.is_closed());
+                !list.is_empty()
+            });
+            self.waiter_count = self.waiters.values().map(Vec::len).sum();
             if self.followers() >= FOLLOWERS_MAX {
                 return Err(ApiError::unavailable(
                     "too_many_followers",
@@ -198,6 +237,43 @@ impl MessagingActor {
     }
 }
 
+/// Wakes the streams following `feed` that were told about less than `head`, and answers the
+/// long polls on it waiting for more than they have; long polls whose clients left go.
+fn wake_feed(
+    feed: &Feed,
+    head: u64,
+    subscriptions: &mut HashMap<u64, Subscription>,
+    by_feed: &HashMap<Feed, Vec<u64>>,
+    waiters: &mut HashMap<Feed, Vec<Waiter>>,
+) {
+    for id in by_feed.get(feed).into_iter().flatten() {
+        if let Some(sub) = subscriptions.get_mut(id) {
+            if head > sub.head {
+                sub.head = head;
+                sub.notify.notify_one();
+            }
+        }
+    }
+    if let Some(list) = waiters.get_mut(feed) {
+        let mut kept = Vec::with_capacity(list.len());
+        for waiter in list.drain(..) {
+            if waiter.wake.is_closed() {
+                continue;
+            }
+            if head > waiter.after {
+                let _ = waiter.wake.send(());
+            } else {
+                kept.push(waiter);
+            }
+        }
+        if kept.is_empty() {
+            waiters.remove(feed);
+        } else {
+            *list = kept;
+        }
+    }
+}
+
 impl Actor for MessagingActor {
     type Context = Context<Self>;
 
@@ -210,15 +286,17 @@ impl Actor for MessagingActor {
     }
 }
 
-impl StreamHandler<AppliedState<NodeId>> for MessagingActor {
-    fn handle(&mut self, _applied: AppliedState<NodeId>, _ctx: &mut Self::Context) {
+impl StreamHandler<AppliedState<TypeConfig>> for MessagingActor {
+    fn handle(&mut self, _applied: AppliedState<TypeConfig>, _ctx: &mut Self::Context) {
         self.wake_ready();
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // The state machine is gone (shutdown): release everyone.
         self.waiters.clear();
+        self.waiter_count = 0;
         self.subscriptions.clear();
+        self.by_feed.clear();
         self.update_gauge();
     }
 }
@@ -268,11 +346,11 @@ impl Handler<WaitForEvents> for MessagingActor {
             return Ok(rx);
         }
         self.make_room()?;
-        self.waiters.push(Waiter {
-            feed: msg.feed,
+        self.waiters.entry(msg.feed).or_default().push(Waiter {
             after: msg.after,
             wake,
         });
+        self.waiter_count += 1;
         self.update_gauge();
         Ok(rx)
     }
@@ -300,17 +378,25 @@ impl Handler<Subscribe> for MessagingActor {
         self.make_room()?;
         let id = self.next_id;
         self.next_id += 1;
+        // Anything applied between the client's read and this registration wakes it now: the
+        // journal only names what changes after the last wake-up.
+        let head = self
+            .replica
+            .read(|state, applied| msg.feed.head(state, applied.map(|id| id.index)));
+        if head > msg.head {
+            msg.notify.notify_one();
+        }
+        self.by_feed.entry(msg.feed.clone()).or_default().push(id);
         self.subscriptions.insert(
             id,
             Subscription {
                 feed: msg.feed,
-                head: msg.head,
+                head: head.max(msg.head),
                 notify: msg.notify,
                 ephemeral: msg.ephemeral,
             },
         );
-        // Anything applied between the client's read and this registration wakes it now.
-        self.wake_ready();
+        self.update_gauge();
         Ok(id)
     }
 }
@@ -324,7 +410,14 @@ impl Handler<Unsubscribe> for MessagingActor {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) {
-        self.subscriptions.remove(&msg.0);
+        if let Some(sub) = self.subscriptions.remove(&msg.0) {
+            if let Some(ids) = self.by_feed.get_mut(&sub.feed) {
+                ids.retain(|id| *id != msg.0);
+                if ids.is_empty() {
+                    self.by_feed.remove(&sub.feed);
+                }
+            }
+        }
         self.update_gauge();
     }
 }

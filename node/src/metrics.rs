@@ -73,6 +73,9 @@ pub struct Metrics {
     forwarded_writes: Counter,
     state_digests: Counter,
     state_entries: Family<StateLabels, Gauge>,
+    delivery_wakeups: Counter,
+    delivery_full_scans: Counter,
+    delivery_feeds_checked: Counter,
     /// Makes "bring the storage counters up to the replica's totals" atomic between concurrent
     /// scrapes, so no increment is counted twice.
     render_lock: std::sync::Mutex<()>,
@@ -182,6 +185,25 @@ impl Metrics {
             "State digests computed for the cluster view (each encodes the whole state)",
             state_digests.clone(),
         );
+        let delivery_wakeups = Counter::default();
+        registry.register(
+            "delivery_wakeups",
+            "Times applied entries were delivered to this node's streams and long polls",
+            delivery_wakeups.clone(),
+        );
+        let delivery_full_scans = Counter::default();
+        registry.register(
+            "delivery_full_scans",
+            "Deliveries that compared every followed feed because the touch journal could not \
+             say which changed (after a restart, a snapshot install or an overflow)",
+            delivery_full_scans.clone(),
+        );
+        let delivery_feeds_checked = Counter::default();
+        registry.register(
+            "delivery_feeds_checked",
+            "Followed feeds whose head deliveries compared",
+            delivery_feeds_checked.clone(),
+        );
         let state_entries = Family::<StateLabels, Gauge>::default();
         registry.register(
             "state_entries",
@@ -192,6 +214,9 @@ impl Metrics {
             registry,
             state_digests,
             state_entries,
+            delivery_wakeups,
+            delivery_full_scans,
+            delivery_feeds_checked,
             term,
             leader_id,
             is_leader,
@@ -224,6 +249,17 @@ impl Metrics {
     pub fn set_long_poll_waiters(&self, waiters: usize) {
         self.long_poll_waiters
             .set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one delivery of applied entries: whether it compared every feed, and how many
+    /// feeds it compared.
+    pub fn count_delivery(&self, full_scan: bool, feeds_checked: usize) {
+        self.delivery_wakeups.inc();
+        if full_scan {
+            self.delivery_full_scans.inc();
+        }
+        self.delivery_feeds_checked
+            .inc_by(u64::try_from(feeds_checked).unwrap_or(u64::MAX));
     }
 
     /// Counts one state digest computed for the cluster view.

@@ -178,6 +178,9 @@ async fn node(config: Config) -> anyhow::Result<()> {
     tracing::info!(node_id = config.node_id, "serving");
 
     wait_for_signal().await?;
+    // While the gRPC server still runs: a leader hands over first, so the cluster goes on
+    // writing without waiting out an election timeout.
+    replica.hand_over_leadership(LEADERSHIP_HANDOVER_MAX).await;
     tracing::info!("stopping: closing streams (1012), no new requests, finishing in-flight ones");
     shutdown.cancel();
     http.stop(true).await;
@@ -185,15 +188,28 @@ async fn node(config: Config) -> anyhow::Result<()> {
         tracing::warn!(%error, "http server task failed");
     }
     grpc_stop.cancel();
-    match grpc.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "grpc server stopped with an error"),
-        Err(error) => tracing::warn!(%error, "grpc server task failed"),
+    // A graceful stop waits for every open call to end, and peers hold long-lived replication
+    // streams open: they get a short drain, then the server is dropped.
+    let mut grpc = grpc;
+    match tokio::time::timeout(GRPC_DRAIN_MAX, &mut grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "grpc server stopped with an error"),
+        Ok(Err(error)) => tracing::warn!(%error, "grpc server task failed"),
+        Err(_) => {
+            tracing::info!(?GRPC_DRAIN_MAX, "peer streams still open; closing them");
+            grpc.abort();
+        }
     }
     replica.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Longest the gRPC server waits for peers' open calls to end when stopping.
+const GRPC_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest a leader that is stopping waits for another voter to take over.
+const LEADERSHIP_HANDOVER_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -1,15 +1,24 @@
 //! openraft and Parley types to and from the protobuf envelopes of `parley-proto`.
 //!
 //! openraft's requests and replies travel as JSON inside protobuf `bytes`; see the comment at
-//! the top of `parley.proto` for why.
+//! the top of `parley.proto` for why. Two things need more than one JSON value:
+//! - an AppendEntries request too large for one message is cut into pieces that each fit
+//!   ([`encode_append_piece`]), encoded straight from the entries without copying them;
+//! - a snapshot travels as a stream of chunks: [`SnapshotChunks`] cuts one up on the sending
+//!   side, [`SnapshotAssembly`] checks and reassembles it on the receiving side.
 
-use openraft::raft::InstallSnapshotRequest;
+use openraft::entry::RaftEntry;
+use openraft::raft::AppendEntriesRequest;
 use parley_proto::v1 as pb;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::CodecError;
-use crate::types::TypeConfig;
+use crate::error::{Classified, CodecError, ErrorClass};
+use crate::types::{LogId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+
+/// Largest snapshot a node accepts from a peer, in bytes (2 GiB). A stream announcing more is
+/// refused before the excess is buffered.
+pub const SNAPSHOT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Serializes `value` as JSON.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
@@ -29,65 +38,553 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     })
 }
 
-/// A snapshot chunk request as its protobuf message.
-pub fn snapshot_chunk_to_proto(
-    rpc: &InstallSnapshotRequest<TypeConfig>,
-) -> Result<pb::SnapshotChunk, CodecError> {
-    Ok(pb::SnapshotChunk {
-        vote_json: encode(&rpc.vote)?,
-        meta_json: encode(&rpc.meta)?,
-        offset: rpc.offset,
-        data: rpc.data.clone(),
-        done: rpc.done,
+/// openraft's log entry type for Parley.
+type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+
+/// The wire form of an [`AppendEntriesRequest`] over borrowed entries: the same field names and
+/// order, so it encodes to exactly the JSON of the owned request and decodes as one.
+#[derive(Serialize)]
+struct AppendEntriesWire<'a> {
+    vote: &'a Vote,
+    prev_log_id: Option<&'a LogId>,
+    entries: &'a [Entry],
+    leader_commit: &'a Option<LogId>,
+}
+
+/// One encoded piece of an AppendEntries request: a prefix of the entries not sent yet.
+#[derive(Debug)]
+pub struct AppendPiece {
+    /// The piece as the JSON of an [`AppendEntriesRequest`].
+    pub json: Vec<u8>,
+    /// How many entries it carries.
+    pub entries: usize,
+    /// The log id of its last entry, or its `prev_log_id` when it carries none.
+    pub last_log_id: Option<LogId>,
+}
+
+/// Encodes the entries of `rpc` from index `start` on (an index into `rpc.entries`) as one
+/// AppendEntries request, keeping as many of them as fit in `bytes_max` bytes of JSON, but at
+/// least one: a single entry larger than the limit is sent alone. The piece's `prev_log_id` is
+/// the entry before `start` (or `rpc.prev_log_id` for `start == 0`), so consecutive pieces
+/// chain. With no entries left the piece is the heartbeat of `rpc` (no entries).
+pub fn encode_append_piece(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    start: usize,
+    bytes_max: usize,
+) -> Result<AppendPiece, CodecError> {
+    let start = start.min(rpc.entries.len());
+    let prev_log_id = match start.checked_sub(1) {
+        None => rpc.prev_log_id,
+        Some(before) => Some(rpc.entries[before].log_id()),
+    };
+    let rest = &rpc.entries[start..];
+    let encode_prefix = |n: usize| {
+        encode(&AppendEntriesWire {
+            vote: &rpc.vote,
+            prev_log_id: prev_log_id.as_ref(),
+            entries: &rest[..n],
+            leader_commit: &rpc.leader_commit,
+        })
+    };
+    let mut n = rest.len();
+    let mut json = encode_prefix(n)?;
+    while json.len() > bytes_max && n > 1 {
+        // Keep the share of entries that fits at the average size seen, and at least one
+        // fewer each round, so this ends after a few encodings.
+        let estimate = n.saturating_mul(bytes_max) / json.len().max(1);
+        n = estimate.clamp(1, n - 1);
+        json = encode_prefix(n)?;
+    }
+    let last_log_id = match n.checked_sub(1) {
+        None => prev_log_id,
+        Some(last) => Some(rest[last].log_id()),
+    };
+    Ok(AppendPiece {
+        json,
+        entries: n,
+        last_log_id,
     })
 }
 
-/// A protobuf snapshot chunk as openraft's request.
-pub fn snapshot_chunk_from_proto(
-    chunk: pb::SnapshotChunk,
-) -> Result<InstallSnapshotRequest<TypeConfig>, CodecError> {
-    Ok(InstallSnapshotRequest {
-        vote: decode(&chunk.vote_json)?,
-        meta: decode(&chunk.meta_json)?,
-        offset: chunk.offset,
-        data: chunk.data,
-        done: chunk.done,
-    })
+/// A snapshot cut into the chunks of the `InstallSnapshot` stream, produced lazily: the first
+/// carries the vote and metadata, the last is marked `done`, and the offsets are contiguous.
+pub struct SnapshotChunks {
+    /// The encoded vote and metadata, until the first chunk takes them.
+    header: Option<(Vec<u8>, Vec<u8>)>,
+    data: Vec<u8>,
+    offset: usize,
+    chunk_bytes: usize,
+    finished: bool,
+}
+
+impl SnapshotChunks {
+    /// The chunks of `data`, at most `chunk_bytes` (at least 1) bytes of it each, sent under
+    /// the leader's `vote`.
+    pub fn new(
+        vote: &Vote,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+        chunk_bytes: usize,
+    ) -> Result<Self, CodecError> {
+        Ok(Self {
+            header: Some((encode(vote)?, encode(meta)?)),
+            data,
+            offset: 0,
+            chunk_bytes: chunk_bytes.max(1),
+            finished: false,
+        })
+    }
+
+    /// The snapshot's size in bytes.
+    pub fn total_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl Iterator for SnapshotChunks {
+    type Item = pb::SnapshotChunk;
+
+    fn next(&mut self) -> Option<pb::SnapshotChunk> {
+        if self.finished {
+            return None;
+        }
+        let end = self
+            .offset
+            .saturating_add(self.chunk_bytes)
+            .min(self.data.len());
+        let data = self.data[self.offset..end].to_vec();
+        let (vote_json, meta_json) = self.header.take().unwrap_or_default();
+        let chunk = pb::SnapshotChunk {
+            vote_json,
+            meta_json,
+            offset: self.offset as u64,
+            data,
+            done: end == self.data.len(),
+        };
+        self.offset = end;
+        self.finished = chunk.done;
+        Some(chunk)
+    }
+}
+
+/// A snapshot stream a node refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotStreamError {
+    /// The first chunk lacks the vote or the metadata.
+    #[error("the first snapshot chunk carries no {missing}")]
+    MissingHeader {
+        /// `vote_json` or `meta_json`.
+        missing: &'static str,
+    },
+    /// A chunk after the first carries a vote or metadata again.
+    #[error("snapshot chunk at offset {offset} repeats the header")]
+    RepeatedHeader {
+        /// The chunk's offset.
+        offset: u64,
+    },
+    /// The vote or the metadata is not readable.
+    #[error("snapshot header: {0}")]
+    Header(#[source] CodecError),
+    /// A chunk does not start where the previous one ended.
+    #[error("snapshot chunk at offset {got}, expected offset {expected}")]
+    OutOfOrder {
+        /// The bytes received so far.
+        expected: u64,
+        /// The chunk's offset.
+        got: u64,
+    },
+    /// The snapshot grows beyond the limit.
+    #[error("snapshot exceeds {limit} bytes (at least {got} sent)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The bytes received with the offending chunk.
+        got: u64,
+    },
+    /// A chunk follows the one marked done.
+    #[error("snapshot chunk after the last one")]
+    AfterDone,
+    /// The stream ended before the chunk marked done.
+    #[error("snapshot stream ended after {received} bytes, before its last chunk")]
+    Incomplete {
+        /// The bytes received.
+        received: u64,
+    },
+}
+
+impl Classified for SnapshotStreamError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            SnapshotStreamError::TooLarge { .. } => ErrorClass::PayloadTooLarge,
+            _ => ErrorClass::InvalidArgument,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            SnapshotStreamError::TooLarge { .. } => "snapshot_too_large",
+            _ => "malformed_payload",
+        }
+    }
+}
+
+/// A snapshot received completely: the sender's vote and the snapshot.
+#[derive(Debug)]
+pub struct AssembledSnapshot {
+    /// The sending leader's vote.
+    pub vote: Vote,
+    /// The snapshot: its metadata and its bytes.
+    pub snapshot: Snapshot,
+}
+
+/// Reassembles a streamed snapshot chunk by chunk, refusing anything but the stream
+/// [`SnapshotChunks`] produces: a header on the first chunk only, contiguous offsets, at most
+/// the byte limit in all, nothing after the chunk marked done. Never panics on any input.
+#[derive(Debug)]
+pub struct SnapshotAssembly {
+    header: Option<(Vote, SnapshotMeta)>,
+    data: Vec<u8>,
+    done: bool,
+    bytes_max: u64,
+}
+
+impl Default for SnapshotAssembly {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotAssembly {
+    /// An empty assembly taking at most [`SNAPSHOT_BYTES_MAX`] bytes.
+    pub fn new() -> Self {
+        Self::with_limit(SNAPSHOT_BYTES_MAX)
+    }
+
+    /// An empty assembly taking at most `bytes_max` bytes.
+    pub fn with_limit(bytes_max: u64) -> Self {
+        Self {
+            header: None,
+            data: Vec::new(),
+            done: false,
+            bytes_max,
+        }
+    }
+
+    /// The bytes received so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Whether the chunk marked done has arrived.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Adds the next chunk; answers whether it was the last.
+    pub fn push(&mut self, chunk: pb::SnapshotChunk) -> Result<bool, SnapshotStreamError> {
+        if self.done {
+            return Err(SnapshotStreamError::AfterDone);
+        }
+        let has_header = !chunk.vote_json.is_empty() || !chunk.meta_json.is_empty();
+        if self.header.is_none() {
+            if chunk.vote_json.is_empty() {
+                return Err(SnapshotStreamError::MissingHeader {
+                    missing: "vote_json",
+                });
+            }
+            if chunk.meta_json.is_empty() {
+                return Err(SnapshotStreamError::MissingHeader {
+                    missing: "meta_json",
+                });
+            }
+            let vote: Vote = decode(&chunk.vote_json).map_err(SnapshotStreamError::Header)?;
+            let meta: SnapshotMeta =
+                decode(&chunk.meta_json).map_err(SnapshotStreamError::Header)?;
+            self.header = Some((vote, meta));
+        } else if has_header {
+            return Err(SnapshotStreamError::RepeatedHeader {
+                offset: chunk.offset,
+            });
+        }
+        let expected = self.received_bytes();
+        if chunk.offset != expected {
+            return Err(SnapshotStreamError::OutOfOrder {
+                expected,
+                got: chunk.offset,
+            });
+        }
+        let got = expected.saturating_add(chunk.data.len() as u64);
+        if got > self.bytes_max {
+            return Err(SnapshotStreamError::TooLarge {
+                limit: self.bytes_max,
+                got,
+            });
+        }
+        self.data.extend_from_slice(&chunk.data);
+        self.done = chunk.done;
+        Ok(self.done)
+    }
+
+    /// The snapshot, once the chunk marked done has arrived.
+    pub fn finish(self) -> Result<AssembledSnapshot, SnapshotStreamError> {
+        match self.header {
+            Some((vote, meta)) if self.done => Ok(AssembledSnapshot {
+                vote,
+                snapshot: Snapshot {
+                    meta,
+                    snapshot: self.data,
+                },
+            }),
+            Some(_) => Err(SnapshotStreamError::Incomplete {
+                received: self.data.len() as u64,
+            }),
+            None => Err(SnapshotStreamError::MissingHeader {
+                missing: "vote_json",
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{LogId, SnapshotMeta, StoredMembership, Vote};
+    use openraft::type_config::alias::CommittedLeaderIdOf;
+    use openraft::StoredMembership;
+
+    fn log_id(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(
+            CommittedLeaderIdOf::<TypeConfig> {
+                term,
+                node_id: node,
+            },
+            index,
+        )
+    }
+
+    fn meta() -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(log_id(3, 2, 42)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    fn assemble(chunks: impl IntoIterator<Item = pb::SnapshotChunk>) -> AssembledSnapshot {
+        let mut assembly = SnapshotAssembly::new();
+        for chunk in chunks {
+            assembly.push(chunk).unwrap();
+        }
+        assembly.finish().unwrap()
+    }
 
     #[test]
     fn snapshot_chunk_round_trips() {
-        let rpc = InstallSnapshotRequest::<TypeConfig> {
-            vote: Vote::new_committed(3, 2),
-            meta: SnapshotMeta {
-                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(3, 2), 42)),
-                last_membership: StoredMembership::default(),
-                snapshot_id: "3-42-1".into(),
-            },
-            offset: 1024,
-            data: vec![1, 2, 3],
-            done: true,
-        };
-        let back = snapshot_chunk_from_proto(snapshot_chunk_to_proto(&rpc).unwrap()).unwrap();
-        assert_eq!(back.vote, rpc.vote);
-        assert_eq!(back.meta, rpc.meta);
-        assert_eq!(back.offset, 1024);
-        assert_eq!(back.data, vec![1, 2, 3]);
-        assert!(back.done);
+        let vote = Vote::new_committed(3, 2);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<_> = SnapshotChunks::new(&vote, &meta(), data.clone(), 1024)
+            .unwrap()
+            .collect();
+        assert_eq!(chunks.len(), 10);
+        assert!(!chunks[0].vote_json.is_empty() && !chunks[0].meta_json.is_empty());
+        assert!(chunks[1..].iter().all(|c| c.vote_json.is_empty()));
+        assert_eq!(chunks.iter().filter(|c| c.done).count(), 1);
+        assert!(chunks.last().unwrap().done);
+        let back = assemble(chunks);
+        assert_eq!(back.vote, vote);
+        assert_eq!(back.snapshot.meta, meta());
+        assert_eq!(back.snapshot.snapshot, data);
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_one_chunk() {
+        let vote = Vote::new_committed(1, 1);
+        let chunks: Vec<_> = SnapshotChunks::new(&vote, &meta(), Vec::new(), 1024)
+            .unwrap()
+            .collect();
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].done);
+        let back = assemble(chunks);
+        assert!(back.snapshot.snapshot.is_empty());
+        assert_eq!(back.snapshot.meta, meta());
+    }
+
+    fn chunks_of(data: &[u8], chunk_bytes: usize) -> Vec<pb::SnapshotChunk> {
+        SnapshotChunks::new(
+            &Vote::new_committed(3, 2),
+            &meta(),
+            data.to_vec(),
+            chunk_bytes,
+        )
+        .unwrap()
+        .collect()
+    }
+
+    #[test]
+    fn out_of_order_offsets_are_rejected() {
+        let mut chunks = chunks_of(&[7; 300], 100);
+        chunks.swap(1, 2);
+        let mut assembly = SnapshotAssembly::new();
+        assembly.push(chunks[0].clone()).unwrap();
+        let error = assembly.push(chunks[1].clone()).unwrap_err();
+        assert!(matches!(
+            error,
+            SnapshotStreamError::OutOfOrder {
+                expected: 100,
+                got: 200
+            }
+        ));
+
+        // A repeated chunk is out of order too.
+        let chunks = chunks_of(&[7; 300], 100);
+        let mut assembly = SnapshotAssembly::new();
+        assembly.push(chunks[0].clone()).unwrap();
+        assembly.push(chunks[1].clone()).unwrap();
+        assert!(matches!(
+            assembly.push(chunks[1].clone()),
+            Err(SnapshotStreamError::OutOfOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_header_is_rejected() {
+        let mut chunks = chunks_of(&[7; 300], 100);
+        chunks[0].meta_json.clear();
+        let error = SnapshotAssembly::new().push(chunks[0].clone()).unwrap_err();
+        assert!(matches!(
+            error,
+            SnapshotStreamError::MissingHeader {
+                missing: "meta_json"
+            }
+        ));
+        // Starting with the second chunk: no header at all.
+        let error = SnapshotAssembly::new().push(chunks[1].clone()).unwrap_err();
+        assert!(matches!(
+            error,
+            SnapshotStreamError::MissingHeader {
+                missing: "vote_json"
+            }
+        ));
+        // No chunk at all.
+        assert!(SnapshotAssembly::new().finish().is_err());
+    }
+
+    #[test]
+    fn incomplete_and_trailing_chunks_are_rejected() {
+        let chunks = chunks_of(&[7; 300], 100);
+        let mut assembly = SnapshotAssembly::new();
+        assembly.push(chunks[0].clone()).unwrap();
+        assert!(matches!(
+            assembly.finish(),
+            Err(SnapshotStreamError::Incomplete { received: 100 })
+        ));
+
+        let mut assembly = SnapshotAssembly::new();
+        for chunk in chunks.iter().cloned() {
+            assembly.push(chunk).unwrap();
+        }
+        let mut extra = chunks[2].clone();
+        extra.offset = 300;
+        assert!(matches!(
+            assembly.push(extra),
+            Err(SnapshotStreamError::AfterDone)
+        ));
+    }
+
+    #[test]
+    fn an_oversize_snapshot_is_rejected() {
+        let chunks = chunks_of(&[7; 300], 100);
+        let mut assembly = SnapshotAssembly::with_limit(250);
+        assembly.push(chunks[0].clone()).unwrap();
+        assembly.push(chunks[1].clone()).unwrap();
+        let error = assembly.push(chunks[2].clone()).unwrap_err();
+        assert!(matches!(
+            error,
+            SnapshotStreamError::TooLarge {
+                limit: 250,
+                got: 300
+            }
+        ));
+        assert_eq!(error.class(), ErrorClass::PayloadTooLarge);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let chunk = pb::SnapshotChunk {
             vote_json: b"{not json".to_vec(),
+            meta_json: b"{}".to_vec(),
             ..Default::default()
         };
-        assert!(snapshot_chunk_from_proto(chunk).is_err());
+        let error = SnapshotAssembly::new().push(chunk).unwrap_err();
+        assert!(matches!(error, SnapshotStreamError::Header(_)));
+        assert_eq!(error.code(), "malformed_payload");
+
+        let chunk = pb::SnapshotChunk {
+            vote_json: encode(&Vote::new_committed(1, 1)).unwrap(),
+            meta_json: b"[1, 2, 3]".to_vec(),
+            offset: u64::MAX,
+            ..Default::default()
+        };
+        assert!(SnapshotAssembly::new().push(chunk).is_err());
         assert!(decode::<crate::command::Command>(b"[]").is_err());
+        assert!(decode::<AppendEntriesRequest<TypeConfig>>(b"{\"vote\": 1}").is_err());
+    }
+
+    fn entries(n: u64) -> Vec<Entry> {
+        (1..=n)
+            .map(|i| Entry::new_normal(log_id(2, 1, i), crate::command::Request::default()))
+            .collect()
+    }
+
+    fn request(entries: Vec<Entry>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(1, 1, 0)),
+            entries,
+            leader_commit: Some(log_id(1, 1, 0)),
+        }
+    }
+
+    /// The borrowed wire form encodes exactly like openraft's own request.
+    #[test]
+    fn a_whole_append_piece_is_the_request() {
+        let rpc = request(entries(5));
+        let piece = encode_append_piece(&rpc, 0, usize::MAX).unwrap();
+        assert_eq!(piece.json, encode(&rpc).unwrap());
+        assert_eq!(piece.entries, 5);
+        assert_eq!(piece.last_log_id, Some(log_id(2, 1, 5)));
+
+        let heartbeat = request(Vec::new());
+        let piece = encode_append_piece(&heartbeat, 0, 1).unwrap();
+        assert_eq!(piece.json, encode(&heartbeat).unwrap());
+        assert_eq!(
+            (piece.entries, piece.last_log_id),
+            (0, Some(log_id(1, 1, 0)))
+        );
+    }
+
+    /// Pieces fit the limit (or carry one entry), chain through `prev_log_id` and together
+    /// carry every entry once.
+    #[test]
+    fn append_pieces_fit_and_chain() {
+        let rpc = request(entries(40));
+        let whole = encode(&rpc).unwrap().len();
+        let limit = whole / 5;
+        let mut start = 0;
+        let mut prev = rpc.prev_log_id;
+        let mut indexes = Vec::new();
+        while start < rpc.entries.len() {
+            let piece = encode_append_piece(&rpc, start, limit).unwrap();
+            assert!(piece.entries >= 1);
+            assert!(piece.json.len() <= limit || piece.entries == 1);
+            let back: AppendEntriesRequest<TypeConfig> = decode(&piece.json).unwrap();
+            assert_eq!(back.prev_log_id, prev);
+            assert_eq!(back.vote, rpc.vote);
+            assert_eq!(back.leader_commit, rpc.leader_commit);
+            assert_eq!(back.entries.len(), piece.entries);
+            indexes.extend(back.entries.iter().map(|e| e.index()));
+            prev = piece.last_log_id;
+            start += piece.entries;
+        }
+        assert_eq!(indexes, (1..=40).collect::<Vec<_>>());
+        assert_eq!(prev, Some(log_id(2, 1, 40)));
     }
 }

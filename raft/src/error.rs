@@ -1,7 +1,7 @@
 //! Errors of the replicated core. Fatal errors (the replica cannot run) are kept apart from the
 //! errors a single write can meet.
 
-use crate::types::NodeId;
+use crate::types::TypeConfig;
 
 /// The replica could not start or stopped working.
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,7 @@ pub enum ReplicaError {
     Config(#[from] openraft::ConfigError),
     /// openraft stopped.
     #[error("raft stopped: {0}")]
-    Fatal(#[from] openraft::error::Fatal<NodeId>),
+    Fatal(#[from] openraft::error::Fatal<TypeConfig>),
     /// The static membership is unusable.
     #[error("membership: {0}")]
     Membership(String),

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use parley_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -234,7 +236,9 @@ impl Proposer {
                     ProposeError::NoLeader { waited_ms }
                 });
             }
-            let leader = hint.take().or_else(|| metrics.borrow().current_leader);
+            let leader = hint
+                .take()
+                .or_else(|| metrics.borrow_watched().current_leader);
             let retry_with = match leader {
                 Some(leader) if leader == self.inner.id => {
                     sent = true;
@@ -267,7 +271,7 @@ impl Proposer {
             tokio::time::sleep(pause).await;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(remaining, async {
-                while metrics.borrow().current_leader.is_none() {
+                while metrics.borrow_watched().current_leader.is_none() {
                     if metrics.changed().await.is_err() {
                         break;
                     }
@@ -465,7 +469,7 @@ async fn send_forward(
 ) -> Result<Vec<Result<LocalOutcome, ForwardError>>, ForwardError> {
     let addr = {
         let metrics = raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         metrics
             .membership_config
             .membership()
@@ -562,16 +566,21 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
             .map(|pending| (pending.command, pending.reply))
             .unzip();
         let size = commands.len();
-        match raft.client_write_ff(Request { commands }).await {
+        // Only completion matters here: a writer is answered once its entry is applied.
+        let (responder, applied) = ProgressResponder::complete_only();
+        match raft
+            .client_write_ff(Request { commands }, Some(responder))
+            .await
+        {
             Err(fatal) => {
                 tracing::warn!(%fatal, "raft stopped; failing batch");
                 for reply in replies {
                     let _ = reply.send(LocalOutcome::Failed(ProposeError::ShuttingDown));
                 }
             }
-            Ok(responder) => {
+            Ok(()) => {
                 tokio::spawn(async move {
-                    let result = responder.await;
+                    let result = applied.await;
                     drop(permit);
                     match result {
                         Ok(Ok(written)) => {

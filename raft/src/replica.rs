@@ -5,10 +5,12 @@ use crate::state::{archive_key, Retired};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{LogId, ServerState, SnapshotPolicy};
-use parley_storage::{AppliedState, Db, DbOptions, LogStore, StateMachineStore};
+use openraft::{ServerState, SnapshotPolicy};
+use parley_storage::{AppliedState, Db, DbOptions, LogStore};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -18,10 +20,8 @@ use crate::network::{Connector, Network, Peers};
 use crate::proposer::{Clock, Proposer, ProposerOptions};
 use crate::server::{ClusterService, RaftService};
 use crate::state::State;
-use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
-
-/// The state machine store with Parley's types.
-pub type StateStore = StateMachineStore<TypeConfig, State>;
+pub use crate::types::StateStore;
+use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
 
 /// Everything a replica needs to start.
 #[derive(Clone, Debug)]
@@ -155,12 +155,21 @@ impl Replica {
         }
         let config = openraft::Config {
             cluster_name: "parley".to_owned(),
+            // A node that was cut off asks before it campaigns: it does not raise the term and
+            // depose a healthy leader when it comes back.
+            enable_pre_vote: Some(true),
             heartbeat_interval: options.heartbeat_ms,
             election_timeout_min: options.election_timeout_min_ms,
             election_timeout_max: options.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
             snapshot_max_chunk_size: options.snapshot_chunk_bytes,
             max_in_snapshot_log_to_keep: options.log_entries_kept_after_snapshot,
+            // The deadline of a whole snapshot transfer and install (openraft's default of
+            // 200 ms fits no real snapshot); the receiver allows as long.
+            install_snapshot_timeout: u64::try_from(
+                crate::server::SNAPSHOT_RECEIVE_TIMEOUT.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             // Entries are group-committed batches; a smaller first try keeps catch-up RPCs
             // within the heartbeat-long deadline (see `network::APPEND_ENTRIES_BYTES_MAX`).
             max_payload_entries: 64,
@@ -171,10 +180,7 @@ impl Replica {
         let log_store = LogStore::<TypeConfig>::new(db.clone());
         let store = StateStore::open(db.clone()).await?;
         let peers = Peers::new(connector);
-        let network = Network {
-            id: options.id,
-            peers: peers.clone(),
-        };
+        let network = Network::new(options.id, peers.clone(), options.snapshot_chunk_bytes);
         let relay_queues = options
             .members
             .iter()
@@ -247,7 +253,7 @@ impl Replica {
     }
 
     /// Runs `f` on the locally applied state. Never held across an await.
-    pub fn read<T>(&self, f: impl FnOnce(&State, Option<&LogId<NodeId>>) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&State, Option<&LogId>) -> T) -> T {
         self.store.read(f)
     }
 
@@ -266,7 +272,7 @@ impl Replica {
     }
 
     /// Changes whenever something is applied here.
-    pub fn subscribe_applied(&self) -> watch::Receiver<AppliedState<NodeId>> {
+    pub fn subscribe_applied(&self) -> watch::Receiver<AppliedState<TypeConfig>> {
         self.store.subscribe()
     }
 
@@ -293,15 +299,15 @@ impl Replica {
     /// A consistent picture of this replica from openraft's metrics.
     pub fn status(&self) -> ReplicaStatus {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         ReplicaStatus {
             id: self.id,
             term: m.current_term,
             leader: m.current_leader,
             role: role_name(m.state),
             last_log_index: m.last_log_index,
-            applied_index: m.last_applied.map(|id| id.index),
-            snapshot_index: m.snapshot.map(|id| id.index),
+            applied_index: m.last_applied.as_ref().map(|id| id.index),
+            snapshot_index: m.snapshot.as_ref().map(|id| id.index),
             members: m
                 .membership_config
                 .membership()
@@ -320,8 +326,63 @@ impl Replica {
     pub async fn committed_index(&self) -> Result<Option<u64>, ReplicaError> {
         Ok(self
             .raft
-            .with_raft_state(|state| state.committed.map(|id| id.index))
+            .with_raft_state(|state| state.local_committed().map(|id| id.index))
             .await?)
+    }
+
+    /// Hands leadership to the most caught-up other voter if this node leads, and waits up to
+    /// `within` for another node to take over: a leader that is shutting down costs the cluster
+    /// no election timeout. Returns whether leadership moved (`false` also when this node did
+    /// not lead or no voter could take over in time; shutting down goes on either way).
+    pub async fn hand_over_leadership(&self, within: Duration) -> bool {
+        let target = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.current_leader != Some(self.id) {
+                return false;
+            }
+            let voters: Vec<NodeId> = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .collect();
+            // The voter whose log matches the leader's furthest needs the fewest entries
+            // before it can lead.
+            voters.into_iter().max_by_key(|id| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index)
+            })
+        };
+        let Some(target) = target else {
+            return false;
+        };
+        if let Err(error) = self.raft.trigger().transfer_leader(target).await {
+            tracing::warn!(%error, target, "could not start the leadership transfer");
+            return false;
+        }
+        let mut metrics = self.raft.metrics();
+        let moved = tokio::time::timeout(within, async {
+            loop {
+                let leader = metrics.borrow_watched().current_leader;
+                if leader.is_some_and(|leader| leader != self.id) {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if moved {
+            tracing::info!(target, "handed leadership over before shutting down");
+        } else {
+            tracing::warn!(target, ?within, "leadership did not move in time");
+        }
+        moved
     }
 
     /// Stops Raft. In-flight writes fail with a retryable error.

@@ -2,30 +2,48 @@
 //!
 //! [`serve`] hosts both services on any stream of connections: a TCP listener in the node
 //! binary, a simulated listener in the chaos suite.
+//!
+//! [`RaftService`] hands every Raft RPC to the local openraft instance and answers the JSON of
+//! its result. A stopped Raft answers `Unavailable` with a message starting `raft_stopped`, an
+//! unreadable request `InvalidArgument` with one starting `malformed_payload`. A streamed
+//! snapshot is reassembled and checked ([`SnapshotAssembly`]) before openraft sees it.
 
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use parley_proto::v1 as pb;
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::raft_server::{Raft as RaftRpc, RaftServer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::codec;
+use crate::codec::{self, AssembledSnapshot, SnapshotAssembly};
 use crate::command::{Command, Outcome};
 use crate::error::{grpc_status, ErrorClass};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
 use crate::state::check_input;
-use crate::types::Raft;
+use crate::types::{Raft, TypeConfig};
 
 /// Longest a forwarded write may ask the leader to wait, whatever the follower says.
 const FORWARD_DEADLINE_MS_MAX: u32 = 60_000;
+
+/// Longest a node spends receiving one streamed snapshot, from its first chunk to its last;
+/// installing it afterwards is not counted.
+pub const SNAPSHOT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How many requests of a `StreamAppend` stream wait to be handed to openraft, and how many
+/// answers wait to be sent back, at most; beyond that the stream applies backpressure.
+const STREAM_APPEND_BUFFER: usize = 64;
 
 /// Raft RPCs, handed to the local openraft instance.
 #[derive(Clone)]
@@ -44,10 +62,70 @@ fn bad_payload(error: impl std::fmt::Display) -> Status {
     ErrorClass::InvalidArgument.grpc_status(format!("malformed_payload: {error}"))
 }
 
-fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+/// The status for openraft having stopped on this node: the caller should treat this node as
+/// unreachable.
+fn raft_stopped(fatal: &Fatal<TypeConfig>) -> Status {
+    ErrorClass::Unavailable.grpc_status(format!("raft_stopped: {fatal}"))
+}
+
+/// The value of an openraft protocol call, whose only error is [`Fatal`].
+fn raft_value<T>(result: Result<T, RaftError<TypeConfig>>) -> Result<T, Status> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(RaftError::Fatal(fatal)) => Err(raft_stopped(&fatal)),
+        Err(RaftError::APIError(never)) => match never {},
+    }
+}
+
+fn payload<T: serde::Serialize>(value: &T) -> Result<pb::RaftPayload, Status> {
     codec::encode(value)
-        .map(|json| Response::new(pb::RaftPayload { json }))
+        .map(|json| pb::RaftPayload { json })
         .map_err(|e| grpc_status(&e))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    payload(value).map(Response::new)
+}
+
+/// Receives a snapshot stream to its last chunk.
+async fn receive_snapshot(
+    mut chunks: Streaming<pb::SnapshotChunk>,
+) -> Result<AssembledSnapshot, Status> {
+    let mut assembly = SnapshotAssembly::new();
+    while let Some(chunk) = chunks.next().await {
+        if assembly.push(chunk?).map_err(|e| grpc_status(&e))? {
+            break;
+        }
+    }
+    assembly.finish().map_err(|e| grpc_status(&e))
+}
+
+impl RaftService {
+    /// Refuses a snapshot openraft would panic on instead of refusing (see
+    /// `Raft::install_full_snapshot`): one whose last log id is beyond the sender's vote, or one
+    /// greater than what this node has committed but not at a greater index. A cluster that
+    /// follows the protocol never sends either; a corrupted or forged one must not stop this
+    /// node. The second check reads this node's metrics, so it is best effort.
+    fn check_snapshot(&self, received: &AssembledSnapshot) -> Result<(), Status> {
+        let Some(last) = received.snapshot.meta.last_log_id.as_ref() else {
+            return Ok(());
+        };
+        if last.leader_id > received.vote.leader_id {
+            return Err(bad_payload(format!(
+                "snapshot last log id {last} is beyond the sender's vote {}",
+                received.vote
+            )));
+        }
+        let committed = self.raft.metrics().borrow_watched().local_committed;
+        if let Some(committed) = committed {
+            if *last > committed && last.index <= committed.index {
+                return Err(bad_payload(format!(
+                    "snapshot last log id {last} contradicts the committed log id {committed}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -57,7 +135,66 @@ impl RaftRpc for RaftService {
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
-        reply(&self.raft.append_entries(rpc).await)
+        reply(&raft_value(self.raft.append_entries(rpc).await)?)
+    }
+
+    type StreamAppendStream = ReceiverStream<Result<pb::RaftPayload, Status>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (requests, requests_queue) =
+            mpsc::channel::<AppendEntriesRequest<TypeConfig>>(STREAM_APPEND_BUFFER);
+        let (answers, answers_queue) = mpsc::channel(STREAM_APPEND_BUFFER);
+        let (malformed, malformed_rx) = oneshot::channel::<Status>();
+
+        // The peer's requests, decoded in order, until it ends its side, the transport fails,
+        // openraft stops taking them or one is unreadable (reported after the answers to the
+        // requests before it).
+        tokio::spawn(async move {
+            while let Some(message) = incoming.next().await {
+                let Ok(message) = message else { break };
+                match codec::decode(&message.json) {
+                    Ok(rpc) => {
+                        if requests.send(rpc).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = malformed.send(bad_payload(error));
+                        break;
+                    }
+                }
+            }
+        });
+
+        // openraft's answers, in order, until it refuses one (conflict, higher vote), stops, or
+        // has answered every request; it ends its stream after a refusal.
+        let output = self.raft.stream_append(ReceiverStream::new(requests_queue));
+        tokio::spawn(async move {
+            let mut output = std::pin::pin!(output);
+            while let Some(item) = output.next().await {
+                let (answer, last) = match item {
+                    Ok(result) => {
+                        let refused = result.is_err();
+                        (payload::<StreamAppendResult<TypeConfig>>(&result), refused)
+                    }
+                    Err(fatal) => (Err(raft_stopped(&fatal)), true),
+                };
+                let last = last || answer.is_err();
+                if answers.send(answer).await.is_err() || last {
+                    // The peer is gone, or the stream is over.
+                    return;
+                }
+            }
+            if let Ok(status) = malformed_rx.await {
+                let _ = answers.send(Err(status)).await;
+            }
+        });
+
+        Ok(Response::new(ReceiverStream::new(answers_queue)))
     }
 
     async fn vote(
@@ -65,15 +202,59 @@ impl RaftRpc for RaftService {
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
-        reply(&self.raft.vote(rpc).await)
+        reply(&raft_value(self.raft.vote(rpc).await)?)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
+        reply(&raft_value(self.raft.pre_vote(rpc).await)?)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
+        let answer = self
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|fatal| raft_stopped(&fatal))?;
+        reply(&answer)
     }
 
     async fn install_snapshot(
         &self,
-        request: Request<pb::SnapshotChunk>,
+        request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let rpc = codec::snapshot_chunk_from_proto(request.into_inner()).map_err(bad_payload)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        let received = tokio::time::timeout(
+            SNAPSHOT_RECEIVE_TIMEOUT,
+            receive_snapshot(request.into_inner()),
+        )
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "snapshot_timeout: the snapshot was not received within {}s",
+                SNAPSHOT_RECEIVE_TIMEOUT.as_secs()
+            ))
+        })??;
+        self.check_snapshot(&received)?;
+        tracing::info!(
+            from = %received.vote,
+            meta = %received.snapshot.meta,
+            bytes = received.snapshot.snapshot.len(),
+            "installing a received snapshot"
+        );
+        let AssembledSnapshot { vote, snapshot } = received;
+        let answer = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|fatal| raft_stopped(&fatal))?;
+        reply(&answer)
     }
 }
 

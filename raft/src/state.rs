@@ -10,7 +10,9 @@
 //! - [`chat`](self::chat): chat sessions, their gap-free events, survey;
 //! - [`agents`](self::agents): login, presence, availability and each agent's event feed;
 //! - [`routing`](self::routing): queues, offers, acceptance, transfers, completion, timers;
-//! - [`hours`](self::hours): business hours.
+//! - [`hours`](self::hours): business hours;
+//! - [`touched`](self::touched): which chats and agent feeds recent entries appended to, for
+//!   delivery (a by-product of `apply`, not replicated state).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -31,6 +33,7 @@ pub mod hours;
 mod input;
 mod retention;
 mod routing;
+pub mod touched;
 
 pub use directory::{check_agent_spec, check_queue_spec};
 pub use input::{check_entry, check_input};
@@ -79,6 +82,10 @@ pub struct State {
     /// Not part of the replicated state: the store drains it after every apply batch.
     #[serde(skip)]
     pub archive_outbox: Vec<ArchiveOp>,
+    /// The feeds recent entries appended to (see [`touched`]). Not part of the replicated
+    /// state: never serialized, always equal.
+    #[serde(skip)]
+    pub touched: touched::Touched,
 }
 
 /// Something that happens at a time unless the state moves on first.
@@ -774,7 +781,8 @@ impl Agent {
             .is_some_and(|s| s.session_id == session_id)
     }
 
-    fn push_feed(&mut self, at_ms: u64, body: AgentEventBody) {
+    fn push_feed(&mut self, touched: &mut touched::Touched, at_ms: u64, body: AgentEventBody) {
+        touched.record(touched::Touch::Agent(self.spec.id.clone()));
         let seq = self.feed_next_seq.max(1);
         self.feed.push_back(AgentEvent { seq, at_ms, body });
         self.feed_next_seq = seq + 1;
@@ -862,7 +870,8 @@ impl parley_storage::Machine for State {
     type Request = Request;
     type Response = Response;
 
-    fn apply(&mut self, _log_index: u64, request: &Self::Request) -> Self::Response {
+    fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response {
+        self.touched.begin(log_index);
         self.apply_request(request)
     }
 

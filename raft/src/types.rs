@@ -1,11 +1,12 @@
 //! The openraft type configuration.
 
 use std::fmt;
-use std::io::Cursor;
 
+use parley_storage::StateMachineStore;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Request, Response};
+use crate::state::State;
 
 /// A node's id in the cluster; unique and stable for the node's life.
 pub type NodeId = u64;
@@ -28,16 +29,32 @@ impl fmt::Display for NodeInfo {
 }
 
 openraft::declare_raft_types!(
-    /// Parley's Raft types: one log entry carries a batch of commands ([`Request`]).
+    /// Parley's Raft types: one log entry carries a batch of commands ([`Request`]). Everything
+    /// not named here is openraft's default: `u64` terms, the advanced leader id (one leader per
+    /// term, so a term's log ids are `(term, leader, index)`), the default entry, the progress
+    /// responder for client writes and the tokio runtime.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// The state-machine store openraft drives: the contact-center [`State`] in memory, persisted
+/// through snapshots in RocksDB.
+pub type StateStore = StateMachineStore<TypeConfig, State>;
+
 /// The Raft handle with Parley's types.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, StateStore>;
+
+/// A log id: the leader that proposed the entry and its index.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+
+/// A vote: the leader a node voted for and whether a quorum granted it.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+
+/// A whole snapshot as openraft hands it over: its metadata and its bytes.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// A snapshot's metadata: the last log id and membership it covers.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;

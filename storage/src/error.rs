@@ -1,13 +1,11 @@
-//! The crate's error type, and its single conversion into openraft's [`StorageError`].
+//! The crate's error type, and its single conversion into the `std::io::Error` openraft's
+//! storage traits return.
 //!
 //! Every fallible operation in this crate returns [`StoreError`], which says *what* was being done
-//! when it failed. At the openraft trait boundary the error is wrapped, together with openraft's
-//! own notion of the subject (logs, vote, state machine, snapshot) and verb (read, write, ...), by
-//! [`StoreError::into_storage_error`] — the only place that conversion is written.
+//! when it failed. At the openraft trait boundary it becomes an `io::Error` through the one
+//! `From` impl below; openraft adds its own subject (logs, vote, state machine, snapshot) and verb.
 
 use std::path::PathBuf;
-
-use openraft::{AnyError, ErrorSubject, ErrorVerb, NodeId, StorageError, StorageIOError};
 
 /// Everything that can go wrong inside the storage crate.
 #[derive(Debug, thiserror::Error)]
@@ -101,38 +99,39 @@ impl StoreError {
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         StoreError::Corrupt { what: what.into() }
     }
+}
 
-    /// Converts into openraft's error type, tagging it with openraft's subject and verb.
-    ///
-    /// This is the one place the crate's errors cross into openraft; the full cause chain is
-    /// kept through [`AnyError::new`].
-    pub fn into_storage_error<NID: NodeId>(
-        self,
-        subject: ErrorSubject<NID>,
-        verb: ErrorVerb,
-    ) -> StorageError<NID> {
-        StorageIOError::new(subject, verb, AnyError::new(&self)).into()
+/// The one place the crate's errors cross into openraft, whose storage traits report
+/// `std::io::Error`: the kind says what class of failure it was (data that fails to decode or
+/// breaks an invariant is `InvalidData`, everything else `Other`), and the [`StoreError`] itself
+/// is kept as the source, so its whole chain of causes reaches openraft's logs.
+impl From<StoreError> for std::io::Error {
+    fn from(error: StoreError) -> Self {
+        let kind = match &error {
+            StoreError::Corrupt { .. } | StoreError::Codec { .. } => {
+                std::io::ErrorKind::InvalidData
+            }
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, error)
     }
 }
 
-/// Attaches openraft's subject and verb to a `Result<T, StoreError>` at the trait boundary.
-// openraft's storage traits return its `StorageError` by value; its size is openraft's choice.
-#[allow(clippy::result_large_err)]
-pub(crate) trait ResultExt<T> {
-    /// Maps the error with [`StoreError::into_storage_error`].
-    fn sto<NID: NodeId>(
-        self,
-        subject: ErrorSubject<NID>,
-        verb: ErrorVerb,
-    ) -> Result<T, StorageError<NID>>;
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<T> ResultExt<T> for Result<T, StoreError> {
-    fn sto<NID: NodeId>(
-        self,
-        subject: ErrorSubject<NID>,
-        verb: ErrorVerb,
-    ) -> Result<T, StorageError<NID>> {
-        self.map_err(|e| e.into_storage_error(subject, verb))
+    #[test]
+    fn io_errors_keep_the_kind_and_the_cause() {
+        let io: std::io::Error = StoreError::corrupt("hole in log").into();
+        assert_eq!(io.kind(), std::io::ErrorKind::InvalidData);
+        assert!(io.to_string().contains("hole in log"), "{io}");
+        let inner = io
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<StoreError>())
+            .map(|e| matches!(e, StoreError::Corrupt { .. }));
+        assert_eq!(inner, Some(true));
+        let io: std::io::Error = StoreError::SyncerStopped.into();
+        assert_eq!(io.kind(), std::io::ErrorKind::Other);
     }
 }

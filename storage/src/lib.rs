@@ -8,7 +8,7 @@
 //!   (whether writes are fsynced before they are reported durable) and [`IoMode`] (whether RocksDB
 //!   calls run on a blocking thread or inline on the calling task).
 //! - [`error`] — [`StoreError`], the crate's structured error, and its single conversion into
-//!   openraft's `StorageError`.
+//!   the `std::io::Error` openraft's storage traits return.
 //! - [`log_store`] — [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader`: log entries in
 //!   `logs`, vote / committed / last-purged pointers in `meta`. One append = one batch, written
 //!   at once and reported durable after the next WAL sync. The newest entries are kept decoded
@@ -17,7 +17,9 @@
 //!   append waiting when it starts.
 //! - [`state_machine`] — [`StateMachineStore`], openraft's `RaftStateMachine` around an in-memory
 //!   [`Machine`] (the application logic, implemented elsewhere), its [`SnapshotBuilder`], and the
-//!   [`AppliedState`] watch channel readers subscribe to. Snapshots are persisted to `snapshot`.
+//!   [`AppliedState`] watch channel readers subscribe to. Entries arrive as openraft's stream of
+//!   entries with their writers' responders, applied a ready chunk at a time. Snapshots are
+//!   persisted to `snapshot`.
 //! - [`archive`] — what the machine retires from memory ([`ArchiveOp`]), kept in `archive`
 //!   with an expiry and read back by key; the same on every replica, carried by the snapshots
 //!   sent to other nodes.
@@ -35,7 +37,7 @@
 //! let db = Db::open(path, DbOptions::default())?;
 //! let log_store = LogStore::<TypeConfig>::new(db.clone());
 //! let state_machine = StateMachineStore::<TypeConfig, MyMachine>::open(db).await?;
-//! let raft = openraft::Raft::new(id, config, network, log_store, state_machine.clone()).await?;
+//! let raft = openraft::Raft::<TypeConfig, _>::new(id, config, network, log_store, state_machine.clone()).await?;
 //! ```
 
 #![warn(missing_docs)]
@@ -51,4 +53,6 @@ pub use archive::{ArchiveOp, ArchivedRecord};
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use state_machine::{AppliedState, Machine, SnapshotBuilder, StateMachineStore};
+pub use state_machine::{
+    AppliedState, EntryOfMachine, Machine, SnapshotBuilder, StateMachineStore,
+};

@@ -5,9 +5,9 @@
 //! | column family | key                         | value                              |
 //! |---------------|-----------------------------|------------------------------------|
 //! | `logs`        | log index, 8 bytes big-endian | JSON of the entry (`C::Entry`)   |
-//! | `meta`        | `vote`                      | JSON `Vote<NodeId>`                |
-//! | `meta`        | `committed`                 | JSON `Option<LogId<NodeId>>`       |
-//! | `meta`        | `last_purged`               | JSON `LogId<NodeId>`               |
+//! | `meta`        | `vote`                      | JSON `VoteOf<C>`                   |
+//! | `meta`        | `committed`                 | JSON `Option<LogIdOf<C>>`          |
+//! | `meta`        | `last_purged`               | JSON `LogIdOf<C>`                  |
 //!
 //! Big-endian keys make RocksDB's byte order equal to index order, so range scans and "last
 //! entry" lookups are plain iterator seeks.
@@ -27,16 +27,19 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{
-    ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftTypeConfig, StorageError, Vote,
-};
+use std::io;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::type_config::alias::{LogIdOf, VoteOf};
+use openraft::vote::RaftVote;
+use openraft::{OptionalSend, RaftTypeConfig};
 use rocksdb::{Direction, IteratorMode, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::db::{cf, get_json, to_json, Db, CF_LOGS, CF_META};
-use crate::error::{ResultExt, StoreError};
+use crate::error::StoreError;
 
 /// `meta` key of the persisted vote.
 const KEY_VOTE: &[u8] = b"vote";
@@ -220,7 +223,7 @@ where
         what: "log entry",
         source,
     })?;
-    let stored = entry.get_log_id().index;
+    let stored = entry.index();
     if stored != index {
         return Err(StoreError::corrupt(format!(
             "log entry under key {index} carries index {stored}"
@@ -298,7 +301,7 @@ where
 }
 
 /// Reads the log id of the last stored entry, if any.
-fn last_log_id<C: RaftTypeConfig>(db: &DB) -> Result<Option<LogId<C::NodeId>>, StoreError>
+fn last_log_id<C: RaftTypeConfig>(db: &DB) -> Result<Option<LogIdOf<C>>, StoreError>
 where
     C::Entry: DeserializeOwned,
 {
@@ -312,7 +315,7 @@ where
     })?;
     let index = key_index(&key)?;
     let entry = decode_entry::<C>(index, &value)?;
-    Ok(Some(entry.get_log_id().clone()))
+    Ok(Some(entry.log_id()))
 }
 
 impl<C> RaftLogReader<C> for LogStore<C>
@@ -323,7 +326,7 @@ where
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+    ) -> Result<Vec<C::Entry>, io::Error> {
         let Some((start, end)) = inclusive_range(&range) else {
             return Ok(Vec::new());
         };
@@ -334,10 +337,17 @@ where
                 return Ok(entries);
             }
         }
-        self.db
+        Ok(self
+            .db
             .run(move |db| read_entries::<C>(db, start, end))
-            .await
-            .sto(ErrorSubject::Logs, ErrorVerb::Read)
+            .await?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        Ok(self
+            .db
+            .run(|db| get_json(db, CF_META, KEY_VOTE, "vote"))
+            .await?)
     }
 }
 
@@ -348,17 +358,16 @@ where
 {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
         let (last_purged, last_present) = self
             .db
             .run(|db| {
-                let last_purged: Option<LogId<C::NodeId>> =
+                let last_purged: Option<LogIdOf<C>> =
                     get_json(db, CF_META, KEY_LAST_PURGED, "last purged log id")?;
                 let last_present = last_log_id::<C>(db)?;
                 Ok((last_purged, last_present))
             })
-            .await
-            .sto(ErrorSubject::Logs, ErrorVerb::Read)?;
+            .await?;
         Ok(LogState {
             last_log_id: last_present.or_else(|| last_purged.clone()),
             last_purged_log_id: last_purged,
@@ -369,28 +378,16 @@ where
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let bytes = to_json(vote, "vote").sto(ErrorSubject::Vote, ErrorVerb::Write)?;
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        let bytes = to_json(vote, "vote")?;
         self.db
             .write("save vote", move |db, batch| {
                 batch.put_cf(cf(db, CF_META)?, KEY_VOTE, bytes);
                 Ok(())
             })
-            .await
-            .sto(ErrorSubject::Vote, ErrorVerb::Write)?;
-        tracing::debug!(
-            term = vote.leader_id().term,
-            committed = vote.is_committed(),
-            "saved vote"
-        );
+            .await?;
+        tracing::debug!(%vote, committed = vote.is_committed(), "saved vote");
         Ok(())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.db
-            .run(|db| get_json(db, CF_META, KEY_VOTE, "vote"))
-            .await
-            .sto(ErrorSubject::Vote, ErrorVerb::Read)
     }
 
     /// Written without a sync, even with `FsyncPolicy::Always`: the committed log id is a hint
@@ -399,19 +396,14 @@ where
     /// from the leader. It can never get ahead of the log: RocksDB replays its WAL as a prefix,
     /// and the entries it points to were written before it. Syncing it would put one more fsync
     /// on every commit of every node, inside openraft's core loop.
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<C::NodeId>>,
-    ) -> Result<(), StorageError<C::NodeId>> {
-        let bytes =
-            to_json(&committed, "committed log id").sto(ErrorSubject::Store, ErrorVerb::Write)?;
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let bytes = to_json(&committed, "committed log id")?;
         self.db
             .write_unsynced("save committed", move |db, batch| {
                 batch.put_cf(cf(db, CF_META)?, KEY_COMMITTED, bytes);
                 Ok(())
             })
-            .await
-            .sto(ErrorSubject::Store, ErrorVerb::Write)?;
+            .await?;
         tracing::trace!(
             index = committed.as_ref().map(|c| c.index),
             "saved committed"
@@ -419,22 +411,15 @@ where
         Ok(())
     }
 
-    async fn read_committed(
-        &mut self,
-    ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        let stored: Option<Option<LogId<C::NodeId>>> = self
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        let stored: Option<Option<LogIdOf<C>>> = self
             .db
             .run(|db| get_json(db, CF_META, KEY_COMMITTED, "committed log id"))
-            .await
-            .sto(ErrorSubject::Store, ErrorVerb::Read)?;
+            .await?;
         Ok(stored.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<C>,
-    ) -> Result<(), StorageError<C::NodeId>>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -443,15 +428,15 @@ where
         let encoded: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
             .iter()
             .map(|entry| -> Result<(u64, Vec<u8>), StoreError> {
-                Ok((entry.get_log_id().index, to_json(entry, "log entry")?))
+                Ok((entry.index(), to_json(entry, "log entry")?))
             })
             .collect();
         let encoded = match encoded {
             Ok(encoded) => encoded,
             Err(e) => {
                 tracing::error!(error = %e, "log append failed");
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                return Err(e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write));
+                callback.io_completed(Err(io::Error::other(e.to_string())));
+                return Err(e.into());
             }
         };
         let count = encoded.len();
@@ -466,8 +451,8 @@ where
         let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         // Readable when `append` returns, as openraft requires; `callback` is called once the
         // WAL is synced past these entries (the database's group commit).
-        let durable = Box::new(move |result: Result<(), std::io::Error>| {
-            callback.log_io_completed(result);
+        let durable = Box::new(move |result: Result<(), io::Error>| {
+            callback.io_completed(result);
         });
         self.db
             .append(
@@ -484,7 +469,7 @@ where
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "log append failed");
-                e.into_storage_error(ErrorSubject::Logs, ErrorVerb::Write)
+                io::Error::from(e)
             })?;
         self.with_recent(|recent| match first {
             Some(first) if cacheable => {
@@ -497,8 +482,16 @@ where
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let from = log_id.index;
+    /// Deletes every entry after `last_log_id` (all of them if it is `None`).
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let from = match &last_log_id {
+            None => 0,
+            Some(last) => match last.index.checked_add(1) {
+                Some(from) => from,
+                // Nothing can follow the largest index.
+                None => return Ok(()),
+            },
+        };
         // Before the write: no reader may get a truncated entry from memory once it is gone
         // from disk.
         self.with_recent(|recent| recent.remove_from(from));
@@ -506,16 +499,14 @@ where
             .write("truncate logs", move |db, batch| {
                 delete_logs_from(db, batch, from)
             })
-            .await
-            .sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
+            .await?;
         tracing::debug!(index = from, "truncated log from index");
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         let upto = log_id.index;
-        let bytes =
-            to_json(&log_id, "last purged log id").sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        let bytes = to_json(&log_id, "last purged log id")?;
         self.with_recent(|recent| recent.remove_upto(upto));
         self.db
             .write("purge logs", move |db, batch| {
@@ -528,8 +519,7 @@ where
                 }
                 Ok(())
             })
-            .await
-            .sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
+            .await?;
         tracing::debug!(index = upto, "purged log up to index");
         Ok(())
     }

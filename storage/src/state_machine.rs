@@ -19,19 +19,25 @@
 //! log may already be purged up to the newer snapshot, and restarting from the older one would
 //! leave a hole.
 //!
-//! openraft itself streams snapshots between nodes in chunks (`Config::snapshot_max_chunk_size`)
-//! through `RaftNetwork::install_snapshot`, writing them into the buffer obtained from
-//! [`RaftStateMachine::begin_receiving_snapshot`]; this store only ever sees whole snapshots.
+//! The network layer streams snapshots between nodes in chunks and reassembles them; this store
+//! only ever sees whole snapshots (its `SnapshotData` is the snapshot's bytes).
+//!
+//! openraft hands committed entries to [`RaftStateMachine::apply`] as a stream, each with the
+//! responder of the client write that proposed it (on the leader). The store applies whatever
+//! the stream has ready, up to [`APPLY_CHUNK_ENTRIES_MAX`] entries, under one lock, writes what
+//! they retired to the archive, publishes the new [`AppliedState`], and only then answers their
+//! writers: a writer that hears "committed" finds its change in the machine.
 
-use std::io::Cursor;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, LogId, Node, NodeId, OptionalSend, RaftSnapshotBuilder,
-    RaftTypeConfig, SnapshotMeta, StorageError, StoredMembership,
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::type_config::alias::{
+    CommittedLeaderIdOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf,
 };
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig, StoredMembership};
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,20 +45,34 @@ use tokio::sync::watch;
 
 use crate::archive::{self, ArchiveOp, ArchivedRecord};
 use crate::db::{cf, commit, get_json, to_json, Db, CF_SNAPSHOT};
-use crate::error::{ResultExt, StoreError};
+use crate::error::StoreError;
 
 /// `snapshot` key of the JSON [`SnapshotMeta`].
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 /// `snapshot` key of the snapshot bytes.
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
+/// Most entries applied under one lock and answered together.
+pub const APPLY_CHUNK_ENTRIES_MAX: usize = 64;
+
+/// The log entry type a store for machine `M` applies: openraft's default entry carrying `M`'s
+/// requests.
+pub type EntryOfMachine<C, M> = openraft::Entry<
+    CommittedLeaderIdOf<C>,
+    EntryPayload<
+        <M as Machine>::Request,
+        <C as RaftTypeConfig>::NodeId,
+        <C as RaftTypeConfig>::Node,
+    >,
+>;
+
 /// The deterministic application logic the store persists and snapshots. Implemented by the
 /// contact-center state machine in another crate; tests here use a toy key-value machine.
 pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The application request carried by a normal log entry (openraft's `D`).
-    type Request;
+    type Request: openraft::AppData;
     /// The result of applying one request (openraft's `R`).
-    type Response: Send;
+    type Response: openraft::AppDataResponse;
     /// Apply one committed application request at `log_index`. Pure: no I/O, clock or randomness.
     fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response;
     /// The response openraft requires for a blank or membership entry.
@@ -82,19 +102,19 @@ fn debug_check<M: Machine>(machine: &M, point: &str) {
 /// What has been applied: published through a tokio `watch` channel after every apply batch and
 /// after a snapshot install, so readers (e.g. the delivery of chat events) can wake up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AppliedState<NID: NodeId> {
+pub struct AppliedState<C: RaftTypeConfig> {
     /// The id of the last log entry reflected in the machine; `None` before anything was applied.
-    pub last_applied: Option<LogId<NID>>,
+    pub last_applied: Option<LogIdOf<C>>,
 }
 
 /// The bytes of a snapshot, decoded.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
-struct SnapshotPayload<NID: NodeId, N: Node, M> {
+struct SnapshotPayload<C: RaftTypeConfig, M> {
     /// The last log id the snapshot covers; must equal `SnapshotMeta::last_log_id`.
-    last_applied: Option<LogId<NID>>,
+    last_applied: Option<LogIdOf<C>>,
     /// The last membership the snapshot covers; must equal `SnapshotMeta::last_membership`.
-    last_membership: StoredMembership<NID, N>,
+    last_membership: StoredMembershipOf<C>,
     /// The application state.
     machine: M,
     /// Archive operations of applied entries not yet written when the machine was copied;
@@ -107,25 +127,24 @@ struct SnapshotPayload<NID: NodeId, N: Node, M> {
     archive: Option<Vec<ArchivedRecord>>,
 }
 
-impl<NID: NodeId, N: Node, M> SnapshotPayload<NID, N, M> {
+impl<C: RaftTypeConfig, M> SnapshotPayload<C, M> {
     /// Checks that the payload agrees with the metadata it was stored or sent with.
-    fn check_against(&self, meta: &SnapshotMeta<NID, N>) -> Result<(), StoreError> {
+    fn check_against(&self, meta: &SnapshotMetaOf<C>) -> Result<(), StoreError> {
         if self.last_applied != meta.last_log_id {
             return Err(StoreError::corrupt(format!(
-                "snapshot {} contents cover {:?} but its meta says {:?}",
-                meta.snapshot_id, self.last_applied, meta.last_log_id
+                "snapshot contents cover {:?} but its meta says {:?}",
+                self.last_applied, meta.last_log_id
             )));
         }
         if self.last_membership != meta.last_membership {
             return Err(StoreError::corrupt(format!(
-                "snapshot {} contents carry a different membership than its meta",
-                meta.snapshot_id
+                "snapshot at {:?} carries a different membership than its meta",
+                meta.last_log_id
             )));
         }
         if self.last_membership.log_id().as_ref() > self.last_applied.as_ref() {
             return Err(StoreError::corrupt(format!(
-                "snapshot {} membership log id {:?} is past its last applied {:?}",
-                meta.snapshot_id,
+                "snapshot membership log id {:?} is past its last applied {:?}",
                 self.last_membership.log_id(),
                 self.last_applied
             )));
@@ -135,9 +154,9 @@ impl<NID: NodeId, N: Node, M> SnapshotPayload<NID, N, M> {
 }
 
 /// Decodes snapshot bytes.
-fn decode_payload<NID: NodeId, N: Node, M: DeserializeOwned>(
+fn decode_payload<C: RaftTypeConfig, M: DeserializeOwned>(
     bytes: &[u8],
-) -> Result<SnapshotPayload<NID, N, M>, StoreError> {
+) -> Result<SnapshotPayload<C, M>, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
         what: "snapshot data",
         source,
@@ -145,13 +164,11 @@ fn decode_payload<NID: NodeId, N: Node, M: DeserializeOwned>(
 }
 
 /// A persisted snapshot: its metadata and its bytes.
-type PersistedSnapshot<NID, N> = (SnapshotMeta<NID, N>, Vec<u8>);
+type PersistedSnapshot<C> = (SnapshotMetaOf<C>, Vec<u8>);
 
 /// Reads the persisted snapshot: `None` if there is none, an error if only half of it exists.
-fn read_persisted<NID: NodeId, N: Node>(
-    db: &DB,
-) -> Result<Option<PersistedSnapshot<NID, N>>, StoreError> {
-    let meta: Option<SnapshotMeta<NID, N>> =
+fn read_persisted<C: RaftTypeConfig>(db: &DB) -> Result<Option<PersistedSnapshot<C>>, StoreError> {
+    let meta: Option<SnapshotMetaOf<C>> =
         get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
     let data = db
         .get_cf(cf(db, CF_SNAPSHOT)?, KEY_SNAPSHOT_DATA)
@@ -172,9 +189,9 @@ struct Inner<C: RaftTypeConfig, M> {
     /// The application state.
     machine: M,
     /// The id of the last entry applied to `machine`.
-    last_applied: Option<LogId<C::NodeId>>,
+    last_applied: Option<LogIdOf<C>>,
     /// The last membership config applied, which openraft asks for at start-up.
-    last_membership: StoredMembership<C::NodeId, C::Node>,
+    last_membership: StoredMembershipOf<C>,
     /// Archive operations the machine produced that are not in the archive yet, oldest first;
     /// readers consult them before the column family, so a retired record is never missing.
     pending: Vec<ArchiveOp>,
@@ -187,9 +204,7 @@ struct Shared<C: RaftTypeConfig, M> {
     /// The machine and its log position.
     inner: RwLock<Inner<C, M>>,
     /// Publishes [`AppliedState`] to subscribers.
-    applied_tx: watch::Sender<AppliedState<C::NodeId>>,
-    /// Makes snapshot ids unique among snapshots built by this process at the same log id.
-    snapshot_counter: AtomicU64,
+    applied_tx: watch::Sender<AppliedState<C>>,
     /// Bytes of the last snapshot built or installed here (0 before the first).
     snapshot_bytes: AtomicU64,
     /// Serializes "compare with the persisted snapshot, then overwrite it" between concurrent
@@ -204,7 +219,7 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
     fn persist_snapshot(
         &self,
         db: &DB,
-        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        meta: &SnapshotMetaOf<C>,
         data: &[u8],
         archive: Option<(&[ArchivedRecord], &[ArchiveOp])>,
     ) -> Result<(), StoreError> {
@@ -215,7 +230,7 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
             .map_err(|_| StoreError::Poisoned {
                 what: "snapshot write lock",
             })?;
-        let current: Option<SnapshotMeta<C::NodeId, C::Node>> =
+        let current: Option<SnapshotMetaOf<C>> =
             get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
         if let Some(current) = current {
             if current.last_log_id > meta.last_log_id {
@@ -275,7 +290,7 @@ impl<C: RaftTypeConfig, M: Machine> std::fmt::Debug for StateMachineStore<C, M> 
 
 impl<C, M> StateMachineStore<C, M>
 where
-    C: RaftTypeConfig<D = M::Request, R = M::Response, SnapshotData = Cursor<Vec<u8>>>,
+    C: RaftTypeConfig<D = M::Request, R = M::Response, Entry = EntryOfMachine<C, M>>,
     M: Machine,
 {
     /// Opens on `db`: loads the persisted snapshot (if any) and restores the machine, last applied
@@ -286,10 +301,10 @@ where
     pub async fn open(db: Db) -> Result<Self, StoreError> {
         let restored = db
             .run(|raw| {
-                let Some((meta, data)) = read_persisted::<C::NodeId, C::Node>(raw)? else {
+                let Some((meta, data)) = read_persisted::<C>(raw)? else {
                     return Ok(None);
                 };
-                let payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
+                let payload: SnapshotPayload<C, M> = decode_payload(&data)?;
                 payload.check_against(&meta)?;
                 debug_check(&payload.machine, "in the snapshot restored at open");
                 write_archive(raw, &payload.archive_pending)?;
@@ -328,7 +343,6 @@ where
                 db,
                 inner: RwLock::new(inner),
                 applied_tx,
-                snapshot_counter: AtomicU64::new(0),
                 snapshot_bytes: AtomicU64::new(0),
                 snapshot_write: Mutex::new(()),
             }),
@@ -341,7 +355,7 @@ where
     /// The signature is infallible, so a lock poisoned by a panicking [`Machine::apply`] is read
     /// through (and logged); the trait methods openraft calls do report poisoning as an error,
     /// which stops the Raft node.
-    pub fn read<T>(&self, f: impl FnOnce(&M, Option<&LogId<C::NodeId>>) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&M, Option<&LogIdOf<C>>) -> T) -> T {
         let inner = self.shared.inner.read().unwrap_or_else(|poisoned| {
             tracing::error!("state machine lock poisoned, reading possibly partial state");
             PoisonError::into_inner(poisoned)
@@ -371,8 +385,57 @@ where
     }
 
     /// A receiver that changes whenever something is applied or a snapshot is installed.
-    pub fn subscribe(&self) -> watch::Receiver<AppliedState<C::NodeId>> {
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState<C>> {
         self.shared.applied_tx.subscribe()
+    }
+
+    /// Applies committed `entries` in order and returns one response per entry: the whole of
+    /// what [`RaftStateMachine::apply`] does to the machine, the archive and the
+    /// [`AppliedState`], without openraft's stream and responders (tests and tools call it).
+    pub async fn apply_entries(
+        &self,
+        entries: Vec<EntryOfMachine<C, M>>,
+    ) -> Result<Vec<M::Response>, StoreError> {
+        let (last_applied, retired, responses) = {
+            let mut inner = self.shared.inner.write().map_err(poisoned)?;
+            let mut responses = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let log_id = entry.log_id;
+                let response = match entry.payload {
+                    EntryPayload::Blank => M::empty_response(),
+                    EntryPayload::Normal(request) => inner.machine.apply(log_id.index, &request),
+                    EntryPayload::Membership(membership) => {
+                        inner.last_membership =
+                            StoredMembership::new(Some(log_id.clone()), membership);
+                        M::empty_response()
+                    }
+                };
+                inner.last_applied = Some(log_id);
+                responses.push(response);
+            }
+            let retired = inner.machine.take_archive();
+            inner.pending.extend(retired.iter().cloned());
+            (inner.last_applied.clone(), retired, responses)
+        };
+        if !retired.is_empty() {
+            let written = retired.len();
+            self.shared
+                .db
+                .run(move |db| write_archive(db, &retired))
+                .await?;
+            let mut inner = self.shared.inner.write().map_err(poisoned)?;
+            let written = written.min(inner.pending.len());
+            inner.pending.drain(..written);
+        }
+        tracing::debug!(
+            count = responses.len(),
+            last = last_applied.as_ref().map(|l| l.index),
+            "applied entries"
+        );
+        self.shared
+            .applied_tx
+            .send_replace(AppliedState { last_applied });
+        Ok(responses)
     }
 }
 
@@ -404,18 +467,15 @@ pub struct SnapshotBuilder<C: RaftTypeConfig, M: Machine> {
 
 impl<C, M> RaftSnapshotBuilder<C> for SnapshotBuilder<C, M>
 where
-    C: RaftTypeConfig<D = M::Request, R = M::Response, SnapshotData = Cursor<Vec<u8>>>,
+    C: RaftTypeConfig<D = M::Request, R = M::Response, Entry = EntryOfMachine<C, M>>,
     M: Machine,
 {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<C::NodeId>> {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
         let payload = {
-            let inner = self
-                .shared
-                .inner
-                .read()
-                .map_err(poisoned)
-                .sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
-            SnapshotPayload::<C::NodeId, C::Node, M> {
+            let inner = self.shared.inner.read().map_err(poisoned)?;
+            SnapshotPayload::<C, M> {
                 last_applied: inner.last_applied.clone(),
                 last_membership: inner.last_membership.clone(),
                 machine: inner.machine.clone(),
@@ -424,16 +484,10 @@ where
             }
         };
         debug_check(&payload.machine, "in a snapshot about to be persisted");
-        let counter = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
-        let (term, index) = payload
-            .last_applied
-            .as_ref()
-            .map(|l| (l.leader_id.term, l.index))
-            .unwrap_or_default();
-        let meta = SnapshotMeta {
+        let index = payload.last_applied.as_ref().map(|l| l.index);
+        let meta = SnapshotMetaOf::<C> {
             last_log_id: payload.last_applied.clone(),
             last_membership: payload.last_membership.clone(),
-            snapshot_id: format!("{term}-{index}-{counter}"),
         };
 
         let shared = Arc::clone(&self.shared);
@@ -455,108 +509,54 @@ where
                 }
                 Ok(bytes)
             })
-            .await
-            .sto(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-            )?;
-        tracing::debug!(index, term, size = bytes.len(), "built snapshot");
+            .await?;
+        tracing::debug!(index, size = bytes.len(), "built snapshot");
         self.shared
             .snapshot_bytes
             .store(bytes.len() as u64, Ordering::Relaxed);
-        Ok(Snapshot {
+        Ok(SnapshotOf::<C, Vec<u8>> {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: bytes,
         })
     }
 }
 
 impl<C, M> RaftStateMachine<C> for StateMachineStore<C, M>
 where
-    C: RaftTypeConfig<
-        D = M::Request,
-        R = M::Response,
-        Entry = openraft::Entry<C>,
-        SnapshotData = Cursor<Vec<u8>>,
-    >,
+    C: RaftTypeConfig<D = M::Request, R = M::Response, Entry = EntryOfMachine<C, M>>,
     M: Machine,
 {
+    type SnapshotData = Vec<u8>;
     type SnapshotBuilder = SnapshotBuilder<C, M>;
 
     async fn applied_state(
         &mut self,
-    ) -> Result<
-        (
-            Option<LogId<C::NodeId>>,
-            StoredMembership<C::NodeId, C::Node>,
-        ),
-        StorageError<C::NodeId>,
-    > {
-        let inner = self
-            .shared
-            .inner
-            .read()
-            .map_err(poisoned)
-            .sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let inner = self.shared.inner.read().map_err(poisoned)?;
         Ok((inner.last_applied.clone(), inner.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<C::NodeId>>
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = C::Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut responses = Vec::new();
-        let last_applied = {
-            let mut inner = self
-                .shared
-                .inner
-                .write()
-                .map_err(poisoned)
-                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
-            for entry in entries {
-                let log_id = entry.log_id;
-                inner.last_applied = Some(log_id.clone());
-                let response = match entry.payload {
-                    EntryPayload::Blank => M::empty_response(),
-                    EntryPayload::Normal(request) => inner.machine.apply(log_id.index, &request),
-                    EntryPayload::Membership(membership) => {
-                        inner.last_membership = StoredMembership::new(Some(log_id), membership);
-                        M::empty_response()
-                    }
-                };
-                responses.push(response);
+        let mut chunks = entries.ready_chunks(APPLY_CHUNK_ENTRIES_MAX);
+        while let Some(chunk) = chunks.next().await {
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut responders = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let (entry, responder) = item?;
+                batch.push(entry);
+                responders.push(responder);
             }
-            let retired = inner.machine.take_archive();
-            inner.pending.extend(retired.iter().cloned());
-            (inner.last_applied.clone(), retired)
-        };
-        let (last_applied, retired) = last_applied;
-        if !retired.is_empty() {
-            let written = retired.len();
-            self.shared
-                .db
-                .run(move |db| write_archive(db, &retired))
-                .await
-                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
-            let mut inner = self
-                .shared
-                .inner
-                .write()
-                .map_err(poisoned)
-                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
-            let written = written.min(inner.pending.len());
-            inner.pending.drain(..written);
+            let responses = self.apply_entries(batch).await?;
+            for (responder, response) in responders.into_iter().zip(responses) {
+                if let Some(responder) = responder {
+                    responder.send(response);
+                }
+            }
         }
-        tracing::debug!(
-            count = responses.len(),
-            last = last_applied.as_ref().map(|l| l.index),
-            "applied entries"
-        );
-        self.shared
-            .applied_tx
-            .send_replace(AppliedState { last_applied });
-        Ok(responses)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -565,18 +565,12 @@ where
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<C::NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<C::NodeId, C::Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<C::NodeId>> {
-        let bytes = snapshot.into_inner();
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot;
         let size = bytes.len();
         let shared = Arc::clone(&self.shared);
         let persist_meta = meta.clone();
@@ -584,7 +578,7 @@ where
             .shared
             .db
             .run(move |db| {
-                let mut payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&bytes)?;
+                let mut payload: SnapshotPayload<C, M> = decode_payload(&bytes)?;
                 payload.check_against(&persist_meta)?;
                 debug_check(&payload.machine, "in a snapshot received for install");
                 // The archive travels with the snapshot but is kept in its own column family:
@@ -606,20 +600,11 @@ where
                 }
                 Ok(payload)
             })
-            .await
-            .sto(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-            )?;
+            .await?;
 
         let last_applied = payload.last_applied.clone();
         {
-            let mut inner = self
-                .shared
-                .inner
-                .write()
-                .map_err(poisoned)
-                .sto(ErrorSubject::StateMachine, ErrorVerb::Write)?;
+            let mut inner = self.shared.inner.write().map_err(poisoned)?;
             *inner = Inner {
                 machine: payload.machine,
                 last_applied: payload.last_applied,
@@ -641,27 +626,24 @@ where
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
         // The snapshot sent to a node carries the archive as it is now: newer than the machine
         // at the snapshot's index, which the entries replayed after it make consistent again.
         let persisted = self
             .shared
             .db
             .run(|db| {
-                let Some((meta, data)) = read_persisted::<C::NodeId, C::Node>(db)? else {
+                let Some((meta, data)) = read_persisted::<C>(db)? else {
                     return Ok(None);
                 };
-                let mut payload: SnapshotPayload<C::NodeId, C::Node, M> = decode_payload(&data)?;
+                let mut payload: SnapshotPayload<C, M> = decode_payload(&data)?;
                 payload.archive = Some(archive::dump(db)?);
                 Ok(Some((meta, to_json(&payload, "snapshot data")?)))
             })
-            .await
-            .sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
-        Ok(persisted.map(|(meta, data)| Snapshot {
+            .await?;
+        Ok(persisted.map(|(meta, data)| SnapshotOf::<C, Vec<u8>> {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: data,
         }))
     }
 }

@@ -9,7 +9,7 @@ use openraft::RaftSnapshotBuilder;
 use parley_storage::{Db, DbOptions};
 
 /// Retires `key` with `expires_at_ms` at `index`.
-fn retire(index: u64, key: &str, expires_at_ms: u64) -> openraft::Entry<common::KvConfig> {
+fn retire(index: u64, key: &str, expires_at_ms: u64) -> common::Entry {
     put(
         1,
         index,
@@ -19,15 +19,15 @@ fn retire(index: u64, key: &str, expires_at_ms: u64) -> openraft::Entry<common::
 }
 
 /// Purges what expired by `at_ms`, at `index`.
-fn purge(index: u64, at_ms: u64) -> openraft::Entry<common::KvConfig> {
+fn purge(index: u64, at_ms: u64) -> common::Entry {
     put(1, index, "purge", &at_ms.to_string())
 }
 
 #[tokio::test]
 async fn a_retired_record_is_read_from_the_archive_until_it_expires() {
     let (dir, db) = fresh(DbOptions::default());
-    let mut sm = Sm::open(db).await.unwrap();
-    sm.apply([
+    let sm = Sm::open(db).await.unwrap();
+    sm.apply_entries(vec![
         put(1, 1, "a", "1"),
         put(1, 2, "b", "2"),
         retire(3, "a", 100),
@@ -41,7 +41,7 @@ async fn a_retired_record_is_read_from_the_archive_until_it_expires() {
     assert_eq!(sm.archived("never").await.unwrap(), None);
 
     // Purging at 100 removes what expired by then, nothing else.
-    sm.apply([purge(5, 100)]).await.unwrap();
+    sm.apply_entries(vec![purge(5, 100)]).await.unwrap();
     assert_eq!(sm.archived("a").await.unwrap(), None);
     assert_eq!(sm.archived("b").await.unwrap().as_deref(), Some("2"));
     drop(sm);
@@ -56,12 +56,12 @@ async fn a_retired_record_is_read_from_the_archive_until_it_expires() {
 #[tokio::test]
 async fn a_purge_in_the_same_batch_as_the_put_sees_it_and_a_later_expiry_survives() {
     let (_dir, db) = fresh(DbOptions::default());
-    let mut sm = Sm::open(db).await.unwrap();
-    sm.apply([put(1, 1, "a", "1"), put(1, 2, "b", "2")])
+    let sm = Sm::open(db).await.unwrap();
+    sm.apply_entries(vec![put(1, 1, "a", "1"), put(1, 2, "b", "2")])
         .await
         .unwrap();
     // One apply batch: both puts and the purge reach the archive in one write.
-    sm.apply([retire(3, "a", 50), retire(4, "b", 500), purge(5, 100)])
+    sm.apply_entries(vec![retire(3, "a", 50), retire(4, "b", 500), purge(5, 100)])
         .await
         .unwrap();
     assert_eq!(
@@ -72,11 +72,15 @@ async fn a_purge_in_the_same_batch_as_the_put_sees_it_and_a_later_expiry_survive
     assert_eq!(sm.archived("b").await.unwrap().as_deref(), Some("2"));
 
     // A record put again with a later expiry is not deleted by its old expiry's purge.
-    sm.apply([put(1, 6, "b", "3"), retire(7, "b", 1_000), purge(8, 600)])
-        .await
-        .unwrap();
+    sm.apply_entries(vec![
+        put(1, 6, "b", "3"),
+        retire(7, "b", 1_000),
+        purge(8, 600),
+    ])
+    .await
+    .unwrap();
     assert_eq!(sm.archived("b").await.unwrap().as_deref(), Some("3"));
-    sm.apply([purge(9, 1_000)]).await.unwrap();
+    sm.apply_entries(vec![purge(9, 1_000)]).await.unwrap();
     assert_eq!(sm.archived("b").await.unwrap(), None);
 }
 
@@ -89,13 +93,13 @@ async fn the_snapshot_sent_to_a_node_carries_the_archive_and_replaces_its_own() 
 
     // The follower holds a record the leader's history never had: the install drops it.
     follower
-        .apply([put(1, 1, "stale", "x"), retire(2, "stale", 10_000)])
+        .apply_entries(vec![put(1, 1, "stale", "x"), retire(2, "stale", 10_000)])
         .await
         .unwrap();
     assert!(follower.archived("stale").await.unwrap().is_some());
 
     leader
-        .apply([
+        .apply_entries(vec![
             put(1, 1, "k1", "v1"),
             put(1, 2, "k2", "v2"),
             retire(3, "k1", 10_000),
@@ -109,7 +113,10 @@ async fn the_snapshot_sent_to_a_node_carries_the_archive_and_replaces_its_own() 
         .await
         .unwrap();
     // Retired after the snapshot was built: the archive sent is the current one.
-    leader.apply([retire(4, "k2", 10_000)]).await.unwrap();
+    leader
+        .apply_entries(vec![retire(4, "k2", 10_000)])
+        .await
+        .unwrap();
     let sent = leader
         .get_current_snapshot()
         .await
@@ -129,7 +136,10 @@ async fn the_snapshot_sent_to_a_node_carries_the_archive_and_replaces_its_own() 
     );
     assert_eq!(follower.archived("stale").await.unwrap(), None);
     // Replaying the entry after the snapshot (as openraft does) changes nothing.
-    follower.apply([retire(4, "k2", 10_000)]).await.unwrap();
+    follower
+        .apply_entries(vec![retire(4, "k2", 10_000)])
+        .await
+        .unwrap();
     assert_eq!(
         follower.archived("k2").await.unwrap().as_deref(),
         Some("v2")

@@ -3,14 +3,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
-use common::{blank, fresh, lid, membership, put, KvConfig, Log, Sm};
-use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::{
-    BasicNode, Entry, Membership, RaftSnapshotBuilder, SnapshotMeta, StorageHelper,
-    StoredMembership, Vote,
+use common::{
+    blank, fresh, lid, membership, put, Entry, Log, Sm, SnapshotMeta, StoredMembership, Vote,
 };
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{BasicNode, Membership, RaftSnapshotBuilder, StorageHelper};
 use parley_storage::{AppliedState, Db, DbOptions, FsyncPolicy, IoMode, StoreError};
 
 fn kv(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -20,12 +18,12 @@ fn kv(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn indexes(entries: &[Entry<KvConfig>]) -> Vec<u64> {
+fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.log_id.index).collect()
 }
 
 fn voters(ids: &[u64]) -> Membership<u64, BasicNode> {
-    Membership::new(vec![ids.iter().copied().collect()], None)
+    Membership::new_with_defaults(vec![ids.iter().copied().collect()], [])
 }
 
 #[tokio::test]
@@ -100,8 +98,8 @@ async fn purge_and_truncate_boundaries() {
     assert_eq!(state.last_purged_log_id, Some(lid(1, 3)));
     assert_eq!(state.last_log_id, Some(lid(1, 10)));
 
-    // Truncate is inclusive too: 8.. go, 7 stays.
-    log.truncate(lid(1, 8)).await.unwrap();
+    // Truncation keeps the entry it is given: 8.. go, 7 stays.
+    log.truncate_after(Some(lid(1, 7))).await.unwrap();
     assert_eq!(
         indexes(&log.try_get_log_entries(..).await.unwrap()),
         [4, 5, 6, 7]
@@ -112,7 +110,7 @@ async fn purge_and_truncate_boundaries() {
     );
 
     // Truncating everything left falls back to the last purged id.
-    log.truncate(lid(1, 4)).await.unwrap();
+    log.truncate_after(Some(lid(1, 3))).await.unwrap();
     assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(lid(1, 3)));
@@ -158,7 +156,15 @@ async fn extreme_indexes_are_handled() {
         indexes(&log.try_get_log_entries(..=u64::MAX).await.unwrap()),
         [u64::MAX - 1, u64::MAX]
     );
-    log.truncate(lid(1, u64::MAX)).await.unwrap();
+    // Nothing follows the largest index.
+    log.truncate_after(Some(lid(1, u64::MAX))).await.unwrap();
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(lid(1, u64::MAX))
+    );
+    log.truncate_after(Some(lid(1, u64::MAX - 1)))
+        .await
+        .unwrap();
     assert_eq!(
         log.get_log_state().await.unwrap().last_log_id,
         Some(lid(1, u64::MAX - 1))
@@ -175,7 +181,7 @@ async fn apply_updates_machine_membership_and_watch() {
     assert_eq!(*rx.borrow_and_update(), AppliedState::default());
 
     let responses = sm
-        .apply([
+        .apply_entries(vec![
             blank(1, 1),
             membership(1, 2, &[1, 2]),
             put(1, 3, "a", "1"),
@@ -203,7 +209,7 @@ async fn snapshot_survives_reopen() {
     let built = {
         let mut sm = Sm::open(db).await.unwrap();
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
-        sm.apply([
+        sm.apply_entries(vec![
             membership(1, 1, &[1, 2, 3]),
             put(1, 2, "x", "1"),
             put(2, 3, "y", "2"),
@@ -217,7 +223,6 @@ async fn snapshot_survives_reopen() {
             .await
             .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(lid(2, 3)));
-        assert_eq!(snap.meta.snapshot_id, "2-3-0");
         snap
     };
 
@@ -248,7 +253,7 @@ async fn snapshot_survives_reopen() {
         other.read(|m, _| m.clone()),
         sm.read(|m, _| m.clone()),
         "the snapshot of {} bytes built",
-        built.snapshot.get_ref().len()
+        built.snapshot.len()
     );
 }
 
@@ -268,14 +273,14 @@ async fn restart_recovers_snapshot_plus_committed_log() {
         let mut sm = Sm::open(db).await.unwrap();
         log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
-        sm.apply(entries[..3].to_vec()).await.unwrap();
+        sm.apply_entries(entries[..3].to_vec()).await.unwrap();
         sm.get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .unwrap();
         log.purge(lid(1, 2)).await.unwrap();
-        sm.apply(entries[3..].to_vec()).await.unwrap();
+        sm.apply_entries(entries[3..].to_vec()).await.unwrap();
         log.save_committed(Some(lid(1, 5))).await.unwrap();
     }
 
@@ -308,7 +313,7 @@ async fn install_snapshot_from_another_store() {
     let mut follower = Sm::open(db_f).await.unwrap();
 
     leader
-        .apply([
+        .apply_entries(vec![
             membership(1, 1, &[1, 2]),
             put(1, 2, "k1", "v1"),
             put(1, 3, "k2", "v2"),
@@ -322,13 +327,17 @@ async fn install_snapshot_from_another_store() {
         .await
         .unwrap();
 
-    follower.apply([put(1, 1, "stale", "x")]).await.unwrap();
+    follower
+        .apply_entries(vec![put(1, 1, "stale", "x")])
+        .await
+        .unwrap();
     let mut rx = follower.subscribe();
     rx.borrow_and_update();
 
-    let mut buf = follower.begin_receiving_snapshot().await.unwrap();
-    *buf = Cursor::new(snap.snapshot.get_ref().clone());
-    follower.install_snapshot(&snap.meta, buf).await.unwrap();
+    follower
+        .install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .unwrap();
 
     let leader_machine = leader.read(|m, _| m.clone());
     let follower_machine = follower.read(|m, _| m.clone());
@@ -357,27 +366,31 @@ async fn install_snapshot_from_another_store() {
 async fn corrupt_snapshot_bytes_are_rejected() {
     let (_dir, db) = fresh(DbOptions::default());
     let mut sm = Sm::open(db).await.unwrap();
-    sm.apply([put(1, 1, "keep", "me")]).await.unwrap();
+    sm.apply_entries(vec![put(1, 1, "keep", "me")])
+        .await
+        .unwrap();
 
     let meta = SnapshotMeta {
         last_log_id: Some(lid(1, 5)),
         last_membership: StoredMembership::default(),
-        snapshot_id: "1-5-0".to_string(),
     };
-    let garbage = Box::new(Cursor::new(b"{\"last_applied\": not json".to_vec()));
+    let garbage = b"{\"last_applied\": not json".to_vec();
     assert!(sm.install_snapshot(&meta, garbage).await.is_err());
 
     // Well-formed bytes that disagree with the meta are rejected too.
     let (_dir2, other_db) = fresh(DbOptions::default());
     let mut other = Sm::open(other_db).await.unwrap();
-    other.apply([put(1, 3, "x", "y")]).await.unwrap();
+    other
+        .apply_entries(vec![put(1, 3, "x", "y")])
+        .await
+        .unwrap();
     let snap = other
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
-    let mismatched = Box::new(Cursor::new(snap.snapshot.into_inner()));
+    let mismatched = snap.snapshot;
     assert!(sm.install_snapshot(&meta, mismatched).await.is_err());
 
     // Nothing changed and nothing was persisted.
@@ -393,7 +406,7 @@ async fn corrupt_persisted_snapshot_fails_open() {
     let (dir, db) = fresh(DbOptions::default());
     {
         let mut sm = Sm::open(db).await.unwrap();
-        sm.apply([put(1, 1, "a", "b")]).await.unwrap();
+        sm.apply_entries(vec![put(1, 1, "a", "b")]).await.unwrap();
         sm.get_snapshot_builder()
             .await
             .build_snapshot()
@@ -439,7 +452,9 @@ async fn corrupt_persisted_snapshot_fails_open() {
 async fn older_snapshot_never_replaces_newer_one() {
     let (_dir_old, db_old) = fresh(DbOptions::default());
     let mut old = Sm::open(db_old).await.unwrap();
-    old.apply([put(1, 1, "a", "old")]).await.unwrap();
+    old.apply_entries(vec![put(1, 1, "a", "old")])
+        .await
+        .unwrap();
     let old_snap = old
         .get_snapshot_builder()
         .await
@@ -449,7 +464,7 @@ async fn older_snapshot_never_replaces_newer_one() {
 
     let (_dir, db) = fresh(DbOptions::default());
     let mut sm = Sm::open(db).await.unwrap();
-    sm.apply([put(1, 1, "a", "old"), put(1, 2, "a", "new")])
+    sm.apply_entries(vec![put(1, 1, "a", "old"), put(1, 2, "a", "new")])
         .await
         .unwrap();
     let new_snap = sm
@@ -459,7 +474,7 @@ async fn older_snapshot_never_replaces_newer_one() {
         .await
         .unwrap();
 
-    let buf = Box::new(Cursor::new(old_snap.snapshot.into_inner()));
+    let buf = old_snap.snapshot;
     let err = sm.install_snapshot(&old_snap.meta, buf).await;
     assert!(err.is_err(), "installing an older snapshot must fail");
     sm.read(|m, applied| {
@@ -471,10 +486,12 @@ async fn older_snapshot_never_replaces_newer_one() {
 }
 
 #[tokio::test]
-async fn snapshot_ids_are_unique_per_build() {
+async fn snapshots_at_one_position_are_identical() {
     let (_dir, db) = fresh(DbOptions::default());
     let mut sm = Sm::open(db).await.unwrap();
-    sm.apply([blank(3, 7)]).await.unwrap();
+    sm.apply_entries(vec![blank(3, 7), put(3, 8, "k", "v")])
+        .await
+        .unwrap();
     let a = sm
         .get_snapshot_builder()
         .await
@@ -487,8 +504,12 @@ async fn snapshot_ids_are_unique_per_build() {
         .build_snapshot()
         .await
         .unwrap();
-    assert_eq!(a.meta.snapshot_id, "3-7-0");
-    assert_eq!(b.meta.snapshot_id, "3-7-1");
+    assert_eq!(a.meta, b.meta);
+    assert_eq!(a.meta.last_log_id, Some(lid(3, 8)));
+    assert_eq!(
+        a.snapshot, b.snapshot,
+        "a snapshot is a function of the log position it covers"
+    );
 }
 
 /// The simulator runs everything on one thread with `IoMode::Inline`.
@@ -503,7 +524,7 @@ async fn inline_io_on_current_thread_runtime() {
     let mut sm = Sm::open(db).await.unwrap();
     log.blocking_append([put(1, 1, "a", "1")]).await.unwrap();
     let entries = log.try_get_log_entries(1..2).await.unwrap();
-    sm.apply(entries).await.unwrap();
+    sm.apply_entries(entries).await.unwrap();
     sm.get_snapshot_builder()
         .await
         .build_snapshot()

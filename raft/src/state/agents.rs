@@ -25,6 +25,7 @@ impl State {
         // A new login replaces the old session; the agent keeps their work.
         if let Some(old) = agent.session.take() {
             agent.push_feed(
+                &mut self.touched,
                 at_ms,
                 AgentEventBody::LoggedOut {
                     session_id: old.session_id,
@@ -37,6 +38,7 @@ impl State {
             node: origin,
         });
         agent.push_feed(
+            &mut self.touched,
             at_ms,
             AgentEventBody::LoggedIn {
                 session_id: login.session_id.clone(),
@@ -98,6 +100,7 @@ impl State {
             agent.ready.clear();
             agent.not_ready_reason = None;
             agent.push_feed(
+                &mut self.touched,
                 at_ms,
                 AgentEventBody::LoggedOut {
                     session_id: session.session_id.clone(),
@@ -136,7 +139,7 @@ impl State {
             ready: agent.ready.clone(),
             reason: agent.not_ready_reason.clone(),
         };
-        agent.push_feed(at_ms, body);
+        agent.push_feed(&mut self.touched, at_ms, body);
         self.route(at_ms);
         Ok(Outcome::Done)
     }

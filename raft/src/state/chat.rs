@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::touched::Touch;
 use super::{
     check_text, hours, Activity, ActivityDetail, ActivityStatus, AgentEventBody, Chat, ChatEvent,
     ChatStatus, EventBody, State, Survey, Transition,
@@ -39,8 +40,10 @@ impl State {
         };
         let seq = chat.last_seq() + 1;
         chat.events.push(ChatEvent { seq, at_ms, body });
+        self.touched.record(Touch::Chat(chat_id.to_owned()));
         if let Some(agent) = chat.agent_id.as_ref().and_then(|a| self.agents.get_mut(a)) {
             agent.push_feed(
+                &mut self.touched,
                 at_ms,
                 AgentEventBody::ChatEvent {
                     chat_id: chat_id.to_owned(),

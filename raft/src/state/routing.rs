@@ -143,6 +143,7 @@ impl State {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.work.insert(activity_id.to_owned());
             agent.push_feed(
+                &mut self.touched,
                 at_ms,
                 AgentEventBody::Offered {
                     activity_id: activity_id.to_owned(),
@@ -178,7 +179,7 @@ impl State {
                     reason: reason.to_owned(),
                 }
             };
-            agent.push_feed(at_ms, body);
+            agent.push_feed(&mut self.touched, at_ms, body);
         }
         Some(agent_id)
     }
@@ -394,6 +395,7 @@ impl State {
             Some(agent) => {
                 agent.idle_since_ms = at_ms;
                 agent.push_feed(
+                    &mut self.touched,
                     at_ms,
                     AgentEventBody::Assigned {
                         activity_id: id.clone(),
@@ -697,7 +699,7 @@ impl State {
                     ready: agent.ready.clone(),
                     reason: agent.not_ready_reason.clone(),
                 };
-                agent.push_feed(at_ms, body);
+                agent.push_feed(&mut self.touched, at_ms, body);
             }
         }
     }

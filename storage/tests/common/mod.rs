@@ -2,12 +2,11 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::io::Cursor;
-
-use openraft::{BasicNode, Entry, EntryPayload, LogId};
+use openraft::type_config::alias::{EntryOf, LogIdOf};
+use openraft::{BasicNode, EntryPayload};
 use parley_storage::{ArchiveOp, Db, DbOptions, LogStore, Machine, StateMachineStore};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tempfile::TempDir;
 
 /// A toy application request: set `key` to `value`.
@@ -17,6 +16,12 @@ pub struct KvRequest {
     pub value: String,
 }
 
+impl std::fmt::Display for KvRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
 openraft::declare_raft_types!(
     /// The toy type config.
     pub KvConfig:
@@ -24,8 +29,19 @@ openraft::declare_raft_types!(
         R = Option<String>,
         NodeId = u64,
         Node = BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
 );
+
+/// The toy config's log entry.
+pub type Entry = EntryOf<KvConfig>;
+
+/// The toy config's vote.
+pub type Vote = openraft::type_config::alias::VoteOf<KvConfig>;
+
+/// The toy config's snapshot metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<KvConfig>;
+
+/// The toy config's stored membership.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<KvConfig>;
 
 /// A toy machine: a sorted map; `apply` returns the previous value.
 ///
@@ -78,17 +94,17 @@ pub type Log = LogStore<KvConfig>;
 pub type Sm = StateMachineStore<KvConfig, KvMachine>;
 
 /// A log id with leader node 1.
-pub fn lid(term: u64, index: u64) -> LogId<u64> {
-    openraft::testing::log_id(term, 1, index)
+pub fn lid(term: u64, index: u64) -> LogIdOf<KvConfig> {
+    openraft::testing::log_id::<KvConfig>(term, 1, index)
 }
 
 /// A blank entry.
-pub fn blank(term: u64, index: u64) -> Entry<KvConfig> {
+pub fn blank(term: u64, index: u64) -> Entry {
     openraft::testing::blank_ent::<KvConfig>(term, 1, index)
 }
 
 /// A membership entry with voters `voters`.
-pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<KvConfig> {
+pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
     openraft::testing::membership_ent::<KvConfig>(
         term,
         1,
@@ -98,7 +114,7 @@ pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<KvConfig> {
 }
 
 /// A normal entry setting `key` to `value`.
-pub fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<KvConfig> {
+pub fn put(term: u64, index: u64, key: &str, value: &str) -> Entry {
     Entry {
         log_id: lid(term, index),
         payload: EntryPayload::Normal(KvRequest {
