@@ -23,6 +23,9 @@ pub struct Scenario {
     pub all_completed: bool,
     /// Whether offers must have timed out (the timers fired despite the faults).
     pub offers_time_out: bool,
+    /// Whether the first leader must lead to the end, in the first term: no fault in the
+    /// scenario may cost an election.
+    pub leader_survives: bool,
 }
 
 fn at(seconds: f64) -> Duration {
@@ -46,6 +49,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "application-node-restored",
@@ -60,6 +64,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "services-node-dies",
@@ -78,6 +83,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: true,
+            leader_survives: false,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -97,6 +103,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -116,6 +123,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -136,6 +144,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "leader-failover",
@@ -155,6 +164,27 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
+        },
+        Scenario {
+            name: "follower-cut-off-returns",
+            row: "WAN split (one node cut off, then back)",
+            incumbent: "the returning server forces a new election or acts as master itself",
+            spec: |seed| {
+                Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        // Far longer than an election timeout: without pre-vote the cut-off
+                        // node would campaign again and again and depose the leader on return.
+                        (at(2.0), Fault::IsolateFollower),
+                        (at(7.0), Fault::HealAll),
+                    ],
+                )
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: true,
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -173,6 +203,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -194,6 +225,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "client-network-drops",
@@ -210,6 +242,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
         Scenario {
             name: "double-submit",
@@ -225,6 +258,7 @@ pub fn all() -> Vec<Scenario> {
             },
             all_completed: true,
             offers_time_out: false,
+            leader_survives: false,
         },
     ]
 }

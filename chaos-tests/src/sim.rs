@@ -49,6 +49,9 @@ pub enum Fault {
     CrashLeader,
     /// Cut the current leader off from every other node.
     IsolateLeader,
+    /// Cut one follower (the highest-numbered live node that does not lead now) off from every
+    /// other node.
+    IsolateFollower,
     /// Restart every crashed node.
     RestartAll,
     /// Cut every customer and agent off from one node (their network to it drops).
@@ -860,6 +863,16 @@ impl Faults {
                 for other in (1..=nodes).filter(|o| o != id) {
                     sim.partition(host_name(*id), host_name(other));
                 }
+            }
+            Fault::IsolateFollower => {
+                let leader = self.current_leader(crashed).map(|(id, _)| id);
+                let Some(victim) = (1..=nodes)
+                    .rev()
+                    .find(|id| Some(*id) != leader && !crashed.contains(id))
+                else {
+                    return Injected::Done;
+                };
+                self.inject(sim, &Fault::Isolate(victim), crashed);
             }
             Fault::CrashLeader | Fault::IsolateLeader => {
                 let Some((victim, term)) = self.current_leader(crashed) else {

@@ -50,6 +50,14 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                     scenario.name
                 );
             }
+            if scenario.leader_survives {
+                assert_eq!(
+                    report.term, 1,
+                    "{}, seed {seed}: a node that was cut off deposed the leader on its return \
+                     (pre-vote should keep it from campaigning)",
+                    scenario.name
+                );
+            }
             if scenario.offers_time_out {
                 assert!(
                     report.offer_timeouts > 0,
