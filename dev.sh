@@ -194,6 +194,7 @@ cmd_bench() {
   "$bench" connections
   "$bench" failover --label default
   "$bench" failover --label lan --heartbeat 50ms --election-timeout 150ms,300ms
+  "$bench" failover --label sigterm --stop sigterm
   "$bench" disk
 }
 

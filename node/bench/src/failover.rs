@@ -1,13 +1,15 @@
 //! Leader failover, measured: a three-node Parley cluster under steady load; in each trial the
-//! leader is killed with SIGKILL and the harness measures
+//! leader is stopped, with SIGKILL (`--stop kill9`, a crash) or SIGTERM (`--stop sigterm`, a
+//! graceful restart: the leader hands leadership over, then closes its streams), and the
+//! harness measures
 //!
-//! - **write**: from the kill to the first chat message committed through a surviving node
-//!   (a probe posting every 10 ms, each post with a 1 s deadline), and
-//! - **resume**: a customer following the probe chat on the killed node's WebSocket reconnects
-//!   to a surviving node with `after=<last seq>`; from the kill to the new stream being open,
-//!   and to the first message posted after the kill arriving on it.
+//! - **write**: from the signal to the first chat message committed through a surviving node
+//!   (a probe posting every 10 ms, each post with a 1 s deadline): the write stall, and
+//! - **resume**: a customer following the probe chat on the stopped node's WebSocket reconnects
+//!   to a surviving node with `after=<last seq>`; from the signal to the new stream being open,
+//!   and to the first message posted after the signal arriving on it.
 //!
-//! The killed node is restarted and caught up before the next trial.
+//! The stopped node is restarted and caught up before the next trial.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,12 +27,37 @@ use super::peers::{
     PARLEY_QUEUE,
 };
 
+/// How the leader is stopped in each trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stop {
+    /// SIGKILL: the process dies at once, as in a crash.
+    Kill9,
+    /// SIGTERM: the node hands leadership over and shuts down gracefully.
+    Sigterm,
+}
+
+impl Stop {
+    fn verb(self) -> &'static str {
+        match self {
+            Stop::Kill9 => "kill",
+            Stop::Sigterm => "SIGTERM",
+        }
+    }
+}
+
+/// Longest a node given SIGTERM may take to exit before it is killed.
+const GRACEFUL_EXIT_MAX: Duration = Duration::from_secs(30);
+
 /// Options of `parley-bench failover`.
 #[derive(Debug, Clone, Args)]
 pub struct FailoverArgs {
-    /// Leader kills.
+    /// Leader stops.
     #[arg(long, default_value_t = 20)]
     pub trials: usize,
+    /// How the leader is stopped.
+    #[arg(long, value_enum, default_value_t = Stop::Kill9)]
+    pub stop: Stop,
     /// Clients posting steadily through all nodes meanwhile (0: an idle cluster).
     #[arg(long, default_value_t = 16)]
     pub load_clients: usize,
@@ -73,7 +100,9 @@ impl FailoverArgs {
 pub struct Trial {
     /// Trial number from 1.
     pub trial: usize,
-    /// The node killed.
+    /// How it was stopped.
+    pub stop: Stop,
+    /// The node stopped.
     pub killed: u64,
     /// Kill to the first committed write through a survivor, ms.
     pub write_ms: f64,
@@ -206,10 +235,17 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let resumes: Vec<f64> = trials.iter().map(|t| t.resume_ms).collect();
     let mut table =
         String::from("| measure | median ms | p90 ms | max ms |\n|---|---:|---:|---:|\n");
+    let verb = args.stop.verb();
     for (name, values) in [
-        ("kill → next committed write", &writes),
-        ("kill → customer stream open on another node", &reconnects),
-        ("kill → first new message on that stream", &resumes),
+        (format!("{verb} → next committed write"), &writes),
+        (
+            format!("{verb} → customer stream open on another node"),
+            &reconnects,
+        ),
+        (
+            format!("{verb} → first new message on that stream"),
+            &resumes,
+        ),
     ] {
         table.push_str(&format!(
             "| {name} | {:.0} | {:.0} | {:.0} |\n",
@@ -313,8 +349,11 @@ async fn trials(
         next_event(&mut ws, seq - 1, Duration::from_secs(5)).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        cluster.processes.kill9(leader_index);
         let killed = Instant::now();
+        match args.stop {
+            Stop::Kill9 => cluster.processes.kill9(leader_index),
+            Stop::Sigterm => cluster.processes.sigterm(leader_index)?,
+        }
         // The customer notices the close and reconnects elsewhere; meanwhile the probe posts.
         let resume = {
             let chat = chat.clone();
@@ -349,7 +388,10 @@ async fn trials(
                 break killed.elapsed();
             }
             if killed.elapsed() > Duration::from_secs(30) {
-                bail!("trial {trial}: no write committed within 30 s of the kill");
+                bail!(
+                    "trial {trial}: no write committed within 30 s of the {}",
+                    args.stop.verb()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -357,17 +399,35 @@ async fn trials(
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let figures = Trial {
             trial,
+            stop: args.stop,
             killed: leader,
             write_ms: ms(write),
             reconnect_ms: ms(reconnected),
             resume_ms: ms(resumed),
         };
         println!(
-            "  trial {trial:>3}: killed node {leader}, next write after {:>6.0} ms, stream \
+            "  trial {trial:>3}: {} node {leader}, next write after {:>6.0} ms, stream \
              reopened after {:>5.0} ms, first new message after {:>6.0} ms",
-            figures.write_ms, figures.reconnect_ms, figures.resume_ms
+            args.stop.verb(),
+            figures.write_ms,
+            figures.reconnect_ms,
+            figures.resume_ms
         );
         results.push(figures);
+        if args.stop == Stop::Sigterm {
+            let deadline = Instant::now() + GRACEFUL_EXIT_MAX;
+            while !cluster.processes.exited(leader_index) {
+                if Instant::now() > deadline {
+                    println!(
+                        "  trial {trial:>3}: node {leader} did not exit within \
+                         {GRACEFUL_EXIT_MAX:?} of SIGTERM; killed"
+                    );
+                    cluster.processes.kill9(leader_index);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         cluster.processes.restart(leader_index)?;
         wait_ready(&http, &[format!("{doomed}/readyz")], None, "parley").await?;
         caught_up(&http, &urls).await?;

@@ -105,6 +105,36 @@ impl Processes {
         }
     }
 
+    /// Asks process `index` to stop (SIGTERM), without waiting; see [`Processes::reap`].
+    pub fn sigterm(&self, index: usize) -> anyhow::Result<()> {
+        let pid = self
+            .pid(index)
+            .with_context(|| format!("process {index} of {} is not running", self.name))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// Whether process `index` has exited (after [`Processes::sigterm`]); an exited process
+    /// is reaped and may be restarted.
+    pub fn exited(&mut self, index: usize) -> bool {
+        let Some(slot) = self.children.get_mut(index) else {
+            return true;
+        };
+        match slot.as_mut().map(Child::try_wait) {
+            None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                *slot = None;
+                true
+            }
+            Some(Ok(None)) => false,
+        }
+    }
+
     /// Starts process `index` again after [`Processes::kill9`].
     pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
         let launch = self
