@@ -6,24 +6,16 @@ mod support;
 
 use std::time::Duration;
 
-use support::{counter_value, next_frame, Cluster, Frame};
+use support::{next_frame, Cluster, Frame};
 
 /// The delivery counters of node `id`: (wake-ups, feeds compared, full scans).
 async fn delivery_counters(cluster: &Cluster, id: u64) -> (u64, u64, u64) {
-    let text = cluster
-        .client
-        .get(cluster.url(id, "/metrics"))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics body");
-    let read = |name: &str| counter_value(&text, name).unwrap_or(0);
     (
-        read("parley_delivery_wakeups_total"),
-        read("parley_delivery_feeds_checked_total"),
-        read("parley_delivery_full_scans_total"),
+        cluster.metric(id, "parley_delivery_wakeups_total").await,
+        cluster
+            .metric(id, "parley_delivery_feeds_checked_total")
+            .await,
+        cluster.metric(id, "parley_delivery_full_scans_total").await,
     )
 }
 

@@ -9,22 +9,8 @@ use std::time::Duration;
 
 use parley_proto::v1 as pb;
 use pb::cluster_client::ClusterClient;
-use support::{check_events, counter_value, Cluster};
+use support::{check_events, Cluster};
 use tonic::Code;
-
-/// A counter's value in a node's Prometheus text, 0 when absent.
-async fn counter(cluster: &Cluster, id: u64, name: &str) -> u64 {
-    let text = cluster
-        .client
-        .get(cluster.url(id, "/metrics"))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics body");
-    counter_value(&text, name).unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_through_a_follower_share_forwards_and_commit_once() {
@@ -61,8 +47,10 @@ async fn concurrent_writes_through_a_follower_share_forwards_and_commit_once() {
     let events = cluster.events(follower, &chat).await.expect("events");
     check_events(&events, &acked).unwrap_or_else(|e| panic!("node {follower}: {e}"));
 
-    let rpcs = counter(&cluster, follower, "parley_forward_rpcs_total").await;
-    let forwarded = counter(&cluster, follower, "parley_forwarded_writes_total").await;
+    let rpcs = cluster.metric(follower, "parley_forward_rpcs_total").await;
+    let forwarded = cluster
+        .metric(follower, "parley_forwarded_writes_total")
+        .await;
     assert!(
         forwarded >= WRITES as u64,
         "{forwarded} writes forwarded, expected at least {WRITES}"

@@ -572,6 +572,23 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
     Ok(())
 }
 
+impl Cluster {
+    /// The value of the counter or gauge `name` (with its labels, as exposed) on node `id`'s
+    /// metrics page; 0 when absent.
+    pub async fn metric(&self, id: u64, name: &str) -> u64 {
+        let text = self
+            .client
+            .get(self.url(id, "/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body");
+        counter_value(&text, name).unwrap_or(0)
+    }
+}
+
 /// The value of `name` (with its labels, as exposed) in a Prometheus text page.
 pub fn counter_value(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
