@@ -273,6 +273,7 @@ impl SimNode for SimService {
                     let chat = state
                         .chats
                         .get(id)
+                        .map(|c| &**c)
                         .or_else(|| retired.get(id).and_then(|r| r.chat.as_ref()))?;
                     Some((id, &chat.events))
                 })
@@ -284,6 +285,7 @@ impl SimNode for SimService {
                     let activity = state
                         .activities
                         .get(id)
+                        .map(|a| &**a)
                         .or_else(|| retired.get(id).map(|r| &r.activity))?;
                     Some((id, activity))
                 })
@@ -297,6 +299,7 @@ impl SimNode for SimService {
                 state
                     .activities
                     .values()
+                    .map(|a| &**a)
                     .chain(retired.values().map(|r| &r.activity))
             };
             let count =

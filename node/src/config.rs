@@ -112,6 +112,9 @@ pub struct RawRaft {
     pub election_timeout_max: Duration,
     /// Build a snapshot after this many log entries. Default 10000.
     pub snapshot_every_entries: u64,
+    /// Also build a snapshot once this many bytes of log entries were appended since the last
+    /// one. Default 67108864 (64 MiB).
+    pub snapshot_every_log_bytes: u64,
     /// Largest snapshot chunk per RPC, in bytes. Default 1048576.
     pub snapshot_chunk_bytes: u64,
     /// Log entries kept after a snapshot, so a briefly lagging follower catches up by log rather
@@ -131,6 +134,7 @@ impl Default for RawRaft {
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
             snapshot_every_entries: 10_000,
+            snapshot_every_log_bytes: 64 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             log_entries_kept_after_snapshot: 1_000,
             inflight_batches_max: 2,
@@ -648,6 +652,12 @@ impl RawConfig {
         }
         if raft.snapshot_every_entries == 0 {
             return Err(invalid("raft.snapshot_every_entries", "must be positive"));
+        }
+        if !(1024 * 1024..=16 * 1024 * 1024 * 1024).contains(&raft.snapshot_every_log_bytes) {
+            return Err(invalid(
+                "raft.snapshot_every_log_bytes",
+                "must be between 1048576 (1 MiB) and 17179869184 (16 GiB)",
+            ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&raft.snapshot_chunk_bytes) {
             return Err(invalid(

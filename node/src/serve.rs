@@ -47,6 +47,7 @@ pub fn replica_options(config: &Config) -> ReplicaOptions {
     options.election_timeout_min_ms = millis(config.raft.election_timeout_min);
     options.election_timeout_max_ms = millis(config.raft.election_timeout_max);
     options.snapshot_every_entries = config.raft.snapshot_every_entries;
+    options.snapshot_every_log_bytes = config.raft.snapshot_every_log_bytes;
     options.snapshot_chunk_bytes = config.raft.snapshot_chunk_bytes;
     options.log_entries_kept_after_snapshot = config.raft.log_entries_kept_after_snapshot;
     options.proposer = ProposerOptions {

@@ -42,6 +42,10 @@ pub struct ReplicaOptions {
     pub election_timeout_max_ms: u64,
     /// A snapshot is built after this many log entries since the last one.
     pub snapshot_every_entries: u64,
+    /// A snapshot is also built once this many bytes of log entries were appended since the
+    /// last one (checked every [`SNAPSHOT_SIZE_CHECK_INTERVAL`]), so a log of large entries does
+    /// not grow long between snapshots.
+    pub snapshot_every_log_bytes: u64,
     /// Largest snapshot chunk sent in one RPC, in bytes.
     pub snapshot_chunk_bytes: u64,
     /// Log entries kept after a snapshot, so a briefly lagging follower catches up by log.
@@ -62,6 +66,7 @@ impl ReplicaOptions {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             snapshot_every_entries: 10_000,
+            snapshot_every_log_bytes: 64 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,
             log_entries_kept_after_snapshot: 1_000,
             proposer: ProposerOptions::default(),
@@ -98,6 +103,37 @@ pub struct ReplicaStatus {
     pub forward_rpcs: u64,
     /// Writes those forward RPCs carried.
     pub forwarded_writes: u64,
+}
+
+/// How often the log's growth since the last snapshot is compared with
+/// [`ReplicaOptions::snapshot_every_log_bytes`].
+pub const SNAPSHOT_SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Asks openraft for a snapshot whenever `bytes_max` bytes of log entries were appended since
+/// the last snapshot (or since the last request); ends when Raft stops.
+async fn snapshot_by_size(raft: Raft, db: Db, bytes_max: u64) {
+    let mut base = db.log_bytes_appended();
+    let mut last_snapshot = raft.metrics().borrow_watched().snapshot;
+    loop {
+        tokio::time::sleep(SNAPSHOT_SIZE_CHECK_INTERVAL).await;
+        let snapshot = raft.metrics().borrow_watched().snapshot;
+        let appended = db.log_bytes_appended();
+        if snapshot != last_snapshot {
+            last_snapshot = snapshot;
+            base = appended;
+            continue;
+        }
+        if appended.saturating_sub(base) >= bytes_max {
+            tracing::info!(
+                bytes = appended - base,
+                "the log grew past its size bound since the last snapshot; building one"
+            );
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            base = appended;
+        }
+    }
 }
 
 /// How long a relayed ephemeral event may take to reach a peer.
@@ -192,6 +228,11 @@ impl Replica {
             })
             .collect();
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
+        tokio::spawn(snapshot_by_size(
+            raft.clone(),
+            db.clone(),
+            options.snapshot_every_log_bytes.max(1),
+        ));
         let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
         Ok(Self {
             id: options.id,

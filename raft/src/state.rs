@@ -15,6 +15,7 @@
 //!   delivery (a by-product of `apply`, not replicated state).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +53,11 @@ pub struct State {
     pub queues: BTreeMap<QueueId, Queue>,
     /// Agents by id.
     pub agents: BTreeMap<AgentId, Agent>,
-    /// Activities (chats, callbacks) by id.
-    pub activities: BTreeMap<ActivityId, Activity>,
+    /// Activities (chats, callbacks) by id. Shared with copies of the state (a snapshot's) and
+    /// copied on their first change (`Arc::make_mut`), so copying the state copies no activity.
+    pub activities: BTreeMap<ActivityId, Arc<Activity>>,
     /// Chat sessions by id (a chat's activity has the same id).
-    pub chats: BTreeMap<ChatId, Chat>,
+    pub chats: BTreeMap<ChatId, Arc<Chat>>,
     /// Client idempotency keys (`chat:<request id>`, `callback:<request id>`) to the activity
     /// they created, so a retried start returns the same activity instead of a second one.
     pub requests: BTreeMap<String, ActivityId>,

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, DBCompressionType, FlushOptions, Options, WriteBatch, WriteOptions, DB,
+};
 
 use crate::error::StoreError;
 use crate::wal_sync::{Durable, WalSyncer};
@@ -90,6 +92,9 @@ pub struct Db {
     /// Log appends so far (shared by clones), for metrics: with [`Db::wal_syncs`] it tells how
     /// many appends one fsync carried.
     appends: Arc<AtomicU64>,
+    /// Bytes of encoded log entries appended so far (shared by clones): what a snapshot
+    /// triggered by size measures.
+    log_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -138,6 +143,7 @@ impl Db {
             opts,
             syncer,
             appends: Arc::new(AtomicU64::new(0)),
+            log_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -161,6 +167,16 @@ impl Db {
     /// How many log appends were written so far.
     pub fn log_appends(&self) -> u64 {
         self.appends.load(Ordering::Relaxed)
+    }
+
+    /// How many bytes of encoded log entries were appended so far.
+    pub fn log_bytes_appended(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` more of appended log entries.
+    pub(crate) fn count_log_bytes(&self, bytes: u64) {
+        self.log_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Total size in bytes of all files in the database directory (SST files, WAL, manifest,
@@ -272,6 +288,36 @@ pub(crate) fn commit(
     let mut write_opts = WriteOptions::default();
     write_opts.set_sync(fsync == FsyncPolicy::Always);
     db.write_opt(batch, &write_opts)
+        .map_err(|source| StoreError::Rocks { op, source })
+}
+
+/// Writes `batch`, whose every write goes to column family `cf_name`, around the WAL: into the
+/// memtable only, then flushed to a table file before returning (RocksDB syncs table files it
+/// flushes), whatever the [`FsyncPolicy`]; with [`FsyncPolicy::Always`] the WAL is synced
+/// first, so every write before this one is durable before it is. For large values written rarely (snapshots): they
+/// never pass through the WAL the log's appends share and sync, so a snapshot's megabytes do not
+/// queue before the next append's write or lengthen its sync.
+pub(crate) fn commit_around_wal(
+    db: &DB,
+    batch: WriteBatch,
+    cf_name: &'static str,
+    fsync: FsyncPolicy,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    if fsync == FsyncPolicy::Always {
+        // What this value relies on and was written through the WAL without a sync (the
+        // archive's writes, for a snapshot) is made durable first: one WAL sync covers every
+        // write before it.
+        db.flush_wal(true)
+            .map_err(|source| StoreError::Rocks { op, source })?;
+    }
+    let mut write_opts = WriteOptions::default();
+    write_opts.disable_wal(true);
+    db.write_opt(batch, &write_opts)
+        .map_err(|source| StoreError::Rocks { op, source })?;
+    let mut flush = FlushOptions::default();
+    flush.set_wait(true);
+    db.flush_cf_opt(cf(db, cf_name)?, &flush)
         .map_err(|source| StoreError::Rocks { op, source })
 }
 

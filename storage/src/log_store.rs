@@ -449,6 +449,7 @@ where
             .all(|pair| pair[0].0.checked_add(1) == Some(pair[1].0))
             && last.is_some_and(|last| last < u64::MAX);
         let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
+        let bytes: usize = sizes.iter().sum();
         // Readable when `append` returns, as openraft requires; `callback` is called once the
         // WAL is synced past these entries (the database's group commit).
         let durable = Box::new(move |result: Result<(), io::Error>| {
@@ -471,6 +472,8 @@ where
                 tracing::error!(error = %e, "log append failed");
                 io::Error::from(e)
             })?;
+        self.db
+            .count_log_bytes(u64::try_from(bytes).unwrap_or(u64::MAX));
         self.with_recent(|recent| match first {
             Some(first) if cacheable => {
                 recent.append(first, entries.into_iter().zip(sizes).collect());

@@ -6,8 +6,11 @@
 //!
 //! - **Snapshots.** Every snapshot, whether built locally ([`SnapshotBuilder`]) or received from
 //!   the leader ([`RaftStateMachine::install_snapshot`]), is written to the `snapshot` column
-//!   family (keys `meta` = JSON [`SnapshotMeta`], `data` = the snapshot bytes) in one synced
-//!   batch before it is reported. [`StateMachineStore::open`] restores the machine from it.
+//!   family (keys `meta` = JSON `SnapshotMeta`, `data` = the snapshot bytes) in one batch that
+//!   is durable before it is reported. A snapshot built here goes around the WAL (written to the
+//!   memtable, then flushed to a table file), so its megabytes never share a WAL sync with the
+//!   log's appends; one installed from the leader also replaces the archive and goes through the
+//!   WAL with it. [`StateMachineStore::open`] restores the machine from it.
 //! - **The log.** The [`LogStore`](crate::LogStore) persists the committed log id; at start-up
 //!   openraft re-applies the committed entries after the snapshot, bringing the machine back to
 //!   where it was.
@@ -44,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::archive::{self, ArchiveOp, ArchivedRecord};
-use crate::db::{cf, commit, get_json, to_json, Db, CF_SNAPSHOT};
+use crate::db::{cf, commit, commit_around_wal, get_json, to_json, Db, CF_SNAPSHOT};
 use crate::error::StoreError;
 
 /// `snapshot` key of the JSON [`SnapshotMeta`].
@@ -257,7 +260,14 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
                 "write archive of snapshot",
             );
         }
-        commit(db, batch, self.db.options().fsync, "persist snapshot")
+        // Only the snapshot column family is written: around the WAL.
+        commit_around_wal(
+            db,
+            batch,
+            CF_SNAPSHOT,
+            self.db.options().fsync,
+            "persist snapshot",
+        )
     }
 }
 

@@ -169,6 +169,13 @@ fn bad_values_get_clear_errors() {
             "election_timeout_max",
         ),
         (
+            GOOD.replace(
+                "election_timeout_max = \"400ms\"",
+                "election_timeout_max = \"400ms\"\nsnapshot_every_log_bytes = 1000",
+            ),
+            "raft.snapshot_every_log_bytes",
+        ),
+        (
             GOOD.replace("site = \"east\"\ndata_dir", "site = \"west\"\ndata_dir"),
             "site",
         ),

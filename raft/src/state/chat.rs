@@ -1,6 +1,7 @@
 //! Chat sessions: start, messages, end, survey.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::touched::Touch;
 use super::{
@@ -35,7 +36,7 @@ impl State {
     /// Appends an event to a chat and mirrors it into the assigned agent's feed. Returns the
     /// event's seq.
     pub(super) fn push_chat_event(&mut self, chat_id: &str, at_ms: u64, body: EventBody) -> u64 {
-        let Some(chat) = self.chats.get_mut(chat_id) else {
+        let Some(chat) = self.chats.get_mut(chat_id).map(Arc::make_mut) else {
             return 0;
         };
         let seq = chat.last_seq() + 1;
@@ -121,7 +122,7 @@ impl State {
         let chat_id = start.chat_id.clone();
         self.chats.insert(
             chat_id.clone(),
-            Chat {
+            Arc::new(Chat {
                 id: chat_id.clone(),
                 customer: start.customer.clone(),
                 status: ChatStatus::Open,
@@ -139,11 +140,11 @@ impl State {
                     },
                 }],
                 client_msg_ids: BTreeMap::new(),
-            },
+            }),
         );
         self.activities.insert(
             chat_id.clone(),
-            Activity {
+            Arc::new(Activity {
                 id: chat_id.clone(),
                 channel: Channel::Chat,
                 queue_id: start.queue_id.clone(),
@@ -159,7 +160,7 @@ impl State {
                 }],
                 detail: ActivityDetail::Chat,
                 request_key: Some(request_key.clone()),
-            },
+            }),
         );
         self.waiting.insert((at_ms, chat_id.clone()));
         self.open_chats_by_customer
@@ -243,7 +244,7 @@ impl State {
         if post.sender == Participant::Customer {
             self.arm_inactivity(&chat_id, at_ms);
         }
-        if let Some(chat) = self.chats.get_mut(&chat_id) {
+        if let Some(chat) = self.chats.get_mut(&chat_id).map(Arc::make_mut) {
             chat.client_msg_ids.insert(key, seq);
         }
         debug_assert!(
@@ -277,7 +278,7 @@ impl State {
             return;
         }
         let due = from_ms.saturating_add(timeout);
-        if let Some(chat) = self.chats.get_mut(chat_id) {
+        if let Some(chat) = self.chats.get_mut(chat_id).map(Arc::make_mut) {
             chat.inactivity_at_ms = Some(due);
         }
         self.timers
@@ -288,7 +289,9 @@ impl State {
         if let Some(due) = self
             .chats
             .get_mut(chat_id)
-            .and_then(|c| c.inactivity_at_ms.take())
+            // Only a chat with a timer armed is changed (and copied, if a snapshot shares it).
+            .filter(|c| c.inactivity_at_ms.is_some())
+            .and_then(|c| Arc::make_mut(c).inactivity_at_ms.take())
         {
             self.timers
                 .remove(&(due, super::Timer::Inactivity(chat_id.to_owned())));
@@ -358,7 +361,7 @@ impl State {
                 reason: reason.to_owned(),
             },
         );
-        if let Some(chat) = self.chats.get_mut(chat_id) {
+        if let Some(chat) = self.chats.get_mut(chat_id).map(Arc::make_mut) {
             chat.status = ChatStatus::Ended;
             chat.agent_id = None;
             let customer = customer_key(&chat.customer.email);
@@ -403,7 +406,7 @@ impl State {
                 rating: survey.rating,
             },
         );
-        if let Some(chat) = self.chats.get_mut(&chat_id) {
+        if let Some(chat) = self.chats.get_mut(&chat_id).map(Arc::make_mut) {
             chat.survey = Some(Survey {
                 rating: survey.rating,
                 comment: survey.comment.clone(),

@@ -9,6 +9,8 @@
 //! All of it is driven by commands (`Tick` carries the time), so every replica retires and
 //! purges the same things at the same log index.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Activity, Chat, State, Timer};
@@ -31,11 +33,11 @@ impl Retired {
     pub fn into_state(self) -> State {
         let mut state = State::default();
         if let Some(chat) = self.chat {
-            state.chats.insert(chat.id.clone(), chat);
+            state.chats.insert(chat.id.clone(), Arc::new(chat));
         }
         state
             .activities
-            .insert(self.activity.id.clone(), self.activity);
+            .insert(self.activity.id.clone(), Arc::new(self.activity));
         state
     }
 }
@@ -103,7 +105,8 @@ impl State {
         let Some(activity) = self.activities.remove(activity_id) else {
             return;
         };
-        let chat = self.chats.remove(activity_id);
+        let activity = Arc::unwrap_or_clone(activity);
+        let chat = self.chats.remove(activity_id).map(Arc::unwrap_or_clone);
         if let Some(key) = &activity.request_key {
             if self.requests.get(key).map(String::as_str) == Some(activity_id) {
                 self.requests.remove(key);

@@ -15,6 +15,7 @@ use crate::command::{
 };
 use crate::limits;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Outcomes an agent may record when completing a callback.
 pub const CALLBACK_OUTCOMES: [&str; 5] =
@@ -118,7 +119,7 @@ impl State {
     /// Offers an activity to an agent: out of the waiting list, into the agent's work, with
     /// an offer timer.
     fn offer(&mut self, at_ms: u64, activity_id: &str, agent_id: &str, reason: &str) {
-        let Some(activity) = self.activities.get_mut(activity_id) else {
+        let Some(activity) = self.activities.get_mut(activity_id).map(Arc::make_mut) else {
             return;
         };
         let timeout = self
@@ -187,7 +188,7 @@ impl State {
     /// Puts an activity (back) into its queue. `enqueued_at_ms` is kept when it returns after a
     /// missed offer, so it keeps its place; a transfer puts it at the back.
     fn enqueue(&mut self, at_ms: u64, activity_id: &str, enqueued_at_ms: u64, reason: &str) {
-        if let Some(activity) = self.activities.get_mut(activity_id) {
+        if let Some(activity) = self.activities.get_mut(activity_id).map(Arc::make_mut) {
             activity.enqueued_at_ms = enqueued_at_ms;
             activity.assigned_at_ms = None;
             set_status(activity, at_ms, ActivityStatus::Queued, reason);
@@ -217,7 +218,7 @@ impl State {
                 queue.recent_handle_ms.pop_front();
             }
         }
-        if let Some(activity) = self.activities.get_mut(activity_id) {
+        if let Some(activity) = self.activities.get_mut(activity_id).map(Arc::make_mut) {
             let status = if was_assigned {
                 ActivityStatus::Completed {
                     outcome: Some(outcome.to_owned()),
@@ -289,7 +290,7 @@ impl State {
         };
         self.activities.insert(
             request.activity_id.clone(),
-            Activity {
+            Arc::new(Activity {
                 id: request.activity_id.clone(),
                 channel: Channel::Callback,
                 queue_id: request.queue_id.clone(),
@@ -309,7 +310,7 @@ impl State {
                     due_at_ms,
                 },
                 request_key: Some(request_key.clone()),
-            },
+            }),
         );
         self.requests
             .insert(request_key, request.activity_id.clone());
@@ -380,7 +381,7 @@ impl State {
         if let ActivityStatus::Offered { until_ms, .. } = activity.status {
             self.timers.remove(&(until_ms, Timer::Offer(id.clone())));
         }
-        if let Some(activity) = self.activities.get_mut(&id) {
+        if let Some(activity) = self.activities.get_mut(&id).map(Arc::make_mut) {
             activity.assigned_at_ms = Some(at_ms);
             set_status(
                 activity,
@@ -406,7 +407,7 @@ impl State {
             None => me.clone(),
         };
         if is_chat {
-            if let Some(chat) = self.chats.get_mut(&id) {
+            if let Some(chat) = self.chats.get_mut(&id).map(Arc::make_mut) {
                 chat.agent_id = Some(me.clone());
             }
             self.push_chat_event(
@@ -480,7 +481,7 @@ impl State {
                 },
             );
             self.disarm_inactivity(&id);
-            if let Some(chat) = self.chats.get_mut(&id) {
+            if let Some(chat) = self.chats.get_mut(&id).map(Arc::make_mut) {
                 chat.agent_id = None;
             }
             self.push_chat_event(
@@ -495,13 +496,13 @@ impl State {
         match &transfer.target {
             TransferTarget::Agent { agent_id } => {
                 // Offered directly; if it times out it returns to its queue.
-                if let Some(activity) = self.activities.get_mut(&id) {
+                if let Some(activity) = self.activities.get_mut(&id).map(Arc::make_mut) {
                     activity.assigned_at_ms = None;
                 }
                 self.offer(at_ms, &id, agent_id, "transferred");
             }
             TransferTarget::Queue { queue_id } => {
-                if let Some(activity) = self.activities.get_mut(&id) {
+                if let Some(activity) = self.activities.get_mut(&id).map(Arc::make_mut) {
                     activity.queue_id = queue_id.clone();
                 }
                 self.enqueue(at_ms, &id, at_ms, "transferred");
@@ -640,7 +641,7 @@ impl State {
                 Timer::Retire(id) => self.retire(at_ms, &id),
                 Timer::PurgeArchive => self.purge_archive(at_ms),
                 Timer::Inactivity(chat_id) => {
-                    let Some(chat) = self.chats.get_mut(&chat_id) else {
+                    let Some(chat) = self.chats.get_mut(&chat_id).map(Arc::make_mut) else {
                         continue;
                     };
                     chat.inactivity_at_ms = None;

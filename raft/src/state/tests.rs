@@ -738,7 +738,9 @@ fn validate_catches_broken_invariants() {
     apply_ok(&mut state, 12, post("c1", "m2", "b"));
 
     let mut gap = state.clone();
-    gap.chats.get_mut("c1").unwrap().events.remove(1);
+    Arc::make_mut(gap.chats.get_mut("c1").unwrap())
+        .events
+        .remove(1);
     assert!(gap.validate().is_err());
 
     let mut orphan = state.clone();
@@ -770,7 +772,7 @@ fn validate_catches_broken_invariants() {
     assert!(stale_timer.validate().is_err());
 
     let mut ghost = state.clone();
-    ghost.chats.get_mut("c1").unwrap().status = ChatStatus::Ended;
+    Arc::make_mut(ghost.chats.get_mut("c1").unwrap()).status = ChatStatus::Ended;
     assert!(ghost.validate().is_err());
 }
 
@@ -957,7 +959,7 @@ fn random_workload(retention: Option<Retention>) -> usize {
         let archived = archive
             .get(&archive_key(chat))
             .and_then(|(r, _)| r.chat.as_ref());
-        let Some(kept) = state.chats.get(chat).or(archived) else {
+        let Some(kept) = state.chats.get(chat).map(|c| &**c).or(archived) else {
             assert!(
                 retention.is_some(),
                 "chat {chat} vanished without retention"
@@ -978,6 +980,7 @@ fn random_workload(retention: Option<Retention>) -> usize {
     let completed = state
         .activities
         .values()
+        .map(|a| &**a)
         .chain(archive.values().map(|(r, _)| &r.activity))
         .filter(|a| matches!(a.status, ActivityStatus::Completed { .. }))
         .count();
