@@ -154,6 +154,7 @@ impl MessagingActor {
         let (subscriptions, by_feed, waiters) =
             (&mut self.subscriptions, &self.by_feed, &mut self.waiters);
         let delivered = self.delivered_index;
+        let mut answered = 0;
         let (applied, full_scan, checked) = self.replica.read(|state, applied| {
             let applied = applied.map_or(0, |id| id.index);
             let touched: Option<HashSet<Feed>> = state
@@ -176,31 +177,33 @@ impl MessagingActor {
                 }
                 checked += 1;
                 let head = feed.head(state, Some(applied));
-                wake_feed(&feed, head, subscriptions, by_feed, waiters);
+                answered += wake_feed(&feed, head, subscriptions, by_feed, waiters);
             }
             (applied, full_scan, checked)
         });
+        self.waiter_count -= answered.min(self.waiter_count);
         self.delivered_index = self.delivered_index.max(applied);
         self.metrics.count_delivery(full_scan, checked);
         if full_scan {
             // Long polls whose clients left are dropped here too.
-            self.waiters.retain(|_, list| {
-                list.retain(|w| !w.wake.is_closed());
-                !list.is_empty()
-            });
+            self.drop_departed_waiters();
         }
-        self.waiter_count = self.waiters.values().map(Vec::len).sum();
         self.update_gauge();
+    }
+
+    /// Drops the long polls whose clients left.
+    fn drop_departed_waiters(&mut self) {
+        self.waiters.retain(|_, list| {
+            list.retain(|w| !w.wake.is_closed());
+            !list.is_empty()
+        });
+        self.waiter_count = self.waiters.values().map(Vec::len).sum();
     }
 
     fn make_room(&mut self) -> Result<(), ApiError> {
         if self.followers() >= FOLLOWERS_MAX {
             // Drop waiters whose clients left before refusing a new one.
-            self.waiters.retain(|_, list| {
-                list.retain(|w| !w.wake.is_closed());
-                !list.is_empty()
-            });
-            self.waiter_count = self.waiters.values().map(Vec::len).sum();
+            self.drop_departed_waiters();
             if self.followers() >= FOLLOWERS_MAX {
                 return Err(ApiError::unavailable(
                     "too_many_followers",
@@ -238,14 +241,15 @@ impl MessagingActor {
 }
 
 /// Wakes the streams following `feed` that were told about less than `head`, and answers the
-/// long polls on it waiting for more than they have; long polls whose clients left go.
+/// long polls on it waiting for more than they have; long polls whose clients left go. Returns
+/// how many long polls it removed.
 fn wake_feed(
     feed: &Feed,
     head: u64,
     subscriptions: &mut HashMap<u64, Subscription>,
     by_feed: &HashMap<Feed, Vec<u64>>,
     waiters: &mut HashMap<Feed, Vec<Waiter>>,
-) {
+) -> usize {
     for id in by_feed.get(feed).into_iter().flatten() {
         if let Some(sub) = subscriptions.get_mut(id) {
             if head > sub.head {
@@ -254,24 +258,28 @@ fn wake_feed(
             }
         }
     }
-    if let Some(list) = waiters.get_mut(feed) {
-        let mut kept = Vec::with_capacity(list.len());
-        for waiter in list.drain(..) {
-            if waiter.wake.is_closed() {
-                continue;
-            }
-            if head > waiter.after {
-                let _ = waiter.wake.send(());
-            } else {
-                kept.push(waiter);
-            }
+    let Some(list) = waiters.get_mut(feed) else {
+        return 0;
+    };
+    let before = list.len();
+    let mut kept = Vec::with_capacity(before);
+    for waiter in list.drain(..) {
+        if waiter.wake.is_closed() {
+            continue;
         }
-        if kept.is_empty() {
-            waiters.remove(feed);
+        if head > waiter.after {
+            let _ = waiter.wake.send(());
         } else {
-            *list = kept;
+            kept.push(waiter);
         }
     }
+    let removed = before - kept.len();
+    if kept.is_empty() {
+        waiters.remove(feed);
+    } else {
+        *list = kept;
+    }
+    removed
 }
 
 impl Actor for MessagingActor {

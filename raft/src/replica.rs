@@ -382,20 +382,18 @@ impl Replica {
             if m.current_leader != Some(self.id) {
                 return false;
             }
-            let voters: Vec<NodeId> = m
-                .membership_config
+            // The voter whose log matches the leader's furthest needs the fewest entries
+            // before it can lead.
+            m.membership_config
                 .membership()
                 .voter_ids()
                 .filter(|id| *id != self.id)
-                .collect();
-            // The voter whose log matches the leader's furthest needs the fewest entries
-            // before it can lead.
-            voters.into_iter().max_by_key(|id| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten())
-                    .map(|log_id| log_id.index)
-            })
+                .max_by_key(|id| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).copied().flatten())
+                        .map(|log_id| log_id.index)
+                })
         };
         let Some(target) = target else {
             return false;
