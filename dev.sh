@@ -72,8 +72,12 @@ cmd_cluster() {
   bin="$(target_dir)/debug/parley"
   state="deploy/local/data"
   mkdir -p "$state"
+  if [ ! -f deploy/local/certs/ca.pem ]; then
+    log "making the demo cluster's CA and node certificates (deploy/local/certs)"
+    "$bin" certs --dir deploy/local/certs --nodes 1,2,3 --name localhost,127.0.0.1 >/dev/null
+  fi
   for i in 1 2 3; do
-    "$bin" check-config --config "deploy/local/node$i.toml" >/dev/null
+    (cd deploy/local && "$bin" check-config --config "node$i.toml" >/dev/null)
   done
   stop() {
     log "stopping the cluster"

@@ -159,8 +159,9 @@ pub fn loopback_addrs(n: u64) -> Result<Vec<(String, String)>, LiveError> {
 }
 
 /// The config of node `id` of a live cluster whose nodes listen on `addrs` (HTTP, gRPC), with
-/// the queue `sales` customers use.
-pub fn node_config(id: u64, data: &Path, addrs: &[(String, String)]) -> String {
+/// the queue `sales` customers use and mutual TLS between nodes with the certificates in
+/// `certs` (see [`make_certs`]).
+pub fn node_config(id: u64, data: &Path, certs: &Path, addrs: &[(String, String)]) -> String {
     let (http, grpc) = &addrs[(id - 1) as usize];
     let mut text = format!(
         r#"node_id = {id}
@@ -180,12 +181,22 @@ logins_per_agent_per_minute = 100000
 [timeouts]
 write = "3s"
 shutdown_grace = "2s"
+# A short drain, so a SIGTERM fault exercises it and the stop still fits its 10 s.
+drain_wait = "1s"
+
+[tls]
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
 
 [[queues]]
 id = "sales"
 name = "Sales"
 "#,
-        data = data.display()
+        data = data.display(),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join(format!("node-{id}.pem")).display(),
+        key = certs.join(format!("node-{id}.key")).display(),
     );
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         text.push_str(&format!(
@@ -196,10 +207,31 @@ name = "Sales"
     text
 }
 
+/// Makes a cluster CA and the certificates of nodes 1 to `n` in `certs`.
+pub fn make_certs(certs: &Path, n: u64) -> Result<(), LiveError> {
+    parley_node::certs::issue(&parley_node::certs::CertsRequest {
+        dir: certs.to_owned(),
+        nodes: (1..=n).collect(),
+        extra_names: Vec::new(),
+        node_days: 30,
+        ca_days: 60,
+        force: true,
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        LiveError::Io(
+            format!("making certificates in {}", certs.display()),
+            std::io::Error::other(e),
+        )
+    })
+}
+
 impl Local {
     fn create(parley: &Path, n: u64, net: Option<Netns>) -> Result<Self, LiveError> {
         let dir =
             tempfile::tempdir().map_err(|e| LiveError::Io("temporary directory".into(), e))?;
+        let certs = dir.path().join("certs");
+        make_certs(&certs, n)?;
         let addrs = match &net {
             // Every node has an address of its own: the same ports everywhere.
             Some(net) => (1..=n)
@@ -216,7 +248,7 @@ impl Local {
         for id in 1..=n {
             let config = dir.path().join(format!("node{id}.toml"));
             let data = dir.path().join(format!("data{id}"));
-            fs::write(&config, node_config(id, &data, &addrs))
+            fs::write(&config, node_config(id, &data, &certs, &addrs))
                 .map_err(|e| LiveError::Io(format!("writing {}", config.display()), e))?;
             nodes.push(Node {
                 http: format!("http://{}", addrs[(id - 1) as usize].0),

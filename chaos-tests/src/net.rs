@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use hyper_util::rt::TokioIo;
 use parley_raft::network::{ChannelSettings, Connector};
+use parley_raft::NodeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Uri};
@@ -23,7 +24,7 @@ pub struct SimConnector {
 }
 
 impl Connector for SimConnector {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, _peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let endpoint = self.settings.endpoint(addr)?;
         Ok(
             endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {

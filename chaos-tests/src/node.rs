@@ -127,7 +127,10 @@ pub async fn run(
         app,
         messaging,
     };
-    let server = parley_raft::server::router(raft, cluster, settings())
+    // No TLS in the simulation (it is proven against real processes), but the route check
+    // runs as in production.
+    let check = replica.route_check(false);
+    let server = parley_raft::server::router(raft, cluster, check, settings())
         .add_service(SimNodeServer::new(sim))
         .serve_with_incoming(incoming(listener));
     let rank = members.keys().position(|m| *m == id).unwrap_or(0);

@@ -229,6 +229,7 @@ fn sim_client(
     };
     let channel = parley_raft::network::Connector::channel(
         &connector,
+        node,
         &format!("{}:{GRPC_PORT}", host_name(node)),
     )?;
     Ok(SimNodeClient::new(channel))

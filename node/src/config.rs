@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::{TokenKey, TokenKeys};
 
+pub mod tls;
+
+pub use tls::{PeerTransport, RawHttpTls, RawTls, TlsConfig};
+
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "PARLEY_";
 
@@ -48,6 +52,18 @@ pub struct RawConfig {
     /// Secret shared by every node of the cluster, at least 32 bytes; chat tokens are derived from
     /// it, so a token made by one node is valid on all. Required.
     pub cluster_secret: String,
+    /// The cluster's id, carried by every node-to-node call; a node refuses calls for another
+    /// cluster. 1 to 64 letters, digits, `-`, `_`, `.`. Default: derived from
+    /// `cluster_secret`.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Mutual TLS between nodes: `ca_file`, `cert_file` and `key_file`, or `insecure = true`.
+    /// Required.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// TLS on the HTTP listener. Default: plain HTTP.
+    #[serde(default)]
+    pub http_tls: Option<RawHttpTls>,
     /// `always` (default): every log append is fsynced before it counts. `never`: for throwaway
     /// test clusters only; a power loss can lose acknowledged writes.
     #[serde(default = "default_fsync")]
@@ -165,6 +181,10 @@ pub struct RawTimeouts {
     /// On SIGTERM, how long in-flight requests get to finish. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// On SIGTERM, how long the node goes on serving while `/readyz` answers 503, so load
+    /// balancers take it out of rotation before it closes anything. Default `2s` (0s–10m).
+    #[serde(with = "humantime_serde")]
+    pub drain_wait: Duration,
 }
 
 impl Default for RawTimeouts {
@@ -176,6 +196,7 @@ impl Default for RawTimeouts {
             keepalive_timeout: Duration::from_secs(2),
             long_poll_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            drain_wait: Duration::from_secs(2),
         }
     }
 }
@@ -507,6 +528,8 @@ fn default_limits() -> BTreeMap<Channel, u32> {
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The cluster's id.
+    pub cluster_id: String,
     /// This node's id.
     pub node_id: NodeId,
     /// This node's site.
@@ -537,6 +560,8 @@ pub struct Config {
     pub directory: Directory,
     /// Hash of the admin credential, if one is configured.
     pub admin_token_hash: Option<blake3::Hash>,
+    /// TLS between nodes and on the HTTP listener.
+    pub tls: TlsConfig,
 }
 
 /// A configuration problem, naming the field and what is wrong.
@@ -695,6 +720,7 @@ impl RawConfig {
         )?;
         check_range_ms("timeouts.long_poll_max", t.long_poll_max, 0, 600_000)?;
         check_range_ms("timeouts.shutdown_grace", t.shutdown_grace, 0, 600_000)?;
+        check_range_ms("timeouts.drain_wait", t.drain_wait, 0, 600_000)?;
 
         if self.peers.is_empty() {
             return Err(invalid(
@@ -760,7 +786,11 @@ impl RawConfig {
         };
         let directory = self.directory()?;
         let rate_limits = self.rate_limits.validate()?;
+        let cluster_id = tls::cluster_id(self.cluster_id.as_deref(), &self.cluster_secret)?;
+        let tls = tls::validate(self.node_id, &self.tls, self.http_tls.as_ref())?;
         Ok(Config {
+            cluster_id,
+            tls,
             node_id: self.node_id,
             site: self.site,
             data_dir: self.data_dir,

@@ -11,14 +11,18 @@
 //! - [`messaging`]: the messaging actor (wakes streams and long polls, carries typing).
 //! - [`services`]: the services actor (fires replicated timers, active-active).
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
+//! - [`tls`]: the HTTPS certificate and the reload of every TLS file; [`certs`]: `parley
+//!   certs`, a cluster CA and node certificates.
 
 pub mod api;
 pub mod app;
+pub mod certs;
 pub mod config;
 pub mod error;
 pub mod messaging;
 pub mod metrics;
 pub mod serve;
 pub mod services;
+pub mod tls;
 pub mod token;
 pub mod web;

@@ -30,6 +30,41 @@ enum Command {
     },
     /// Hash a password (read from stdin, one line) for an agent's `password_hash` in config.
     HashPassword,
+    /// Make a cluster CA (unless DIR has one) and certificates for mutual TLS between nodes.
+    Certs {
+        /// Directory to write `ca.pem`, `ca.key`, `node-<id>.pem` and `node-<id>.key` to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node ids to make certificates for, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+        /// Extra names (DNS names or IP addresses) for every node certificate, e.g. for the
+        /// HTTPS listener; comma-separated.
+        #[arg(long = "name", value_delimiter = ',')]
+        names: Vec<String>,
+        /// Validity of the node certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Validity of a new CA, in days.
+        #[arg(long, default_value_t = 3650)]
+        ca_days: u32,
+        /// Replace node certificates that exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn certs(request: &parley_node::certs::CertsRequest) -> anyhow::Result<()> {
+    let written = parley_node::certs::issue(request)?;
+    if written.new_ca {
+        println!("created a new cluster CA in {}", request.dir.display());
+    } else {
+        println!("signed with the CA in {}", request.dir.display());
+    }
+    for file in &written.files {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {
@@ -62,17 +97,45 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| {
                 println!(
-                    "ok: node {} at site {}, {} members, {} queues, {} agents, data in {}",
+                    "ok: node {} of cluster {} at site {}, {} members, {} queues, {} agents, \
+                     data in {}",
                     c.node_id,
+                    c.cluster_id,
                     c.site,
                     c.members.len(),
                     c.directory.queues.len(),
                     c.directory.agents.len(),
                     c.data_dir.display()
                 );
+                if c.tls.insecure() {
+                    println!(
+                        "WARNING: tls.insecure = true: traffic between nodes is plaintext and \
+                         unauthenticated"
+                    );
+                } else {
+                    println!("peers: mutual TLS");
+                }
+                if c.tls.http.is_some() {
+                    println!("http: TLS");
+                }
             })
             .map_err(anyhow::Error::from),
         Command::HashPassword => hash_password(),
+        Command::Certs {
+            dir,
+            nodes,
+            names,
+            days,
+            ca_days,
+            force,
+        } => certs(&parley_node::certs::CertsRequest {
+            dir,
+            nodes,
+            extra_names: names,
+            node_days: days,
+            ca_days,
+            force,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,15 @@ pub struct WriteLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the TLS reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    /// `peer` or `http`.
+    pub material: &'static str,
+    /// `changed` (new files in use) or `refused` (kept the old ones).
+    pub outcome: &'static str,
+}
+
 /// Labels of the in-memory state size gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -76,6 +85,9 @@ pub struct Metrics {
     delivery_wakeups: Counter,
     delivery_full_scans: Counter,
     delivery_feeds_checked: Counter,
+    tls_reloads: Family<TlsReloadLabels, Counter>,
+    peer_handshakes_refused: Counter,
+    peer_tls: std::sync::OnceLock<std::sync::Arc<parley_raft::tls::PeerTls>>,
     /// Makes "bring the storage counters up to the replica's totals" atomic between concurrent
     /// scrapes, so no increment is counted twice.
     render_lock: std::sync::Mutex<()>,
@@ -210,8 +222,24 @@ impl Metrics {
             "Entries of the replicated state held in memory, by kind",
             state_entries.clone(),
         );
+        let tls_reloads = Family::<TlsReloadLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "TLS file reloads by material and outcome (refused: the files in use were kept)",
+            tls_reloads.clone(),
+        );
+        let peer_handshakes_refused = Counter::default();
+        registry.register(
+            "peer_handshakes_refused",
+            "Incoming peer connections refused at the TLS handshake (no, a foreign or an \
+             expired certificate)",
+            peer_handshakes_refused.clone(),
+        );
         Self {
             registry,
+            tls_reloads,
+            peer_handshakes_refused,
+            peer_tls: std::sync::OnceLock::new(),
             state_digests,
             state_entries,
             delivery_wakeups,
@@ -262,6 +290,18 @@ impl Metrics {
             .inc_by(u64::try_from(feeds_checked).unwrap_or(u64::MAX));
     }
 
+    /// Counts one reload of TLS files.
+    pub fn count_tls_reload(&self, material: &'static str, outcome: &'static str) {
+        self.tls_reloads
+            .get_or_create(&TlsReloadLabels { material, outcome })
+            .inc();
+    }
+
+    /// Reports `tls`'s refused handshakes from now on.
+    pub fn watch_peer_tls(&self, tls: std::sync::Arc<parley_raft::tls::PeerTls>) {
+        let _ = self.peer_tls.set(tls);
+    }
+
     /// Counts one state digest computed for the cluster view.
     pub fn count_state_digest(&self) {
         self.state_digests.inc();
@@ -305,7 +345,9 @@ impl Metrics {
                 .get_or_create(&StateLabels { kind })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        let refused = self.peer_tls.get().map_or(0, |tls| tls.refused_total());
         for (counter, total) in [
+            (&self.peer_handshakes_refused, refused),
             (&self.log_appends, status.log_appends),
             (&self.wal_syncs, status.wal_syncs),
             (&self.forward_rpcs, status.forward_rpcs),

@@ -2,7 +2,9 @@
 //! order, and stops them in reverse order on SIGTERM or SIGINT.
 //!
 //! Start: open storage and Raft → gRPC server for peers → form or rejoin the cluster → app,
-//! messaging and services actors → HTTP. Stop: WebSocket streams close with 1012 → HTTP stops
+//! messaging and services actors → HTTP. Stop: `/readyz` answers 503 for
+//! `timeouts.drain_wait` → a leader hands leadership over → WebSocket streams close with 1012 →
+//! HTTP stops
 //! taking connections and finishes in-flight requests (bounded by `timeouts.shutdown_grace`) →
 //! gRPC server → Raft.
 
@@ -11,18 +13,21 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
-use parley_raft::network::{ChannelSettings, TcpConnector};
+use parley_raft::network::{ChannelSettings, Connector, TcpConnector};
 use parley_raft::proposer::{Clock, ProposerOptions, SystemClock};
+use parley_raft::tls::connect::TlsConnector;
+use parley_raft::tls::PeerTls;
 use parley_raft::{Replica, ReplicaOptions};
 use parley_storage::{DbOptions, IoMode};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::app::AppActor;
-use crate::config::Config;
+use crate::config::{Config, PeerTransport};
 use crate::messaging::MessagingActor;
 use crate::metrics::Metrics;
 use crate::services::ServicesActor;
+use crate::tls::{HttpCertificate, Reloadable};
 use crate::token::{AgentTokens, ChatTokens};
 use crate::web::rate_limits::RateLimits;
 use crate::web::{self, WebState};
@@ -39,6 +44,7 @@ pub fn replica_options(config: &Config) -> ReplicaOptions {
         config.members.clone(),
         config.data_dir.clone(),
     );
+    options.cluster_id = config.cluster_id.clone();
     options.db = DbOptions {
         fsync: config.fsync,
         io_mode: IoMode::Blocking,
@@ -85,6 +91,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn node(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         node_id = config.node_id,
+        cluster = %config.cluster_id,
+        peer_tls = if config.tls.insecure() { "INSECURE plaintext" } else { "mutual TLS" },
         site = %config.site,
         http = %config.http_listen,
         grpc = %config.grpc_listen,
@@ -93,13 +101,29 @@ async fn node(config: Config) -> anyhow::Result<()> {
     );
     let settings = channel_settings(&config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let replica = Replica::open(
-        replica_options(&config),
-        Arc::new(TcpConnector { settings }),
-        clock.clone(),
-    )
-    .await
-    .with_context(|| format!("opening the replica in {}", config.data_dir.display()))?;
+    let peer_tls = match &config.tls.peers {
+        PeerTransport::MutualTls(paths) => Some(
+            PeerTls::load(config.node_id, paths.clone()).context("loading the peer TLS files")?,
+        ),
+        PeerTransport::Insecure => {
+            tracing::warn!(
+                grpc = %config.grpc_listen,
+                "tls.insecure = true: traffic between nodes is plaintext and unauthenticated; \
+                 anyone who reaches the gRPC port can read it and propose writes"
+            );
+            None
+        }
+    };
+    let connector: Arc<dyn Connector> = match &peer_tls {
+        Some(tls) => Arc::new(TlsConnector {
+            settings,
+            tls: tls.clone(),
+        }),
+        None => Arc::new(TcpConnector { settings }),
+    };
+    let replica = Replica::open(replica_options(&config), connector, clock.clone())
+        .await
+        .with_context(|| format!("opening the replica in {}", config.data_dir.display()))?;
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
@@ -108,10 +132,19 @@ async fn node(config: Config) -> anyhow::Result<()> {
     let (raft_service, cluster_service) = replica.services();
     let (relay_tx, relay_rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
     let cluster_service = cluster_service.with_relay(relay_tx);
-    let grpc = tokio::spawn({
-        let stop = grpc_stop.clone();
-        async move {
-            parley_raft::server::serve(
+    let check = replica.route_check(peer_tls.is_some());
+    let grpc = {
+        let stop = grpc_stop.clone().cancelled_owned();
+        match &peer_tls {
+            Some(tls) => tokio::spawn(parley_raft::server::serve(
+                parley_raft::tls::accept::incoming(grpc_listener, tls.clone()),
+                raft_service,
+                cluster_service,
+                check,
+                settings,
+                stop,
+            )),
+            None => tokio::spawn(parley_raft::server::serve(
                 // Accepted connections need TCP_NODELAY too (the builder's setting only covers
                 // listeners tonic binds itself): without it, small gRPC frames wait out the
                 // peer's delayed ACK (40 ms) and every forwarded write and replication round
@@ -119,12 +152,12 @@ async fn node(config: Config) -> anyhow::Result<()> {
                 TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 raft_service,
                 cluster_service,
+                check,
                 settings,
-                stop.cancelled_owned(),
-            )
-            .await
+                stop,
+            )),
         }
-    });
+    };
 
     replica
         .form_cluster()
@@ -132,6 +165,9 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .context("forming the cluster from the static membership")?;
 
     let metrics = Arc::new(Metrics::new());
+    if let Some(tls) = &peer_tls {
+        metrics.watch_peer_tls(tls.clone());
+    }
     let messaging = MessagingActor::new(replica.clone(), metrics.clone(), relay_rx).start();
     let app = AppActor::new(
         replica.clone(),
@@ -148,6 +184,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         .unwrap_or(0);
     let _services = ServicesActor::new(replica.clone(), rank, clock).start();
     let shutdown = CancellationToken::new();
+    let draining = CancellationToken::new();
     // Made now, not at the first login for an unknown agent (which would then take twice as
     // long as any other and tell that the agent does not exist).
     let _ = crate::token::unknown_agent_hash();
@@ -159,10 +196,17 @@ async fn node(config: Config) -> anyhow::Result<()> {
         admin_token_hash: config.admin_token_hash,
         long_poll_max: config.timeouts.long_poll_max,
         shutdown: shutdown.clone(),
+        draining: draining.clone(),
         node_id: config.node_id,
         queue_positions: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
         replica: replica.clone(),
+    };
+    let http_certificate = match &config.tls.http {
+        Some(paths) => {
+            Some(HttpCertificate::load(paths.clone()).context("loading the HTTPS certificate")?)
+        }
+        None => None,
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();
@@ -170,15 +214,41 @@ async fn node(config: Config) -> anyhow::Result<()> {
     })
     .workers(HTTP_WORKERS)
     .disable_signals()
-    .shutdown_timeout(config.timeouts.shutdown_grace.as_secs().max(1))
-    .bind(config.http_listen)
+    .shutdown_timeout(config.timeouts.shutdown_grace.as_secs().max(1));
+    let server = match &http_certificate {
+        Some(certificate) => server.bind_rustls_0_23(
+            config.http_listen,
+            certificate
+                .server_config()
+                .context("building the HTTPS configuration")?,
+        ),
+        None => server.bind(config.http_listen),
+    }
     .with_context(|| format!("binding HTTP on {}", config.http_listen))?
     .run();
+    let reload_stop = CancellationToken::new();
+    let reloads = Reloadable {
+        peer: peer_tls.clone(),
+        http: http_certificate,
+    };
+    let reload_task = tokio::spawn(reloads.watch(
+        config.tls.reload_interval,
+        metrics.clone(),
+        reload_stop.clone(),
+    ));
     let http = server.handle();
     let http_task = actix_rt::spawn(server);
     tracing::info!(node_id = config.node_id, "serving");
 
     wait_for_signal().await?;
+    draining.cancel();
+    if !config.timeouts.drain_wait.is_zero() {
+        tracing::info!(
+            drain_wait = ?config.timeouts.drain_wait,
+            "draining: /readyz answers 503, everything else is served as before"
+        );
+        tokio::time::sleep(config.timeouts.drain_wait).await;
+    }
     // While the gRPC server still runs: a leader hands over first, so the cluster goes on
     // writing without waiting out an election timeout.
     replica.hand_over_leadership(LEADERSHIP_HANDOVER_MAX).await;
@@ -200,6 +270,12 @@ async fn node(config: Config) -> anyhow::Result<()> {
             tracing::info!(?GRPC_DRAIN_MAX, "peer streams still open; closing them");
             grpc.abort();
         }
+    }
+    reload_stop.cancel();
+    match reload_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the TLS reload task could not watch SIGHUP"),
+        Err(error) => tracing::warn!(%error, "the TLS reload task failed"),
     }
     replica.shutdown().await;
     tracing::info!("stopped");

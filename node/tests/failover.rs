@@ -262,3 +262,40 @@ async fn killing_the_leader_after_batched_load_recovers() {
     }
     cluster.assert_converged(&[1, 2, 3], CONVERGE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_drains_before_it_closes_anything() {
+    let mut cluster = Cluster::start_ready(3, "", READY).await;
+    // Node 1 again, with a drain window (the test clusters have none).
+    cluster.terminate(1);
+    cluster.spawn_with_env(1, &[("PARLEY_TIMEOUTS__DRAIN_WAIT", "5s")]);
+    cluster.wait_ready(1, READY).await;
+    let chat = cluster.start_chat(1, "drain").await;
+
+    cluster.signal(1, "TERM");
+    let (status, body) = cluster
+        .api_until(1, reqwest::Method::GET, "/readyz", None, |status, _| {
+            status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+    assert!(body.to_string().contains("draining"), "{status} {body}");
+    // Draining takes the node out of rotation and nothing else: it still takes writes.
+    let (live, _) = cluster
+        .api(1, reqwest::Method::GET, "/livez", None, None)
+        .await;
+    assert!(live.is_success(), "livez during the drain: {live}");
+    let seq = cluster
+        .post(1, &chat, "during-drain", "still served")
+        .await
+        .expect("a write through a draining node commits");
+
+    let exit = cluster.wait_exit(1, Duration::from_secs(30));
+    assert!(exit.success(), "node 1 exited with {exit}");
+    let events = cluster.events(2, &chat).await.expect("events from node 2");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["seq"].as_u64() == Some(seq) && e["client_msg_id"] == "during-drain"),
+        "the write taken during the drain is not on node 2: {events:?}"
+    );
+}

@@ -20,6 +20,44 @@ pub enum ReplicaError {
     Membership(String),
 }
 
+/// Peer TLS material could not be loaded or does not fit this node.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not the PEM it should be.
+    #[error("{}: {problem}", path.display())]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The files parse but cannot be used together: a key that does not match, a certificate
+    /// that does not name this node, has expired or is not from the CA bundle.
+    #[error("{}: {problem}", path.display())]
+    Material {
+        /// The file at fault.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No certificate name can be made for a node id.
+    #[error("node {node} has no certificate name: {problem}")]
+    Identity {
+        /// The node.
+        node: crate::types::NodeId,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
 /// A write could not be committed. Every command is idempotent, so the client may retry the
 /// same command (same client ids) after any of these.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -10,6 +10,10 @@
 //! - [`network`]: the tonic client side of Raft behind the [`network::Connector`] seam, so the
 //!   same code runs over real TCP or a simulated network.
 //! - [`server`]: the tonic server side (Raft RPCs and forwarded writes).
+//! - [`route`]: the cluster, caller and callee every node-to-node call names, and the server's
+//!   check of them.
+//! - [`tls`]: mutual TLS between nodes: certificate material, its reload, the TLS connector and
+//!   the TLS accept loop.
 //! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
 //! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
 //! - [`error`]: this crate's error types.
@@ -24,12 +28,14 @@ pub mod limits;
 pub mod network;
 pub mod proposer;
 pub mod replica;
+pub mod route;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod types;
 
 pub use command::{Command, Op, Outcome, Rejection, Request, Response};
-pub use error::{Classified, ErrorClass, ProposeError, ReplicaError};
+pub use error::{Classified, ErrorClass, ProposeError, ReplicaError, TlsError};
 pub use replica::{Replica, ReplicaOptions};
 pub use state::State;
 pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -39,9 +39,11 @@ use pb::cluster_client::ClusterClient;
 use pb::raft_client::RaftClient;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{self, SnapshotChunks, SnapshotStreamError, SNAPSHOT_BYTES_MAX};
+use crate::route::RouteHeaders;
 use crate::types::{NodeId, NodeInfo, Snapshot, TypeConfig, Vote};
 
 /// Largest gRPC message a node accepts or sends, in bytes. Snapshot chunks and append batches
@@ -64,9 +66,13 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = GRPC_MESSAGE_BYTES_MAX / 2;
 
 /// How a node reaches its peers' gRPC endpoints.
 pub trait Connector: Send + Sync + 'static {
-    /// A lazily connecting channel to `addr` (`host:port`). Must not block.
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error>;
+    /// A lazily connecting channel to node `peer` at `addr` (`host:port`). A connector that
+    /// authenticates peers accepts only node `peer` at the other end. Must not block.
+    fn channel(&self, peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error>;
 }
+
+/// A channel to one peer whose every call carries the route headers (see [`crate::route`]).
+pub type PeerChannel = InterceptedService<Channel, RouteHeaders>;
 
 /// Transport settings shared by every connector.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +107,8 @@ impl ChannelSettings {
     }
 }
 
-/// Real TCP.
+/// Plaintext TCP: only where the network itself is trusted (see `tls::connect` for mutual
+/// TLS).
 #[derive(Clone, Debug, Default)]
 pub struct TcpConnector {
     /// Transport settings.
@@ -109,47 +116,71 @@ pub struct TcpConnector {
 }
 
 impl Connector for TcpConnector {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, _peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         Ok(self.settings.endpoint(addr)?.connect_lazy())
     }
 }
 
-/// Channels to peers, one per address, shared by Raft replication and write forwarding.
+/// Channels to peers, one per node and address, shared by Raft replication and write
+/// forwarding.
 #[derive(Clone)]
 pub struct Peers {
     connector: Arc<dyn Connector>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    cluster: Arc<str>,
+    id: NodeId,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
 }
 
 impl Peers {
-    /// Peers reached through `connector`.
-    pub fn new(connector: Arc<dyn Connector>) -> Self {
+    /// The peers of node `id` in `cluster`, reached through `connector`.
+    pub fn new(connector: Arc<dyn Connector>, cluster: &str, id: NodeId) -> Self {
         Self {
             connector,
+            cluster: Arc::from(cluster),
+            id,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// The channel to `addr`, created on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn headers(&self, peer: NodeId, channel: Channel) -> PeerChannel {
+        InterceptedService::new(channel, RouteHeaders::new(&self.cluster, self.id, peer))
+    }
+
+    /// The channel to node `peer` at `addr`, created on first use.
+    pub fn channel(
+        &self,
+        peer: NodeId,
+        addr: &str,
+    ) -> Result<PeerChannel, tonic::transport::Error> {
         let mut channels = match self.channels.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+        let key = (peer, addr.to_owned());
+        if let Some(channel) = channels.get(&key) {
+            return Ok(self.headers(peer, channel.clone()));
         }
-        let channel = self.connector.channel(addr)?;
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        let channel = self.connector.channel(peer, addr)?;
+        channels.insert(key, channel.clone());
+        Ok(self.headers(peer, channel))
     }
 
-    /// A client for the application-level `Cluster` service of the node at `addr`.
+    /// A channel to node `peer` at `addr` on a connection of its own, not cached.
+    pub fn fresh_channel(
+        &self,
+        peer: NodeId,
+        addr: &str,
+    ) -> Result<PeerChannel, tonic::transport::Error> {
+        Ok(self.headers(peer, self.connector.channel(peer, addr)?))
+    }
+
+    /// A client for the application-level `Cluster` service of node `peer` at `addr`.
     pub fn cluster_client(
         &self,
+        peer: NodeId,
         addr: &str,
-    ) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
-        Ok(ClusterClient::new(self.channel(addr)?)
+    ) -> Result<ClusterClient<PeerChannel>, tonic::transport::Error> {
+        Ok(ClusterClient::new(self.channel(peer, addr)?)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     }
@@ -190,7 +221,7 @@ impl Network {
         &self,
         target: NodeId,
         node: &NodeInfo,
-        channel: Result<Channel, tonic::transport::Error>,
+        channel: Result<PeerChannel, tonic::transport::Error>,
     ) -> PeerConnection {
         PeerConnection {
             route: Route {
@@ -215,13 +246,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     /// Replication and heartbeats share the peer's cached channel: HTTP/2 multiplexes them.
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
-        self.connection(target, node, self.peers.channel(&node.grpc_addr))
+        self.connection(target, node, self.peers.channel(target, &node.grpc_addr))
     }
 
     /// A snapshot gets a connection of its own, so that megabytes of it queued in one TCP
     /// connection never delay the heartbeats and appends sharing the cached one.
     async fn new_snapshot_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
-        self.connection(target, node, self.peers.connector.channel(&node.grpc_addr))
+        self.connection(
+            target,
+            node,
+            self.peers.fresh_channel(target, &node.grpc_addr),
+        )
     }
 }
 
@@ -230,7 +265,7 @@ pub struct PeerConnection {
     route: Route,
     addr: String,
     /// The client, or why none could be built (a malformed address).
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<PeerChannel>, String>,
     snapshot_chunk_bytes: usize,
 }
 
@@ -280,7 +315,7 @@ impl Route {
 }
 
 impl PeerConnection {
-    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+    fn client(&self) -> Result<RaftClient<PeerChannel>, Unreachable<TypeConfig>> {
         self.client.clone().map_err(|problem| {
             Unreachable::new(&AddrError {
                 addr: self.addr.clone(),
@@ -314,7 +349,7 @@ impl PeerConnection {
     where
         Q: serde::Serialize,
         T: DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, tonic::Request<pb::RaftPayload>) -> Fut,
+        F: FnOnce(RaftClient<PeerChannel>, tonic::Request<pb::RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::RaftPayload>, tonic::Status>>,
     {
         let client = self.client()?;

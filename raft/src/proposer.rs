@@ -478,7 +478,7 @@ async fn send_forward(
     };
     let addr = addr.ok_or(ForwardError::UnknownAddress(leader))?;
     let mut client = peers
-        .cluster_client(&addr)
+        .cluster_client(leader, &addr)
         .map_err(|e| ForwardError::Transport(e.to_string()))?;
     let commands_json = group
         .iter()

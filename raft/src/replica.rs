@@ -18,6 +18,7 @@ use crate::command::{Op, Outcome};
 use crate::error::{ProposeError, ReplicaError};
 use crate::network::{Connector, Network, Peers};
 use crate::proposer::{Clock, Proposer, ProposerOptions};
+use crate::route::RouteCheck;
 use crate::server::{ClusterService, RaftService};
 use crate::state::State;
 pub use crate::types::StateStore;
@@ -26,6 +27,9 @@ use crate::types::{LogId, NodeId, NodeInfo, Raft, TypeConfig};
 /// Everything a replica needs to start.
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {
+    /// The cluster's id, carried by every node-to-node call (see [`crate::route`]); a
+    /// [`crate::route::valid_cluster_id`].
+    pub cluster_id: String,
     /// This node's id; must be a key of `members`.
     pub id: NodeId,
     /// The static membership: every voter of the cluster with its addresses.
@@ -54,10 +58,14 @@ pub struct ReplicaOptions {
     pub proposer: ProposerOptions,
 }
 
+/// The cluster id [`ReplicaOptions::new`] starts with.
+pub const DEFAULT_CLUSTER_ID: &str = "parley";
+
 impl ReplicaOptions {
     /// Options with defaults suited to a LAN for everything but identity and storage.
     pub fn new(id: NodeId, members: BTreeMap<NodeId, NodeInfo>, data_dir: PathBuf) -> Self {
         Self {
+            cluster_id: DEFAULT_CLUSTER_ID.to_owned(),
             id,
             members,
             data_dir,
@@ -146,6 +154,7 @@ const RELAY_QUEUE_PER_PEER: usize = 64;
 #[derive(Clone)]
 pub struct Replica {
     id: NodeId,
+    cluster_id: String,
     raft: Raft,
     store: StateStore,
     proposer: Proposer,
@@ -161,11 +170,12 @@ pub struct Replica {
 /// [`RELAY_TIMEOUT`]; ends when the replica is dropped.
 async fn relay_to_peer(
     peers: Peers,
+    peer: NodeId,
     addr: String,
     mut queue: mpsc::Receiver<parley_proto::v1::Ephemeral>,
 ) {
     while let Some(event) = queue.recv().await {
-        let Ok(mut client) = peers.cluster_client(&addr) else {
+        let Ok(mut client) = peers.cluster_client(peer, &addr) else {
             continue;
         };
         let mut request = tonic::Request::new(event);
@@ -190,7 +200,7 @@ impl Replica {
             )));
         }
         let config = openraft::Config {
-            cluster_name: "parley".to_owned(),
+            cluster_name: options.cluster_id.clone(),
             // A node that was cut off asks before it campaigns: it does not raise the term and
             // depose a healthy leader when it comes back.
             enable_pre_vote: Some(true),
@@ -215,7 +225,14 @@ impl Replica {
         let db = Db::open(&options.data_dir, options.db)?;
         let log_store = LogStore::<TypeConfig>::new(db.clone());
         let store = StateStore::open(db.clone()).await?;
-        let peers = Peers::new(connector);
+        if !crate::route::valid_cluster_id(&options.cluster_id) {
+            return Err(ReplicaError::Membership(format!(
+                "{:?} cannot name a cluster: use 1 to {} letters, digits, '-', '_' or '.'",
+                options.cluster_id,
+                crate::route::CLUSTER_ID_BYTES_MAX
+            )));
+        }
+        let peers = Peers::new(connector, &options.cluster_id, options.id);
         let network = Network::new(options.id, peers.clone(), options.snapshot_chunk_bytes);
         let relay_queues = options
             .members
@@ -223,7 +240,12 @@ impl Replica {
             .filter(|(id, _)| **id != options.id)
             .map(|(id, info)| {
                 let (sender, queue) = mpsc::channel(RELAY_QUEUE_PER_PEER);
-                tokio::spawn(relay_to_peer(peers.clone(), info.grpc_addr.clone(), queue));
+                tokio::spawn(relay_to_peer(
+                    peers.clone(),
+                    *id,
+                    info.grpc_addr.clone(),
+                    queue,
+                ));
                 (*id, sender)
             })
             .collect();
@@ -236,6 +258,7 @@ impl Replica {
         let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
         Ok(Self {
             id: options.id,
+            cluster_id: options.cluster_id,
             raft,
             store,
             proposer,
@@ -327,6 +350,13 @@ impl Replica {
                 json: json.clone(),
             });
         }
+    }
+
+    /// The check every call to this node's gRPC services passes: meant for this node of this
+    /// cluster and, with `require_certificate` (mutual TLS), from a caller whose certificate
+    /// names it.
+    pub fn route_check(&self, require_certificate: bool) -> RouteCheck {
+        RouteCheck::new(self.cluster_id.clone(), self.id, require_certificate)
     }
 
     /// The gRPC services to host for peers.

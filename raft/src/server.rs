@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -31,6 +32,7 @@ use crate::error::{grpc_status, ErrorClass};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
+use crate::route::RouteCheck;
 use crate::state::check_input;
 use crate::types::{Raft, TypeConfig};
 
@@ -364,25 +366,30 @@ pub const EPHEMERAL_BYTES_MAX: usize = 4096;
 
 /// A tonic router hosting both services with the peer transport settings; callers may add
 /// services (the chaos simulator adds its own) before serving.
+///
+/// Every call passes `check` first (see [`crate::route`]).
 pub fn router(
     raft: RaftService,
     cluster: ClusterService,
+    check: RouteCheck,
     settings: ChannelSettings,
 ) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .tcp_nodelay(true)
-        .add_service(
+        .add_service(InterceptedService::new(
             RaftServer::new(raft)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
-        )
-        .add_service(
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
             ClusterServer::new(cluster)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
-        )
+            check,
+        ))
 }
 
 /// Serves both services on `incoming` until `shutdown` completes.
@@ -390,6 +397,7 @@ pub async fn serve<I, IO, IE>(
     incoming: I,
     raft: RaftService,
     cluster: ClusterService,
+    check: RouteCheck,
     settings: ChannelSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error>
@@ -398,7 +406,7 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    router(raft, cluster, settings)
+    router(raft, cluster, check, settings)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -310,14 +310,37 @@ pub async fn start_parley(
             index + 1
         );
     }
+    // Mutual TLS between nodes, as in production.
+    let certs = processes.dir().join("certs");
+    let made = Command::new(parley)
+        .arg("certs")
+        .arg("--dir")
+        .arg(&certs)
+        .arg("--nodes")
+        .arg("1,2,3")
+        .arg("--force")
+        .output()
+        .with_context(|| format!("running {} certs", parley.display()))?;
+    if !made.status.success() {
+        anyhow::bail!(
+            "parley certs failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+    }
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         let id = index + 1;
         let data = processes.dir().join(format!("data{id}"));
+        let tls = format!(
+            "\n[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.join("ca.pem").display(),
+            certs.join(format!("node-{id}.pem")).display(),
+            certs.join(format!("node-{id}.key")).display()
+        );
         let config = processes.dir().join(format!("node{id}.toml"));
         let text = format!(
             "node_id = {id}\nsite = \"bench\"\ndata_dir = \"{}\"\nhttp_listen = \"{http}\"\n\
              grpc_listen = \"{grpc}\"\ncluster_secret = \"bench-cluster-secret-0123456789abcdef\"\n\
-             {BENCH_RATE_LIMITS}\n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}\n{extra}",
+             {BENCH_RATE_LIMITS}{tls}\n[[queues]]\nid = \"{PARLEY_QUEUE}\"\nname = \"Benchmark\"\n{peers}\n{extra}",
             data.display()
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;

@@ -13,6 +13,9 @@ heartbeat = "50ms"
 election_timeout_min = "200ms"
 election_timeout_max = "400ms"
 
+[tls]
+insecure = true
+
 [[peers]]
 id = 1
 site = "east"
@@ -312,4 +315,125 @@ fn token_keys_need_one_active_key_and_long_secrets() {
         let message = problem(&text);
         assert!(message.contains(expected), "{expected}: {message}");
     }
+}
+
+/// [`GOOD`] with its `[tls]` section replaced by `tls`.
+fn with_tls(tls: &str) -> String {
+    GOOD.replace("[tls]\ninsecure = true\n", tls)
+}
+
+/// Loads `text` in a jail where `parley certs` made certificates for nodes 1 and 2 in
+/// `certs/`.
+#[allow(clippy::result_large_err)]
+fn load_with_certs(text: &str) -> Result<Config, ConfigError> {
+    let mut result = None;
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        crate::certs::issue(&crate::certs::CertsRequest {
+            dir: PathBuf::from("certs"),
+            nodes: vec![1, 2],
+            extra_names: Vec::new(),
+            node_days: 30,
+            ca_days: 60,
+            force: false,
+        })
+        .map_err(|e| e.to_string())?;
+        jail.create_file("node.toml", text)?;
+        result = Some(Config::load(Path::new("node.toml")));
+        Ok(())
+    });
+    result.expect("the jail ran the closure")
+}
+
+const MUTUAL_TLS: &str = "[tls]\nca_file = \"certs/ca.pem\"\ncert_file = \"certs/node-2.pem\"\n\
+                          key_file = \"certs/node-2.key\"\n";
+
+#[test]
+fn peers_need_tls_files_or_an_explicit_insecure() {
+    let problem = problem(&with_tls(""));
+    assert!(
+        problem.contains("invalid tls") && problem.contains("parley certs"),
+        "{problem}"
+    );
+    let config = load(GOOD, &[]).unwrap();
+    assert!(config.tls.insecure());
+}
+
+#[test]
+fn mutual_tls_files_are_checked_when_the_config_is() {
+    let config = load_with_certs(&with_tls(MUTUAL_TLS)).unwrap();
+    assert!(matches!(config.tls.peers, PeerTransport::MutualTls(_)));
+    assert_eq!(
+        config.tls.reload_interval,
+        Duration::from_secs(10),
+        "default"
+    );
+
+    // Node 1's certificate does not make node 2.
+    let wrong = MUTUAL_TLS.replace("node-2", "node-1");
+    let problem = load_with_certs(&with_tls(&wrong)).unwrap_err().to_string();
+    assert!(problem.contains("node-2.parley"), "{problem}");
+
+    let missing = MUTUAL_TLS.replace("certs/ca.pem", "certs/nowhere.pem");
+    let problem = load_with_certs(&with_tls(&missing))
+        .unwrap_err()
+        .to_string();
+    assert!(problem.contains("nowhere.pem"), "{problem}");
+
+    let both = format!("{MUTUAL_TLS}insecure = true\n");
+    let problem = load_with_certs(&with_tls(&both)).unwrap_err().to_string();
+    assert!(problem.contains("tls.insecure"), "{problem}");
+
+    let fast = format!("{MUTUAL_TLS}reload_interval = \"10ms\"\n");
+    let problem = load_with_certs(&with_tls(&fast)).unwrap_err().to_string();
+    assert!(problem.contains("tls.reload_interval"), "{problem}");
+}
+
+#[test]
+fn https_files_must_hold_a_matching_certificate_and_key() {
+    let good = format!(
+        "{MUTUAL_TLS}\n[http_tls]\ncert_file = \"certs/node-2.pem\"\nkey_file = \"certs/node-2.key\"\n"
+    );
+    let config = load_with_certs(&with_tls(&good)).unwrap();
+    assert!(config.tls.http.is_some());
+    let mismatched = good.replace(
+        "key_file = \"certs/node-2.key\"",
+        "key_file = \"certs/node-1.key\"",
+    );
+    let problem = load_with_certs(&with_tls(&mismatched))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problem.contains("invalid http_tls") && problem.contains("does not match"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn the_cluster_id_is_configured_or_derived_from_the_secret() {
+    let derived = load(GOOD, &[]).unwrap().cluster_id;
+    assert!(
+        derived.starts_with("c-") && derived.len() == 18,
+        "{derived}"
+    );
+    assert_eq!(
+        load(GOOD, &[]).unwrap().cluster_id,
+        derived,
+        "deterministic"
+    );
+    let other_secret = GOOD.replace(
+        "0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+    );
+    assert_ne!(load(&other_secret, &[]).unwrap().cluster_id, derived);
+    let named = GOOD.replace(
+        "cluster_secret =",
+        "cluster_id = \"prod-eu\"\ncluster_secret =",
+    );
+    assert_eq!(load(&named, &[]).unwrap().cluster_id, "prod-eu");
+    let bad = GOOD.replace(
+        "cluster_secret =",
+        "cluster_id = \"no spaces\"\ncluster_secret =",
+    );
+    assert!(problem(&bad).contains("invalid cluster_id"));
 }

@@ -62,6 +62,8 @@ pub struct WebState {
     pub long_poll_max: Duration,
     /// Cancelled when the node stops: streams close with "go elsewhere".
     pub shutdown: CancellationToken,
+    /// Cancelled when the node starts draining (SIGTERM): `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
     /// This node's id (agent presence).
     pub node_id: u64,
     /// Waiting customers' queue positions, shared by their streams.
@@ -224,6 +226,12 @@ async fn livez() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<WebState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this node is stopping; use another node",
+        ));
+    }
     match state.app.send(CheckReady).await.map_err(mailbox)? {
         Ok(()) => Ok(HttpResponse::Ok()
             .content_type("text/plain")

@@ -17,7 +17,12 @@ if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
 fi
 
 data="$(mktemp -d -t parley-api-contract-XXXXXX)"
-PARLEY_DATA_DIR="$data" "$parley" serve --config "$here/node.toml" >"$data/node.log" 2>&1 &
+# Mutual TLS between nodes, as in production (a one-node cluster has no peer, but the node
+# loads and checks its certificate all the same).
+"$parley" certs --dir "$data/certs" --nodes 1 >/dev/null
+PARLEY_DATA_DIR="$data" PARLEY_TLS__CA_FILE="$data/certs/ca.pem" \
+  PARLEY_TLS__CERT_FILE="$data/certs/node-1.pem" PARLEY_TLS__KEY_FILE="$data/certs/node-1.key" \
+  "$parley" serve --config "$here/node.toml" >"$data/node.log" 2>&1 &
 node=$!
 cleanup() {
   kill -TERM "$node" 2>/dev/null || true

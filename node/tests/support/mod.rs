@@ -51,7 +51,33 @@ fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// The config file of node `id` among `addrs` (id → (http, grpc)).
+/// Makes the cluster CA and the certificates of nodes 1 to `n` in `dir` (see
+/// [`config_text`]).
+pub fn make_certs(dir: &Path, n: u64) {
+    parley_node::certs::issue(&parley_node::certs::CertsRequest {
+        dir: dir.to_owned(),
+        nodes: (1..=n).collect(),
+        extra_names: Vec::new(),
+        node_days: 30,
+        ca_days: 60,
+        force: true,
+    })
+    .expect("making test certificates");
+}
+
+/// The `[tls]` section of node `id` with its files in `certs` (mutual TLS, as in production).
+pub fn tls_section(id: u64, certs: &Path) -> String {
+    format!(
+        "[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join(format!("node-{id}.pem")).display(),
+        key = certs.join(format!("node-{id}.key")).display(),
+    )
+}
+
+/// The config file of node `id` among `addrs` (id → (http, grpc)). Unless `raft_extra` brings
+/// its own `[tls]` table, the node uses mutual TLS with the files [`make_certs`] wrote into
+/// `certs` next to `data_dir`.
 pub fn config_text(
     id: u64,
     data_dir: &Path,
@@ -59,6 +85,12 @@ pub fn config_text(
     raft_extra: &str,
 ) -> String {
     let (http, grpc) = &addrs[&id];
+    let tls = if raft_extra.contains("[tls]") {
+        String::new()
+    } else {
+        let certs = data_dir.parent().unwrap_or(data_dir).join("certs");
+        tls_section(id, &certs)
+    };
     let raft_extra = if raft_extra.contains("snapshot_every_entries") {
         raft_extra.to_owned()
     } else {
@@ -91,7 +123,9 @@ election_timeout_max = "600ms"
 [timeouts]
 write = "3s"
 shutdown_grace = "2s"
+drain_wait = "0s"
 
+{tls}
 [[skills]]
 id = "sales"
 name = "Sales"
@@ -169,6 +203,7 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra lines in each node's `[raft]` section.
     pub fn start_with(n: u64, raft_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        make_certs(&dir.path().join("certs"), n);
         let ports = free_ports(2 * n as usize);
         let addrs: BTreeMap<u64, (String, String)> = (1..=n)
             .map(|id| {
@@ -230,6 +265,12 @@ impl Cluster {
 
     /// Starts (or restarts) node `id`'s process.
     pub fn spawn(&mut self, id: u64) {
+        self.spawn_with_env(id, &[]);
+    }
+
+    /// Starts (or restarts) node `id`'s process with extra environment variables (`PARLEY_*`
+    /// overrides of its config).
+    pub fn spawn_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
         let log = fs::OpenOptions::new()
@@ -242,6 +283,7 @@ impl Cluster {
             .arg("--config")
             .arg(&node.config)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().expect("log handle")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -255,6 +297,34 @@ impl Cluster {
         if let Some(mut child) = node.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (`HUP`, `STOP`, …) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let child = self.node(id).child.as_ref().expect("node is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} node {id}");
+    }
+
+    /// Waits (at most `within`) for node `id`'s process to exit; its status.
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut child = node.child.take().expect("node is running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for node") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
