@@ -26,7 +26,7 @@ pub const VALIDITY_DAYS_MAX: u32 = 7_305;
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,

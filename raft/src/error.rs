@@ -24,7 +24,7 @@ pub enum ReplicaError {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}: {source}", .path.display())]
     Read {
         /// The file.
         path: std::path::PathBuf,
@@ -32,7 +32,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A file is not the PEM it should be.
-    #[error("{}: {problem}", path.display())]
+    #[error("{}: {problem}", .path.display())]
     Pem {
         /// The file.
         path: std::path::PathBuf,
@@ -41,7 +41,7 @@ pub enum TlsError {
     },
     /// The files parse but cannot be used together: a key that does not match, a certificate
     /// that does not name this node, has expired or is not from the CA bundle.
-    #[error("{}: {problem}", path.display())]
+    #[error("{}: {problem}", .path.display())]
     Material {
         /// The file at fault.
         path: std::path::PathBuf,
