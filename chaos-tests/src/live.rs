@@ -210,12 +210,8 @@ name = "Sales"
 /// Makes a cluster CA and the certificates of nodes 1 to `n` in `certs`.
 pub fn make_certs(certs: &Path, n: u64) -> Result<(), LiveError> {
     parley_node::certs::issue(&parley_node::certs::CertsRequest {
-        dir: certs.to_owned(),
-        nodes: (1..=n).collect(),
-        extra_names: Vec::new(),
-        node_days: 30,
-        ca_days: 60,
         force: true,
+        ..parley_node::certs::CertsRequest::new(certs, 1..=n)
     })
     .map(|_| ())
     .map_err(|e| {

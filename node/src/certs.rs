@@ -21,6 +21,10 @@ use rcgen::{
 
 /// Longest validity accepted, in days (about 20 years).
 pub const VALIDITY_DAYS_MAX: u32 = 7_305;
+/// Default validity of node certificates, in days.
+pub const NODE_DAYS_DEFAULT: u32 = 365;
+/// Default validity of a new CA, in days.
+pub const CA_DAYS_DEFAULT: u32 = 3_650;
 
 /// Why certificates could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,21 @@ pub struct CertsRequest {
     pub ca_days: u32,
     /// Replace existing node files.
     pub force: bool,
+}
+
+impl CertsRequest {
+    /// Certificates for `nodes` in `dir` with the default validities, no extra names, never
+    /// replacing a file.
+    pub fn new(dir: impl Into<PathBuf>, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        Self {
+            dir: dir.into(),
+            nodes: nodes.into_iter().collect(),
+            extra_names: Vec::new(),
+            node_days: NODE_DAYS_DEFAULT,
+            ca_days: CA_DAYS_DEFAULT,
+            force: false,
+        }
+    }
 }
 
 /// What was written.
@@ -209,12 +228,8 @@ mod tests {
 
     fn request(dir: &Path, nodes: &[NodeId]) -> CertsRequest {
         CertsRequest {
-            dir: dir.to_owned(),
-            nodes: nodes.to_vec(),
             extra_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-            node_days: 30,
-            ca_days: 365,
-            force: false,
+            ..CertsRequest::new(dir, nodes.iter().copied())
         }
     }
 

@@ -43,10 +43,10 @@ enum Command {
         #[arg(long = "name", value_delimiter = ',')]
         names: Vec<String>,
         /// Validity of the node certificates, in days.
-        #[arg(long, default_value_t = 365)]
+        #[arg(long, default_value_t = parley_node::certs::NODE_DAYS_DEFAULT)]
         days: u32,
         /// Validity of a new CA, in days.
-        #[arg(long, default_value_t = 3650)]
+        #[arg(long, default_value_t = parley_node::certs::CA_DAYS_DEFAULT)]
         ca_days: u32,
         /// Replace node certificates that exist.
         #[arg(long)]

@@ -6,7 +6,7 @@
 //! next client without rebinding. A reload that fails keeps what is in use and is logged and
 //! counted (`parley_tls_reloads_total{outcome="refused"}`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,45 +35,46 @@ pub struct HttpCertificate {
     current: RwLock<(Arc<CertifiedKey>, blake3::Hash)>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
+/// The files' contents and their digest.
+fn read(paths: &HttpTlsPaths) -> Result<(Vec<u8>, Vec<u8>, blake3::Hash), TlsError> {
+    let (cert, key) = (tls::read_file(&paths.cert)?, tls::read_file(&paths.key)?);
+    let digest = tls::digest(&[&cert, &key]);
+    Ok((cert, key, digest))
 }
 
-fn load(paths: &HttpTlsPaths) -> Result<(Arc<CertifiedKey>, blake3::Hash), TlsError> {
-    let (cert, key) = (read(&paths.cert)?, read(&paths.key)?);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&(cert.len() as u64).to_le_bytes());
-    hasher.update(&cert);
-    hasher.update(&key);
-    let chain = tls::parse_certificates(&paths.cert, &cert)?;
-    let key = tls::parse_key(&paths.key, &key)?;
+fn parse(paths: &HttpTlsPaths, cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = tls::parse_certificates(&paths.cert, cert)?;
+    let key = tls::parse_key(&paths.key, key)?;
     let certified = tls::certified_key(&paths.cert, &paths.key, chain, key, &tls::provider())?;
-    Ok((Arc::new(certified), hasher.finalize()))
+    Ok(Arc::new(certified))
 }
 
 impl HttpCertificate {
     /// Loads the certificate and key, checking that they match.
     pub fn load(paths: HttpTlsPaths) -> Result<Arc<Self>, TlsError> {
-        let current = load(&paths)?;
+        let (cert, key, digest) = read(&paths)?;
+        let certified = parse(&paths, &cert, &key)?;
         Ok(Arc::new(Self {
             paths,
-            current: RwLock::new(current),
+            current: RwLock::new((certified, digest)),
         }))
     }
 
     /// Rereads the files; on error the certificate in use is kept.
     pub fn reload(&self) -> Result<Reloaded, TlsError> {
-        let (certified, digest) = load(&self.paths)?;
+        let (cert, key, digest) = read(&self.paths)?;
+        let unchanged = match self.current.read() {
+            Ok(guard) => guard.1 == digest,
+            Err(poisoned) => poisoned.into_inner().1 == digest,
+        };
+        if unchanged {
+            return Ok(Reloaded::Unchanged);
+        }
+        let certified = parse(&self.paths, &cert, &key)?;
         let mut current = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if current.1 == digest {
-            return Ok(Reloaded::Unchanged);
-        }
         *current = (certified, digest);
         Ok(Reloaded::Changed)
     }

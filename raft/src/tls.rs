@@ -84,11 +84,22 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+/// The bytes of the TLS file at `path`.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A digest of several files' bytes, to tell whether a reread changed anything.
+pub fn digest(files: &[&[u8]]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    for bytes in files {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    hasher.finalize()
 }
 
 /// Every certificate in the PEM `bytes` read from `path`; at least one.
@@ -240,19 +251,14 @@ struct Files {
 impl Files {
     fn read(paths: &TlsPaths) -> Result<Self, TlsError> {
         Ok(Self {
-            ca: read(&paths.ca)?,
-            cert: read(&paths.cert)?,
-            key: read(&paths.key)?,
+            ca: read_file(&paths.ca)?,
+            cert: read_file(&paths.cert)?,
+            key: read_file(&paths.key)?,
         })
     }
 
     fn digest(&self) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new();
-        for bytes in [&self.ca, &self.cert, &self.key] {
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        }
-        hasher.finalize()
+        digest(&[&self.ca, &self.cert, &self.key])
     }
 }
 

@@ -329,15 +329,8 @@ fn load_with_certs(text: &str) -> Result<Config, ConfigError> {
     let mut result = None;
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
-        crate::certs::issue(&crate::certs::CertsRequest {
-            dir: PathBuf::from("certs"),
-            nodes: vec![1, 2],
-            extra_names: Vec::new(),
-            node_days: 30,
-            ca_days: 60,
-            force: false,
-        })
-        .map_err(|e| e.to_string())?;
+        crate::certs::issue(&crate::certs::CertsRequest::new("certs", [1, 2]))
+            .map_err(|e| e.to_string())?;
         jail.create_file("node.toml", text)?;
         result = Some(Config::load(Path::new("node.toml")));
         Ok(())

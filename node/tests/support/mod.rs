@@ -55,12 +55,8 @@ fn free_ports(count: usize) -> Vec<u16> {
 /// [`config_text`]).
 pub fn make_certs(dir: &Path, n: u64) {
     parley_node::certs::issue(&parley_node::certs::CertsRequest {
-        dir: dir.to_owned(),
-        nodes: (1..=n).collect(),
-        extra_names: Vec::new(),
-        node_days: 30,
-        ca_days: 60,
         force: true,
+        ..parley_node::certs::CertsRequest::new(dir, 1..=n)
     })
     .expect("making test certificates");
 }
@@ -330,25 +326,8 @@ impl Cluster {
 
     /// SIGTERM, then wait for a clean exit (bounded).
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
-        let node = &mut self.nodes[(id - 1) as usize];
-        let mut child = node.child.take().expect("node is running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for node") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("node {id} did not exit within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.signal(id, "TERM");
+        self.wait_exit(id, Duration::from_secs(20))
     }
 
     /// Waits until `/readyz` of node `id` answers 200.

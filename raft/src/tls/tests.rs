@@ -91,6 +91,11 @@ fn node(
     Ok((paths, tls))
 }
 
+/// Why node `id`'s material in `paths` does not load (`None` if it does).
+fn load_problem(id: NodeId, paths: TlsPaths) -> Option<String> {
+    PeerTls::load(id, paths).err().map(|e| e.to_string())
+}
+
 #[test]
 fn a_certificate_from_the_ca_naming_the_node_loads() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -106,7 +111,7 @@ fn a_certificate_for_another_node_is_refused_at_load() -> TestResult {
     let ca = ca("cluster")?;
     let (cert, key) = leaf(&ca, &[node_name(2)], -1, 30)?;
     let paths = write(dir.path(), "n", &ca.pem, &cert, &key)?;
-    let error = PeerTls::load(1, paths).err().map(|e| e.to_string());
+    let error = load_problem(1, paths);
     assert!(
         error
             .as_deref()
@@ -137,7 +142,7 @@ fn an_expired_or_foreign_or_mismatched_certificate_is_refused_at_load() -> TestR
 
     let (cert, _) = leaf(&ca_ours, &[node_name(1)], -1, 30)?;
     let paths = write(dir.path(), "mismatch", &ca_ours.pem, &cert, &expired_key)?;
-    let error = PeerTls::load(1, paths).err().map(|e| e.to_string());
+    let error = load_problem(1, paths);
     assert!(
         error
             .as_deref()
