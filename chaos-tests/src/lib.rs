@@ -3,6 +3,7 @@
 //! services actor, driven by simulated customers, under a seeded fault schedule, checked by an
 //! oracle that recorded every acknowledged write.
 //!
+//! - [`membership`]: operators' membership changes in a simulation, retried until accepted.
 //! - [`live`]: the live fault runner against real `parley serve` processes.
 //! - [`netns`]: a private network of namespaces for a live cluster, and partitions in it.
 //! - [`net`]: tonic over turmoil's TCP.
@@ -15,6 +16,7 @@
 //! - [`proto`]: the generated code of the test-only `SimNode` service (`proto/sim.proto`).
 
 pub mod live;
+pub mod membership;
 pub mod net;
 pub mod netns;
 pub mod node;

@@ -184,19 +184,13 @@ shutdown_grace = "2s"
 # A short drain, so a SIGTERM fault exercises it and the stop still fits its 10 s.
 drain_wait = "1s"
 
-[tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-
+{tls}
 [[queues]]
 id = "sales"
 name = "Sales"
 "#,
         data = data.display(),
-        ca = certs.join("ca.pem").display(),
-        cert = certs.join(format!("node-{id}.pem")).display(),
-        key = certs.join(format!("node-{id}.key")).display(),
+        tls = parley_node::certs::tls_section(certs, id),
     );
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         text.push_str(&format!(

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::proto::sim_node_server::{SimNode, SimNodeServer};
 use crate::proto::{
-    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, SimReply, SimWrite,
+    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, MembersReply, MembersRequest,
+    SimReply, SimWrite,
 };
 use actix::{Actor, Addr};
 use openraft::async_runtime::WatchReceiver;
@@ -77,7 +78,9 @@ pub fn settings() -> ChannelSettings {
 pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, (Option<NodeId>, u64)>>>;
 
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
-/// which outlives the host, so a bounce is a restart after kill -9.
+/// which outlives the host, so a bounce is a restart after kill -9. With `members` empty the
+/// node joins an existing cluster (`cluster_state = "existing"`): it forms none and waits to
+/// be added.
 pub async fn run(
     id: NodeId,
     members: BTreeMap<NodeId, NodeInfo>,
@@ -133,18 +136,16 @@ pub async fn run(
     let server = parley_raft::server::router(raft, cluster, check, settings())
         .add_service(SimNodeServer::new(sim))
         .serve_with_incoming(incoming(listener));
-    let rank = members.keys().position(|m| *m == id).unwrap_or(0);
-    let _services = parley_node::services::ServicesActor::new(replica.clone(), rank, clock).start();
-    let form = {
+    let _services = parley_node::services::ServicesActor::new(replica.clone(), clock).start();
+    if !members.is_empty() {
         let replica = replica.clone();
-        async move {
+        tokio::spawn(async move {
             // Every node forms the cluster with the same static members; later starts rejoin.
             if let Err(error) = replica.form_cluster().await {
                 tracing::warn!(%error, "forming the cluster");
             }
-        }
-    };
-    tokio::spawn(form);
+        });
+    }
     let mut metrics = replica.raft().metrics();
     tokio::task::spawn_local(async move {
         loop {
@@ -164,6 +165,9 @@ pub async fn run(
 
 /// Relayed ephemeral events waiting for the messaging actor.
 const RELAY_QUEUE: usize = 256;
+
+/// The longest a membership request waits inside the simulation.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest agent-feed long poll a client may ask for.
 const FEED_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -239,6 +243,38 @@ impl SimNode for SimService {
                 events_json: serde_json::to_vec(&events)
                     .map_err(|e| Status::internal(e.to_string()))?,
                 first_kept: 0,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn members(
+        &self,
+        request: Request<MembersRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
+        let json = request.into_inner().change_json;
+        let change = if json.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_slice(&json)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
+        };
+        let reply = match self
+            .replica
+            .members()
+            .request(change, MEMBERS_TIMEOUT)
+            .await
+        {
+            Ok(list) => MembersReply {
+                list_json: serde_json::to_vec(&list)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                error: String::new(),
+            },
+            Err(error) => MembersReply {
+                list_json: Vec::new(),
+                error: format!("{}: {error}", parley_raft::Classified::code(&error)),
             },
         };
         Ok(Response::new(reply))

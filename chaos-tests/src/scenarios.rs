@@ -260,5 +260,28 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
         },
+        Scenario {
+            name: "node-replaced-under-faults",
+            row: "A server is replaced (membership change)",
+            incumbent: "a new server joins only with a maintenance window; work is lost meanwhile",
+            // A spare (node 4) is added, promoted and node 1 removed while random faults hit
+            // the first three nodes; the operator retries each change until the leader takes
+            // it, as with `parley ctl`.
+            spec: |seed| {
+                let mut schedule = crate::sim::random_schedule(3, seed, at(16.0));
+                schedule.extend([
+                    (at(2.0), Fault::Join(4)),
+                    (at(6.0), Fault::Promote(4)),
+                    (at(10.0), Fault::Remove(1)),
+                ]);
+                Spec {
+                    spares: 1,
+                    ..Spec::new(3, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+        },
     ]
 }

@@ -11,12 +11,14 @@ use parley_raft::command::{
     ActivityAction, AgentSession, AgentSpec, Channel, Complete, Customer, Directory, Login, Op,
     Participant, PostMessage, QueueSpec, SetAvailability, StartChat, Transfer, TransferTarget,
 };
+use parley_raft::membership::MemberChange;
 use parley_raft::proposer::Clock;
 use parley_raft::state::{AgentEvent, AgentEventBody};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::membership::{Changes, SharedChanges};
 use crate::net::{SimConnector, GRPC_PORT};
 use crate::node::{self, host_name, SimClock};
 use crate::oracle::{check_all, AgentAction, Observation, Oracle, Violation, Window};
@@ -61,6 +63,12 @@ pub enum Fault {
     /// A lossy link between two nodes: each message fails the link with this probability
     /// (per mille) until the next message repairs it.
     Lossy(NodeId, NodeId, u32),
+    /// An operator adds this spare node as a learner (retried until the leader accepts).
+    Join(NodeId),
+    /// An operator promotes this learner to voter (retried while it catches up).
+    Promote(NodeId),
+    /// An operator removes this member (retried while the checks refuse it).
+    Remove(NodeId),
 }
 
 /// What to simulate.
@@ -68,6 +76,9 @@ pub enum Fault {
 pub struct Spec {
     /// Cluster size.
     pub nodes: u64,
+    /// Spare nodes, ids after the cluster's, started as joining nodes that form no cluster and
+    /// wait to be added ([`Fault::Join`]).
+    pub spares: u64,
     /// Simulated customers, each with one chat.
     pub customers: usize,
     /// Messages each customer posts.
@@ -94,6 +105,7 @@ impl Spec {
     pub fn new(nodes: u64, seed: u64, schedule: Vec<(Duration, Fault)>) -> Self {
         Self {
             nodes,
+            spares: 0,
             customers: 6,
             messages: 5,
             agent_limits: vec![1, 2, 1],
@@ -221,7 +233,7 @@ fn now_ms() -> u64 {
 }
 
 /// A client of node `node`'s `SimNode` service, over the simulated network.
-fn sim_client(
+pub fn sim_client(
     node: NodeId,
 ) -> Result<SimNodeClient<tonic::transport::Channel>, tonic::transport::Error> {
     let connector = SimConnector {
@@ -328,7 +340,8 @@ type Shared<T> = Rc<RefCell<T>>;
 
 /// Runs `spec` and checks the oracle. The report lists any violation.
 pub fn run(spec: &Spec) -> Report {
-    let dirs: Vec<tempfile::TempDir> = (0..spec.nodes)
+    let hosts = spec.nodes + spec.spares;
+    let dirs: Vec<tempfile::TempDir> = (0..hosts)
         .map(|_| tempfile::tempdir().expect("a temporary directory for a simulated node"))
         .collect();
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -344,7 +357,12 @@ pub fn run(spec: &Spec) -> Report {
     let leaders = node::Leaders::default();
     for (index, dir) in dirs.iter().enumerate() {
         let id = index as u64 + 1;
-        let members = members.clone();
+        // A spare joins an existing cluster: no members to form one with.
+        let members = if id <= spec.nodes {
+            members.clone()
+        } else {
+            BTreeMap::new()
+        };
         let path = dir.path().to_path_buf();
         let leaders = leaders.clone();
         let limits = spec.agent_limits.clone();
@@ -406,12 +424,20 @@ pub fn run(spec: &Spec) -> Report {
     let mut schedule = schedule.into_iter().peekable();
     let mut crashed: Vec<NodeId> = Vec::new();
     let mut awaiting_election: Vec<LeaderFault> = Vec::new();
+    let changes: SharedChanges = Rc::new(RefCell::new(Changes {
+        expected: (1..=spec.nodes).collect(),
+        ..Changes::default()
+    }));
     let faults = Faults {
-        nodes: spec.nodes,
+        nodes: hosts,
         leaders: leaders.clone(),
+        changes: changes.clone(),
+        operators: std::cell::Cell::new(0),
     };
     let everyone_done = |board: &Board| {
-        board.customers_done == spec.customers && board.agents_done == spec.agent_limits.len()
+        board.customers_done == spec.customers
+            && board.agents_done == spec.agent_limits.len()
+            && changes.borrow().pending == 0
     };
     // Drive the simulation: inject faults on time until every customer and agent is done and
     // the schedule is spent.
@@ -454,11 +480,17 @@ pub fn run(spec: &Spec) -> Report {
     report.writes_checked = oracle.acked_count();
     report.agent_actions_checked = oracle.actions_count();
     let verdict: Shared<Verdict> = Rc::default();
+    for failed in std::mem::take(&mut changes.borrow_mut().failed) {
+        report.violations.push(Violation(format!(
+            "a membership change never went through: {failed}"
+        )));
+    }
     {
         let verdict = verdict.clone();
-        let (nodes, agents) = (spec.nodes, spec.agent_limits.len());
+        let members: Vec<NodeId> = changes.borrow().expected.iter().copied().collect();
+        let agents = spec.agent_limits.len();
         sim.client("checker", async move {
-            let result = check(nodes, agents, &oracle).await;
+            let result = check(&members, agents, &oracle).await;
             *verdict.borrow_mut() = Some(result);
             Ok(())
         });
@@ -806,8 +838,13 @@ enum Injected {
 
 /// What the fault injector needs to know of the run.
 struct Faults {
+    /// Every simulated node host, spares included.
     nodes: u64,
     leaders: node::Leaders,
+    /// The membership changes operators were asked for.
+    changes: SharedChanges,
+    /// Operator hosts started so far (each change runs on a client host of its own).
+    operators: std::cell::Cell<u64>,
 }
 
 impl Faults {
@@ -899,6 +936,27 @@ impl Faults {
             Fault::Lossy(a, b, per_mille) => {
                 sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*per_mille) / 1000.0)
             }
+            Fault::Join(id) | Fault::Promote(id) | Fault::Remove(id) => {
+                let change = match fault {
+                    Fault::Join(_) => crate::membership::add(*id),
+                    Fault::Promote(_) => MemberChange::Promote { id: *id },
+                    _ => MemberChange::Remove {
+                        id: *id,
+                        force: false,
+                    },
+                };
+                // Through every member expected now, crashed ones included (a try through a
+                // crashed node fails and the next goes elsewhere).
+                let through: Vec<NodeId> = self.changes.borrow().expected.iter().copied().collect();
+                self.changes.borrow_mut().pending += 1;
+                let operator = self.operators.get() + 1;
+                self.operators.set(operator);
+                let changes = self.changes.clone();
+                sim.client(format!("operator{operator}"), async move {
+                    crate::membership::operate(change, through, changes).await;
+                    Ok(())
+                });
+            }
             Fault::HealAll => {
                 for a in 1..=nodes {
                     for b in (a + 1)..=nodes {
@@ -946,9 +1004,13 @@ async fn observe(
     Ok((observation, reply))
 }
 
-/// After healing: waits until every node has applied the same index, then checks the
-/// guarantees on every node.
-async fn check(nodes: u64, agents: usize, oracle: &Oracle) -> Result<Settled, Vec<Violation>> {
+/// After healing: waits until every member has applied the same index, then checks that the
+/// replicated membership is `members` and the guarantees on every member.
+async fn check(
+    members: &[NodeId],
+    agents: usize,
+    oracle: &Oracle,
+) -> Result<Settled, Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
     let request = InspectRequest {
@@ -959,19 +1021,34 @@ async fn check(nodes: u64, agents: usize, oracle: &Oracle) -> Result<Settled, Ve
     loop {
         let mut observed = Vec::new();
         let mut errors = Vec::new();
-        for id in 1..=nodes {
+        for &id in members {
             match observe(id, &request).await {
                 Ok(o) => observed.push(o),
                 Err(error) => errors.push(error),
             }
         }
-        let settled = observed.len() == nodes as usize
+        let settled = observed.len() == members.len()
             && observed
                 .iter()
                 .all(|(o, _)| o.applied_index == observed[0].0.applied_index);
         if settled {
             let observations: Vec<Observation> = observed.iter().map(|(o, _)| o.clone()).collect();
-            let violations = check_all(oracle, &observations);
+            let mut violations = check_all(oracle, &observations);
+            match crate::membership::request(members[0], None).await {
+                Ok(list) => {
+                    let replicated: Vec<NodeId> = list.members.iter().map(|m| m.id).collect();
+                    if replicated != members {
+                        violations.push(Violation(format!(
+                            "the replicated membership is {replicated:?}, the changes made \
+                             {members:?}"
+                        )));
+                    }
+                }
+                Err(error) => violations.push(Violation(format!(
+                    "listing the members through node {}: {error}",
+                    members[0]
+                ))),
+            }
             return match (violations.is_empty(), observed.first()) {
                 (true, Some((_, first))) => Ok(Settled {
                     term: observed.iter().map(|(_, r)| r.term).max().unwrap_or(0),

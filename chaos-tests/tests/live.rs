@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parley_chaos::live::{
-    loopback_addrs, node_config, run_live, ClusterSpec, LiveSpec, Network, ADMIN_TOKEN,
+    loopback_addrs, make_certs, node_config, run_live, ClusterSpec, LiveSpec, Network, ADMIN_TOKEN,
 };
 use parley_chaos::target::Target;
 
@@ -151,8 +151,10 @@ async fn live_faults_against_a_cluster_named_in_a_target_file() {
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let addrs = loopback_addrs(3).expect("free ports");
+    let certs = dir.path().join("certs");
+    make_certs(&certs, 3).expect("node certificates");
     for id in 1..=3u64 {
-        let config = node_config(id, &dir.path().join(format!("data{id}")), &addrs);
+        let config = node_config(id, &dir.path().join(format!("data{id}")), &certs, &addrs);
         std::fs::write(dir.path().join(format!("node{id}.toml")), config).expect("config");
     }
     let urls: Vec<String> = addrs

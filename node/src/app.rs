@@ -259,6 +259,10 @@ pub struct ClusterView {
     /// Whether this node is cut off and serving as an island (island mode is not built yet:
     /// always false).
     pub island: bool,
+    /// The replicated cluster version, as applied here.
+    pub cluster_version: u32,
+    /// What this node's release reads, writes and implements.
+    pub versions: crate::api::Supported,
 }
 
 impl Handler<GetClusterView> for AppActor {
@@ -283,8 +287,10 @@ impl Handler<GetClusterView> for AppActor {
                 .map(|(id, info)| {
                     let role = if status.leader == Some(*id) {
                         "leader"
-                    } else {
+                    } else if status.voters.contains(id) {
                         "follower"
+                    } else {
+                        "learner"
                     };
                     Member::new(*id, info, role)
                 })
@@ -302,6 +308,8 @@ impl Handler<GetClusterView> for AppActor {
                 applied_index,
                 state_digest,
                 island: false,
+                cluster_version: replica.read(|state, _| state.cluster_version.0),
+                versions: parley_raft::version::SUPPORTED.into(),
             })
         })
     }

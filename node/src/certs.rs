@@ -84,6 +84,27 @@ impl CertsRequest {
     }
 }
 
+/// Where [`issue`] writes the files of node `node` in `dir`: the CA bundle, the node's
+/// certificate and its key.
+pub fn node_paths(dir: &Path, node: NodeId) -> parley_raft::tls::TlsPaths {
+    parley_raft::tls::TlsPaths {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("node-{node}.pem")),
+        key: dir.join(format!("node-{node}.key")),
+    }
+}
+
+/// The `[tls]` section of node `node`'s config for the files [`issue`] wrote in `dir`.
+pub fn tls_section(dir: &Path, node: NodeId) -> String {
+    let paths = node_paths(dir, node);
+    format!(
+        "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        paths.ca.display(),
+        paths.cert.display(),
+        paths.key.display()
+    )
+}
+
 /// What was written.
 #[derive(Clone, Debug, Default)]
 pub struct CertsWritten {
@@ -187,8 +208,11 @@ pub fn issue(request: &CertsRequest) -> Result<CertsWritten, CertsError> {
         Issuer::new(params, key)
     };
     for &node in &request.nodes {
-        let cert_path = request.dir.join(format!("node-{node}.pem"));
-        let key_path = request.dir.join(format!("node-{node}.key"));
+        let parley_raft::tls::TlsPaths {
+            cert: cert_path,
+            key: key_path,
+            ..
+        } = node_paths(&request.dir, node);
         for path in [&cert_path, &key_path] {
             if path.exists() && !request.force {
                 return Err(CertsError::Exists(path.clone()));
@@ -234,11 +258,7 @@ mod tests {
     }
 
     fn paths(dir: &Path, node: NodeId) -> TlsPaths {
-        TlsPaths {
-            ca: dir.join("ca.pem"),
-            cert: dir.join(format!("node-{node}.pem")),
-            key: dir.join(format!("node-{node}.key")),
-        }
+        node_paths(dir, node)
     }
 
     #[test]

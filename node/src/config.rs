@@ -89,7 +89,15 @@ pub struct RawConfig {
     /// How long finished work is kept in memory, then in the archive.
     #[serde(default)]
     pub retention: RawRetention,
-    /// Every voting member, this node included.
+    /// `new` (default): this node forms a new cluster with `peers` the first time it starts.
+    /// `existing`: it joins a running cluster and never forms one of its own; it waits until a
+    /// member adds it (`parley ctl member add`), and `peers` may be left out.
+    #[serde(default)]
+    pub cluster_state: ClusterState,
+    /// The members a new cluster is formed with, this node included. Once the cluster is
+    /// formed the replicated membership is the truth and this list is not read again. Required
+    /// with `cluster_state = "new"`.
+    #[serde(default)]
     pub peers: Vec<RawPeer>,
     /// Bearer credential for the admin and supervisor API, at least 32 bytes. Absent: those
     /// endpoints answer 403.
@@ -107,6 +115,17 @@ pub struct RawConfig {
     /// Agents seeded into the replicated state the first time they are seen.
     #[serde(default)]
     pub agents: Vec<RawAgent>,
+}
+
+/// Whether a node forms a new cluster or joins a running one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Form a new cluster with `peers` on first start.
+    #[default]
+    New,
+    /// Join a running cluster: wait to be added, never form one.
+    Existing,
 }
 
 fn default_fsync() -> FsyncPolicy {
@@ -554,7 +573,10 @@ pub struct Config {
     pub timeouts: RawTimeouts,
     /// Abuse limits (validated).
     pub rate_limits: RateLimitsConfig,
-    /// Members by id.
+    /// Whether this node forms a new cluster or joins a running one.
+    pub cluster_state: ClusterState,
+    /// The members a new cluster is formed with, by id (possibly empty with
+    /// [`ClusterState::Existing`]).
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// What to seed.
     pub directory: Directory,
@@ -722,10 +744,11 @@ impl RawConfig {
         check_range_ms("timeouts.shutdown_grace", t.shutdown_grace, 0, 600_000)?;
         check_range_ms("timeouts.drain_wait", t.drain_wait, 0, 600_000)?;
 
-        if self.peers.is_empty() {
+        if self.peers.is_empty() && self.cluster_state == ClusterState::New {
             return Err(invalid(
                 "peers",
-                "must list every member, this node included",
+                "must list every member of the new cluster, this node included (or set \
+                 cluster_state = \"existing\" to join a running cluster)",
             ));
         }
         let mut members = BTreeMap::new();
@@ -759,6 +782,7 @@ impl RawConfig {
             }
         }
         match members.get(&self.node_id) {
+            None if self.cluster_state == ClusterState::Existing => {}
             None => {
                 return Err(invalid(
                     "peers",
@@ -803,6 +827,7 @@ impl RawConfig {
             raft: self.raft,
             timeouts: self.timeouts,
             rate_limits,
+            cluster_state: self.cluster_state,
             members,
             directory,
             admin_token_hash,
@@ -953,19 +978,10 @@ fn parse_socket(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn check_host_port(field: &str, value: &str) -> Result<(), ConfigError> {
-    let problem = match value.rsplit_once(':') {
-        None => "must be host:port",
-        Some((host, port)) => {
-            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
-                "has an invalid host"
-            } else if port.parse::<u16>().map_or(true, |p| p == 0) {
-                "has an invalid port"
-            } else {
-                return Ok(());
-            }
-        }
-    };
-    Err(invalid(field, format!("{value:?} {problem}")))
+    match parley_raft::membership::rules::address_problem(value) {
+        None => Ok(()),
+        Some(problem) => Err(invalid(field, format!("{value:?} {problem}"))),
+    }
 }
 
 fn check_range_ms(

@@ -84,7 +84,7 @@ impl ApiError {
     }
 
     /// The answer for any classified error of the core.
-    fn classified(error: &impl Classified) -> Self {
+    pub fn classified(error: &impl Classified) -> Self {
         let class = error.class();
         Self {
             retry_after_s: (class == ErrorClass::Unavailable).then_some(1),
@@ -133,6 +133,52 @@ impl ResponseError for ApiError {
             },
         })
     }
+}
+
+/// Why a `parley ctl` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No admin credential was given.
+    #[error("no admin credential: pass --token-file or set PARLEY_ADMIN_TOKEN")]
+    NoToken,
+    /// The credential file could not be read.
+    #[error("reading the admin credential from {what}: {source}")]
+    Token {
+        /// The file.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The URL is not an http(s) URL.
+    #[error("{0:?} is not an http:// or https:// URL")]
+    Url(String),
+    /// A flag has a value that cannot work.
+    #[error("{0}")]
+    Usage(String),
+    /// The CA file could not be used.
+    #[error(transparent)]
+    Tls(parley_raft::TlsError),
+    /// The node could not be reached or did not answer in time.
+    #[error("{url}: {source}")]
+    Request {
+        /// The node.
+        url: String,
+        /// Why.
+        source: ureq::Error,
+    },
+    /// The node answered with an error.
+    #[error("refused (HTTP {status}, {code}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The error's stable code.
+        code: String,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node's answer could not be read.
+    #[error("{0}")]
+    Answer(String),
 }
 
 #[cfg(test)]

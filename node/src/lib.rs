@@ -13,11 +13,13 @@
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
 //! - [`tls`]: the HTTPS certificate and the reload of every TLS file; [`certs`]: `parley
 //!   certs`, a cluster CA and node certificates.
+//! - [`ctl`]: `parley ctl`, the operator's client of a node's admin API (membership).
 
 pub mod api;
 pub mod app;
 pub mod certs;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod messaging;
 pub mod metrics;

@@ -30,6 +30,8 @@ enum Command {
     },
     /// Hash a password (read from stdin, one line) for an agent's `password_hash` in config.
     HashPassword,
+    /// Operate a running cluster through any node's admin API.
+    Ctl(parley_node::ctl::CtlArgs),
     /// Make a cluster CA (unless DIR has one) and certificates for mutual TLS between nodes.
     Certs {
         /// Directory to write `ca.pem`, `ca.key`, `node-<id>.pem` and `node-<id>.key` to.
@@ -96,13 +98,20 @@ fn main() -> ExitCode {
             .and_then(serve::run),
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| {
+                let joining = match c.cluster_state {
+                    parley_node::config::ClusterState::New => {
+                        format!("forms a new cluster of {} members", c.members.len())
+                    }
+                    parley_node::config::ClusterState::Existing => {
+                        "joins a running cluster".to_owned()
+                    }
+                };
                 println!(
-                    "ok: node {} of cluster {} at site {}, {} members, {} queues, {} agents, \
+                    "ok: node {} of cluster {} at site {}, {joining}, {} queues, {} agents, \
                      data in {}",
                     c.node_id,
                     c.cluster_id,
                     c.site,
-                    c.members.len(),
                     c.directory.queues.len(),
                     c.directory.agents.len(),
                     c.data_dir.display()
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::HashPassword => hash_password(),
+        Command::Ctl(args) => parley_node::ctl::run(args).map_err(anyhow::Error::from),
         Command::Certs {
             dir,
             nodes,

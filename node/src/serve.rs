@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::app::AppActor;
-use crate::config::{Config, PeerTransport};
+use crate::config::{ClusterState, Config, PeerTransport};
 use crate::messaging::MessagingActor;
 use crate::metrics::Metrics;
 use crate::services::ServicesActor;
@@ -159,10 +159,17 @@ async fn node(config: Config) -> anyhow::Result<()> {
         }
     };
 
-    replica
-        .form_cluster()
-        .await
-        .context("forming the cluster from the static membership")?;
+    match config.cluster_state {
+        ClusterState::New => replica
+            .form_cluster()
+            .await
+            .context("forming the cluster from the configured peers")?,
+        ClusterState::Existing if replica.rank().is_none() => tracing::info!(
+            node_id = config.node_id,
+            "joining a running cluster: waiting to be added (parley ctl member add)"
+        ),
+        ClusterState::Existing => {}
+    }
 
     let metrics = Arc::new(Metrics::new());
     if let Some(tls) = &peer_tls {
@@ -177,12 +184,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         config.site.clone(),
     )
     .start();
-    let rank = config
-        .members
-        .keys()
-        .position(|id| *id == config.node_id)
-        .unwrap_or(0);
-    let _services = ServicesActor::new(replica.clone(), rank, clock).start();
+    let _services = ServicesActor::new(replica.clone(), clock).start();
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     // Made now, not at the first login for an unknown agent (which would then take twice as

@@ -4,8 +4,9 @@
 //! Timers live in the replicated state; firing them is a [`Op::Tick`] command that applies
 //! every timer due at the command's time, so two nodes firing the same timer is harmless (the
 //! second tick finds nothing due). To avoid that duplicate work in the common case, nodes take
-//! turns by rank: the node ranked `r` among the members waits `r × takeover_step` past the due
-//! time before proposing. If the first node is down, the next takes over a step later; no
+//! turns by rank: the node ranked `r` among the current members (by id) waits
+//! `r × takeover_step` past the due time before proposing; a node that is not (or not yet) a
+//! member does not fire timers. If the first node is down, the next takes over a step later; no
 //! lease has to expire and no node is special.
 
 use std::sync::Arc;
@@ -26,20 +27,16 @@ pub struct ServicesActor {
     replica: Replica,
     /// The same clock the proposer stamps commands with.
     clock: Arc<dyn Clock>,
-    /// This node's delay past a timer's due time.
-    delay_ms: u64,
     /// A tick this node proposed is still in flight.
     ticking: bool,
 }
 
 impl ServicesActor {
-    /// Services for `replica`; `rank` is this node's position among the members (0 first).
-    pub fn new(replica: Replica, rank: usize, clock: Arc<dyn Clock>) -> Self {
-        let step = u64::try_from(TAKEOVER_STEP.as_millis()).unwrap_or(u64::MAX);
+    /// Services for `replica`.
+    pub fn new(replica: Replica, clock: Arc<dyn Clock>) -> Self {
         Self {
             replica,
             clock,
-            delay_ms: step.saturating_mul(rank as u64),
             ticking: false,
         }
     }
@@ -51,8 +48,13 @@ impl ServicesActor {
         let Some(due) = self.replica.read(|state, _| state.next_timer_ms()) else {
             return;
         };
+        let Some(rank) = self.replica.rank() else {
+            return;
+        };
+        let step = u64::try_from(TAKEOVER_STEP.as_millis()).unwrap_or(u64::MAX);
+        let delay_ms = step.saturating_mul(u64::try_from(rank).unwrap_or(u64::MAX));
         let now = self.clock.now_ms();
-        if now < due.saturating_add(self.delay_ms) {
+        if now < due.saturating_add(delay_ms) {
             return;
         }
         self.ticking = true;

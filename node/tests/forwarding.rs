@@ -8,8 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parley_proto::v1 as pb;
+use parley_raft::network::ChannelSettings;
+use parley_raft::route::RouteHeaders;
+use parley_raft::tls::connect::tls_channel;
+use parley_raft::tls::PeerTls;
 use pb::cluster_client::ClusterClient;
 use support::{check_events, Cluster};
+use tonic::service::interceptor::InterceptedService;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,11 +77,24 @@ async fn malformed_forwards_are_refused() {
     let applied_before = cluster
         .assert_converged(&[1, 2, 3], Duration::from_secs(10))
         .await;
-    let endpoint = format!("http://{}", cluster.node(leader).grpc);
-    let mut client = tokio::time::timeout(Duration::from_secs(5), ClusterClient::connect(endpoint))
-        .await
-        .expect("connecting in time")
-        .expect("connecting to the leader's gRPC port");
+    // A genuine peer (a follower's certificate and route headers): only its input is wrong.
+    let peer = (1..=3).find(|id| *id != leader).expect("a follower");
+    let certs = cluster.dir.path().join("certs");
+    let material = PeerTls::load(peer, parley_node::certs::node_paths(&certs, peer))
+        .expect("the follower's TLS material");
+    let channel = tls_channel(
+        &ChannelSettings::default(),
+        &cluster.node(leader).grpc,
+        leader,
+        move || material.client_config(),
+    )
+    .expect("a channel to the leader");
+    let cluster_id =
+        parley_node::config::tls::cluster_id(None, support::SECRET).expect("the cluster id");
+    let mut client = ClusterClient::new(InterceptedService::new(
+        channel,
+        RouteHeaders::new(&cluster_id, peer, leader),
+    ));
 
     let refused = |commands_json: Vec<Vec<u8>>| pb::ForwardRequest {
         commands_json,

@@ -33,11 +33,7 @@ fn cluster_id() -> String {
 }
 
 fn paths(dir: &Path, node: u64) -> TlsPaths {
-    TlsPaths {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("node-{node}.pem")),
-        key: dir.join(format!("node-{node}.key")),
-    }
+    parley_node::certs::node_paths(dir, node)
 }
 
 /// A forwarded write that adds skill `skill`.
@@ -138,9 +134,9 @@ fn client_config(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Arc<rustls:
     Arc::new(config)
 }
 
-/// A certificate for node 2 signed by the CA in `ca_dir`, valid from `from_days` to
+/// A certificate for node `node` signed by the CA in `ca_dir`, valid from `from_days` to
 /// `until_days` from now: its PEM and its key's PEM.
-fn node_2_certificate(ca_dir: &Path, from_days: i64, until_days: i64) -> (String, String) {
+fn node_certificate(ca_dir: &Path, node: u64, from_days: i64, until_days: i64) -> (String, String) {
     let ca_key =
         rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).expect("ca.key"))
             .expect("CA key");
@@ -153,7 +149,8 @@ fn node_2_certificate(ca_dir: &Path, from_days: i64, until_days: i64) -> (String
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let mut params = rcgen::CertificateParams::new(vec![peer_tls::node_name(2)]).expect("params");
+    let mut params =
+        rcgen::CertificateParams::new(vec![peer_tls::node_name(node)]).expect("params");
     params.not_before =
         time::OffsetDateTime::from_unix_timestamp(now + from_days * 86_400).expect("time");
     params.not_after =
@@ -171,86 +168,103 @@ fn node_2_certificate(ca_dir: &Path, from_days: i64, until_days: i64) -> (String
 async fn only_a_peer_with_a_cluster_certificate_naming_it_gets_a_write_committed() {
     let cluster = Cluster::start_ready(3, "", READY).await;
     let certs = cluster.dir.path().join("certs");
-    let target = cluster.node(1).grpc.clone();
+    // The calls go to the leader (only it commits a forwarded write) from the identity of a
+    // follower `peer`; `other` is the third node.
+    let leader = cluster.wait_leader(1, None, READY).await;
+    let peer = (1..=3).find(|id| *id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != peer)
+        .expect("a third node");
+    let target = cluster.node(leader).grpc.clone();
     let settings = ChannelSettings::default();
     let id = cluster_id();
     let ca_pem = std::fs::read(certs.join("ca.pem")).expect("ca.pem");
 
-    // Positive control: node 2's own identity.
-    let node2 = PeerTls::load(2, paths(&certs, 2)).expect("node 2's material");
+    // Positive control: the follower's own identity.
+    let material = PeerTls::load(peer, paths(&certs, peer)).expect("the follower's material");
     let genuine =
-        tls_channel(&settings, &target, 1, move || node2.client_config()).expect("channel");
-    forward(genuine.clone(), &id, 2, 1, "genuine")
+        tls_channel(&settings, &target, leader, move || material.client_config()).expect("channel");
+    forward(genuine.clone(), &id, peer, leader, "genuine")
         .await
         .expect("a genuine peer's write is committed");
 
     let mut refused = Vec::new();
     // Plaintext.
     let plain = TcpConnector { settings }
-        .channel(1, &target)
+        .channel(leader, &target)
         .expect("channel");
     refused.push((
         "plaintext",
-        forward(plain, &id, 2, 1, "rogue-plaintext").await,
+        forward(plain, &id, peer, leader, "rogue-plaintext").await,
     ));
     // No client certificate.
     let config = client_config(&ca_pem, None);
-    let anonymous = tls_channel(&settings, &target, 1, move || config.clone()).expect("channel");
+    let anonymous =
+        tls_channel(&settings, &target, leader, move || config.clone()).expect("channel");
     refused.push((
         "no certificate",
-        forward(anonymous, &id, 2, 1, "rogue-anonymous").await,
+        forward(anonymous, &id, peer, leader, "rogue-anonymous").await,
     ));
     // A certificate from another CA (the client trusts the cluster's CA, so only the server's
     // check stands in the way).
     let foreign_dir = cluster.dir.path().join("foreign");
-    support::make_certs(&foreign_dir, 2);
-    let chain = std::fs::read(foreign_dir.join("node-2.pem")).expect("foreign cert");
-    let key = std::fs::read(foreign_dir.join("node-2.key")).expect("foreign key");
+    support::make_certs(&foreign_dir, 3);
+    let foreign_paths = paths(&foreign_dir, peer);
+    let chain = std::fs::read(&foreign_paths.cert).expect("foreign cert");
+    let key = std::fs::read(&foreign_paths.key).expect("foreign key");
     let config = client_config(&ca_pem, Some((chain.as_slice(), key.as_slice())));
-    let foreign = tls_channel(&settings, &target, 1, move || config.clone()).expect("channel");
+    let foreign = tls_channel(&settings, &target, leader, move || config.clone()).expect("channel");
     refused.push((
         "foreign CA",
-        forward(foreign, &id, 2, 1, "rogue-foreign").await,
+        forward(foreign, &id, peer, leader, "rogue-foreign").await,
     ));
     // An expired certificate from the cluster's CA.
-    let (chain, key) = node_2_certificate(&certs, -30, -1);
+    let (chain, key) = node_certificate(&certs, peer, -30, -1);
     let config = client_config(&ca_pem, Some((chain.as_bytes(), key.as_bytes())));
-    let expired = tls_channel(&settings, &target, 1, move || config.clone()).expect("channel");
+    let expired = tls_channel(&settings, &target, leader, move || config.clone()).expect("channel");
     refused.push((
         "expired",
-        forward(expired, &id, 2, 1, "rogue-expired").await,
+        forward(expired, &id, peer, leader, "rogue-expired").await,
     ));
-    // Node 2's certificate claiming to be node 3.
+    // The follower's certificate claiming to be the third node.
     refused.push((
         "claims another node",
-        forward(genuine.clone(), &id, 3, 1, "rogue-impostor").await,
+        forward(genuine.clone(), &id, other, leader, "rogue-impostor").await,
     ));
     // The right identity, another cluster.
     refused.push((
         "another cluster",
-        forward(genuine.clone(), "other-cluster", 2, 1, "rogue-cluster").await,
+        forward(
+            genuine.clone(),
+            "other-cluster",
+            peer,
+            leader,
+            "rogue-cluster",
+        )
+        .await,
     ));
-    // Meant for node 3, sent to node 1's address: node 1 is refused by the caller (its
-    // certificate does not name node 3) and would refuse the call (not meant for it).
-    let node2 = PeerTls::load(2, paths(&certs, 2)).expect("node 2's material");
+    // Meant for the third node, sent to the leader's address: the leader is refused by the
+    // caller (its certificate does not name the third node) and would refuse the call (not
+    // meant for it).
+    let material = PeerTls::load(peer, paths(&certs, peer)).expect("the follower's material");
     let misdirected =
-        tls_channel(&settings, &target, 3, move || node2.client_config()).expect("channel");
+        tls_channel(&settings, &target, other, move || material.client_config()).expect("channel");
     refused.push((
         "wrong node at the address",
-        forward(misdirected, &id, 2, 3, "rogue-misdirected").await,
+        forward(misdirected, &id, peer, other, "rogue-misdirected").await,
     ));
     refused.push((
         "headers for another node",
-        forward(genuine, &id, 2, 3, "rogue-misrouted").await,
+        forward(genuine, &id, peer, other, "rogue-misrouted").await,
     ));
 
     for (what, outcome) in &refused {
         assert!(outcome.is_err(), "{what}: the call was accepted");
     }
-    // Node 1 counted the connections its handshake refused (no, foreign, expired
-    // certificate; a client that refused node 1 shows up as an aborted handshake).
+    // The leader counted the connections its handshake refused (no, foreign, expired
+    // certificate; a client that refused the leader shows up as an aborted handshake).
     let counted = cluster
-        .metric(1, "parley_peer_handshakes_refused_total")
+        .metric(leader, "parley_peer_handshakes_refused_total")
         .await;
     assert!(counted >= 3, "refused handshakes counted: {counted}");
 

@@ -27,10 +27,30 @@ pub type SkillId = String;
 ///
 /// Batching many client writes into one entry is the group commit: one log append and one
 /// fsync for the whole batch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
+    /// The log format the entry was written in (see [`crate::version`]); absent, format 1,
+    /// in entries written before formats were recorded.
+    #[serde(default = "crate::version::first_format")]
+    pub format: u32,
     /// The commands, in the order they are applied.
     pub commands: Vec<Command>,
+}
+
+impl Request {
+    /// A batch of `commands` in this release's log format.
+    pub fn new(commands: Vec<Command>) -> Self {
+        Self {
+            format: crate::version::LOG_FORMAT,
+            commands,
+        }
+    }
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl std::fmt::Display for Request {
@@ -98,6 +118,12 @@ pub enum Op {
     Upsert(DirectoryEntry),
     /// Remove a directory entry (admin API).
     Remove(DirectoryKey),
+    /// Raise the cluster version (`parley ctl upgrade finalize`, once every voter supports
+    /// it): operations that need it are accepted from then on. It never goes down.
+    SetClusterVersion {
+        /// The new cluster version.
+        version: u32,
+    },
 }
 
 /// How long finished work is kept: an activity that is over (and its chat) stays in the
@@ -624,6 +650,18 @@ pub enum Rejection {
         /// Which id was reused.
         what: String,
     },
+    /// The operation needs a higher cluster version than the cluster runs (a rolling upgrade
+    /// is not finalized yet).
+    #[error(
+        "this operation needs cluster version {needs}, the cluster runs {cluster_version}; \
+         finish the upgrade (parley ctl upgrade finalize)"
+    )]
+    NotEnabled {
+        /// The cluster version it needs.
+        needs: u32,
+        /// The cluster's.
+        cluster_version: u32,
+    },
 }
 
 impl Rejection {
@@ -682,6 +720,10 @@ mod tests {
             },
             Rejection::invalid("text", "empty"),
             Rejection::IdempotencyConflict { what: "id".into() },
+            Rejection::NotEnabled {
+                needs: 2,
+                cluster_version: 1,
+            },
         ];
         let mut outcomes: Vec<Outcome> = rejections.into_iter().map(Outcome::Rejected).collect();
         outcomes.extend([

@@ -228,7 +228,8 @@ impl Classified for crate::command::Rejection {
             | R::OffHours { .. }
             | R::Conflict { .. }
             | R::LimitReached { .. }
-            | R::IdempotencyConflict { .. } => ErrorClass::Conflict,
+            | R::IdempotencyConflict { .. }
+            | R::NotEnabled { .. } => ErrorClass::Conflict,
             R::SessionEnded => ErrorClass::Unauthenticated,
             R::Invalid { .. } => ErrorClass::InvalidArgument,
         }
@@ -249,6 +250,7 @@ impl Classified for crate::command::Rejection {
             R::LimitReached { .. } => "limit_reached",
             R::Invalid { .. } => "invalid_field",
             R::IdempotencyConflict { .. } => "idempotency_conflict",
+            R::NotEnabled { .. } => "not_enabled",
         }
     }
 }

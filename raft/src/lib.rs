@@ -14,8 +14,14 @@
 //!   check of them.
 //! - [`tls`]: mutual TLS between nodes: certificate material, its reload, the TLS connector and
 //!   the TLS accept loop.
+//! - [`membership`]: listing and changing the members (learners, promotion, removal) through
+//!   the leader, and the checks a change must pass.
+//! - [`relay`]: best-effort relay of ephemeral events to the current members.
 //! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
 //! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
+//! - [`upgrade`]: what each member's release supports, and raising the cluster version.
+//! - [`version`]: log and snapshot formats and the replicated cluster version, for rolling
+//!   upgrades.
 //! - [`error`]: this crate's error types.
 //!
 //! Nothing here reads a clock or draws randomness inside `apply`: the proposing node stamps
@@ -25,14 +31,18 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod limits;
+pub mod membership;
 pub mod network;
 pub mod proposer;
+pub mod relay;
 pub mod replica;
 pub mod route;
 pub mod server;
 pub mod state;
 pub mod tls;
 pub mod types;
+pub mod upgrade;
+pub mod version;
 
 pub use command::{Command, Op, Outcome, Rejection, Request, Response};
 pub use error::{Classified, ErrorClass, ProposeError, ReplicaError, TlsError};

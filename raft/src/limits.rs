@@ -61,3 +61,11 @@ pub const RETENTION_ARCHIVE_MS_MAX: u64 = 3650 * 86_400_000;
 pub const ARCHIVE_PURGE_INTERVAL_MS_MAX: u64 = 3_600_000;
 /// Longest argon2 PHC string accepted as a password hash, in bytes.
 pub const PASSWORD_HASH_BYTES_MAX: usize = 256;
+/// Most log entries a learner may be behind the leader and still be promoted to voter, or a
+/// voter and still count as healthy when a removal is checked.
+pub const MEMBER_ENTRIES_BEHIND_MAX: u64 = 100;
+/// Longest a member may have gone without acknowledging the leader and still count as healthy,
+/// in ms.
+pub const MEMBER_ACK_MS_MAX: u64 = 3_000;
+/// Longest `host:port` address in a membership change, in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 255;

@@ -569,7 +569,7 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
         // Only completion matters here: a writer is answered once its entry is applied.
         let (responder, applied) = ProgressResponder::complete_only();
         match raft
-            .client_write_ff(Request { commands }, Some(responder))
+            .client_write_ff(Request::new(commands), Some(responder))
             .await
         {
             Err(fatal) => {

@@ -2,7 +2,7 @@
 //! together. The node binary and the chaos suite both build nodes from this.
 
 use crate::state::{archive_key, Retired};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +12,14 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use parley_storage::{AppliedState, Db, DbOptions, LogStore};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::command::{Op, Outcome};
 use crate::error::{ProposeError, ReplicaError};
+use crate::membership::Members;
 use crate::network::{Connector, Network, Peers};
 use crate::proposer::{Clock, Proposer, ProposerOptions};
+use crate::relay::Relays;
 use crate::route::RouteCheck;
 use crate::server::{ClusterService, RaftService};
 use crate::state::State;
@@ -32,7 +34,9 @@ pub struct ReplicaOptions {
     pub cluster_id: String,
     /// This node's id; must be a key of `members`.
     pub id: NodeId,
-    /// The static membership: every voter of the cluster with its addresses.
+    /// The members a new cluster is formed with, this node among them (see
+    /// [`Replica::form_cluster`]); a node that joins an existing cluster leaves it empty. Once
+    /// formed, the replicated membership is the truth.
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// Directory of the RocksDB store.
     pub data_dir: PathBuf,
@@ -99,8 +103,10 @@ pub struct ReplicaStatus {
     pub applied_index: Option<u64>,
     /// Index of the last entry in a snapshot here.
     pub snapshot_index: Option<u64>,
-    /// The voters with their details.
+    /// Every member (voters and learners) with its details.
     pub members: BTreeMap<NodeId, NodeInfo>,
+    /// The members that vote.
+    pub voters: BTreeSet<NodeId>,
     /// Bytes of the last snapshot built or installed here since start (0: none yet).
     pub snapshot_bytes: u64,
     /// Log appends written here since start.
@@ -144,12 +150,6 @@ async fn snapshot_by_size(raft: Raft, db: Db, bytes_max: u64) {
     }
 }
 
-/// How long a relayed ephemeral event may take to reach a peer.
-const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Ephemeral events waiting for one peer; more are dropped (they are best effort).
-const RELAY_QUEUE_PER_PEER: usize = 64;
-
 /// A running replica.
 #[derive(Clone)]
 pub struct Replica {
@@ -159,29 +159,11 @@ pub struct Replica {
     store: StateStore,
     proposer: Proposer,
     db: Db,
-    members: BTreeMap<NodeId, NodeInfo>,
-    /// One bounded queue per peer for ephemeral events, each drained by one task that has at
-    /// most one relay RPC in flight: a slow or lost peer costs a full queue, not a task per
-    /// event.
-    relay_queues: Arc<BTreeMap<NodeId, mpsc::Sender<parley_proto::v1::Ephemeral>>>,
-}
-
-/// Sends the ephemeral events queued for the peer at `addr`, one at a time, each bounded by
-/// [`RELAY_TIMEOUT`]; ends when the replica is dropped.
-async fn relay_to_peer(
+    /// The members a new cluster is formed with (see [`Replica::form_cluster`]).
+    bootstrap: BTreeMap<NodeId, NodeInfo>,
+    relays: Relays,
+    members: Members,
     peers: Peers,
-    peer: NodeId,
-    addr: String,
-    mut queue: mpsc::Receiver<parley_proto::v1::Ephemeral>,
-) {
-    while let Some(event) = queue.recv().await {
-        let Ok(mut client) = peers.cluster_client(peer, &addr) else {
-            continue;
-        };
-        let mut request = tonic::Request::new(event);
-        request.set_timeout(RELAY_TIMEOUT);
-        let _ = tokio::time::timeout(RELAY_TIMEOUT, client.relay(request)).await;
-    }
 }
 
 impl Replica {
@@ -192,13 +174,6 @@ impl Replica {
         connector: Arc<dyn Connector>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReplicaError> {
-        if !options.members.contains_key(&options.id) {
-            return Err(ReplicaError::Membership(format!(
-                "node {} is not among the members {:?}",
-                options.id,
-                options.members.keys().collect::<Vec<_>>()
-            )));
-        }
         let config = openraft::Config {
             cluster_name: options.cluster_id.clone(),
             // A node that was cut off asks before it campaigns: it does not raise the term and
@@ -234,28 +209,21 @@ impl Replica {
         }
         let peers = Peers::new(connector, &options.cluster_id, options.id);
         let network = Network::new(options.id, peers.clone(), options.snapshot_chunk_bytes);
-        let relay_queues = options
-            .members
-            .iter()
-            .filter(|(id, _)| **id != options.id)
-            .map(|(id, info)| {
-                let (sender, queue) = mpsc::channel(RELAY_QUEUE_PER_PEER);
-                tokio::spawn(relay_to_peer(
-                    peers.clone(),
-                    *id,
-                    info.grpc_addr.clone(),
-                    queue,
-                ));
-                (*id, sender)
-            })
-            .collect();
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
+        let relays = Relays::start(options.id, peers.clone(), &raft);
+        let members = Members::new(options.id, raft.clone(), peers.clone());
         tokio::spawn(snapshot_by_size(
             raft.clone(),
             db.clone(),
             options.snapshot_every_log_bytes.max(1),
         ));
-        let proposer = Proposer::start(options.id, raft.clone(), peers, clock, options.proposer);
+        let proposer = Proposer::start(
+            options.id,
+            raft.clone(),
+            peers.clone(),
+            clock,
+            options.proposer,
+        );
         Ok(Self {
             id: options.id,
             cluster_id: options.cluster_id,
@@ -263,19 +231,29 @@ impl Replica {
             store,
             proposer,
             db,
-            members: options.members,
-            relay_queues: Arc::new(relay_queues),
+            bootstrap: options.members,
+            relays,
+            members,
+            peers,
         })
     }
 
-    /// Forms the cluster from the static membership if this node has never been part of one.
+    /// Forms a new cluster from the bootstrap members if this node has never been part of one.
     /// Every node may call this with the same members, in any order: the first log entry is the
-    /// same on all of them. A node that already has state ignores it.
+    /// same on all of them. A node that already has state ignores it. A node joining an
+    /// existing cluster never calls it: it waits to be added (see [`crate::membership`]).
     pub async fn form_cluster(&self) -> Result<(), ReplicaError> {
-        match self.raft.initialize(self.members.clone()).await {
+        if !self.bootstrap.contains_key(&self.id) {
+            return Err(ReplicaError::Membership(format!(
+                "node {} is not among the members {:?}",
+                self.id,
+                self.bootstrap.keys().collect::<Vec<_>>()
+            )));
+        }
+        match self.raft.initialize(self.bootstrap.clone()).await {
             Ok(()) => {
                 tracing::info!(
-                    members = self.members.len(),
+                    members = self.bootstrap.len(),
                     "formed cluster from static membership"
                 );
                 Ok(())
@@ -343,13 +321,33 @@ impl Replica {
     /// Queues an ephemeral event (typing) for every other member, best effort: dropped for a
     /// peer whose queue is full, each send bounded by a short deadline, failures ignored.
     pub fn relay(&self, chat_id: &str, json: Vec<u8>) {
-        for queue in self.relay_queues.values() {
-            // Best effort by design: a full queue (a slow or lost peer) drops the event.
-            let _ = queue.try_send(parley_proto::v1::Ephemeral {
-                chat_id: chat_id.to_owned(),
-                json: json.clone(),
-            });
-        }
+        self.relays.send(&parley_proto::v1::Ephemeral {
+            chat_id: chat_id.to_owned(),
+            json,
+        });
+    }
+
+    /// The channels to the other members.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Membership requests through this node (see [`crate::membership`]).
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// This node's position among the current members by id (0 first), `None` while it is
+    /// not a member.
+    pub fn rank(&self) -> Option<usize> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let rank = m
+            .membership_config
+            .membership()
+            .nodes()
+            .position(|(id, _)| *id == self.id);
+        rank
     }
 
     /// The check every call to this node's gRPC services passes: meant for this node of this
@@ -363,7 +361,7 @@ impl Replica {
     pub fn services(&self) -> (RaftService, ClusterService) {
         (
             RaftService::new(self.raft.clone()),
-            ClusterService::new(self.proposer.clone()),
+            ClusterService::new(self.proposer.clone(), self.members.clone()),
         )
     }
 
@@ -385,6 +383,7 @@ impl Replica {
                 .nodes()
                 .map(|(id, node)| (*id, node.clone()))
                 .collect(),
+            voters: m.membership_config.membership().voter_ids().collect(),
             snapshot_bytes: self.store.snapshot_bytes(),
             log_appends: self.db.log_appends(),
             wal_syncs: self.db.wal_syncs(),

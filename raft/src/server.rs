@@ -30,6 +30,7 @@ use crate::codec::{self, AssembledSnapshot, SnapshotAssembly};
 use crate::command::{Command, Outcome};
 use crate::error::{grpc_status, ErrorClass};
 use crate::limits::BATCH_COMMANDS_MAX;
+use crate::membership::{self, MemberChange, Members, MEMBERSHIP_DEADLINE_MS_MAX};
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
 use crate::proposer::{LocalOutcome, Proposer};
 use crate::route::RouteCheck;
@@ -264,14 +265,17 @@ impl RaftRpc for RaftService {
 #[derive(Clone)]
 pub struct ClusterService {
     proposer: Proposer,
+    members: Members,
     relay: Option<mpsc::Sender<pb::Ephemeral>>,
 }
 
 impl ClusterService {
-    /// Proposes through `proposer`; relayed ephemeral events are dropped.
-    pub fn new(proposer: Proposer) -> Self {
+    /// Proposes through `proposer` and answers membership requests with `members`; relayed
+    /// ephemeral events are dropped.
+    pub fn new(proposer: Proposer, members: Members) -> Self {
         Self {
             proposer,
+            members,
             relay: None,
         }
     }
@@ -359,7 +363,41 @@ impl Cluster for ClusterService {
         }
         Ok(Response::new(pb::RelayAck {}))
     }
+
+    async fn members(
+        &self,
+        request: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersReply>, Status> {
+        let request = request.into_inner();
+        if request.change_json.len() > MEMBER_CHANGE_BYTES_MAX {
+            return Err(ErrorClass::PayloadTooLarge.grpc_status(format!(
+                "a membership change is at most {MEMBER_CHANGE_BYTES_MAX} bytes, got {}",
+                request.change_json.len()
+            )));
+        }
+        let change: Option<MemberChange> = if request.change_json.is_empty() {
+            None
+        } else {
+            Some(codec::decode(&request.change_json).map_err(bad_payload)?)
+        };
+        let deadline_ms = request.deadline_ms.clamp(1, MEMBERSHIP_DEADLINE_MS_MAX);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(deadline_ms));
+        let answer = self.members.on_leader(change, deadline).await;
+        Ok(Response::new(membership::encode_reply(answer)))
+    }
+
+    async fn versions(
+        &self,
+        _request: Request<pb::VersionsRequest>,
+    ) -> Result<Response<pb::VersionsReply>, Status> {
+        let supported_json = codec::encode(&crate::version::SUPPORTED)
+            .map_err(|e| ErrorClass::Internal.grpc_status(e.to_string()))?;
+        Ok(Response::new(pb::VersionsReply { supported_json }))
+    }
 }
+
+/// Largest membership change accepted from a peer, in bytes of JSON.
+pub const MEMBER_CHANGE_BYTES_MAX: usize = 4096;
 
 /// Largest ephemeral event accepted from a peer, in bytes.
 pub const EPHEMERAL_BYTES_MAX: usize = 4096;

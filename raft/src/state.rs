@@ -80,6 +80,11 @@ pub struct State {
     /// When the armed [`Timer::PurgeArchive`] fires, if one is armed.
     #[serde(default)]
     pub archive_purge_due_ms: Option<u64>,
+    /// The cluster version (see [`crate::version`]): operations needing a higher one are
+    /// refused. Left out of the serialized state (and so of the digest) while it is the
+    /// initial one, so a state of a release that knew no cluster version encodes the same.
+    #[serde(default, skip_serializing_if = "ClusterVersion::is_initial")]
+    pub cluster_version: ClusterVersion,
     /// What applies retired since the store last took it (see `parley_storage::archive`).
     /// Not part of the replicated state: the store drains it after every apply batch.
     #[serde(skip)]
@@ -88,6 +93,39 @@ pub struct State {
     /// state: never serialized, always equal.
     #[serde(skip)]
     pub touched: touched::Touched,
+}
+
+/// The replicated cluster version; starts at [`crate::version::CLUSTER_VERSION_INITIAL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterVersion(pub u32);
+
+impl Default for ClusterVersion {
+    fn default() -> Self {
+        Self(crate::version::CLUSTER_VERSION_INITIAL)
+    }
+}
+
+impl ClusterVersion {
+    /// Whether it is the version a cluster starts at.
+    pub fn is_initial(&self) -> bool {
+        self.0 == crate::version::CLUSTER_VERSION_INITIAL
+    }
+}
+
+impl State {
+    /// Raises the cluster version; lowering it is refused, setting the same one changes
+    /// nothing.
+    fn set_cluster_version(&mut self, version: u32) -> Result<Outcome, Rejection> {
+        if version < self.cluster_version.0 {
+            return Err(Rejection::conflict(format!(
+                "the cluster version is {} and never goes down (asked for {version})",
+                self.cluster_version.0
+            )));
+        }
+        self.cluster_version = ClusterVersion(version);
+        Ok(Outcome::Done)
+    }
 }
 
 /// Something that happens at a time unless the state moves on first.
@@ -459,6 +497,13 @@ impl State {
         if let Err(rejection) = check_input(&command.op) {
             return Outcome::Rejected(rejection);
         }
+        let needs = crate::version::op_cluster_version(&command.op);
+        if needs > self.cluster_version.0 {
+            return Outcome::Rejected(Rejection::NotEnabled {
+                needs,
+                cluster_version: self.cluster_version.0,
+            });
+        }
         let outcome = match &command.op {
             Op::SeedDirectory(directory) => Ok(self.seed(directory)),
             Op::Upsert(entry) => self.upsert(entry),
@@ -477,6 +522,7 @@ impl State {
             Op::Complete(complete) => self.complete(at, complete),
             Op::Tick => Ok(self.tick(at)),
             Op::SetRetention(retention) => Ok(self.set_retention(*retention)),
+            Op::SetClusterVersion { version } => self.set_cluster_version(*version),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
     }
@@ -871,6 +917,25 @@ pub fn check_reason(field: &str, value: &str) -> Result<(), Rejection> {
 impl parley_storage::Machine for State {
     type Request = Request;
     type Response = Response;
+    const SNAPSHOT_FORMAT: u32 = crate::version::SNAPSHOT_FORMAT;
+
+    fn reads_snapshot_format(format: u32) -> bool {
+        crate::version::reads_snapshot_format(format)
+    }
+
+    fn check_request(request: &Self::Request) -> Result<(), (u32, String)> {
+        if crate::version::reads_log_format(request.format) {
+            return Ok(());
+        }
+        Err((
+            request.format,
+            format!(
+                "this release reads log formats {} to {}",
+                crate::version::LOG_FORMAT_MIN,
+                crate::version::LOG_FORMAT
+            ),
+        ))
+    }
 
     fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response {
         self.touched.begin(log_index);

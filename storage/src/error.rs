@@ -48,6 +48,20 @@ pub enum StoreError {
         what: String,
     },
 
+    /// Data written by a release this one cannot read: a snapshot or log entry of a newer
+    /// format. Nothing is applied; the node must be upgraded.
+    #[error(
+        "{what} has format {format}, which this release does not read ({reads}): upgrade this node"
+    )]
+    Format {
+        /// What was read.
+        what: String,
+        /// Its format.
+        format: u32,
+        /// The formats this release reads.
+        reads: String,
+    },
+
     /// A column family the store relies on is absent from the opened database.
     #[error("column family {name:?} is missing")]
     MissingColumnFamily {

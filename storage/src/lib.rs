@@ -54,5 +54,5 @@ pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use state_machine::{
-    AppliedState, EntryOfMachine, Machine, SnapshotBuilder, StateMachineStore,
+    decode_snapshot, AppliedState, EntryOfMachine, Machine, SnapshotBuilder, StateMachineStore,
 };

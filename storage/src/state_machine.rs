@@ -80,6 +80,18 @@ pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync 
     fn apply(&mut self, log_index: u64, request: &Self::Request) -> Self::Response;
     /// The response openraft requires for a blank or membership entry.
     fn empty_response() -> Self::Response;
+    /// The format of the snapshots this release writes, stored in each one.
+    const SNAPSHOT_FORMAT: u32 = 1;
+    /// The snapshot formats this release reads: a snapshot of another format is refused
+    /// ([`StoreError::Format`]) instead of being misread.
+    fn reads_snapshot_format(format: u32) -> bool {
+        format == Self::SNAPSHOT_FORMAT
+    }
+    /// Whether this release can apply `request` (its format): an entry it cannot apply stops
+    /// the node with [`StoreError::Format`] before anything of it is applied.
+    fn check_request(_request: &Self::Request) -> Result<(), (u32, String)> {
+        Ok(())
+    }
     /// Checks the machine's own invariants, naming the first one broken. Debug builds assert
     /// it around persistence: on the copy a snapshot is built from, and on every machine
     /// restored from a snapshot (at open and at install). It may walk the whole machine.
@@ -114,6 +126,10 @@ pub struct AppliedState<C: RaftTypeConfig> {
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
 struct SnapshotPayload<C: RaftTypeConfig, M> {
+    /// The machine's snapshot format ([`Machine::SNAPSHOT_FORMAT`] of the release that wrote
+    /// it; absent, format 1, in snapshots written before formats were recorded).
+    #[serde(default = "first_format")]
+    format: u32,
     /// The last log id the snapshot covers; must equal `SnapshotMeta::last_log_id`.
     last_applied: Option<LogIdOf<C>>,
     /// The last membership the snapshot covers; must equal `SnapshotMeta::last_membership`.
@@ -157,13 +173,46 @@ impl<C: RaftTypeConfig, M> SnapshotPayload<C, M> {
 }
 
 /// Decodes snapshot bytes.
-fn decode_payload<C: RaftTypeConfig, M: DeserializeOwned>(
+/// The format of data written before formats were recorded.
+fn first_format() -> u32 {
+    1
+}
+
+/// Decodes snapshot bytes, refusing a format this release does not read (also where the
+/// machine of a newer format does not decode: the error then names the format, not a field).
+fn decode_payload<C: RaftTypeConfig, M: Machine>(
     bytes: &[u8],
 ) -> Result<SnapshotPayload<C, M>, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
-        what: "snapshot data",
-        source,
-    })
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default = "first_format")]
+        format: u32,
+    }
+    let refused = |format: u32| StoreError::Format {
+        what: "a snapshot".to_owned(),
+        format,
+        reads: format!("this release writes format {}", M::SNAPSHOT_FORMAT),
+    };
+    match serde_json::from_slice::<SnapshotPayload<C, M>>(bytes) {
+        Ok(payload) if M::reads_snapshot_format(payload.format) => Ok(payload),
+        Ok(payload) => Err(refused(payload.format)),
+        Err(source) => match serde_json::from_slice::<Header>(bytes) {
+            Ok(header) if !M::reads_snapshot_format(header.format) => Err(refused(header.format)),
+            _ => Err(StoreError::Codec {
+                what: "snapshot data",
+                source,
+            }),
+        },
+    }
+}
+
+/// What a snapshot's bytes hold, decoded as this release reads them: its format, the last log
+/// id it covers and the machine (for inspection and backups; the archive is left out).
+pub fn decode_snapshot<C: RaftTypeConfig, M: Machine>(
+    bytes: &[u8],
+) -> Result<(u32, Option<LogIdOf<C>>, M), StoreError> {
+    let payload: SnapshotPayload<C, M> = decode_payload(bytes)?;
+    Ok((payload.format, payload.last_applied, payload.machine))
 }
 
 /// A persisted snapshot: its metadata and its bytes.
@@ -409,6 +458,16 @@ where
         let (last_applied, retired, responses) = {
             let mut inner = self.shared.inner.write().map_err(poisoned)?;
             let mut responses = Vec::with_capacity(entries.len());
+            // Nothing of a batch is applied if this release cannot apply all of it.
+            for entry in &entries {
+                if let EntryPayload::Normal(request) = &entry.payload {
+                    M::check_request(request).map_err(|(format, reads)| StoreError::Format {
+                        what: format!("the log entry at index {}", entry.log_id.index),
+                        format,
+                        reads,
+                    })?;
+                }
+            }
             for entry in entries {
                 let log_id = entry.log_id;
                 let response = match entry.payload {
@@ -486,6 +545,7 @@ where
         let payload = {
             let inner = self.shared.inner.read().map_err(poisoned)?;
             SnapshotPayload::<C, M> {
+                format: M::SNAPSHOT_FORMAT,
                 last_applied: inner.last_applied.clone(),
                 last_membership: inner.last_membership.clone(),
                 machine: inner.machine.clone(),

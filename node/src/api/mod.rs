@@ -12,7 +12,8 @@
 //!   targets.
 //! - [`activity`]: activity status and transitions.
 //! - [`agent`]: what an agent's feed records.
-//! - [`cluster`]: a member of the cluster view.
+//! - [`cluster`]: a member of the cluster view, the members with their progress, and what
+//!   each member's release supports.
 
 pub mod activity;
 pub mod agent;
@@ -23,5 +24,7 @@ pub mod directory;
 pub use activity::{ActivityStatus, Transition};
 pub use agent::AgentEventBody;
 pub use chat::{ChatEvent, ChatStatus, Customer, EventBody, Participant, Survey, TransferTarget};
-pub use cluster::Member;
+pub use cluster::{
+    Member, MemberProgress, MemberRole, MemberVersions, Members, Supported, Upgrade,
+};
 pub use directory::{BusinessHours, Channel, Department, OpenInterval, Queue, Skill, Weekday};

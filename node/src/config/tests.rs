@@ -389,9 +389,9 @@ fn https_files_must_hold_a_matching_certificate_and_key() {
     );
     let config = load_with_certs(&with_tls(&good)).unwrap();
     assert!(config.tls.http.is_some());
-    let mismatched = good.replace(
-        "key_file = \"certs/node-2.key\"",
-        "key_file = \"certs/node-1.key\"",
+    // The HTTPS certificate with another node's key (the `[tls]` files stay right).
+    let mismatched = format!(
+        "{MUTUAL_TLS}\n[http_tls]\ncert_file = \"certs/node-2.pem\"\nkey_file = \"certs/node-1.key\"\n"
     );
     let problem = load_with_certs(&with_tls(&mismatched))
         .unwrap_err()

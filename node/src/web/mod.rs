@@ -8,6 +8,8 @@
 //! - [`customer`]: chats, callbacks, transcripts (chat tokens).
 //! - [`agent`]: login, availability, work, activities (agent tokens).
 //! - [`admin`]: directory changes and supervision (the admin credential).
+//! - [`members`]: membership changes (the admin credential).
+//! - [`upgrade`]: rolling upgrades: versions and the cluster version (the admin credential).
 //! - [`stream`]: WebSocket streams for all three.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 
@@ -35,9 +37,11 @@ pub mod admin;
 pub mod agent;
 pub mod customer;
 pub mod diagnostics;
+pub mod members;
 pub mod openapi;
 pub mod rate_limits;
 pub mod stream;
+pub mod upgrade;
 pub mod views;
 
 /// Largest accepted JSON body, in bytes.
@@ -174,6 +178,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(customer::routes)
                 .configure(agent::routes)
                 .configure(admin::routes)
+                .configure(members::routes)
+                .configure(upgrade::routes)
                 .configure(diagnostics::routes)
                 .configure(stream::routes),
         )

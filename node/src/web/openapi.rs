@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, agent, customer, diagnostics, stream};
+use super::{admin, agent, customer, diagnostics, members, stream, upgrade};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -47,6 +47,12 @@ use super::{admin, agent, customer, diagnostics, stream};
         admin::delete_agent,
         admin::supervisor_queues,
         admin::supervisor_agents,
+        members::list_members,
+        members::add_member,
+        members::promote_member,
+        members::remove_member,
+        upgrade::upgrade_status,
+        upgrade::finalize_upgrade,
         diagnostics::validate,
         stream::chat_stream,
         stream::agent_stream,

@@ -63,12 +63,7 @@ pub fn make_certs(dir: &Path, n: u64) {
 
 /// The `[tls]` section of node `id` with its files in `certs` (mutual TLS, as in production).
 pub fn tls_section(id: u64, certs: &Path) -> String {
-    format!(
-        "[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
-        ca = certs.join("ca.pem").display(),
-        cert = certs.join(format!("node-{id}.pem")).display(),
-        key = certs.join(format!("node-{id}.key")).display(),
-    )
+    parley_node::certs::tls_section(certs, id)
 }
 
 /// The config file of node `id` among `addrs` (id → (http, grpc)). Unless `raft_extra` brings
@@ -239,6 +234,46 @@ impl Cluster {
             cluster.spawn(id);
         }
         cluster
+    }
+
+    /// Adds node `id` to this test cluster's processes (not yet to its membership): its own
+    /// certificate from the cluster CA, a config with `cluster_state = "existing"` and no
+    /// `peers`; started unless `start` is false. Returns its (http, grpc) addresses.
+    pub fn add_joining_node(&mut self, id: u64, start: bool) -> (String, String) {
+        assert_eq!(
+            self.nodes.len() as u64 + 1,
+            id,
+            "nodes are added in id order"
+        );
+        let certs = self.dir.path().join("certs");
+        parley_node::certs::issue(&parley_node::certs::CertsRequest::new(&certs, [id]))
+            .expect("a certificate for the new node");
+        let ports = free_ports(2);
+        let (http, grpc) = (
+            format!("127.0.0.1:{}", ports[0]),
+            format!("127.0.0.1:{}", ports[1]),
+        );
+        let data = self.dir.path().join(format!("data{id}"));
+        let addrs = BTreeMap::from([(id, (http.clone(), grpc.clone()))]);
+        let text = config_text(id, &data, &addrs, "");
+        let (head, _peers) = text
+            .split_once("\n[[peers]]")
+            .expect("a config lists its peers last");
+        let text = format!("cluster_state = \"existing\"\n{head}\n");
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        fs::write(&config, text).expect("writing config");
+        self.nodes.push(Node {
+            id,
+            http: format!("http://{http}"),
+            grpc: grpc.clone(),
+            config,
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+        });
+        if start {
+            self.spawn(id);
+        }
+        (http, grpc)
     }
 
     /// Starts `n` nodes (extra `[raft]` lines as in [`Cluster::start_with`]) and waits until

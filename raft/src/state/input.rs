@@ -36,6 +36,12 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
         // Seeding skips invalid entries one by one (node config validation reports them).
         Op::SetRetention(retention) => super::retention::check_retention(retention),
         Op::SeedDirectory(_) | Op::Tick | Op::Remove(_) => Ok(()),
+        Op::SetClusterVersion { version } => {
+            if *version < crate::version::CLUSTER_VERSION_INITIAL {
+                return Err(Rejection::invalid("version", "must be at least 1"));
+            }
+            Ok(())
+        }
         Op::Upsert(entry) => check_entry(entry),
         Op::StartChat(start) => {
             check_client_id("request_id", &start.request_id)?;

@@ -1060,3 +1060,5 @@ fn a_retried_transfer_is_answered_as_done() {
 }
 
 mod retention;
+
+mod golden;

@@ -1,0 +1,474 @@
+//! `parley ctl`: the operator's client for a running cluster. It talks to any node's HTTP admin
+//! API with the admin credential; the node forwards what only the leader can answer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::CtlError;
+
+/// Longest a `--wait` may be.
+const WAIT_MAX: Duration = Duration::from_secs(3600);
+/// Pause between two promotion tries while the learner catches up.
+const PROMOTE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Largest answer read from a node, in bytes.
+const ANSWER_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// Where the cluster is and how to authenticate.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Base URL of any node's HTTP listener.
+    #[arg(long, env = "PARLEY_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// File holding the admin credential (the node's `admin_token`); else `PARLEY_ADMIN_TOKEN`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the node's HTTPS certificate (the cluster CA when the
+    /// node certificates serve HTTPS too); else the public web roots (webpki-roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Deadline of each request to the node.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print the node's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `parley ctl` commands.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// The cluster's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Rolling upgrades.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
+}
+
+/// `parley ctl upgrade` commands.
+#[derive(Subcommand, Debug)]
+pub enum UpgradeCommand {
+    /// The cluster version and what every member's release supports.
+    Status,
+    /// Raise the cluster version to the highest every member supports (after every node
+    /// runs the new release).
+    Finalize,
+}
+
+/// `parley ctl member` commands.
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Every member with its site, role and how far behind the leader it is.
+    List,
+    /// Add a node as a learner (run it with `cluster_state = "existing"`).
+    Add {
+        /// Its node id, never used before in this cluster.
+        id: u64,
+        /// Its site.
+        #[arg(long)]
+        site: String,
+        /// Its gRPC address, `host:port`, as the members reach it.
+        #[arg(long)]
+        grpc: String,
+        /// Its HTTP address, `host:port`, as clients reach it.
+        #[arg(long)]
+        http: String,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        /// The learner.
+        id: u64,
+        /// Keep trying this long while the learner is still catching up.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Remove a member.
+    Remove {
+        /// The member.
+        id: u64,
+        /// Even where the voters left would not keep a healthy quorum or its site would keep
+        /// no voter (never the last voter).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The members as a node answers them (`GET /api/v1/admin/members`).
+#[derive(Debug, Deserialize)]
+struct MembersAnswer {
+    leader: Option<u64>,
+    term: u64,
+    last_log_index: Option<u64>,
+    members: Vec<MemberAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberAnswer {
+    id: u64,
+    site: String,
+    grpc_addr: String,
+    http_addr: String,
+    role: String,
+    matched_index: Option<u64>,
+    entries_behind: Option<u64>,
+    last_ack_ms: Option<u64>,
+}
+
+/// The upgrade status as a node answers it (`GET /api/v1/admin/upgrade`).
+#[derive(Debug, Deserialize)]
+struct UpgradeAnswer {
+    cluster_version: u32,
+    common_version: Option<u32>,
+    members: Vec<MemberVersionsAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberVersionsAnswer {
+    id: u64,
+    voter: bool,
+    supported: Option<SupportedAnswer>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SupportedAnswer {
+    log_format: u32,
+    log_format_min: u32,
+    snapshot_format: u32,
+    snapshot_format_min: u32,
+    cluster_version_max: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// A client of one node's admin API.
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+/// The methods `parley ctl` uses.
+enum Method {
+    Get,
+    Post(Option<serde_json::Value>),
+    Delete,
+}
+
+impl Client {
+    fn new(args: &CtlArgs) -> Result<Self, CtlError> {
+        let token = match &args.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| CtlError::Token {
+                    what: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+            None => std::env::var("PARLEY_ADMIN_TOKEN").map_err(|_| CtlError::NoToken)?,
+        };
+        if token.is_empty() {
+            return Err(CtlError::NoToken);
+        }
+        let base = args.url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CtlError::Url(base));
+        }
+        if args.timeout.is_zero() || args.timeout > WAIT_MAX {
+            return Err(CtlError::Usage(format!(
+                "--timeout must be between 1ms and {}s",
+                WAIT_MAX.as_secs()
+            )));
+        }
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &args.ca_file {
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots(path)?)));
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(args.timeout))
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .build();
+        Ok(Self {
+            agent: ureq::Agent::new_with_config(config),
+            base,
+            token,
+        })
+    }
+
+    /// Sends a request to `path` under `/api/v1` and decodes the node's answer, or its error.
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(T, String), CtlError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let bearer = format!("Bearer {}", self.token);
+        let sent = match method {
+            Method::Get => self.agent.get(&url).header("Authorization", &bearer).call(),
+            Method::Delete => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &bearer)
+                .call(),
+            Method::Post(Some(body)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &bearer)
+                .send_json(body),
+            Method::Post(None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &bearer)
+                .send_empty(),
+        };
+        let request_error = |source| CtlError::Request {
+            url: url.clone(),
+            source,
+        };
+        let mut response = sent.map_err(request_error)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(ANSWER_BYTES_MAX)
+            .read_to_string()
+            .map_err(request_error)?;
+        if !(200..300).contains(&status) {
+            return Err(match serde_json::from_str::<ErrorAnswer>(&text) {
+                Ok(answer) => CtlError::Refused {
+                    status,
+                    code: answer.error.code,
+                    message: answer.error.message,
+                },
+                Err(_) => CtlError::Answer(format!("HTTP {status}: {text}")),
+            });
+        }
+        let value = serde_json::from_str(&text)
+            .map_err(|e| CtlError::Answer(format!("an unreadable answer ({e}): {text}")))?;
+        Ok((value, text))
+    }
+}
+
+/// The CA certificates in the PEM file `path`, to trust instead of the built-in roots.
+fn roots(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, CtlError> {
+    let pem = parley_raft::tls::read_file(path).map_err(CtlError::Tls)?;
+    Ok(parley_raft::tls::parse_certificates(path, &pem)
+        .map_err(CtlError::Tls)?
+        .iter()
+        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+        .collect())
+}
+
+/// Runs a `parley ctl` command; prints its answer to stdout.
+pub fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let client = Client::new(&args)?;
+    let (table, text) = match &args.command {
+        CtlCommand::Member(command) => {
+            let (members, text) = member(&client, command)?;
+            (table(&members), text)
+        }
+        CtlCommand::Upgrade(command) => {
+            let (answer, text) = match command {
+                UpgradeCommand::Status => client.send(Method::Get, "/admin/upgrade")?,
+                UpgradeCommand::Finalize => {
+                    client.send(Method::Post(None), "/admin/upgrade/finalize")?
+                }
+            };
+            (upgrade_table(&answer), text)
+        }
+    };
+    if args.json {
+        println!("{text}");
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+fn member(client: &Client, command: &MemberCommand) -> Result<(MembersAnswer, String), CtlError> {
+    match command {
+        MemberCommand::List => client.send(Method::Get, "/admin/members"),
+        MemberCommand::Add {
+            id,
+            site,
+            grpc,
+            http,
+        } => {
+            let body = json!({"id": id, "site": site, "grpc_addr": grpc, "http_addr": http});
+            client.send(Method::Post(Some(body)), "/admin/members")
+        }
+        MemberCommand::Promote { id, wait } => {
+            if *wait > WAIT_MAX {
+                return Err(CtlError::Usage(format!(
+                    "--wait is at most {}s",
+                    WAIT_MAX.as_secs()
+                )));
+            }
+            let until = Instant::now() + *wait;
+            loop {
+                match client.send(Method::Post(None), &format!("/admin/members/{id}/promote")) {
+                    Err(CtlError::Refused { code, .. })
+                        if code == "member_behind" && Instant::now() < until =>
+                    {
+                        std::thread::sleep(PROMOTE_RETRY_PAUSE);
+                    }
+                    other => return other,
+                }
+            }
+        }
+        MemberCommand::Remove { id, force } => client.send(
+            Method::Delete,
+            &format!("/admin/members/{id}?force={force}"),
+        ),
+    }
+}
+
+/// The upgrade status as a table for people.
+fn upgrade_table(answer: &UpgradeAnswer) -> String {
+    let mut rows = vec![[
+        "ID",
+        "ROLE",
+        "LOG FORMATS",
+        "SNAPSHOT FORMATS",
+        "CLUSTER VERSION MAX",
+    ]
+    .map(String::from)];
+    for m in &answer.members {
+        let role = if m.voter { "voter" } else { "learner" }.to_owned();
+        rows.push(match &m.supported {
+            Some(s) => [
+                m.id.to_string(),
+                role,
+                format!("{}-{}", s.log_format_min, s.log_format),
+                format!("{}-{}", s.snapshot_format_min, s.snapshot_format),
+                s.cluster_version_max.to_string(),
+            ],
+            None => [
+                m.id.to_string(),
+                role,
+                "?".to_owned(),
+                "?".to_owned(),
+                format!("no answer: {}", m.error.as_deref().unwrap_or("unknown")),
+            ],
+        });
+    }
+    let common = answer
+        .common_version
+        .map_or("unknown (a member did not answer)".to_owned(), |v| {
+            v.to_string()
+        });
+    format!(
+        "cluster version {}, highest every member supports {common}\n{}",
+        answer.cluster_version,
+        columns(&rows)
+    )
+}
+
+/// Rows of cells as left-aligned columns, two spaces apart.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The members as a table for people.
+fn table(answer: &MembersAnswer) -> String {
+    let dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut out = format!(
+        "leader {} term {} last log index {}\n",
+        dash(answer.leader),
+        answer.term,
+        dash(answer.last_log_index)
+    );
+    let rows: Vec<[String; 8]> = std::iter::once(
+        [
+            "ID", "SITE", "ROLE", "MATCHED", "BEHIND", "LAST ACK", "GRPC", "HTTP",
+        ]
+        .map(String::from),
+    )
+    .chain(answer.members.iter().map(|m| {
+        [
+            m.id.to_string(),
+            m.site.clone(),
+            m.role.clone(),
+            dash(m.matched_index),
+            dash(m.entries_behind),
+            m.last_ack_ms
+                .map_or("never".to_owned(), |ms| format!("{ms}ms")),
+            m.grpc_addr.clone(),
+            m.http_addr.clone(),
+        ]
+    }))
+    .collect();
+    out.push_str(&columns(&rows));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_member_table_lines_up_and_shows_unknown_progress_as_dashes() {
+        let answer: MembersAnswer = serde_json::from_value(json!({
+            "leader": 1, "term": 4, "last_log_index": 120, "membership_index": 7,
+            "members": [
+                {"id": 1, "site": "east", "grpc_addr": "a:7100", "http_addr": "a:8080",
+                 "role": "leader", "matched_index": 120, "entries_behind": 0, "last_ack_ms": 0},
+                {"id": 14, "site": "west", "grpc_addr": "bb:7100", "http_addr": "bb:8080",
+                 "role": "learner", "matched_index": null, "entries_behind": null,
+                 "last_ack_ms": null}
+            ]
+        }))
+        .expect("a member list");
+        let table = table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "leader 1 term 4 last log index 120");
+        assert!(
+            lines[1].starts_with("ID  SITE  ROLE     MATCHED"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("1   east  leader   120      0       0ms"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("14  west  learner  -        -       never"),
+            "{table}"
+        );
+        // Every column starts at the same offset on every row.
+        let column = lines[1].find("GRPC").expect("a GRPC column");
+        assert_eq!(&lines[2][column..column + 6], "a:7100");
+        assert_eq!(&lines[3][column..column + 7], "bb:7100");
+    }
+}

@@ -1,0 +1,126 @@
+//! Formats and versions, for rolling upgrades.
+//!
+//! - Every log entry ([`crate::Request::format`]) and every snapshot records the format it was
+//!   written in. A release reads a range of formats and refuses (stops, naming the format)
+//!   what it cannot read instead of misreading it.
+//! - The **cluster version** is replicated ([`crate::State::cluster_version`]): an operation
+//!   that older releases cannot apply needs a cluster version ([`op_cluster_version`]) and is
+//!   refused until the cluster runs it. It is raised by `Op::SetClusterVersion` (`parley ctl
+//!   upgrade finalize`) once every voter's release supports it, so during a rolling upgrade
+//!   new releases write only what the old ones still read.
+//!
+//! This release writes log format 1 and snapshot format 1 and supports cluster version 1.
+//! Golden fixtures of both formats are under `raft/tests/fixtures/`; every later release's
+//! tests decode them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Op;
+
+/// The format of the log entries this release writes.
+pub const LOG_FORMAT: u32 = 1;
+/// The oldest log format this release reads.
+pub const LOG_FORMAT_MIN: u32 = 1;
+/// The format of the snapshots this release writes.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The oldest snapshot format this release reads.
+pub const SNAPSHOT_FORMAT_MIN: u32 = 1;
+/// The highest cluster version this release implements.
+pub const CLUSTER_VERSION_MAX: u32 = 1;
+/// The cluster version a new cluster starts at.
+pub const CLUSTER_VERSION_INITIAL: u32 = 1;
+
+/// What one node's release reads, writes and implements; each node reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supported {
+    /// Log format written.
+    pub log_format: u32,
+    /// Oldest log format read.
+    pub log_format_min: u32,
+    /// Snapshot format written.
+    pub snapshot_format: u32,
+    /// Oldest snapshot format read.
+    pub snapshot_format_min: u32,
+    /// Highest cluster version implemented.
+    pub cluster_version_max: u32,
+}
+
+/// What this release supports.
+pub const SUPPORTED: Supported = Supported {
+    log_format: LOG_FORMAT,
+    log_format_min: LOG_FORMAT_MIN,
+    snapshot_format: SNAPSHOT_FORMAT,
+    snapshot_format_min: SNAPSHOT_FORMAT_MIN,
+    cluster_version_max: CLUSTER_VERSION_MAX,
+};
+
+/// The format of data written before formats were recorded.
+pub fn first_format() -> u32 {
+    1
+}
+
+/// The cluster version `op` needs. Every operation names one, so an operation added later
+/// cannot forget to: give a new operation the cluster version of the release that adds it.
+pub fn op_cluster_version(op: &Op) -> u32 {
+    match op {
+        Op::SeedDirectory(_)
+        | Op::StartChat(_)
+        | Op::PostMessage(_)
+        | Op::EndChat(_)
+        | Op::SubmitSurvey(_)
+        | Op::RequestCallback(_)
+        | Op::Login(_)
+        | Op::Presence(_)
+        | Op::Logout(_)
+        | Op::SetAvailability(_)
+        | Op::Accept(_)
+        | Op::Transfer(_)
+        | Op::Complete(_)
+        | Op::Tick
+        | Op::Upsert(_)
+        | Op::Remove(_)
+        | Op::SetRetention(_)
+        | Op::SetClusterVersion { .. } => 1,
+    }
+}
+
+/// Whether this release applies log entries of `format`.
+pub fn reads_log_format(format: u32) -> bool {
+    (LOG_FORMAT_MIN..=LOG_FORMAT).contains(&format)
+}
+
+/// Whether this release reads snapshots of `format`.
+pub fn reads_snapshot_format(format: u32) -> bool {
+    (SNAPSHOT_FORMAT_MIN..=SNAPSHOT_FORMAT).contains(&format)
+}
+
+/// The cluster version every node of `nodes` supports: the lowest of their maxima (`None`
+/// for no nodes).
+pub fn common_cluster_version<'a>(nodes: impl IntoIterator<Item = &'a Supported>) -> Option<u32> {
+    nodes.into_iter().map(|s| s.cluster_version_max).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_version_is_the_lowest_maximum() {
+        let at = |max| Supported {
+            cluster_version_max: max,
+            ..SUPPORTED
+        };
+        assert_eq!(common_cluster_version(&[at(3), at(2), at(4)]), Some(2));
+        assert_eq!(common_cluster_version(&[]), None);
+    }
+
+    #[test]
+    fn this_release_reads_what_it_writes_and_nothing_newer() {
+        assert!(reads_log_format(LOG_FORMAT));
+        assert!(reads_log_format(first_format()));
+        assert!(!reads_log_format(LOG_FORMAT + 1));
+        assert!(reads_snapshot_format(SNAPSHOT_FORMAT));
+        assert!(!reads_snapshot_format(SNAPSHOT_FORMAT + 1));
+        assert!(!reads_log_format(0));
+    }
+}
