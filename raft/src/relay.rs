@@ -25,8 +25,11 @@ pub const RELAY_QUEUE_PER_PEER: usize = 64;
 pub struct Relays {
     id: NodeId,
     peers: Peers,
-    queues: Arc<Mutex<BTreeMap<NodeId, (String, mpsc::Sender<Ephemeral>)>>>,
+    queues: Arc<Mutex<Queues>>,
 }
+
+/// Each other member's gRPC address and the queue of events waiting for it.
+type Queues = BTreeMap<NodeId, (String, mpsc::Sender<Ephemeral>)>;
 
 impl Relays {
     /// Relays of node `id` through `peers`, kept in step with `raft`'s membership until Raft
@@ -44,7 +47,7 @@ impl Relays {
             loop {
                 let members: Option<BTreeMap<NodeId, String>> = {
                     let m = metrics.borrow_watched();
-                    let log_id = m.membership_config.log_id().clone();
+                    let log_id = *m.membership_config.log_id();
                     if seen.as_ref() == Some(&log_id) {
                         None
                     } else {
@@ -69,9 +72,7 @@ impl Relays {
         relays
     }
 
-    fn queues(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, (String, mpsc::Sender<Ephemeral>)>> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
         match self.queues.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

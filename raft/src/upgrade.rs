@@ -82,23 +82,28 @@ impl Classified for UpgradeError {
 /// Asks every member of `replica`'s cluster what its release supports.
 pub async fn status(replica: &Replica) -> UpgradeStatus {
     let members = replica.status();
-    let mut answers = Vec::with_capacity(members.members.len());
-    for (id, info) in &members.members {
-        let (supported, error) = if *id == replica.id() {
-            (Some(version::SUPPORTED), None)
-        } else {
-            match ask(replica, *id, &info.grpc_addr).await {
-                Ok(supported) => (Some(supported), None),
-                Err(problem) => (None, Some(problem)),
+    // Asked all at once: a member that does not answer costs one timeout, not one each.
+    let answers: Vec<MemberVersions> =
+        futures::future::join_all(members.members.iter().map(|(id, info)| {
+            let voter = members.voters.contains(id);
+            async move {
+                let (supported, error) = if *id == replica.id() {
+                    (Some(version::SUPPORTED), None)
+                } else {
+                    match ask(replica, *id, &info.grpc_addr).await {
+                        Ok(supported) => (Some(supported), None),
+                        Err(problem) => (None, Some(problem)),
+                    }
+                };
+                MemberVersions {
+                    id: *id,
+                    voter,
+                    supported,
+                    error,
+                }
             }
-        };
-        answers.push(MemberVersions {
-            id: *id,
-            voter: members.voters.contains(id),
-            supported,
-            error,
-        });
-    }
+        }))
+        .await;
     let common_version = if answers.iter().all(|m| m.supported.is_some()) {
         version::common_cluster_version(answers.iter().filter_map(|m| m.supported.as_ref()))
     } else {

@@ -61,11 +61,19 @@ pub struct AddMemberBody {
     #[schema(minimum = 1)]
     pub id: u64,
     /// Its site.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 50, pattern = r"\S")]
     pub site: String,
     /// Its gRPC address, `host:port`, as the members reach it.
+    #[schema(
+        max_length = 255,
+        pattern = r"^[^\s/]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub grpc_addr: String,
     /// Its HTTP address, `host:port`, as clients reach it.
+    #[schema(
+        max_length = 255,
+        pattern = r"^[^\s/]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub http_addr: String,
 }
 
@@ -92,7 +100,7 @@ pub async fn add_member(
 
 /// Make a learner a voter; refused (409 `member_behind`) while it has not caught up.
 #[utoipa::path(post, path = "/api/v1/admin/members/{id}/promote", tag = "admin",
-    params(("id" = u64, Path)), security(("admin_token" = [])),
+    params(("id" = u64, Path, minimum = 1)), security(("admin_token" = [])),
     responses((status = 200, body = Members), (status = 404), (status = 409), (status = 503)))]
 pub async fn promote_member(
     state: web::Data<WebState>,
@@ -119,7 +127,7 @@ pub struct RemoveQuery {
 /// Remove a member. A voter is refused (409) where the voters left would not keep a healthy
 /// quorum (`quorum_at_risk`) or its site would keep no voter (`site_emptied`), unless `force`.
 #[utoipa::path(delete, path = "/api/v1/admin/members/{id}", tag = "admin",
-    params(("id" = u64, Path), RemoveQuery), security(("admin_token" = [])),
+    params(("id" = u64, Path, minimum = 1), RemoveQuery), security(("admin_token" = [])),
     responses((status = 200, body = Members), (status = 404), (status = 409), (status = 503)))]
 pub async fn remove_member(
     state: web::Data<WebState>,

@@ -107,7 +107,9 @@ const DIRECTORY_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 impl Modify for EdgeAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type,
+        };
         use utoipa::openapi::{RefOr, Response};
         let mut body_schemas = std::collections::BTreeSet::new();
         for (path, item) in openapi.paths.paths.iter_mut() {
@@ -127,7 +129,13 @@ impl Modify for EdgeAnswers {
                     let RefOr::T(parameter) = parameter else {
                         continue;
                     };
-                    if parameter.parameter_in == ParameterIn::Path {
+                    // Numeric path ids (node ids) keep their integer schema.
+                    let numeric = matches!(
+                        &parameter.schema,
+                        Some(RefOr::T(Schema::Object(object)))
+                            if object.schema_type == SchemaType::Type(Type::Integer)
+                    );
+                    if parameter.parameter_in == ParameterIn::Path && !numeric {
                         parameter.schema = Some(
                             ObjectBuilder::new()
                                 .schema_type(Type::String)

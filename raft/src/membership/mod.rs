@@ -127,6 +127,14 @@ pub enum Refusal {
         /// The node.
         id: NodeId,
     },
+    /// Another member has that address.
+    #[error("{address} is the address of node {id}")]
+    AddressInUse {
+        /// The address.
+        address: String,
+        /// The member that has it.
+        id: NodeId,
+    },
     /// The id is not a member.
     #[error("node {id} is not a member")]
     NotMember {
@@ -202,6 +210,7 @@ impl Classified for Refusal {
         match self {
             Refusal::Invalid { .. } => "invalid_member",
             Refusal::AlreadyMember { .. } => "already_member",
+            Refusal::AddressInUse { .. } => "address_in_use",
             Refusal::NotMember { .. } => "not_member",
             Refusal::Behind { .. } => "member_behind",
             Refusal::Quorum { .. } => "quorum_at_risk",
@@ -382,8 +391,8 @@ impl Members {
             }
             (
                 view(self.id, &m),
-                m.membership_config.log_id().clone(),
-                m.committed_membership_config.log_id().clone(),
+                *m.membership_config.log_id(),
+                *m.committed_membership_config.log_id(),
             )
         };
         let Some(change) = change else {

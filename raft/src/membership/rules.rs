@@ -89,16 +89,16 @@ pub fn plan(
                     Err(Refusal::AlreadyMember { id: *id })
                 };
             }
-            for (field, addr) in [("grpc_addr", grpc_addr), ("http_addr", http_addr)] {
+            for addr in [grpc_addr, http_addr] {
                 if let Some(other) = list
                     .members
                     .iter()
                     .find(|m| m.grpc_addr == *addr || m.http_addr == *addr)
                 {
-                    return Err(invalid(
-                        field,
-                        format!("{addr} is already used by node {}", other.id),
-                    ));
+                    return Err(Refusal::AddressInUse {
+                        address: addr.clone(),
+                        id: other.id,
+                    });
                 }
             }
             let info = NodeInfo {
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(plan(&list, &again), Ok(None));
         assert!(matches!(
             plan(&list, &add(5, "10.0.0.2:7100")),
-            Err(Refusal::Invalid { field, .. }) if field == "grpc_addr"
+            Err(Refusal::AddressInUse { id: 2, .. })
         ));
         assert!(matches!(
             plan(&list, &add(5, "no-port")),
