@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::{Members, Upgrade};
 use crate::error::CtlError;
 
 /// Longest a `--wait` may be.
@@ -100,52 +101,6 @@ pub enum MemberCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// The members as a node answers them (`GET /api/v1/admin/members`).
-#[derive(Debug, Deserialize)]
-struct MembersAnswer {
-    leader: Option<u64>,
-    term: u64,
-    last_log_index: Option<u64>,
-    members: Vec<MemberAnswer>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberAnswer {
-    id: u64,
-    site: String,
-    grpc_addr: String,
-    http_addr: String,
-    role: String,
-    matched_index: Option<u64>,
-    entries_behind: Option<u64>,
-    last_ack_ms: Option<u64>,
-}
-
-/// The upgrade status as a node answers it (`GET /api/v1/admin/upgrade`).
-#[derive(Debug, Deserialize)]
-struct UpgradeAnswer {
-    cluster_version: u32,
-    common_version: Option<u32>,
-    members: Vec<MemberVersionsAnswer>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MemberVersionsAnswer {
-    id: u64,
-    voter: bool,
-    supported: Option<SupportedAnswer>,
-    error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SupportedAnswer {
-    log_format: u32,
-    log_format_min: u32,
-    snapshot_format: u32,
-    snapshot_format_min: u32,
-    cluster_version_max: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,7 +259,7 @@ pub fn run(args: CtlArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
-fn member(client: &Client, command: &MemberCommand) -> Result<(MembersAnswer, String), CtlError> {
+fn member(client: &Client, command: &MemberCommand) -> Result<(Members, String), CtlError> {
     match command {
         MemberCommand::List => client.send(Method::Get, "/admin/members"),
         MemberCommand::Add {
@@ -343,7 +298,7 @@ fn member(client: &Client, command: &MemberCommand) -> Result<(MembersAnswer, St
 }
 
 /// The upgrade status as a table for people.
-fn upgrade_table(answer: &UpgradeAnswer) -> String {
+fn upgrade_table(answer: &Upgrade) -> String {
     let mut rows = vec![[
         "ID",
         "ROLE",
@@ -402,7 +357,7 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// The members as a table for people.
-fn table(answer: &MembersAnswer) -> String {
+fn table(answer: &Members) -> String {
     let dash = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut out = format!(
         "leader {} term {} last log index {}\n",
@@ -420,7 +375,7 @@ fn table(answer: &MembersAnswer) -> String {
         [
             m.id.to_string(),
             m.site.clone(),
-            m.role.clone(),
+            m.role.as_str().to_owned(),
             dash(m.matched_index),
             dash(m.entries_behind),
             m.last_ack_ms
@@ -440,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_member_table_lines_up_and_shows_unknown_progress_as_dashes() {
-        let answer: MembersAnswer = serde_json::from_value(json!({
+        let answer: Members = serde_json::from_value(json!({
             "leader": 1, "term": 4, "last_log_index": 120, "membership_index": 7,
             "members": [
                 {"id": 1, "site": "east", "grpc_addr": "a:7100", "http_addr": "a:8080",

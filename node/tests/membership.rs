@@ -225,7 +225,7 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
     let (ok, _, stderr) = ctl(&cluster, 3, &["member", "promote", "4"]).await;
     assert!(!ok && stderr.contains("member_behind"), "{stderr}");
 
-    // Bad input: another node's address, a malformed one, an unknown member.
+    // Another node's address, a malformed one, an unknown member.
     let taken = serde_json::json!({"id": 5, "site": "local", "grpc_addr": cluster.node(2).grpc, "http_addr": "127.0.0.1:1"});
     let (status, body) = admin(
         &cluster,
@@ -237,7 +237,7 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
     .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_member")),
+        (409, Some("address_in_use")),
         "{body}"
     );
     let malformed = serde_json::json!({"id": 5, "site": "local", "grpc_addr": "nowhere", "http_addr": "127.0.0.1:1"});

@@ -3,7 +3,7 @@
 
 use parley_raft::NodeInfo;
 use parley_raft::{membership, upgrade, version};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// One member in the cluster view.
@@ -35,7 +35,7 @@ impl Member {
 }
 
 /// A member's part in the cluster, as the membership API shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
     /// The voter that leads.
@@ -44,6 +44,17 @@ pub enum MemberRole {
     Voter,
     /// Receives the log, does not vote.
     Learner,
+}
+
+impl MemberRole {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        }
+    }
 }
 
 impl From<membership::Role> for MemberRole {
@@ -57,7 +68,7 @@ impl From<membership::Role> for MemberRole {
 }
 
 /// One member with its replication progress, as the leader sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberProgress {
     /// Node id.
     pub id: u64,
@@ -78,7 +89,7 @@ pub struct MemberProgress {
 }
 
 /// The members, as the leader sees them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Members {
     /// The leader that answered (absent: right after the leader removed itself, which shows
     /// the new membership without progress figures).
@@ -119,7 +130,7 @@ impl From<membership::MemberList> for Members {
 }
 
 /// What one node's release reads, writes and implements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Supported {
     /// Log format it writes.
     pub log_format: u32,
@@ -146,7 +157,7 @@ impl From<version::Supported> for Supported {
 }
 
 /// One member's release, as it answered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberVersions {
     /// Node id.
     pub id: u64,
@@ -159,7 +170,7 @@ pub struct MemberVersions {
 }
 
 /// The cluster version and what every member supports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Upgrade {
     /// The replicated cluster version.
     pub cluster_version: u32,
