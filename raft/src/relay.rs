@@ -102,11 +102,6 @@ impl Relays {
             let _ = queue.try_send(event.clone());
         }
     }
-
-    /// The members events are relayed to now.
-    pub fn targets(&self) -> Vec<NodeId> {
-        self.queues().keys().copied().collect()
-    }
 }
 
 /// Sends the ephemeral events queued for the peer at `addr`, one at a time, each bounded by
