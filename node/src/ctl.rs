@@ -53,6 +53,24 @@ pub enum CtlCommand {
     /// Rolling upgrades.
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Backups.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `parley ctl snapshot` commands.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Save a consistent snapshot of the cluster's state (taken by the node at --url) to FILE,
+    /// checked before it is kept. `parley snapshot inspect` reads it, `parley snapshot restore`
+    /// restores it.
+    Save {
+        /// Where to write it.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `parley ctl upgrade` commands.
@@ -208,18 +226,93 @@ impl Client {
             .read_to_string()
             .map_err(request_error)?;
         if !(200..300).contains(&status) {
-            return Err(match serde_json::from_str::<ErrorAnswer>(&text) {
-                Ok(answer) => CtlError::Refused {
-                    status,
-                    code: answer.error.code,
-                    message: answer.error.message,
-                },
-                Err(_) => CtlError::Answer(format!("HTTP {status}: {text}")),
-            });
+            return Err(refusal(status, &text));
         }
         let value = serde_json::from_str(&text)
             .map_err(|e| CtlError::Answer(format!("an unreadable answer ({e}): {text}")))?;
         Ok((value, text))
+    }
+}
+
+impl Client {
+    /// Downloads the backup at `path` under `/api/v1` into `to`: written to a temporary file
+    /// beside it, checked (header, length, checksum), synced, then renamed, so `to` never holds
+    /// a partial or damaged backup.
+    fn download(
+        &self,
+        path: &str,
+        to: &std::path::Path,
+        force: bool,
+    ) -> Result<parley_raft::backup::BackupHeader, CtlError> {
+        if !force && to.exists() {
+            return Err(CtlError::Usage(format!(
+                "{} exists; pass --force to replace it",
+                to.display()
+            )));
+        }
+        let url = format!("{}/api/v1{path}", self.base);
+        let request_error = |source| CtlError::Request {
+            url: url.clone(),
+            source,
+        };
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(request_error)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(ANSWER_BYTES_MAX)
+                .read_to_string()
+                .map_err(request_error)?;
+            return Err(refusal(status, &text));
+        }
+        let file_error = |what: &str, source| CtlError::File {
+            what: what.to_owned(),
+            path: to.to_path_buf(),
+            source,
+        };
+        let temporary = partial_path(to);
+        let written = (|| {
+            let mut out = std::fs::File::create(&temporary)
+                .map_err(|e| file_error("creating a file beside", e))?;
+            let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
+            std::io::copy(&mut body, &mut out).map_err(|e| file_error("downloading to", e))?;
+            out.sync_all().map_err(|e| file_error("syncing", e))?;
+            let checked =
+                std::fs::File::open(&temporary).map_err(|e| file_error("reading back", e))?;
+            let header = parley_raft::backup::file::verify(&mut std::io::BufReader::new(checked))
+                .map_err(CtlError::Backup)?;
+            std::fs::rename(&temporary, to).map_err(|e| file_error("renaming to", e))?;
+            Ok(header)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written
+    }
+}
+
+/// The file a download goes to before it is checked: `<to>.partial`.
+fn partial_path(to: &std::path::Path) -> PathBuf {
+    let mut name = to.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// The error a node's non-2xx answer `text` stands for.
+fn refusal(status: u16, text: &str) -> CtlError {
+    match serde_json::from_str::<ErrorAnswer>(text) {
+        Ok(answer) => CtlError::Refused {
+            status,
+            code: answer.error.code,
+            message: answer.error.message,
+        },
+        Err(_) => CtlError::Answer(format!("HTTP {status}: {text}")),
     }
 }
 
@@ -240,6 +333,12 @@ pub fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Member(command) => {
             let (members, text) = member(&client, command)?;
             (table(&members), text)
+        }
+        CtlCommand::Snapshot(SnapshotCommand::Save { file, force }) => {
+            let header = client.download("/admin/snapshot", file, *force)?;
+            let text = serde_json::to_string(&header)
+                .map_err(|e| CtlError::Answer(format!("the backup's header: {e}")))?;
+            (crate::snapshot::describe(&header, Some(file)), text)
         }
         CtlCommand::Upgrade(command) => {
             let (answer, text) = match command {

@@ -179,6 +179,19 @@ pub enum CtlError {
     /// The node's answer could not be read.
     #[error("{0}")]
     Answer(String),
+    /// A local file could not be written or read.
+    #[error("{what} {}: {source}", .path.display())]
+    File {
+        /// What was being done.
+        what: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A backup is not whole or not readable.
+    #[error(transparent)]
+    Backup(parley_raft::BackupError),
 }
 
 #[cfg(test)]
@@ -224,4 +237,26 @@ mod tests {
             assert_eq!(error.retry_after_s.is_some(), status == 503, "{error}");
         }
     }
+}
+
+/// `parley snapshot` could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The backup file could not be opened.
+    #[error("opening {}: {source}", .path.display())]
+    Open {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The backup is not whole, not readable, or cannot be restored where asked.
+    #[error(transparent)]
+    Backup(#[from] parley_raft::BackupError),
+    /// The node's config is not usable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The runtime the restore runs on could not start.
+    #[error("starting the restore's runtime: {0}")]
+    Runtime(std::io::Error),
 }

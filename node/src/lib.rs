@@ -13,7 +13,9 @@
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
 //! - [`tls`]: the HTTPS certificate and the reload of every TLS file; [`certs`]: `parley
 //!   certs`, a cluster CA and node certificates.
-//! - [`ctl`]: `parley ctl`, the operator's client of a node's admin API (membership).
+//! - [`ctl`]: `parley ctl`, the operator's client of a node's admin API (membership, upgrades,
+//!   backups).
+//! - [`snapshot`]: `parley snapshot`, backups offline (inspect a file, restore a new cluster).
 
 pub mod api;
 pub mod app;
@@ -25,6 +27,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod serve;
 pub mod services;
+pub mod snapshot;
 pub mod tls;
 pub mod token;
 pub mod web;

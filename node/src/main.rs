@@ -32,6 +32,9 @@ enum Command {
     HashPassword,
     /// Operate a running cluster through any node's admin API.
     Ctl(parley_node::ctl::CtlArgs),
+    /// Backups offline: inspect a backup file, restore one into a fresh data directory.
+    #[command(subcommand)]
+    Snapshot(parley_node::snapshot::SnapshotCommand),
     /// Make a cluster CA (unless DIR has one) and certificates for mutual TLS between nodes.
     Certs {
         /// Directory to write `ca.pem`, `ca.key`, `node-<id>.pem` and `node-<id>.key` to.
@@ -131,6 +134,9 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::HashPassword => hash_password(),
         Command::Ctl(args) => parley_node::ctl::run(args).map_err(anyhow::Error::from),
+        Command::Snapshot(command) => {
+            parley_node::snapshot::run(&command).map_err(anyhow::Error::from)
+        }
         Command::Certs {
             dir,
             nodes,

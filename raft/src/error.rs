@@ -20,6 +20,67 @@ pub enum ReplicaError {
     Membership(String),
 }
 
+/// A backup could not be taken, read or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A file or stream could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The file is not a Parley backup.
+    #[error("not a Parley backup: {0}")]
+    NotABackup(String),
+    /// The file is of a format this release does not read.
+    #[error(
+        "the backup has file format {format}; this release reads format {}: use a newer release",
+        crate::backup::file::FILE_FORMAT
+    )]
+    FileFormat {
+        /// Its format.
+        format: u32,
+    },
+    /// The header is not the JSON it should be.
+    #[error("the backup's header: {0}")]
+    Header(serde_json::Error),
+    /// The payload is shorter or longer than the header says: a truncated or appended file.
+    #[error("the backup's payload should be {expected} bytes but is {found}: the file is damaged or incomplete")]
+    Length {
+        /// What the header says.
+        expected: u64,
+        /// What the file holds.
+        found: String,
+    },
+    /// The payload's checksum is not the header's.
+    #[error("the backup's payload has checksum {found}, its header says {expected}: the file is damaged")]
+    Checksum {
+        /// What the header says.
+        expected: String,
+        /// What the payload hashes to.
+        found: String,
+    },
+    /// The state decoded from the payload has another digest than the header records.
+    #[error("the backup's state has digest {found}, its header says {expected}")]
+    Digest {
+        /// What the header says.
+        expected: String,
+        /// What the decoded state hashes to.
+        found: String,
+    },
+    /// The snapshot could not be cut, decoded or written.
+    #[error("storage: {0}")]
+    Store(#[from] parley_storage::StoreError),
+    /// The node cannot give a backup now.
+    #[error("no backup now: {0}")]
+    NotReady(String),
+    /// The restore would be unsafe or cannot fit its target.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
 /// Peer TLS material could not be loaded or does not fit this node.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -19,6 +19,8 @@
 //! - [`relay`]: best-effort relay of ephemeral events to the current members.
 //! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
 //! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
+//! - [`backup`]: a consistent snapshot of a live cluster in a checked file, and its restore
+//!   into fresh data directories as a new cluster.
 //! - [`upgrade`]: what each member's release supports, and raising the cluster version.
 //! - [`version`]: log and snapshot formats and the replicated cluster version, for rolling
 //!   upgrades.
@@ -27,6 +29,7 @@
 //! Nothing here reads a clock or draws randomness inside `apply`: the proposing node stamps
 //! time and ids into each [`Command`] (see [`proposer::Clock`]).
 
+pub mod backup;
 pub mod codec;
 pub mod command;
 pub mod error;
@@ -45,7 +48,7 @@ pub mod upgrade;
 pub mod version;
 
 pub use command::{Command, Op, Outcome, Rejection, Request, Response};
-pub use error::{Classified, ErrorClass, ProposeError, ReplicaError, TlsError};
+pub use error::{BackupError, Classified, ErrorClass, ProposeError, ReplicaError, TlsError};
 pub use replica::{Replica, ReplicaOptions};
 pub use state::State;
 pub use types::{NodeId, NodeInfo, TypeConfig};

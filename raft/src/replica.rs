@@ -274,6 +274,16 @@ impl Replica {
         self.id
     }
 
+    /// The cluster this node belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The state-machine store (for backups: [`crate::backup::take`]).
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
     /// The openraft handle, for metrics and tests.
     pub fn raft(&self) -> &Raft {
         &self.raft

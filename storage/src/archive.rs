@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{cf, CF_ARCHIVE};
@@ -199,10 +199,25 @@ pub(crate) fn get(db: &DB, key: &str) -> Result<Option<String>, StoreError> {
 
 /// Every record, in key order, for a snapshot sent to another node.
 pub(crate) fn dump(db: &DB) -> Result<Vec<ArchivedRecord>, StoreError> {
+    dump_with(db, ReadOptions::default())
+}
+
+/// Every record as of the RocksDB snapshot `at`, in key order, for a backup.
+pub(crate) fn dump_at(
+    db: &DB,
+    at: &SnapshotWithThreadMode<'_, DB>,
+) -> Result<Vec<ArchivedRecord>, StoreError> {
+    let mut read = ReadOptions::default();
+    read.set_snapshot(at);
+    dump_with(db, read)
+}
+
+/// Every record `read` sees, in key order.
+fn dump_with(db: &DB, read: ReadOptions) -> Result<Vec<ArchivedRecord>, StoreError> {
     let handle = cf(db, CF_ARCHIVE)?;
     let start = [RECORD];
     let mut out = Vec::new();
-    for item in db.iterator_cf(handle, IteratorMode::From(&start, Direction::Forward)) {
+    for item in db.iterator_cf_opt(handle, read, IteratorMode::From(&start, Direction::Forward)) {
         let (rkey, bytes) = item.map_err(|source| StoreError::Rocks {
             op: "walk archive records",
             source,

@@ -62,6 +62,20 @@ pub enum StoreError {
         reads: String,
     },
 
+    /// A backup was asked of a store that holds nothing yet.
+    #[error("the store is empty: {what}")]
+    Empty {
+        /// What is missing.
+        what: String,
+    },
+
+    /// A restore was asked into a database that already holds data.
+    #[error("the database is not empty: {what}")]
+    NotEmpty {
+        /// What it holds.
+        what: String,
+    },
+
     /// A column family the store relies on is absent from the opened database.
     #[error("column family {name:?} is missing")]
     MissingColumnFamily {

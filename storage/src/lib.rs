@@ -24,6 +24,10 @@
 //!   with an expiry and read back by key; the same on every replica, carried by the snapshots
 //!   sent to other nodes.
 //!
+//! - [`backup`] — [`SnapshotCut`], a consistent cut of the store (machine, log position,
+//!   membership and archive at one applied log id) and its bytes, and [`backup::restore`],
+//!   which writes a cut into an empty database as a new cluster's starting state.
+//!
 //! # Recovery
 //!
 //! On restart the node opens the same [`Db`], creates a [`LogStore`] and calls
@@ -43,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod backup;
 pub mod db;
 pub mod error;
 pub mod log_store;
@@ -50,6 +55,7 @@ pub mod state_machine;
 mod wal_sync;
 
 pub use archive::{ArchiveOp, ArchivedRecord};
+pub use backup::SnapshotCut;
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
 pub use log_store::LogStore;

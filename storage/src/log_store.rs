@@ -42,11 +42,11 @@ use crate::db::{cf, get_json, to_json, Db, CF_LOGS, CF_META};
 use crate::error::StoreError;
 
 /// `meta` key of the persisted vote.
-const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
 /// `meta` key of the persisted committed log id.
-const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 /// `meta` key of the id of the last purged log entry.
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// Most recently appended entries kept decoded in memory.
 pub const RECENT_ENTRIES_MAX: usize = 128;

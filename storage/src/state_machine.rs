@@ -47,13 +47,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::archive::{self, ArchiveOp, ArchivedRecord};
+use crate::backup::SnapshotCut;
 use crate::db::{cf, commit, commit_around_wal, get_json, to_json, Db, CF_SNAPSHOT};
 use crate::error::StoreError;
 
 /// `snapshot` key of the JSON [`SnapshotMeta`].
-const KEY_SNAPSHOT_META: &[u8] = b"meta";
+pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 /// `snapshot` key of the snapshot bytes.
-const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// Most entries applied under one lock and answered together.
 pub const APPLY_CHUNK_ENTRIES_MAX: usize = 64;
@@ -125,30 +126,30 @@ pub struct AppliedState<C: RaftTypeConfig> {
 /// The bytes of a snapshot, decoded.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
-struct SnapshotPayload<C: RaftTypeConfig, M> {
+pub(crate) struct SnapshotPayload<C: RaftTypeConfig, M> {
     /// The machine's snapshot format ([`Machine::SNAPSHOT_FORMAT`] of the release that wrote
     /// it; absent, format 1, in snapshots written before formats were recorded).
     #[serde(default = "first_format")]
-    format: u32,
+    pub(crate) format: u32,
     /// The last log id the snapshot covers; must equal `SnapshotMeta::last_log_id`.
-    last_applied: Option<LogIdOf<C>>,
+    pub(crate) last_applied: Option<LogIdOf<C>>,
     /// The last membership the snapshot covers; must equal `SnapshotMeta::last_membership`.
-    last_membership: StoredMembershipOf<C>,
+    pub(crate) last_membership: StoredMembershipOf<C>,
     /// The application state.
-    machine: M,
+    pub(crate) machine: M,
     /// Archive operations of applied entries not yet written when the machine was copied;
     /// written again on restore (they are idempotent).
     #[serde(default)]
-    archive_pending: Vec<ArchiveOp>,
-    /// The whole archive, in a snapshot sent to another node; absent in the persisted one,
-    /// whose node keeps its archive in its own column family.
+    pub(crate) archive_pending: Vec<ArchiveOp>,
+    /// The whole archive, in a snapshot sent to another node or kept as a backup; absent in
+    /// the persisted one, whose node keeps its archive in its own column family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    archive: Option<Vec<ArchivedRecord>>,
+    pub(crate) archive: Option<Vec<ArchivedRecord>>,
 }
 
 impl<C: RaftTypeConfig, M> SnapshotPayload<C, M> {
     /// Checks that the payload agrees with the metadata it was stored or sent with.
-    fn check_against(&self, meta: &SnapshotMetaOf<C>) -> Result<(), StoreError> {
+    pub(crate) fn check_against(&self, meta: &SnapshotMetaOf<C>) -> Result<(), StoreError> {
         if self.last_applied != meta.last_log_id {
             return Err(StoreError::corrupt(format!(
                 "snapshot contents cover {:?} but its meta says {:?}",
@@ -172,7 +173,6 @@ impl<C: RaftTypeConfig, M> SnapshotPayload<C, M> {
     }
 }
 
-/// Decodes snapshot bytes.
 /// The format of data written before formats were recorded.
 fn first_format() -> u32 {
     1
@@ -180,7 +180,7 @@ fn first_format() -> u32 {
 
 /// Decodes snapshot bytes, refusing a format this release does not read (also where the
 /// machine of a newer format does not decode: the error then names the format, not a field).
-fn decode_payload<C: RaftTypeConfig, M: Machine>(
+pub(crate) fn decode_payload<C: RaftTypeConfig, M: Machine>(
     bytes: &[u8],
 ) -> Result<SnapshotPayload<C, M>, StoreError> {
     #[derive(Deserialize)]
@@ -437,6 +437,41 @@ where
         self.shared.db.run(move |db| archive::get(db, &key)).await
     }
 
+    /// A consistent cut of the store for a backup (see [`crate::backup`]): the machine, the
+    /// last applied log id and membership, and the archive, all at one applied log id. The
+    /// machine is copied and a RocksDB snapshot taken under the state's read lock, so no apply
+    /// runs between them; the archive is then read through that RocksDB snapshot, outside the
+    /// lock. What the machine retired and is not written yet goes along as pending operations.
+    /// Refused ([`StoreError::Empty`]) before anything was applied.
+    pub async fn cut(&self) -> Result<SnapshotCut<C, M>, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .db
+            .run(move |db| {
+                let inner = shared.inner.read().map_err(poisoned)?;
+                let Some(last_applied) = inner.last_applied.clone() else {
+                    return Err(StoreError::Empty {
+                        what: "nothing was applied yet".to_owned(),
+                    });
+                };
+                let machine = inner.machine.clone();
+                let last_membership = inner.last_membership.clone();
+                let archive_pending = inner.pending.clone();
+                let at = db.snapshot();
+                drop(inner);
+                let archive = archive::dump_at(db, &at)?;
+                Ok(SnapshotCut {
+                    format: M::SNAPSHOT_FORMAT,
+                    last_applied,
+                    last_membership,
+                    machine,
+                    archive,
+                    archive_pending,
+                })
+            })
+            .await
+    }
+
     /// Bytes of the last snapshot this process built or installed (0 before the first): the
     /// machine in memory, without the archive.
     pub fn snapshot_bytes(&self) -> u64 {
@@ -510,7 +545,7 @@ where
 
 /// Writes `ops` to the archive in one unsynced batch: a crash may lose its tail, which the
 /// log's replay writes again.
-fn write_archive(db: &DB, ops: &[ArchiveOp]) -> Result<(), StoreError> {
+pub(crate) fn write_archive(db: &DB, ops: &[ArchiveOp]) -> Result<(), StoreError> {
     if ops.is_empty() {
         return Ok(());
     }

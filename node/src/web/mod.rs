@@ -9,6 +9,7 @@
 //! - [`agent`]: login, availability, work, activities (agent tokens).
 //! - [`admin`]: directory changes and supervision (the admin credential).
 //! - [`members`]: membership changes (the admin credential).
+//! - [`backup`]: a backup file of the replicated state (the admin credential).
 //! - [`upgrade`]: rolling upgrades: versions and the cluster version (the admin credential).
 //! - [`stream`]: WebSocket streams for all three.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
@@ -35,6 +36,7 @@ use rate_limits::RateLimits;
 
 pub mod admin;
 pub mod agent;
+pub mod backup;
 pub mod customer;
 pub mod diagnostics;
 pub mod members;
@@ -180,6 +182,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(admin::routes)
                 .configure(members::routes)
                 .configure(upgrade::routes)
+                .configure(backup::routes)
                 .configure(diagnostics::routes)
                 .configure(stream::routes),
         )

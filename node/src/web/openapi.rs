@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, agent, customer, diagnostics, members, stream, upgrade};
+use super::{admin, agent, backup, customer, diagnostics, members, stream, upgrade};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -53,6 +53,7 @@ use super::{admin, agent, customer, diagnostics, members, stream, upgrade};
         members::remove_member,
         upgrade::upgrade_status,
         upgrade::finalize_upgrade,
+        backup::snapshot,
         diagnostics::validate,
         stream::chat_stream,
         stream::agent_stream,

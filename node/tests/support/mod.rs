@@ -193,6 +193,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra lines in each node's `[raft]` section.
     pub fn start_with(n: u64, raft_extra: &str) -> Self {
+        let mut cluster = Self::configure(n, raft_extra, "");
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Writes the configs (and certificates) of `n` nodes on fresh ports without starting
+    /// them: extra `[raft]` lines as in [`Cluster::start_with`], `top_extra` before everything
+    /// else in each file (top-level keys such as `cluster_id`).
+    pub fn configure(n: u64, raft_extra: &str, top_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         make_certs(&dir.path().join("certs"), n);
         let ports = free_ports(2 * n as usize);
@@ -213,8 +224,11 @@ impl Cluster {
             .map(|(&id, (http, grpc))| {
                 let config = dir.path().join(format!("node{id}.toml"));
                 let data = dir.path().join(format!("data{id}"));
-                fs::write(&config, config_text(id, &data, &addrs, raft_extra))
-                    .expect("writing config");
+                let text = format!(
+                    "{top_extra}\n{}",
+                    config_text(id, &data, &addrs, raft_extra)
+                );
+                fs::write(&config, text).expect("writing config");
                 Node {
                     id,
                     http: format!("http://{http}"),
@@ -229,11 +243,12 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
-        let mut cluster = Self { dir, nodes, client };
-        for id in 1..=n {
-            cluster.spawn(id);
-        }
-        cluster
+        Self { dir, nodes, client }
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
     }
 
     /// Adds node `id` to this test cluster's processes (not yet to its membership): its own
