@@ -188,6 +188,36 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_every_acknowledge
     let (ok, _, stderr) = parley(args(&["snapshot", "inspect", &path(&damaged)])).await;
     assert!(!ok && stderr.contains("checksum"), "{stderr}");
 
+    // With the writes stopped, a backup's digest is the one the source's cluster view reports
+    // at the same log index (the view computes it on its own path).
+    let mut compared = false;
+    for attempt in 0..5 {
+        let quiet = backups.path().join(format!("quiet-{attempt}.snapshot"));
+        let before = source.cluster_view(3).await.expect("a view");
+        let (ok, stdout, stderr) = parley(args(&[
+            "ctl",
+            "--url",
+            &source.node(3).http,
+            "--json",
+            "snapshot",
+            "save",
+            &path(&quiet),
+        ]))
+        .await;
+        assert!(ok, "snapshot save failed: {stderr}");
+        let after = source.cluster_view(3).await.expect("a view");
+        let quiet: Value = serde_json::from_str(&stdout).unwrap();
+        if before["applied_index"] == after["applied_index"]
+            && after["applied_index"] == quiet["log_id"]["index"]
+        {
+            assert_eq!(after["state_digest"], quiet["state_digest"], "{after} {quiet}");
+            compared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(compared, "the source never stood still for a backup");
+
     // Every node of the source is destroyed.
     let mut source = Arc::try_unwrap(source).unwrap_or_else(|_| panic!("the load still runs"));
     for id in 1..=3 {
