@@ -210,7 +210,10 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_every_acknowledge
         if before["applied_index"] == after["applied_index"]
             && after["applied_index"] == quiet["log_id"]["index"]
         {
-            assert_eq!(after["state_digest"], quiet["state_digest"], "{after} {quiet}");
+            assert_eq!(
+                after["state_digest"], quiet["state_digest"],
+                "{after} {quiet}"
+            );
             compared = true;
             break;
         }

@@ -211,7 +211,7 @@ impl Replica {
         let network = Network::new(options.id, peers.clone(), options.snapshot_chunk_bytes);
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
         let relays = Relays::start(options.id, peers.clone(), &raft);
-        let members = Members::new(options.id, raft.clone(), peers.clone());
+        let members = Members::new(options.id, raft.clone(), peers.clone(), store.clone());
         tokio::spawn(snapshot_by_size(
             raft.clone(),
             db.clone(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Op, Outcome};
 use crate::error::{Classified, ErrorClass, ProposeError};
+use crate::network::Peers;
 use crate::replica::Replica;
 use crate::types::NodeId;
 use crate::version::{self, Supported};
@@ -90,7 +91,7 @@ pub async fn status(replica: &Replica) -> UpgradeStatus {
                 let (supported, error) = if *id == replica.id() {
                     (Some(version::SUPPORTED), None)
                 } else {
-                    match ask(replica, *id, &info.grpc_addr).await {
+                    match ask(replica.peers(), *id, &info.grpc_addr).await {
                         Ok(supported) => (Some(supported), None),
                         Err(problem) => (None, Some(problem)),
                     }
@@ -146,11 +147,9 @@ pub async fn finalize(replica: &Replica) -> Result<UpgradeStatus, UpgradeError> 
     }
 }
 
-async fn ask(replica: &Replica, id: NodeId, addr: &str) -> Result<Supported, String> {
-    let mut client = replica
-        .peers()
-        .cluster_client(id, addr)
-        .map_err(|e| e.to_string())?;
+/// Asks node `id` at `addr` what its release supports.
+pub async fn ask(peers: &Peers, id: NodeId, addr: &str) -> Result<Supported, String> {
+    let mut client = peers.cluster_client(id, addr).map_err(|e| e.to_string())?;
     let mut request = tonic::Request::new(pb::VersionsRequest {});
     request.set_timeout(VERSIONS_TIMEOUT);
     let reply = tokio::time::timeout(VERSIONS_TIMEOUT, client.versions(request))

@@ -54,6 +54,31 @@ pub const SUPPORTED: Supported = Supported {
     cluster_version_max: CLUSTER_VERSION_MAX,
 };
 
+/// Why a node running `node`'s release cannot be a member of a cluster at `cluster_version`
+/// whose nodes run this release: it must implement the cluster version and read the log and
+/// snapshot formats this release writes. `None` when it can.
+pub fn unfit_to_join(node: &Supported, cluster_version: u32) -> Option<String> {
+    if node.cluster_version_max < cluster_version {
+        return Some(format!(
+            "its release implements cluster version {} at most; the cluster is at {cluster_version}",
+            node.cluster_version_max
+        ));
+    }
+    if !(node.log_format_min..=node.log_format).contains(&LOG_FORMAT) {
+        return Some(format!(
+            "its release reads log formats {}-{}; the cluster writes {LOG_FORMAT}",
+            node.log_format_min, node.log_format
+        ));
+    }
+    if !(node.snapshot_format_min..=node.snapshot_format).contains(&SNAPSHOT_FORMAT) {
+        return Some(format!(
+            "its release reads snapshot formats {}-{}; the cluster writes {SNAPSHOT_FORMAT}",
+            node.snapshot_format_min, node.snapshot_format
+        ));
+    }
+    None
+}
+
 /// The format of data written before formats were recorded.
 pub fn first_format() -> u32 {
     1
@@ -122,5 +147,30 @@ mod tests {
         assert!(reads_snapshot_format(SNAPSHOT_FORMAT));
         assert!(!reads_snapshot_format(SNAPSHOT_FORMAT + 1));
         assert!(!reads_log_format(0));
+    }
+
+    #[test]
+    fn a_node_joins_only_with_a_release_that_runs_the_cluster() {
+        assert_eq!(unfit_to_join(&SUPPORTED, CLUSTER_VERSION_MAX), None);
+        let old = Supported {
+            cluster_version_max: 1,
+            ..SUPPORTED
+        };
+        let why = unfit_to_join(&old, 2).expect("an older release is refused");
+        assert!(why.contains("cluster version 1 at most"), "{why}");
+        let newer_logs_only = Supported {
+            log_format_min: LOG_FORMAT + 1,
+            log_format: LOG_FORMAT + 1,
+            ..SUPPORTED
+        };
+        assert!(unfit_to_join(&newer_logs_only, 1).is_some_and(|w| w.contains("log formats")));
+        let newer_snapshots_only = Supported {
+            snapshot_format_min: SNAPSHOT_FORMAT + 1,
+            snapshot_format: SNAPSHOT_FORMAT + 1,
+            ..SUPPORTED
+        };
+        assert!(
+            unfit_to_join(&newer_snapshots_only, 1).is_some_and(|w| w.contains("snapshot formats"))
+        );
     }
 }

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::error::{Classified, ErrorClass};
 use crate::network::Peers;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, StateStore};
+use crate::version;
 
 /// A member's part in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +190,14 @@ pub enum Refusal {
         /// The voter.
         id: NodeId,
     },
+    /// The node's release cannot run in this cluster.
+    #[error("node {id} cannot join: {problem}; upgrade it first")]
+    Release {
+        /// The node.
+        id: NodeId,
+        /// What its release lacks.
+        problem: String,
+    },
     /// Another membership change has not finished.
     #[error("another membership change is in progress; retry when it has committed")]
     InProgress,
@@ -216,6 +225,7 @@ impl Classified for Refusal {
             Refusal::Quorum { .. } => "quorum_at_risk",
             Refusal::EmptiesSite { .. } => "site_emptied",
             Refusal::LastVoter { .. } => "last_voter",
+            Refusal::Release { .. } => "release_unsupported",
             Refusal::InProgress => "membership_change_in_progress",
             Refusal::Changed => "membership_changed",
         }
@@ -281,12 +291,49 @@ pub struct Members {
     id: NodeId,
     raft: Raft,
     peers: Peers,
+    /// The applied state, for the cluster version a joining node's release must implement.
+    store: StateStore,
 }
 
 impl Members {
     /// Membership requests of node `id`, forwarded through `peers`.
-    pub fn new(id: NodeId, raft: Raft, peers: Peers) -> Self {
-        Self { id, raft, peers }
+    pub fn new(id: NodeId, raft: Raft, peers: Peers, store: StateStore) -> Self {
+        Self {
+            id,
+            raft,
+            peers,
+            store,
+        }
+    }
+
+    /// Refuses adding or promoting a node whose release cannot run in this cluster (see
+    /// [`version::unfit_to_join`]). A node added as a learner may not run yet: it is asked, and
+    /// refused only if it answers with a release that does not fit. A learner to promote has
+    /// been heard from lately and must answer.
+    async fn check_release(
+        &self,
+        list: &MemberList,
+        change: &MemberChange,
+    ) -> Result<(), LeaderAnswer> {
+        let (id, addr, must_answer) = match change {
+            MemberChange::Add { id, grpc_addr, .. } => (*id, grpc_addr.clone(), false),
+            MemberChange::Promote { id } => match list.members.iter().find(|m| m.id == *id) {
+                Some(member) => (*id, member.grpc_addr.clone(), true),
+                None => return Ok(()),
+            },
+            MemberChange::Remove { .. } => return Ok(()),
+        };
+        let cluster_version = self.store.read(|state, _| state.cluster_version.0);
+        match crate::upgrade::ask(&self.peers, id, &addr).await {
+            Ok(supported) => match version::unfit_to_join(&supported, cluster_version) {
+                Some(problem) => Err(LeaderAnswer::Refused(Refusal::Release { id, problem })),
+                None => Ok(()),
+            },
+            Err(problem) if must_answer => Err(LeaderAnswer::Unavailable(format!(
+                "node {id} did not say what its release supports: {problem}"
+            ))),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Lists the members (`change` is `None`) or makes `change`, through whichever node leads,
@@ -405,6 +452,9 @@ impl Members {
         };
         if observed != committed {
             return LeaderAnswer::Refused(Refusal::InProgress);
+        }
+        if let Err(answer) = self.check_release(&list, &change).await {
+            return answer;
         }
         tracing::info!(?change, "changing the membership");
         let proposal = self.raft.change_membership_if(
