@@ -256,9 +256,14 @@ pub struct ClusterView {
     pub applied_index: Option<u64>,
     /// BLAKE3 of the applied state at `applied_index`.
     pub state_digest: String,
-    /// Whether this node is cut off and serving as an island (island mode is not built yet:
-    /// always false).
+    /// Whether this node is an island: it has heard from no leader (or, leading, from no
+    /// quorum) for `island_after`. Serving writes as an island is not built yet: an island
+    /// refuses writes as a node without a leader does.
     pub island: bool,
+    /// This node's island epoch: how many times it became an island (0: never).
+    pub island_epoch: u64,
+    /// How long this node has been an island, in ms; `null` while it is not one.
+    pub island_for_ms: Option<u64>,
     /// The replicated cluster version, as applied here.
     pub cluster_version: u32,
     /// What this node's release reads, writes and implements.
@@ -292,7 +297,8 @@ impl Handler<GetClusterView> for AppActor {
                     } else {
                         "learner"
                     };
-                    Member::new(*id, info, role)
+                    let reachable = status.reachable.get(id).copied().flatten();
+                    Member::new(*id, info, role, reachable)
                 })
                 .collect();
             Ok(ClusterView {
@@ -307,7 +313,12 @@ impl Handler<GetClusterView> for AppActor {
                 snapshot_index: status.snapshot_index,
                 applied_index,
                 state_digest,
-                island: false,
+                island: status.island.island(),
+                island_epoch: status.island.epoch,
+                island_for_ms: status
+                    .island
+                    .since
+                    .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
                 cluster_version: replica.read(|state, _| state.cluster_version.0),
                 versions: parley_raft::version::SUPPORTED.into(),
             })

@@ -86,6 +86,11 @@ pub struct RawConfig {
     /// chat is kept, `retention.hot` plus `retention.archive`, at most 365 days.
     #[serde(default, with = "humantime_serde")]
     pub chat_token_ttl: Option<Duration>,
+    /// How long this node goes without hearing from a leader (or, leading, from a quorum)
+    /// before it is an island: at least twice `raft.election_timeout_max` (an election alone
+    /// must not make an island) and at most 1 hour. Default `10s`.
+    #[serde(default = "island_after_default", with = "humantime_serde")]
+    pub island_after: Duration,
     /// How long finished work is kept in memory, then in the archive.
     #[serde(default)]
     pub retention: RawRetention,
@@ -563,6 +568,8 @@ pub struct Config {
     pub token_keys: TokenKeys,
     /// How long a chat token opens its chat.
     pub chat_token_ttl: Duration,
+    /// How long without a leader before this node is an island.
+    pub island_after: Duration,
     /// See [`RawRetention`].
     pub retention: Retention,
     /// Durability policy.
@@ -697,6 +704,18 @@ impl RawConfig {
                 "must be greater than raft.election_timeout_min",
             ));
         }
+        if self.island_after < raft.election_timeout_max * 2
+            || self.island_after > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "island_after",
+                format!(
+                    "({}) must be at least twice raft.election_timeout_max ({}) and at most 1h",
+                    humantime::format_duration(self.island_after),
+                    humantime::format_duration(raft.election_timeout_max)
+                ),
+            ));
+        }
         if raft.snapshot_every_entries == 0 {
             return Err(invalid("raft.snapshot_every_entries", "must be positive"));
         }
@@ -822,6 +841,7 @@ impl RawConfig {
             grpc_listen,
             token_keys,
             chat_token_ttl,
+            island_after: self.island_after,
             retention,
             fsync: self.fsync,
             raft: self.raft,
@@ -1007,3 +1027,8 @@ fn check_range_ms(
 
 #[cfg(test)]
 mod tests;
+
+/// The default of `island_after`.
+fn island_after_default() -> Duration {
+    Duration::from_secs(10)
+}

@@ -67,6 +67,8 @@ pub struct Metrics {
     term: Gauge,
     leader_id: Gauge,
     is_leader: Gauge,
+    island: Gauge,
+    island_epoch: Gauge,
     last_log_index: Gauge,
     commit_index: Gauge,
     applied_index: Gauge,
@@ -116,6 +118,18 @@ impl Metrics {
             "raft_is_leader",
             "1 when this node leads",
             is_leader.clone(),
+        );
+        let island = Gauge::default();
+        registry.register(
+            "island",
+            "1 while this node is an island (no leader or quorum heard for island_after)",
+            island.clone(),
+        );
+        let island_epoch = Gauge::default();
+        registry.register(
+            "island_epoch",
+            "How many times this node became an island",
+            island_epoch.clone(),
         );
         let last_log_index = Gauge::default();
         registry.register(
@@ -248,6 +262,8 @@ impl Metrics {
             term,
             leader_id,
             is_leader,
+            island,
+            island_epoch,
             last_log_index,
             commit_index,
             applied_index,
@@ -328,6 +344,8 @@ impl Metrics {
         self.leader_id.set(as_gauge(status.leader).max(0));
         self.is_leader
             .set(i64::from(status.leader == Some(status.id)));
+        self.island.set(i64::from(status.island.island()));
+        self.island_epoch.set(as_gauge(Some(status.island.epoch)));
         self.last_log_index.set(as_gauge(status.last_log_index));
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));

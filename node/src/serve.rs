@@ -56,6 +56,7 @@ pub fn replica_options(config: &Config) -> ReplicaOptions {
     options.snapshot_every_log_bytes = config.raft.snapshot_every_log_bytes;
     options.snapshot_chunk_bytes = config.raft.snapshot_chunk_bytes;
     options.log_entries_kept_after_snapshot = config.raft.log_entries_kept_after_snapshot;
+    options.island_after = config.island_after;
     options.proposer = ProposerOptions {
         write_timeout: config.timeouts.write,
         inflight_batches_max: config.raft.inflight_batches_max,

@@ -16,6 +16,7 @@
 //!   the TLS accept loop.
 //! - [`membership`]: listing and changing the members (learners, promotion, removal) through
 //!   the leader, and the checks a change must pass.
+//! - [`island`]: whether this node is cut off from the quorum (an island), and its island epoch.
 //! - [`relay`]: best-effort relay of ephemeral events to the current members.
 //! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
 //! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
@@ -33,6 +34,7 @@ pub mod backup;
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod island;
 pub mod limits;
 pub mod membership;
 pub mod network;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::command::{Op, Outcome};
 use crate::error::{ProposeError, ReplicaError};
+use crate::island::{IslandStatus, LeaderContact};
 use crate::membership::Members;
 use crate::network::{Connector, Network, Peers};
 use crate::proposer::{Clock, Proposer, ProposerOptions};
@@ -60,6 +61,9 @@ pub struct ReplicaOptions {
     pub log_entries_kept_after_snapshot: u64,
     /// Proposer tuning.
     pub proposer: ProposerOptions,
+    /// How long without a leader (or, leading, without a quorum) before this node is an island
+    /// (see [`crate::island`]).
+    pub island_after: Duration,
 }
 
 /// The cluster id [`ReplicaOptions::new`] starts with.
@@ -82,6 +86,7 @@ impl ReplicaOptions {
             snapshot_chunk_bytes: 1024 * 1024,
             log_entries_kept_after_snapshot: 1_000,
             proposer: ProposerOptions::default(),
+            island_after: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +122,12 @@ pub struct ReplicaStatus {
     pub forward_rpcs: u64,
     /// Writes those forward RPCs carried.
     pub forwarded_writes: u64,
+    /// Whether this node is an island, and its island epoch.
+    #[serde(skip)]
+    pub island: IslandStatus,
+    /// Which members this node can reach, as far as it knows (see
+    /// [`crate::island::reachability`]).
+    pub reachable: BTreeMap<NodeId, Option<bool>>,
 }
 
 /// How often the log's growth since the last snapshot is compared with
@@ -164,6 +175,12 @@ pub struct Replica {
     relays: Relays,
     members: Members,
     peers: Peers,
+    /// When a leader was last heard from, noted by the Raft server.
+    contact: LeaderContact,
+    /// Whether this node is an island.
+    island: watch::Receiver<IslandStatus>,
+    /// The bound of [`ReplicaOptions::island_after`].
+    island_after: Duration,
 }
 
 impl Replica {
@@ -224,6 +241,13 @@ impl Replica {
             clock,
             options.proposer,
         );
+        let contact = LeaderContact::default();
+        let island = crate::island::watch(
+            raft.clone(),
+            contact.clone(),
+            db.clone(),
+            options.island_after,
+        );
         Ok(Self {
             id: options.id,
             cluster_id: options.cluster_id,
@@ -235,6 +259,9 @@ impl Replica {
             relays,
             members,
             peers,
+            contact,
+            island,
+            island_after: options.island_after,
         })
     }
 
@@ -272,6 +299,11 @@ impl Replica {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Whether this node is an island now, and its island epoch.
+    pub fn island(&self) -> IslandStatus {
+        *self.island.borrow()
     }
 
     /// The cluster this node belongs to.
@@ -370,7 +402,7 @@ impl Replica {
     /// The gRPC services to host for peers.
     pub fn services(&self) -> (RaftService, ClusterService) {
         (
-            RaftService::new(self.raft.clone()),
+            RaftService::new(self.raft.clone(), self.contact.clone()),
             ClusterService::new(self.proposer.clone(), self.members.clone()),
         )
     }
@@ -399,6 +431,13 @@ impl Replica {
             wal_syncs: self.db.wal_syncs(),
             forward_rpcs: self.proposer.forward_stats().rpcs(),
             forwarded_writes: self.proposer.forward_stats().writes(),
+            island: *self.island.borrow(),
+            reachable: crate::island::reachability(
+                self.id,
+                &m,
+                self.contact.last(),
+                self.island_after,
+            ),
         }
     }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{Fatal, RaftError};
-use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
+};
 use parley_proto::v1 as pb;
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::raft_server::{Raft as RaftRpc, RaftServer};
@@ -29,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec::{self, AssembledSnapshot, SnapshotAssembly};
 use crate::command::{Command, Outcome};
 use crate::error::{grpc_status, ErrorClass};
+use crate::island::LeaderContact;
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::membership::{self, MemberChange, Members, MEMBERSHIP_DEADLINE_MS_MAX};
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
@@ -52,12 +55,14 @@ const STREAM_APPEND_BUFFER: usize = 64;
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    /// Noted on every AppendEntries a leader sent that was not refused for its vote.
+    contact: LeaderContact,
 }
 
 impl RaftService {
-    /// Serves `raft`.
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    /// Serves `raft`, noting leader contact in `contact` (see [`crate::island`]).
+    pub fn new(raft: Raft, contact: LeaderContact) -> Self {
+        Self { raft, contact }
     }
 }
 
@@ -138,7 +143,11 @@ impl RaftRpc for RaftService {
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc = codec::decode(&request.into_inner().json).map_err(bad_payload)?;
-        reply(&raft_value(self.raft.append_entries(rpc).await)?)
+        let answer = raft_value(self.raft.append_entries(rpc).await)?;
+        if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+            self.contact.note();
+        }
+        reply(&answer)
     }
 
     type StreamAppendStream = ReceiverStream<Result<pb::RaftPayload, Status>>;
@@ -176,11 +185,15 @@ impl RaftRpc for RaftService {
         // openraft's answers, in order, until it refuses one (conflict, higher vote), stops, or
         // has answered every request; it ends its stream after a refusal.
         let output = self.raft.stream_append(ReceiverStream::new(requests_queue));
+        let contact = self.contact.clone();
         tokio::spawn(async move {
             let mut output = std::pin::pin!(output);
             while let Some(item) = output.next().await {
                 let (answer, last) = match item {
                     Ok(result) => {
+                        if !matches!(result, Err(StreamAppendError::HigherVote(_))) {
+                            contact.note();
+                        }
                         let refused = result.is_err();
                         (payload::<StreamAppendResult<TypeConfig>>(&result), refused)
                     }

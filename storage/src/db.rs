@@ -179,6 +179,39 @@ impl Db {
         self.log_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// The node-local value `name`: kept in `meta` beside the vote, never replicated, never in
+    /// a snapshot or a backup (e.g. the island epoch). Blocking: call it off the async workers
+    /// where that matters.
+    pub fn local_u64(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let key = local_key(name);
+        let value = self
+            .inner
+            .get_cf(cf(&self.inner, CF_META)?, &key)
+            .map_err(|source| StoreError::Rocks {
+                op: "read local value",
+                source,
+            })?;
+        value
+            .map(|bytes| {
+                <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::corrupt(format!("local value {name} is not 8 bytes")))
+            })
+            .transpose()
+    }
+
+    /// Writes the node-local value `name` (see [`Db::local_u64`]), synced before it returns.
+    /// Blocking: call it off the async workers.
+    pub fn put_local_u64(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf(&self.inner, CF_META)?,
+            local_key(name),
+            value.to_be_bytes(),
+        );
+        commit(&self.inner, batch, FsyncPolicy::Always, "write local value")
+    }
+
     /// Total size in bytes of all files in the database directory (SST files, WAL, manifest,
     /// ...). Used by benchmarks to measure storage amplification. Synchronous: it walks the
     /// directory.
@@ -374,4 +407,9 @@ fn dir_size(path: &Path) -> Result<u64, StoreError> {
         }
     }
     Ok(total)
+}
+
+/// The `meta` key of the node-local value `name`.
+fn local_key(name: &str) -> Vec<u8> {
+    format!("local/{name}").into_bytes()
 }

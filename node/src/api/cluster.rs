@@ -19,17 +19,23 @@ pub struct Member {
     pub http_addr: String,
     /// `leader`, `follower` (a voter) or `learner` as far as the answering node knows.
     pub role: &'static str,
+    /// Whether the answering node reaches it: a leader knows of every member (acknowledged
+    /// within `island_after`), a follower only of its leader (heard from within
+    /// `island_after`); `null` where the answering node cannot tell.
+    pub reachable: Option<bool>,
 }
 
 impl Member {
-    /// The member `id` described by `info`, in `role`.
-    pub fn new(id: u64, info: &NodeInfo, role: &'static str) -> Self {
+    /// The member `id` described by `info`, in `role`, reachable as far as the answering node
+    /// knows.
+    pub fn new(id: u64, info: &NodeInfo, role: &'static str, reachable: Option<bool>) -> Self {
         Self {
             id,
             site: info.site.clone(),
             grpc_addr: info.grpc_addr.clone(),
             http_addr: info.http_addr.clone(),
             role,
+            reachable,
         }
     }
 }

@@ -430,3 +430,36 @@ fn the_cluster_id_is_configured_or_derived_from_the_secret() {
     );
     assert!(problem(&bad).contains("invalid cluster_id"));
 }
+
+#[test]
+fn island_after_outlasts_an_election_and_has_a_default() {
+    assert_eq!(
+        load(GOOD, &[]).unwrap().island_after,
+        Duration::from_secs(10)
+    );
+    let set = GOOD.replace(
+        "cluster_secret =",
+        "island_after = \"30s\"\ncluster_secret =",
+    );
+    assert_eq!(
+        load(&set, &[]).unwrap().island_after,
+        Duration::from_secs(30)
+    );
+    // Shorter than two elections: a leader change alone would make islands.
+    let short = GOOD.replace(
+        "cluster_secret =",
+        "island_after = \"500ms\"\ncluster_secret =",
+    );
+    let why = problem(&short);
+    assert!(
+        why.contains("island_after") && why.contains("election_timeout_max"),
+        "{why}"
+    );
+    let long = GOOD.replace(
+        "cluster_secret =",
+        "island_after = \"2h\"\ncluster_secret =",
+    );
+    assert!(problem(&long).contains("island_after"));
+    let env = load(GOOD, &[("PARLEY_ISLAND_AFTER", "20s")]).unwrap();
+    assert_eq!(env.island_after, Duration::from_secs(20));
+}
