@@ -77,6 +77,13 @@ pub fn settings() -> ChannelSettings {
 /// thread: turmoil runs everything on the caller's).
 pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, (Option<NodeId>, u64)>>>;
 
+/// Every node's island statuses as they changed, `(island, epoch)` in order, across restarts.
+pub type Islands = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Vec<(bool, u64)>>>>;
+
+/// How long a simulated node goes without a leader before it is an island: over twice the
+/// longest election timeout of five nodes.
+pub const SIM_ISLAND_AFTER: Duration = Duration::from_secs(2);
+
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
 /// which outlives the host, so a bounce is a restart after kill -9. With `members` empty the
 /// node joins an existing cluster (`cluster_state = "existing"`): it forms none and waits to
@@ -87,6 +94,7 @@ pub async fn run(
     directory: Directory,
     data_dir: PathBuf,
     leaders: Leaders,
+    islands: Islands,
 ) -> turmoil::Result {
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
@@ -101,6 +109,7 @@ pub async fn run(
     options.heartbeat_ms = 100;
     options.election_timeout_min_ms = 300 + 60 * id;
     options.election_timeout_max_ms = options.election_timeout_min_ms + 1;
+    options.island_after = SIM_ISLAND_AFTER;
     let clock: Arc<dyn Clock> = Arc::new(SimClock);
     let replica = Replica::open(
         options,
@@ -146,6 +155,24 @@ pub async fn run(
             }
         });
     }
+    let mut island = replica.subscribe_island();
+    tokio::task::spawn_local(async move {
+        loop {
+            let seen = {
+                let status = *island.borrow_and_update();
+                (status.island(), status.epoch)
+            };
+            let mut islands = islands.borrow_mut();
+            let history = islands.entry(id).or_default();
+            if history.last() != Some(&seen) {
+                history.push(seen);
+            }
+            drop(islands);
+            if island.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let mut metrics = replica.raft().metrics();
     tokio::task::spawn_local(async move {
         loop {

@@ -26,6 +26,9 @@ pub struct Scenario {
     /// Whether the first leader must lead to the end, in the first term: no fault in the
     /// scenario may cost an election.
     pub leader_survives: bool,
+    /// How many nodes must have become islands (cut off from the quorum for
+    /// `SIM_ISLAND_AFTER`); `None`: not checked.
+    pub islands: Option<usize>,
 }
 
 fn at(seconds: f64) -> Duration {
@@ -50,6 +53,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "application-node-restored",
@@ -65,6 +69,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "services-node-dies",
@@ -84,6 +89,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: true,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -104,6 +110,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -124,6 +131,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -145,6 +153,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "leader-failover",
@@ -165,6 +174,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "follower-cut-off-returns",
@@ -185,6 +195,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: true,
+            islands: Some(1),
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -204,6 +215,9 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            // The cut-off leader becomes an island; whether a node across the cut link does too
+            // depends on which node leads next.
+            islands: None,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -226,6 +240,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "client-network-drops",
@@ -243,6 +258,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "double-submit",
@@ -259,6 +275,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
         Scenario {
             name: "node-replaced-under-faults",
@@ -282,6 +299,7 @@ pub fn all() -> Vec<Scenario> {
             all_completed: true,
             offers_time_out: false,
             leader_survives: false,
+            islands: None,
         },
     ]
 }

@@ -150,6 +150,8 @@ pub struct Report {
     pub offer_timeouts: u64,
     /// The converged state digest: equal across reruns of a seed when the run replayed exactly.
     pub digest: String,
+    /// How many times each node became an island.
+    pub islands_entered: BTreeMap<NodeId, u64>,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time,
@@ -355,6 +357,7 @@ pub fn run(spec: &Spec) -> Report {
         .build();
     let members = node::members(spec.nodes);
     let leaders = node::Leaders::default();
+    let islands = node::Islands::default();
     for (index, dir) in dirs.iter().enumerate() {
         let id = index as u64 + 1;
         // A spare joins an existing cluster: no members to form one with.
@@ -365,6 +368,7 @@ pub fn run(spec: &Spec) -> Report {
         };
         let path = dir.path().to_path_buf();
         let leaders = leaders.clone();
+        let islands = islands.clone();
         let limits = spec.agent_limits.clone();
         sim.host(host_name(id), move || {
             node::run(
@@ -373,6 +377,7 @@ pub fn run(spec: &Spec) -> Report {
                 directory(&limits),
                 path.clone(),
                 leaders.clone(),
+                islands.clone(),
             )
         });
     }
@@ -506,6 +511,10 @@ pub fn run(spec: &Spec) -> Report {
     }
     report.leader_faults_without_election = awaiting_election.len();
     report.simulated = sim.elapsed();
+    let members: BTreeSet<NodeId> = changes.borrow().expected.iter().copied().collect();
+    let (entered, mut broken) = crate::oracle::islands::check_islands(&islands.borrow(), &members);
+    report.islands_entered = entered;
+    report.violations.append(&mut broken);
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
         Some(Ok(settled)) => {

@@ -58,6 +58,14 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                     scenario.name
                 );
             }
+            if let Some(islands) = scenario.islands {
+                let became = report.islands_entered.values().filter(|n| **n > 0).count();
+                assert_eq!(
+                    became, islands,
+                    "{}, seed {seed}: nodes that became islands: {:?}",
+                    scenario.name, report.islands_entered
+                );
+            }
             if scenario.offers_time_out {
                 assert!(
                     report.offer_timeouts > 0,

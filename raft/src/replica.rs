@@ -306,6 +306,11 @@ impl Replica {
         *self.island.borrow()
     }
 
+    /// A receiver that changes whenever this node becomes or stops being an island.
+    pub fn subscribe_island(&self) -> watch::Receiver<IslandStatus> {
+        self.island.clone()
+    }
+
     /// The cluster this node belongs to.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id

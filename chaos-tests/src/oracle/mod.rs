@@ -16,9 +16,12 @@
 //!   feed, the agent never holds more than their limit; at the end each activity's holder lists
 //!   it as work and nobody else does, and no agent is over a limit;
 //! - the node's own `State::validate`;
-//! - G7: at one applied index, one digest.
+//! - G7: at one applied index, one digest;
+//! - islands ([`islands`]): epochs only go up, across restarts too; each island starts the next
+//!   epoch; no member is still an island once the cluster settled.
 
 pub mod check;
+pub mod islands;
 pub mod observe;
 pub mod record;
 #[cfg(test)]
