@@ -162,12 +162,13 @@ pub async fn run(
                 let status = *island.borrow_and_update();
                 (status.island(), status.epoch)
             };
-            let mut islands = islands.borrow_mut();
-            let history = islands.entry(id).or_default();
-            if history.last() != Some(&seen) {
-                history.push(seen);
+            {
+                let mut islands = islands.borrow_mut();
+                let history = islands.entry(id).or_default();
+                if history.last() != Some(&seen) {
+                    history.push(seen);
+                }
             }
-            drop(islands);
             if island.changed().await.is_err() {
                 return;
             }
