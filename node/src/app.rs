@@ -350,20 +350,7 @@ impl Handler<CheckReady> for AppActor {
                 .await
                 .map_err(|e| format!("raft stopped: {e}"))?;
             // Applying trails commit by moments; give it a short while before saying no.
-            let mut applied = replica.subscribe_applied();
-            let caught_up = tokio::time::timeout(READY_APPLY_WAIT, async {
-                loop {
-                    if applied.borrow().last_applied.map(|id| id.index) >= committed {
-                        return true;
-                    }
-                    if applied.changed().await.is_err() {
-                        return false;
-                    }
-                }
-            })
-            .await
-            .unwrap_or(false);
-            if !caught_up {
+            if !replica.wait_applied(committed, READY_APPLY_WAIT).await {
                 return Err(format!(
                     "applied index {:?} is behind commit index {committed:?}",
                     replica.status().applied_index

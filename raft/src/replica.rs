@@ -446,6 +446,24 @@ impl Replica {
         }
     }
 
+    /// Waits up to `within` until this node has applied `index` (nothing to wait for when it
+    /// is `None`); whether it did.
+    pub async fn wait_applied(&self, index: Option<u64>, within: Duration) -> bool {
+        let mut applied = self.subscribe_applied();
+        tokio::time::timeout(within, async {
+            loop {
+                if applied.borrow().last_applied.map(|id| id.index) >= index {
+                    return true;
+                }
+                if applied.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// The commit index this node knows of.
     pub async fn committed_index(&self) -> Result<Option<u64>, ReplicaError> {
         Ok(self

@@ -93,20 +93,7 @@ pub async fn take(replica: &Replica, catch_up: Duration) -> Result<Backup, Backu
         .await
         .map_err(|e| BackupError::NotReady(format!("the leader's log index: {e}")))?;
     let target = leader.last_log_index;
-    let mut applied = replica.subscribe_applied();
-    let caught_up = tokio::time::timeout(catch_up, async {
-        loop {
-            if applied.borrow().last_applied.map(|id| id.index) >= target {
-                return true;
-            }
-            if applied.changed().await.is_err() {
-                return false;
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
-    if !caught_up {
+    if !replica.wait_applied(target, catch_up).await {
         return Err(BackupError::NotReady(format!(
             "this node has not applied up to the leader's log index {target:?} within {} ms",
             catch_up.as_millis()
