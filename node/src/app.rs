@@ -297,8 +297,14 @@ impl Handler<GetClusterView> for AppActor {
                     } else {
                         "learner"
                     };
-                    let reachable = status.reachable.get(id).copied().flatten();
-                    Member::new(*id, info, role, reachable)
+                    let seen = status.seen.get(id);
+                    Member::new(
+                        *id,
+                        info,
+                        role,
+                        seen.and_then(|s| s.reachable),
+                        seen.and_then(|s| s.island),
+                    )
                 })
                 .collect();
             Ok(ClusterView {

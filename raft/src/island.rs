@@ -11,17 +11,16 @@
 //! [`Detector`] is the pure rule; [`watch`] runs it every [`ISLAND_CHECK_INTERVAL`] on a
 //! replica and publishes [`IslandStatus`].
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::{Instant as _, RaftMetrics, ServerState};
+use openraft::{Instant as _, ServerState};
 use parley_storage::Db;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::types::{NodeId, Raft, TypeConfig};
+use crate::types::Raft;
 
 /// How often a node checks whether it is an island.
 pub const ISLAND_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -191,42 +190,6 @@ pub fn watch(
         }
     });
     rx
-}
-
-/// Which members node `me` can reach, as far as it knows, given its metrics `m`, when it last
-/// heard from a leader (`leader_contact`), and the bound `within`: a leader knows every member
-/// (acknowledged within `within`); a follower knows only its leader (heard from within
-/// `within`); `None` where this node cannot tell.
-pub fn reachability(
-    me: NodeId,
-    m: &RaftMetrics<TypeConfig>,
-    leader_contact: Option<Instant>,
-    within: Duration,
-) -> BTreeMap<NodeId, Option<bool>> {
-    let now = Instant::now();
-    let recent =
-        |at: Option<Instant>| at.is_some_and(|at| now.saturating_duration_since(at) < within);
-    m.membership_config
-        .membership()
-        .nodes()
-        .map(|(id, _)| {
-            let known = if *id == me {
-                Some(true)
-            } else if m.state == ServerState::Leader {
-                let acked = m
-                    .heartbeat
-                    .as_ref()
-                    .and_then(|beats| beats.get(id).cloned().flatten())
-                    .map(|at| now.checked_sub(at.elapsed()).unwrap_or(now));
-                Some(recent(acked))
-            } else if m.current_leader == Some(*id) {
-                Some(recent(leader_contact))
-            } else {
-                None
-            };
-            (*id, known)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! - [`membership`]: listing and changing the members (learners, promotion, removal) through
 //!   the leader, and the checks a change must pass.
 //! - [`island`]: whether this node is cut off from the quorum (an island), and its island epoch.
+//! - [`probe`]: every member asked once a second whether it is an island: which members a node
+//!   reaches.
 //! - [`relay`]: best-effort relay of ephemeral events to the current members.
 //! - [`proposer`]: group commit (many commands in one Raft entry) and forwarding to the leader.
 //! - [`replica`]: one node's replica: storage, Raft, proposer, wired together.
@@ -38,6 +40,7 @@ pub mod island;
 pub mod limits;
 pub mod membership;
 pub mod network;
+pub mod probe;
 pub mod proposer;
 pub mod relay;
 pub mod replica;

@@ -19,6 +19,7 @@ use crate::error::{ProposeError, ReplicaError};
 use crate::island::{IslandStatus, LeaderContact};
 use crate::membership::Members;
 use crate::network::{Connector, Network, Peers};
+use crate::probe::{Probes, Seen};
 use crate::proposer::{Clock, Proposer, ProposerOptions};
 use crate::relay::Relays;
 use crate::route::RouteCheck;
@@ -125,9 +126,9 @@ pub struct ReplicaStatus {
     /// Whether this node is an island, and its island epoch.
     #[serde(skip)]
     pub island: IslandStatus,
-    /// Which members this node can reach, as far as it knows (see
-    /// [`crate::island::reachability`]).
-    pub reachable: BTreeMap<NodeId, Option<bool>>,
+    /// What this node's probes say of every member (see [`crate::probe`]).
+    #[serde(skip)]
+    pub seen: BTreeMap<NodeId, Seen>,
 }
 
 /// How often the log's growth since the last snapshot is compared with
@@ -181,6 +182,8 @@ pub struct Replica {
     island: watch::Receiver<IslandStatus>,
     /// The bound of [`ReplicaOptions::island_after`].
     island_after: Duration,
+    /// What every other member last answered to a probe.
+    probes: Probes,
 }
 
 impl Replica {
@@ -241,6 +244,7 @@ impl Replica {
             clock,
             options.proposer,
         );
+        let probes = crate::probe::start(options.id, raft.clone(), peers.clone());
         let contact = LeaderContact::default();
         let island = crate::island::watch(
             raft.clone(),
@@ -262,6 +266,7 @@ impl Replica {
             contact,
             island,
             island_after: options.island_after,
+            probes,
         })
     }
 
@@ -408,7 +413,11 @@ impl Replica {
     pub fn services(&self) -> (RaftService, ClusterService) {
         (
             RaftService::new(self.raft.clone(), self.contact.clone()),
-            ClusterService::new(self.proposer.clone(), self.members.clone()),
+            ClusterService::new(
+                self.proposer.clone(),
+                self.members.clone(),
+                self.island.clone(),
+            ),
         )
     }
 
@@ -437,12 +446,22 @@ impl Replica {
             forward_rpcs: self.proposer.forward_stats().rpcs(),
             forwarded_writes: self.proposer.forward_stats().writes(),
             island: *self.island.borrow(),
-            reachable: crate::island::reachability(
-                self.id,
-                &m,
-                self.contact.last(),
-                self.island_after,
-            ),
+            seen: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| {
+                    let seen = if *id == self.id {
+                        Seen {
+                            reachable: Some(true),
+                            island: Some(self.island.borrow().island()),
+                        }
+                    } else {
+                        self.probes.seen(*id, self.island_after)
+                    };
+                    (*id, seen)
+                })
+                .collect(),
         }
     }
 

@@ -21,7 +21,7 @@ use parley_proto::v1 as pb;
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::raft_server::{Raft as RaftRpc, RaftServer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec::{self, AssembledSnapshot, SnapshotAssembly};
 use crate::command::{Command, Outcome};
 use crate::error::{grpc_status, ErrorClass};
-use crate::island::LeaderContact;
+use crate::island::{IslandStatus, LeaderContact};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::membership::{self, MemberChange, Members, MEMBERSHIP_DEADLINE_MS_MAX};
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
@@ -280,16 +280,23 @@ pub struct ClusterService {
     proposer: Proposer,
     members: Members,
     relay: Option<mpsc::Sender<pb::Ephemeral>>,
+    /// Whether this node is an island, for probes.
+    island: watch::Receiver<IslandStatus>,
 }
 
 impl ClusterService {
-    /// Proposes through `proposer` and answers membership requests with `members`; relayed
-    /// ephemeral events are dropped.
-    pub fn new(proposer: Proposer, members: Members) -> Self {
+    /// Proposes through `proposer`, answers membership requests with `members` and probes with
+    /// `island`; relayed ephemeral events are dropped.
+    pub fn new(
+        proposer: Proposer,
+        members: Members,
+        island: watch::Receiver<IslandStatus>,
+    ) -> Self {
         Self {
             proposer,
             members,
             relay: None,
+            island,
         }
     }
 
@@ -397,6 +404,17 @@ impl Cluster for ClusterService {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(deadline_ms));
         let answer = self.members.on_leader(change, deadline).await;
         Ok(Response::new(membership::encode_reply(answer)))
+    }
+
+    async fn probe(
+        &self,
+        _request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeReply>, Status> {
+        let status = *self.island.borrow();
+        Ok(Response::new(pb::ProbeReply {
+            island: status.island(),
+            island_epoch: status.epoch,
+        }))
     }
 
     async fn versions(

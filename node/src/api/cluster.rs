@@ -19,16 +19,23 @@ pub struct Member {
     pub http_addr: String,
     /// `leader`, `follower` (a voter) or `learner` as far as the answering node knows.
     pub role: &'static str,
-    /// Whether the answering node reaches it: a leader knows of every member (acknowledged
-    /// within `island_after`), a follower only of its leader (heard from within
-    /// `island_after`); `null` where the answering node cannot tell.
+    /// Whether the answering node reaches it: it answered the answering node's probe (one a
+    /// second) within `island_after`; `null` until the answering node has probed that long.
     pub reachable: Option<bool>,
+    /// Whether it was an island when it last answered a probe; `null` if it never did.
+    pub island: Option<bool>,
 }
 
 impl Member {
-    /// The member `id` described by `info`, in `role`, reachable as far as the answering node
-    /// knows.
-    pub fn new(id: u64, info: &NodeInfo, role: &'static str, reachable: Option<bool>) -> Self {
+    /// The member `id` described by `info`, in `role`, with what the answering node's probes
+    /// say of it.
+    pub fn new(
+        id: u64,
+        info: &NodeInfo,
+        role: &'static str,
+        reachable: Option<bool>,
+        island: Option<bool>,
+    ) -> Self {
         Self {
             id,
             site: info.site.clone(),
@@ -36,6 +43,7 @@ impl Member {
             http_addr: info.http_addr.clone(),
             role,
             reachable,
+            island,
         }
     }
 }
