@@ -47,17 +47,6 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// The `parley_state_entries{kind="chats"}` gauge of node `id`.
-async fn chats_in_memory(cluster: &Cluster, id: u64) -> Option<u64> {
-    let text = reqwest::get(cluster.url(id, "/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    support::counter_value(&text, "parley_state_entries{kind=\"chats\"}")
-}
-
 /// A chat that was ended and left memory on every node of `cluster`.
 async fn archived_chat(cluster: &Cluster) -> Chat {
     let chat = cluster.start_chat(1, "archived-1").await;
@@ -77,7 +66,7 @@ async fn archived_chat(cluster: &Cluster) -> Chat {
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in 1..=3 {
-        while chats_in_memory(cluster, id).await != Some(0) {
+        while cluster.chats_in_memory(id).await != Some(0) {
             assert!(
                 Instant::now() < deadline,
                 "node {id} kept the chat in memory"

@@ -13,17 +13,6 @@ use support::Cluster;
 /// the restarted node recovers from one taken after the retirement.
 const EXTRA: &str = "snapshot_every_entries = 20\n[retention]\nhot = \"2s\"\narchive = \"1h\"";
 
-/// The `parley_state_entries{kind="chats"}` gauge of node `id`.
-async fn chats_in_memory(cluster: &Cluster, id: u64) -> Option<u64> {
-    let text = reqwest::get(cluster.url(id, "/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    support::counter_value(&text, "parley_state_entries{kind=\"chats\"}")
-}
-
 /// Node `id` answers the retired chat's events, status and transcript, and refuses a new
 /// message into it.
 async fn check(cluster: &Cluster, chat: &support::Chat, id: u64) {
@@ -79,7 +68,7 @@ async fn an_ended_chat_leaves_memory_and_stays_readable_from_the_archive() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for id in 1..=3 {
         loop {
-            if chats_in_memory(&cluster, id).await == Some(0) {
+            if cluster.chats_in_memory(id).await == Some(0) {
                 break;
             }
             assert!(

@@ -672,6 +672,18 @@ pub fn check_events(events: &[Value], acked: &BTreeMap<String, u64>) -> Result<(
 }
 
 impl Cluster {
+    /// The `parley_state_entries{kind="chats"}` gauge of node `id`: the chats its memory holds
+    /// (`None` if it does not answer).
+    pub async fn chats_in_memory(&self, id: u64) -> Option<u64> {
+        let text = reqwest::get(self.url(id, "/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        counter_value(&text, "parley_state_entries{kind=\"chats\"}")
+    }
+
     /// The value of the counter or gauge `name` (with its labels, as exposed) on node `id`'s
     /// metrics page; 0 when absent.
     pub async fn metric(&self, id: u64, name: &str) -> u64 {
