@@ -149,21 +149,15 @@ pub fn watch(
             match (current.island(), cut_off) {
                 (false, true) => {
                     let epoch = current.epoch + 1;
-                    let persisted = {
-                        let db = db.clone();
+                    let db = db.clone();
+                    let persisted =
                         tokio::task::spawn_blocking(move || db.put_local_u64(EPOCH_KEY, epoch))
                             .await
-                    };
-                    match persisted {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            tracing::error!(%error, "persisting the island epoch; trying again");
-                            continue;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "persisting the island epoch; trying again");
-                            continue;
-                        }
+                            .map_err(|e| e.to_string())
+                            .and_then(|written| written.map_err(|e| e.to_string()));
+                    if let Err(error) = persisted {
+                        tracing::error!(%error, "persisting the island epoch; trying again");
+                        continue;
                     }
                     tracing::warn!(
                         epoch,
