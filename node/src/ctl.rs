@@ -219,12 +219,7 @@ impl Client {
         };
         let mut response = sent.map_err(request_error)?;
         let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(ANSWER_BYTES_MAX)
-            .read_to_string()
-            .map_err(request_error)?;
+        let text = answer_text(&mut response).map_err(request_error)?;
         if !(200..300).contains(&status) {
             return Err(refusal(status, &text));
         }
@@ -263,12 +258,7 @@ impl Client {
             .map_err(request_error)?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(ANSWER_BYTES_MAX)
-                .read_to_string()
-                .map_err(request_error)?;
+            let text = answer_text(&mut response).map_err(request_error)?;
             return Err(refusal(status, &text));
         }
         let file_error = |what: &str, source| CtlError::File {
@@ -302,6 +292,15 @@ fn partial_path(to: &std::path::Path) -> PathBuf {
     let mut name = to.as_os_str().to_owned();
     name.push(".partial");
     PathBuf::from(name)
+}
+
+/// A node's answer as text, at most [`ANSWER_BYTES_MAX`].
+fn answer_text(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, ureq::Error> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(ANSWER_BYTES_MAX)
+        .read_to_string()
 }
 
 /// The error a node's non-2xx answer `text` stands for.
