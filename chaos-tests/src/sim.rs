@@ -511,25 +511,7 @@ pub fn run(spec: &Spec) -> Report {
     }
     report.leader_faults_without_election = awaiting_election.len();
     report.simulated = sim.elapsed();
-    let members: BTreeSet<NodeId> = changes.borrow().expected.iter().copied().collect();
-    // A node cut off until the final heal may have missed nothing (it converged at once) and
-    // hears its leader's next heartbeat a moment later: its island ends within a check
-    // interval after that. Give it up to island_after.
-    let settle_until = sim.elapsed() + node::SIM_ISLAND_AFTER;
-    let still_island = |islands: &node::Islands| {
-        islands.borrow().iter().any(|(id, history)| {
-            members.contains(id) && history.last().is_some_and(|(island, _)| *island)
-        })
-    };
-    while still_island(&islands) && sim.elapsed() < settle_until {
-        if let Err(error) = sim.step() {
-            report
-                .violations
-                .push(Violation(format!("simulation failed: {error}")));
-            return report;
-        }
-    }
-    let (entered, mut broken) = crate::oracle::islands::check_islands(&islands.borrow(), &members);
+    let (entered, mut broken) = crate::oracle::islands::check_islands(&islands.borrow());
     report.islands_entered = entered;
     report.violations.append(&mut broken);
     match verdict.borrow_mut().take() {
