@@ -518,7 +518,7 @@ struct Shared {
 /// write with the same ids until it is acknowledged.
 async fn customer(
     client: reqwest::Client,
-    urls: Vec<String>,
+    nodes: Vec<(u64, String)>,
     queue: String,
     index: usize,
     seed: u64,
@@ -527,7 +527,7 @@ async fn customer(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (chat_id, token) = loop {
-        let url = &urls[rng.random_range(0..urls.len())];
+        let (_, url) = &nodes[rng.random_range(0..nodes.len())];
         let started = client
             .post(format!("{url}/api/v1/chats"))
             .json(
@@ -557,24 +557,30 @@ async fn customer(
     while Instant::now() < until {
         let id = format!("m{n}");
         loop {
-            let url = &urls[rng.random_range(0..urls.len())];
+            let (node, url) = &nodes[rng.random_range(0..nodes.len())];
             let posted = client
                 .post(format!("{url}/api/v1/chats/{chat_id}/messages"))
                 .bearer_auth(&token)
                 .json(&json!({"client_msg_id": id, "text": format!("live message {n}")}))
                 .send()
                 .await;
-            let seq = match posted {
-                Ok(response) if response.status().is_success() => response
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|b| b["seq"].as_u64()),
+            let answer = match posted {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<Value>().await.ok().and_then(|b| {
+                        b["seq"]
+                            .as_u64()
+                            .map(|seq| (seq, b["island"].as_bool() == Some(true)))
+                    })
+                }
                 _ => None,
             };
-            if let Some(seq) = seq {
+            if let Some((seq, island)) = answer {
                 if let Ok(mut oracle) = shared.oracle.lock() {
-                    oracle.acked(&chat_id, &id, seq);
+                    if island {
+                        oracle.acked_on_island(&chat_id, &id, *node, seq);
+                    } else {
+                        oracle.acked(&chat_id, &id, seq);
+                    }
                 }
                 break;
             }
@@ -762,7 +768,7 @@ pub async fn run_live(spec: &LiveSpec) -> Result<LiveReport, LiveError> {
     for index in 0..spec.customers {
         customers.push(tokio::spawn(customer(
             client.clone(),
-            urls.clone(),
+            control.ids().into_iter().zip(urls.clone()).collect(),
             control.queue(),
             index,
             spec.seed.wrapping_add(index as u64),
@@ -887,7 +893,13 @@ async fn chat_events(
                 .await;
             let batch: Vec<ChatEvent> = match page {
                 Ok(response) => match response.json::<Value>().await {
-                    Ok(body) => serde_json::from_value(body["events"].clone()).unwrap_or_default(),
+                    Ok(body) => body["events"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(state_event)
+                        .collect::<Option<Vec<_>>>()
+                        .unwrap_or_default(),
                     Err(_) => Vec::new(),
                 },
                 Err(_) => Vec::new(),
@@ -900,6 +912,21 @@ async fn chat_events(
         chats.insert(chat_id.clone(), events);
     }
     chats
+}
+
+/// A chat event as the API shows it, in the state's shape: the API names an island event's
+/// node `node_id` and leaves out the island's clock, which the checks do not read.
+fn state_event(event: &Value) -> Option<ChatEvent> {
+    let mut event = event.clone();
+    if let Some(island) = event.get_mut("island") {
+        *island = json!({
+            "origin": island["node_id"],
+            "epoch": island["epoch"],
+            "seq": island["seq"],
+            "hlc": {"wall_ms": 0, "logical": 0},
+        });
+    }
+    serde_json::from_value(event).ok()
 }
 
 /// After the faults: waits until every node shows the same applied index (through `validate`

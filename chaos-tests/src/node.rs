@@ -218,16 +218,18 @@ impl SimNode for SimService {
         let op: Op = serde_json::from_slice(&request.into_inner().op_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let reply = match self.app.send(Write(op)).await.map_err(unavailable)? {
-            Ok(outcome) => SimReply {
-                outcome_json: serde_json::to_vec(&outcome)
+            Ok(written) => SimReply {
+                outcome_json: serde_json::to_vec(&written.outcome)
                     .map_err(|e| Status::internal(e.to_string()))?,
                 error: String::new(),
                 retryable: false,
+                island: written.island,
             },
             Err(error) => SimReply {
                 outcome_json: Vec::new(),
                 retryable: error.status() == 503,
                 error: error.to_string(),
+                island: false,
             },
         };
         Ok(Response::new(reply))
@@ -317,7 +319,7 @@ impl SimNode for SimService {
         // What the oracle asks about and the state retired is read from the archive, as the
         // HTTP API reads it; the retention is short enough here that completed chats retire
         // during a run.
-        let missing: Vec<String> = self.replica.read(|state, _| {
+        let missing: Vec<String> = self.replica.read_applied(|state, _| {
             request
                 .chat_ids
                 .iter()
@@ -332,7 +334,7 @@ impl SimNode for SimService {
                 retired.insert(id, record);
             }
         }
-        let reply = self.replica.read(|state, applied| {
+        let reply = self.replica.read_applied(|state, applied| {
             let chats: BTreeMap<&String, _> = request
                 .chat_ids
                 .iter()

@@ -29,6 +29,8 @@ pub struct Scenario {
     /// How many nodes must have become islands (cut off from the quorum for
     /// `SIM_ISLAND_AFTER`); `None`: not checked.
     pub islands: Option<usize>,
+    /// Whether islands must have taken (and so merged) acknowledged writes.
+    pub island_writes_taken: bool,
 }
 
 fn at(seconds: f64) -> Duration {
@@ -54,6 +56,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "application-node-restored",
@@ -70,6 +73,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "services-node-dies",
@@ -90,6 +94,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: true,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -111,6 +116,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -132,6 +138,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -154,6 +161,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "leader-failover",
@@ -175,6 +183,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "follower-cut-off-returns",
@@ -196,6 +205,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: true,
             islands: Some(1),
+            island_writes_taken: false,
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -218,6 +228,7 @@ pub fn all() -> Vec<Scenario> {
             // The cut-off leader becomes an island; whether a node across the cut link does too
             // depends on which node leads next.
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -241,6 +252,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "client-network-drops",
@@ -259,6 +271,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "double-submit",
@@ -276,6 +289,7 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
         },
         Scenario {
             name: "node-replaced-under-faults",
@@ -300,6 +314,32 @@ pub fn all() -> Vec<Scenario> {
             offers_time_out: false,
             leader_survives: false,
             islands: None,
+            island_writes_taken: false,
+        },
+        Scenario {
+            name: "site-cut-off-island-merges",
+            row: "WAN split between two sites (island mode)",
+            incumbent: "both sides act as master, no chat on the island; on heal one side's work \
+                        is dropped",
+            // Two sites, three nodes and two: the link between them breaks for longer than
+            // `island_after`. The small site has no quorum: both its nodes become islands and
+            // take their customers' writes; the large site goes on. On heal both islands merge,
+            // and every write either side acknowledged is there once.
+            spec: |seed| {
+                let mut schedule = Vec::new();
+                for a in 1..=3 {
+                    for b in 4..=5 {
+                        schedule.push((at(2.0), Fault::Partition(a, b)));
+                    }
+                }
+                schedule.push((at(10.0), Fault::HealAll));
+                Spec::new(5, seed, schedule)
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(2),
+            island_writes_taken: true,
         },
     ]
 }

@@ -133,6 +133,8 @@ pub struct Report {
     pub leader_faults_without_election: usize,
     /// Acknowledged writes the oracle checked (chats started and messages).
     pub writes_checked: usize,
+    /// Messages islands acknowledged that the oracle checked (part of `writes_checked`).
+    pub island_writes_checked: usize,
     /// Acknowledged agent actions the oracle checked (logins, availability, accepts,
     /// transfers, completions).
     pub agent_actions_checked: usize,
@@ -261,6 +263,21 @@ enum SubmitError {
 /// A client of the simulated nodes: submits through one node's app actor with a deadline, as
 /// a real client would with its HTTP timeout.
 async fn submit(node: NodeId, op: &Op) -> Result<Outcome, SubmitError> {
+    submit_marked(node, op).await.map(|answer| answer.outcome)
+}
+
+/// An answer to a submission.
+struct Answer {
+    /// What the write did.
+    outcome: Outcome,
+    /// The node that answered.
+    node: NodeId,
+    /// Whether it took the write in island mode.
+    island: bool,
+}
+
+/// Like [`submit`], with the node and whether it answered as an island.
+async fn submit_marked(node: NodeId, op: &Op) -> Result<Answer, SubmitError> {
     let mut client = sim_client(node).map_err(|e| SubmitError::Retry(e.to_string()))?;
     let op_json = serde_json::to_vec(op).map_err(|e| SubmitError::Refused(e.to_string()))?;
     let call = client.submit(SimWrite { op_json });
@@ -271,6 +288,11 @@ async fn submit(node: NodeId, op: &Op) -> Result<Outcome, SubmitError> {
         .into_inner();
     match (reply.error.is_empty(), reply.retryable) {
         (true, _) => serde_json::from_slice(&reply.outcome_json)
+            .map(|outcome| Answer {
+                outcome,
+                node,
+                island: reply.island,
+            })
             .map_err(|e| SubmitError::Refused(e.to_string())),
         (false, true) => Err(SubmitError::Retry(reply.error)),
         (false, false) => Err(SubmitError::Refused(reply.error)),
@@ -280,10 +302,21 @@ async fn submit(node: NodeId, op: &Op) -> Result<Outcome, SubmitError> {
 /// Submits `op` through random nodes until it commits or is refused, as a retrying client
 /// does (same ids, so a retry never duplicates). `Err` is the refusal.
 async fn submit_until_answered(op: &Op, nodes: u64, rng: &mut StdRng) -> Result<Outcome, String> {
+    submit_until_answered_marked(op, nodes, rng)
+        .await
+        .map(|answer| answer.outcome)
+}
+
+/// Like [`submit_until_answered`], with the node that answered and whether it was an island.
+async fn submit_until_answered_marked(
+    op: &Op,
+    nodes: u64,
+    rng: &mut StdRng,
+) -> Result<Answer, String> {
     loop {
         let node = rng.random_range(1..=nodes);
-        match submit(node, op).await {
-            Ok(outcome) => return Ok(outcome),
+        match submit_marked(node, op).await {
+            Ok(answer) => return Ok(answer),
             Err(SubmitError::Refused(why)) => return Err(why),
             Err(SubmitError::Retry(why)) => {
                 tracing::debug!(node, %why, "retrying through another node");
@@ -483,6 +516,7 @@ pub fn run(spec: &Spec) -> Report {
     // Every client is done: the oracle is final.
     let oracle = std::mem::take(&mut *oracle.borrow_mut());
     report.writes_checked = oracle.acked_count();
+    report.island_writes_checked = oracle.acked_island_count();
     report.agent_actions_checked = oracle.actions_count();
     let verdict: Shared<Verdict> = Rc::default();
     for failed in std::mem::take(&mut changes.borrow_mut().failed) {
@@ -564,28 +598,89 @@ async fn customer_chat(customer: usize, spec: &Spec, seed: u64, oracle: &Shared<
             client_msg_id: client_msg_id.clone(),
             text: format!("message {n} of customer {customer}"),
         });
-        match submit_until_answered(&post, nodes, &mut rng).await {
-            Ok(Outcome::MessagePosted { seq, .. }) => {
-                oracle.borrow_mut().acked(&chat_id, &client_msg_id, seq);
+        match post_until_answered(&post, nodes, &mut rng).await {
+            Ok(answer) => {
+                let Outcome::MessagePosted { seq, .. } = answer.outcome else {
+                    oracle
+                        .borrow_mut()
+                        .unexpected(&chat_id, &format!("{:?}", answer.outcome));
+                    continue;
+                };
+                record_post(oracle, &chat_id, &client_msg_id, &answer, seq);
                 if spec.double_submit {
-                    match submit_until_answered(&post, nodes, &mut rng).await {
-                        Ok(Outcome::MessagePosted {
-                            seq: again,
-                            replayed: true,
+                    match post_until_answered(&post, nodes, &mut rng).await {
+                        Ok(Answer {
+                            outcome:
+                                Outcome::MessagePosted {
+                                    seq: again,
+                                    replayed: true,
+                                    ..
+                                },
+                            island: false,
                             ..
-                        }) if again == seq => {}
-                        other => oracle.borrow_mut().unexpected(
+                        }) if again == seq && !answer.island => {}
+                        // Either side an island: the other side has not seen the first answer
+                        // yet and may take the message again; the merge keeps it once.
+                        Ok(
+                            again @ Answer {
+                                outcome: Outcome::MessagePosted { .. },
+                                ..
+                            },
+                        ) if answer.island || again.island => {
+                            if let Outcome::MessagePosted { seq, .. } = again.outcome {
+                                record_post(oracle, &chat_id, &client_msg_id, &again, seq);
+                            }
+                        }
+                        Ok(other) => oracle.borrow_mut().unexpected(
                             &chat_id,
-                            &format!("resubmitted {client_msg_id}: {other:?}"),
+                            &format!("resubmitted {client_msg_id}: {:?}", other.outcome),
                         ),
+                        Err(other) => oracle
+                            .borrow_mut()
+                            .unexpected(&chat_id, &format!("resubmitted {client_msg_id}: {other}")),
                     }
                 }
             }
-            other => oracle
-                .borrow_mut()
-                .unexpected(&chat_id, &format!("{other:?}")),
+            Err(other) => oracle.borrow_mut().unexpected(&chat_id, &other),
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
+    }
+}
+
+/// How long a customer goes on trying nodes that do not know its chat, in ms of simulated time.
+const UNKNOWN_CHAT_RETRY_MS: u64 = 120_000;
+
+/// Posts as [`submit_until_answered_marked`] does, also retrying a node that does not know the
+/// chat: an island forked before the chat's start committed, or the quorum side of a chat an
+/// island started, answers `unknown_chat` until the island merged. A real client does the same
+/// (its chat was acknowledged, so it exists somewhere).
+async fn post_until_answered(op: &Op, nodes: u64, rng: &mut StdRng) -> Result<Answer, String> {
+    let deadline = now_ms() + UNKNOWN_CHAT_RETRY_MS;
+    loop {
+        match submit_until_answered_marked(op, nodes, rng).await {
+            Err(why) if why.starts_with("unknown_chat") && now_ms() < deadline => {
+                tracing::debug!(%why, "the chat is not known there yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Records an answered post: committed at `seq`, or taken by an island at island seq `seq`.
+fn record_post(
+    oracle: &Shared<Oracle>,
+    chat_id: &str,
+    client_msg_id: &str,
+    answer: &Answer,
+    seq: u64,
+) {
+    if answer.island {
+        oracle
+            .borrow_mut()
+            .acked_on_island(chat_id, client_msg_id, answer.node, seq);
+    } else {
+        oracle.borrow_mut().acked(chat_id, client_msg_id, seq);
     }
 }
 

@@ -22,13 +22,14 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
             let report = run(&spec);
             println!(
                 "{:<32} seed {seed}: {} faults ({} on the leader, {} skipped: no leader), {} \
-                 writes and {} agent actions checked, term {}, {} completed, {} offer timeouts, \
-                 {:?}",
+                 writes ({} taken by islands) and {} agent actions checked, term {}, {} \
+                 completed, {} offer timeouts, {:?}",
                 scenario.name,
                 report.faults,
                 report.leader_faults,
                 report.leader_faults_skipped,
                 report.writes_checked,
+                report.island_writes_checked,
                 report.agent_actions_checked,
                 report.term,
                 report.completed,
@@ -64,6 +65,13 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                     became, islands,
                     "{}, seed {seed}: nodes that became islands: {:?}",
                     scenario.name, report.islands_entered
+                );
+            }
+            if scenario.island_writes_taken {
+                assert!(
+                    report.island_writes_checked > 0,
+                    "{}, seed {seed}: no island acknowledged a write",
+                    scenario.name
                 );
             }
             if scenario.offers_time_out {

@@ -70,7 +70,7 @@ fn digest_at(
         }
     }
     let (index, digest) =
-        replica.read(|state, applied| (applied.map(|id| id.index), state.digest()));
+        replica.read_applied(|state, applied| (applied.map(|id| id.index), state.digest()));
     let digest = digest.map_err(|e| ApiError::internal(e.to_string()))?;
     metrics.count_state_digest();
     *cached = Some(DigestAt {
@@ -160,19 +160,30 @@ async fn propose_until_committed(replica: &Replica, op: Op) -> bool {
     }
 }
 
+/// A write's outcome, and whether it was taken in island mode (see
+/// `parley_raft::island::serve`): a client shows such a write as not yet confirmed by the whole
+/// cluster.
+#[derive(Debug)]
+pub struct Written {
+    /// What the write did.
+    pub outcome: Outcome,
+    /// Whether this node took it as an island, into its island journal.
+    pub island: bool,
+}
+
 /// Proposes `op` and records the write's outcome and latency.
-async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Outcome, ApiError> {
+async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Written, ApiError> {
     let started = Instant::now();
-    let result = replica.propose(op).await;
+    let result = replica.propose_marked(op).await;
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(Outcome::Rejected(rejection)) => {
+        Ok((Outcome::Rejected(rejection), _)) => {
             metrics.observe_write("rejected", seconds);
             Err(rejection.into())
         }
-        Ok(outcome) => {
-            metrics.observe_write("committed", seconds);
-            Ok(outcome)
+        Ok((outcome, island)) => {
+            metrics.observe_write(if island { "island" } else { "committed" }, seconds);
+            Ok(Written { outcome, island })
         }
         Err(error) => {
             metrics.observe_write("failed", seconds);
@@ -181,13 +192,14 @@ async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Outcome,
     }
 }
 
-/// Commit one command and return its outcome; a rejection becomes an [`ApiError`].
+/// Commit one command (or, on an island, take it into the island journal) and return its
+/// outcome; a rejection becomes an [`ApiError`].
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Outcome, ApiError>")]
+#[rtype(result = "Result<Written, ApiError>")]
 pub struct Write(pub Op);
 
 impl Handler<Write> for AppActor {
-    type Result = ResponseFuture<Result<Outcome, ApiError>>;
+    type Result = ResponseFuture<Result<Written, ApiError>>;
 
     fn handle(&mut self, msg: Write, _ctx: &mut Self::Context) -> Self::Result {
         let replica = self.replica.clone();
@@ -257,13 +269,21 @@ pub struct ClusterView {
     /// BLAKE3 of the applied state at `applied_index`.
     pub state_digest: String,
     /// Whether this node is an island: it has heard from no leader (or, leading, from no
-    /// quorum) for `island_after`. Serving writes as an island is not built yet: an island
-    /// refuses writes as a node without a leader does.
+    /// quorum) for `island_after`. An island takes the customer's side of chats and callbacks
+    /// into its island journal (answers carry `"island": true`) and merges them once a leader
+    /// is heard again.
     pub island: bool,
     /// This node's island epoch: how many times it became an island (0: never).
     pub island_epoch: u64,
     /// How long this node has been an island, in ms; `null` while it is not one.
     pub island_for_ms: Option<u64>,
+    /// Island writes in this node's journal not merged into the cluster yet.
+    pub island_journal_entries: u64,
+    /// Island writes this node merged into the cluster since it started.
+    pub island_merged_writes: u64,
+    /// Island writes the cluster could not take at merge since this node started (each is
+    /// logged with why).
+    pub island_merge_refused: u64,
     /// The replicated cluster version, as applied here.
     pub cluster_version: u32,
     /// What this node's release reads, writes and implements.
@@ -325,7 +345,10 @@ impl Handler<GetClusterView> for AppActor {
                     .island
                     .since
                     .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
-                cluster_version: replica.read(|state, _| state.cluster_version.0),
+                island_journal_entries: status.island_journal.journal_entries,
+                island_merged_writes: status.island_journal.merged_total,
+                island_merge_refused: status.island_journal.refused_total,
+                cluster_version: replica.read_applied(|state, _| state.cluster_version.0),
                 versions: parley_raft::version::SUPPORTED.into(),
             })
         })
@@ -344,10 +367,15 @@ impl Handler<CheckReady> for AppActor {
         let replica = self.replica.clone();
         let seeded = self.seeded;
         Box::pin(async move {
+            let status = replica.status();
+            if status.island.island() {
+                // An island serves its site's customers from its journal (and commits no
+                // directory seed until the cluster is back).
+                return Ok(());
+            }
             if !seeded {
                 return Err("the directory from this node's config is not committed yet".to_owned());
             }
-            let status = replica.status();
             if status.leader.is_none() {
                 return Err("no leader is known".to_owned());
             }

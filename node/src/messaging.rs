@@ -26,6 +26,7 @@ use parley_storage::AppliedState;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tokio_stream::StreamExt as _;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -149,18 +150,23 @@ impl MessagingActor {
     }
 
     /// Wakes every client whose feed moved past what it was last told about, looking only at
-    /// the feeds the entries applied since the last call touched when the journal can say.
-    fn wake_ready(&mut self) {
+    /// the feeds the entries applied since the last call touched when the journal can say
+    /// and `every_feed` is false.
+    fn wake_ready(&mut self, every_feed: bool) {
         let (subscriptions, by_feed, waiters) =
             (&mut self.subscriptions, &self.by_feed, &mut self.waiters);
         let delivered = self.delivered_index;
         let mut answered = 0;
         let (applied, full_scan, checked) = self.replica.read(|state, applied| {
             let applied = applied.map_or(0, |id| id.index);
-            let touched: Option<HashSet<Feed>> = state
-                .touched
-                .after(delivered)
-                .map(|touches| touches.map(Feed::from).collect());
+            let touched: Option<HashSet<Feed>> = if every_feed {
+                None
+            } else {
+                state
+                    .touched
+                    .after(delivered)
+                    .map(|touches| touches.map(Feed::from).collect())
+            };
             let full_scan = touched.is_none();
             let feeds: Vec<Feed> = match touched {
                 Some(mut feeds) => {
@@ -288,6 +294,9 @@ impl Actor for MessagingActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.add_stream(WatchStream::new(self.replica.subscribe_applied()));
+        // Island writes change what reads see without an applied entry: every feed is
+        // compared (the touch journal follows applied entries only).
+        ctx.add_stream(WatchStream::new(self.replica.subscribe_island_view()).map(|_| IslandView));
         if let Some(relayed) = self.relayed.take() {
             ctx.add_stream(ReceiverStream::new(relayed));
         }
@@ -296,7 +305,7 @@ impl Actor for MessagingActor {
 
 impl StreamHandler<AppliedState<TypeConfig>> for MessagingActor {
     fn handle(&mut self, _applied: AppliedState<TypeConfig>, _ctx: &mut Self::Context) {
-        self.wake_ready();
+        self.wake_ready(false);
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
@@ -307,6 +316,17 @@ impl StreamHandler<AppliedState<TypeConfig>> for MessagingActor {
         self.by_feed.clear();
         self.update_gauge();
     }
+}
+
+/// A change of the island's view (see [`Replica::subscribe_island_view`]).
+struct IslandView;
+
+impl StreamHandler<IslandView> for MessagingActor {
+    fn handle(&mut self, _change: IslandView, _ctx: &mut Self::Context) {
+        self.wake_ready(true);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
 }
 
 impl StreamHandler<pb::Ephemeral> for MessagingActor {

@@ -69,6 +69,9 @@ pub struct Metrics {
     is_leader: Gauge,
     island: Gauge,
     island_epoch: Gauge,
+    island_journal_entries: Gauge,
+    island_merged_writes: Counter,
+    island_merge_refused: Counter,
     last_log_index: Gauge,
     commit_index: Gauge,
     applied_index: Gauge,
@@ -130,6 +133,24 @@ impl Metrics {
             "island_epoch",
             "How many times this node became an island",
             island_epoch.clone(),
+        );
+        let island_journal_entries = Gauge::default();
+        registry.register(
+            "island_journal_entries",
+            "Island writes in this node's journal not merged into the cluster yet",
+            island_journal_entries.clone(),
+        );
+        let island_merged_writes = Counter::default();
+        registry.register(
+            "island_merged_writes",
+            "Island writes this node merged into the cluster",
+            island_merged_writes.clone(),
+        );
+        let island_merge_refused = Counter::default();
+        registry.register(
+            "island_merge_refused",
+            "Island writes the cluster could not take at merge (each logged with why)",
+            island_merge_refused.clone(),
         );
         let last_log_index = Gauge::default();
         registry.register(
@@ -264,6 +285,9 @@ impl Metrics {
             is_leader,
             island,
             island_epoch,
+            island_journal_entries,
+            island_merged_writes,
+            island_merge_refused,
             last_log_index,
             commit_index,
             applied_index,
@@ -346,6 +370,8 @@ impl Metrics {
             .set(i64::from(status.leader == Some(status.id)));
         self.island.set(i64::from(status.island.island()));
         self.island_epoch.set(as_gauge(Some(status.island.epoch)));
+        self.island_journal_entries
+            .set(as_gauge(Some(status.island_journal.journal_entries)));
         self.last_log_index.set(as_gauge(status.last_log_index));
         self.commit_index.set(as_gauge(commit_index));
         self.applied_index.set(as_gauge(status.applied_index));
@@ -370,6 +396,14 @@ impl Metrics {
             (&self.wal_syncs, status.wal_syncs),
             (&self.forward_rpcs, status.forward_rpcs),
             (&self.forwarded_writes, status.forwarded_writes),
+            (
+                &self.island_merged_writes,
+                status.island_journal.merged_total,
+            ),
+            (
+                &self.island_merge_refused,
+                status.island_journal.refused_total,
+            ),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }

@@ -42,7 +42,8 @@ impl ServicesActor {
     }
 
     fn scan(&mut self, ctx: &mut Context<Self>) {
-        if self.ticking {
+        // An island fires no timers: they wait for the cluster (see `island_takes`).
+        if self.ticking || self.replica.island().island() {
             return;
         }
         let Some(due) = self.replica.read(|state, _| state.next_timer_ms()) else {

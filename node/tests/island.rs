@@ -1,13 +1,16 @@
-//! Island detection on real processes: a node that hears from no leader for `island_after`
+//! Island mode on real processes: a node that hears from no leader for `island_after`
 //! reports itself an island (cluster view, metrics) with a new island epoch, stops being one
-//! when the quorum is back, and never reuses an epoch across its own restart.
+//! when the quorum is back, and never reuses an epoch across its own restart; while it is an
+//! island it takes the customer's side of chats into its journal, durably across its own
+//! restart, and merges it into the cluster once the quorum is back, losing nothing.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::Cluster;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{Chat, Cluster};
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -109,4 +112,200 @@ async fn a_node_cut_off_from_the_quorum_is_an_island_with_a_new_epoch() {
     })
     .await;
     assert_eq!(view["island_epoch"], 2, "{view}");
+}
+
+/// Posts a message through node `via`: the answer's status and body.
+async fn post_message(cluster: &Cluster, via: u64, chat: &Chat, id: &str) -> (StatusCode, Value) {
+    let path = format!("/api/v1/chats/{}/messages", chat.chat_id);
+    let body = json!({"client_msg_id": id, "text": format!("text of {id}")});
+    cluster
+        .api(via, Method::POST, &path, Some(&chat.token), Some(body))
+        .await
+}
+
+/// One page of `chat`'s events on node `via` after cursor `after`.
+async fn events_page(cluster: &Cluster, via: u64, chat: &Chat, after: &str) -> Value {
+    let path = format!("/api/v1/chats/{}/events?after={after}", chat.chat_id);
+    let (status, page) = cluster
+        .api(via, Method::GET, &path, Some(&chat.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page
+}
+
+/// The client message ids of `chat`'s messages on node `via`, in sequence order, with the
+/// island node each was taken on (if any).
+async fn messages(cluster: &Cluster, via: u64, chat: &Chat) -> Vec<(String, Option<u64>)> {
+    let events = cluster.events(via, chat).await.unwrap_or_default();
+    events
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| {
+            (
+                e["client_msg_id"].as_str().unwrap_or_default().to_owned(),
+                e["island"]["node_id"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns() {
+    let mut cluster = Cluster::configure(3, "", "island_after = \"1500ms\"");
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id, READY).await;
+    }
+    // A new cluster raises itself to the cluster version island merges need.
+    view_until(&cluster, 3, READY, |v| v["cluster_version"] == 2).await;
+    let before = cluster.start_chat(3, "island-before").await;
+    let seq = cluster
+        .post_until_committed(&[3], &before, "m-before", "hello", READY)
+        .await;
+    assert!(seq > 1, "{seq}");
+
+    cluster.kill9(1);
+    cluster.kill9(2);
+    view_until(&cluster, 3, Duration::from_secs(15), |v| {
+        v["island"] == true
+    })
+    .await;
+    cluster.wait_ready(3, Duration::from_secs(5)).await;
+
+    // The customer's writes are taken, and say so.
+    let (status, body) = post_message(&cluster, 3, &before, "m-island-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island"], true, "{body}");
+    let (status, body) = post_message(&cluster, 3, &before, "m-island-1").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a retry is the same message: {body}"
+    );
+    assert_eq!(body["replayed"], true, "{body}");
+    let (status, started) = cluster
+        .api(
+            3,
+            Method::POST,
+            "/api/v1/chats",
+            None,
+            Some(json!({
+                "request_id": "island-new",
+                "queue_id": "sales",
+                "customer": {"name": "Island Customer", "email": "island@example.com"},
+                "question": "started while cut off"
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    assert_eq!(started["island"], true, "{started}");
+    let new_chat: Chat = serde_json::from_value(started.clone()).expect("chat started");
+    let (status, body) = post_message(&cluster, 3, &new_chat, "n-island-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // What an island does not take is refused, saying why.
+    let (status, body) = cluster
+        .api(
+            3,
+            Method::POST,
+            "/api/v1/agents/login",
+            None,
+            Some(json!({"agent_id": "alice", "password": support::PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "island", "{body}");
+    // The island's own reads show its writes, marked.
+    assert_eq!(
+        messages(&cluster, 3, &before).await,
+        vec![
+            ("m-before".to_owned(), None),
+            ("m-island-1".to_owned(), Some(3))
+        ]
+    );
+    assert_eq!(cluster.metric(3, "parley_island_journal_entries").await, 3);
+    // The island's page hands out an island cursor: the numbers after the fork are its own.
+    let page = events_page(&cluster, 3, &before, "0").await;
+    let island_cursor = page["next_after"].as_str().unwrap_or_default().to_owned();
+    assert!(island_cursor.starts_with("i.3.1."), "{page}");
+
+    // The island node restarts while still cut off: its journal keeps every write.
+    cluster.kill9(3);
+    cluster.spawn(3);
+    view_until(&cluster, 3, READY, |v| v["island_journal_entries"] == 3).await;
+    let view = view_until(&cluster, 3, Duration::from_secs(15), |v| {
+        v["island"] == true
+    })
+    .await;
+    assert_eq!(view["island_epoch"], 2, "{view}");
+    assert_eq!(
+        messages(&cluster, 3, &new_chat).await,
+        vec![("n-island-1".to_owned(), Some(3))]
+    );
+    let (status, body) = post_message(&cluster, 3, &new_chat, "n-island-2").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island"], true, "{body}");
+    let (status, body) = post_message(&cluster, 3, &before, "m-island-2").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The quorum returns: the journal is merged and emptied, and every node has every write.
+    cluster.spawn(1);
+    cluster.spawn(2);
+    view_until(&cluster, 3, READY, |v| {
+        v["island"] == false && v["island_journal_entries"] == 0
+    })
+    .await;
+    assert_eq!(
+        cluster.metric(3, "parley_island_merged_writes_total").await,
+        5
+    );
+    assert_eq!(
+        cluster.metric(3, "parley_island_merge_refused_total").await,
+        0
+    );
+    for id in 1..=3 {
+        cluster.wait_ready(id, READY).await;
+    }
+    for id in 1..=3 {
+        let deadline = Instant::now() + READY;
+        loop {
+            let old = messages(&cluster, id, &before).await;
+            let new = messages(&cluster, id, &new_chat).await;
+            let want_old = vec![
+                ("m-before".to_owned(), None),
+                ("m-island-1".to_owned(), Some(3)),
+                ("m-island-2".to_owned(), Some(3)),
+            ];
+            let want_new = vec![
+                ("n-island-1".to_owned(), Some(3)),
+                ("n-island-2".to_owned(), Some(3)),
+            ];
+            if old == want_old && new == want_new {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id}: {old:?} {new:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster.assert_converged(&[1, 2, 3], READY).await;
+    // The client that read the island resumes on another node with exactly what it missed,
+    // and holds a plain cursor again.
+    let page = events_page(&cluster, 1, &before, &island_cursor).await;
+    let ids: Vec<&str> = page["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["client_msg_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["m-island-2"], "{page}");
+    assert_eq!(
+        page["next_after"].as_str(),
+        page["last_seq"].as_u64().map(|s| s.to_string()).as_deref(),
+        "{page}"
+    );
+    // Writes after the merge are committed as usual, unmarked.
+    let (status, body) = post_message(&cluster, 1, &new_chat, "n-after").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body.get("island").is_none(), "{body}");
 }

@@ -124,6 +124,38 @@ pub enum Op {
         /// The new cluster version.
         version: u32,
     },
+    /// Merge writes an island took while it was cut off (see `state::island`): applied once
+    /// each, in the island's order, by the rules of docs/ARCHITECTURE.md "Island mode".
+    MergeIsland(IslandChunk),
+}
+
+/// A bounded run of one island's journal, replayed into the log after the island ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IslandChunk {
+    /// The node that took the writes.
+    pub origin: NodeId,
+    /// Its island epoch when it took them.
+    pub epoch: u64,
+    /// The writes, in journal order (ascending positions).
+    pub writes: Vec<IslandWrite>,
+}
+
+/// One write an island took, as its journal keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IslandWrite {
+    /// Its position in the origin's journal: with the origin, its unique id (positions are
+    /// never reused).
+    pub position: u64,
+    /// The origin's hybrid logical clock when it took the write.
+    pub hlc: crate::island::Stamp,
+    /// The origin's wall clock then, ms since the Unix epoch (what `apply` stamps).
+    pub at_ms: u64,
+    /// What the client asked for; only the operations an island takes (`state::island`).
+    pub op: Op,
+    /// The sequence number the chat event it added had on the island, if it added one: the
+    /// number the island's clients saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// How long finished work is kept: an activity that is over (and its chat) stays in the
@@ -566,8 +598,29 @@ pub enum Outcome {
         /// How many timers fired.
         fired: u32,
     },
+    /// An island's chunk was merged.
+    IslandMerged {
+        /// Writes applied now.
+        merged: u32,
+        /// Writes skipped because they were merged before.
+        skipped: u32,
+        /// Writes the merged state could not take, with why (kept in the outcome and logged,
+        /// never silently dropped).
+        refused: Vec<RefusedWrite>,
+        /// The origin's next journal position not merged yet.
+        next_position: u64,
+    },
     /// The command was refused and changed nothing.
     Rejected(Rejection),
+}
+
+/// An island write the merge could not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedWrite {
+    /// Its journal position.
+    pub position: u64,
+    /// Why.
+    pub rejection: Rejection,
 }
 
 /// Why `apply` refused a command. The state is unchanged when this is returned.
@@ -650,6 +703,13 @@ pub enum Rejection {
         /// Which id was reused.
         what: String,
     },
+    /// This node is cut off from the cluster (an island) and takes only the writes an island
+    /// can merge later; this one must wait until the site is connected again.
+    #[error("{what} is not taken while this site is cut off from the cluster (island mode); try again once it is connected")]
+    Island {
+        /// What was refused.
+        what: String,
+    },
     /// The operation needs a higher cluster version than the cluster runs (a rolling upgrade
     /// is not finalized yet).
     #[error(
@@ -724,10 +784,24 @@ mod tests {
                 needs: 2,
                 cluster_version: 1,
             },
+            Rejection::Island {
+                what: "adding a queue".into(),
+            },
         ];
         let mut outcomes: Vec<Outcome> = rejections.into_iter().map(Outcome::Rejected).collect();
         outcomes.extend([
             Outcome::Seeded { added: 1 },
+            Outcome::IslandMerged {
+                merged: 2,
+                skipped: 1,
+                refused: vec![RefusedWrite {
+                    position: 7,
+                    rejection: Rejection::UnknownChat {
+                        chat_id: "gone".into(),
+                    },
+                }],
+                next_position: 8,
+            },
             Outcome::ChatStarted {
                 chat_id: "c".into(),
                 seq: 1,

@@ -18,6 +18,9 @@ pub enum ReplicaError {
     /// The static membership is unusable.
     #[error("membership: {0}")]
     Membership(String),
+    /// The island clock could not be opened.
+    #[error("island clock: {0}")]
+    Clock(#[from] crate::island::HlcError),
 }
 
 /// A backup could not be taken, read or restored.
@@ -144,6 +147,15 @@ pub enum ProposeError {
     /// A command could not be encoded or a reply decoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// This node is an island and does not take this write until it is connected again.
+    #[error("this node is cut off from its cluster (island mode) and does not take {what} now; retry once the site is connected again")]
+    Island {
+        /// What kind of write was refused.
+        what: String,
+    },
+    /// The island journal could not be written: the write was not taken.
+    #[error("the island journal: {0}")]
+    Journal(String),
 }
 
 /// Encoding or decoding a network payload failed.
@@ -243,8 +255,9 @@ impl Classified for ProposeError {
             ProposeError::NoLeader { .. }
             | ProposeError::Timeout { .. }
             | ProposeError::Overloaded
-            | ProposeError::ShuttingDown => ErrorClass::Unavailable,
-            ProposeError::Codec(_) => ErrorClass::Internal,
+            | ProposeError::ShuttingDown
+            | ProposeError::Island { .. } => ErrorClass::Unavailable,
+            ProposeError::Codec(_) | ProposeError::Journal(_) => ErrorClass::Internal,
         }
     }
 
@@ -255,6 +268,8 @@ impl Classified for ProposeError {
             ProposeError::Overloaded => "overloaded",
             ProposeError::ShuttingDown => "shutting_down",
             ProposeError::Codec(_) => "internal",
+            ProposeError::Island { .. } => "island",
+            ProposeError::Journal(_) => "island_journal",
         }
     }
 }
@@ -293,6 +308,8 @@ impl Classified for crate::command::Rejection {
             | R::NotEnabled { .. } => ErrorClass::Conflict,
             R::SessionEnded => ErrorClass::Unauthenticated,
             R::Invalid { .. } => ErrorClass::InvalidArgument,
+            // Retry later, or on a node of a connected site.
+            R::Island { .. } => ErrorClass::Unavailable,
         }
     }
 
@@ -312,6 +329,7 @@ impl Classified for crate::command::Rejection {
             R::Invalid { .. } => "invalid_field",
             R::IdempotencyConflict { .. } => "idempotency_conflict",
             R::NotEnabled { .. } => "not_enabled",
+            R::Island { .. } => "island",
         }
     }
 }

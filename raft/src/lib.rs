@@ -16,7 +16,8 @@
 //!   the TLS accept loop.
 //! - [`membership`]: listing and changing the members (learners, promotion, removal) through
 //!   the leader, and the checks a change must pass.
-//! - [`island`]: whether this node is cut off from the quorum (an island), and its island epoch.
+//! - [`island`]: whether this node is cut off from the quorum (an island), its island epoch, and
+//!   the hybrid logical clock that names island writes.
 //! - [`probe`]: every member asked once a second whether it is an island: which members a node
 //!   reaches.
 //! - [`relay`]: best-effort relay of ephemeral events to the current members.

@@ -15,6 +15,11 @@ pub const CLIENT_ID_BYTES_MAX: usize = 128;
 pub const DIRECTORY_ID_BYTES_MAX: usize = 64;
 /// Most events one read returns; clients page with `after`.
 pub const EVENTS_PAGE_MAX: usize = 1000;
+/// Most island writes one merge command carries.
+pub const ISLAND_CHUNK_WRITES_MAX: usize = 256;
+/// Most bytes of journal entries one merge command carries (a write larger than this still
+/// goes, alone).
+pub const ISLAND_CHUNK_BYTES_MAX: usize = 256 * 1024;
 /// Most commands the proposer packs into one Raft entry.
 pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Most events one chat holds; a chat that reaches it takes no more messages.

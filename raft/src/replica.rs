@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::command::{Op, Outcome};
 use crate::error::{ProposeError, ReplicaError};
-use crate::island::{IslandStatus, LeaderContact};
+use crate::island::{IslandJournalStatus, IslandServer, IslandStatus, LeaderContact};
 use crate::membership::Members;
 use crate::network::{Connector, Network, Peers};
 use crate::probe::{Probes, Seen};
@@ -126,6 +126,9 @@ pub struct ReplicaStatus {
     /// Whether this node is an island, and its island epoch.
     #[serde(skip)]
     pub island: IslandStatus,
+    /// The island journal's figures.
+    #[serde(skip)]
+    pub island_journal: IslandJournalStatus,
     /// What this node's probes say of every member (see [`crate::probe`]).
     #[serde(skip)]
     pub seen: BTreeMap<NodeId, Seen>,
@@ -184,6 +187,10 @@ pub struct Replica {
     island_after: Duration,
     /// What every other member last answered to a probe.
     probes: Probes,
+    /// The island's view and journal (see [`crate::island::serve`]).
+    island_server: IslandServer,
+    /// Longest a write waits, also for a merge of island writes.
+    write_timeout: Duration,
 }
 
 impl Replica {
@@ -237,6 +244,9 @@ impl Replica {
             db.clone(),
             options.snapshot_every_log_bytes.max(1),
         ));
+        let island_server =
+            IslandServer::open(options.id, db.clone(), store.clone(), clock.clone())?;
+        let write_timeout = options.proposer.write_timeout;
         let proposer = Proposer::start(
             options.id,
             raft.clone(),
@@ -252,6 +262,11 @@ impl Replica {
             db.clone(),
             options.island_after,
         );
+        tokio::spawn(crate::island::merge_loop(
+            island_server.clone(),
+            proposer.clone(),
+            island.clone(),
+        ));
         Ok(Self {
             id: options.id,
             cluster_id: options.cluster_id,
@@ -267,6 +282,8 @@ impl Replica {
             island,
             island_after: options.island_after,
             probes,
+            island_server,
+            write_timeout,
         })
     }
 
@@ -274,6 +291,10 @@ impl Replica {
     /// Every node may call this with the same members, in any order: the first log entry is the
     /// same on all of them. A node that already has state ignores it. A node joining an
     /// existing cluster never calls it: it waits to be added (see [`crate::membership`]).
+    ///
+    /// A cluster formed here starts at the cluster version every member of this release
+    /// implements: its members all run it, so there is no older release to wait for. A
+    /// background task raises it once every member answers (see [`crate::upgrade::finalize`]).
     pub async fn form_cluster(&self) -> Result<(), ReplicaError> {
         if !self.bootstrap.contains_key(&self.id) {
             return Err(ReplicaError::Membership(format!(
@@ -288,6 +309,7 @@ impl Replica {
                     members = self.bootstrap.len(),
                     "formed cluster from static membership"
                 );
+                tokio::spawn(crate::upgrade::raise_new_cluster(self.clone()));
                 Ok(())
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
@@ -341,14 +363,61 @@ impl Replica {
         &self.db
     }
 
-    /// Commits `op` through the leader; see [`Proposer::propose`].
+    /// Commits `op` through the leader (see [`Proposer::propose`]) or, while this node is an
+    /// island, takes it into the island journal; see [`Replica::propose_marked`].
     pub async fn propose(&self, op: Op) -> Result<Outcome, ProposeError> {
-        self.proposer.propose(op).await
+        self.propose_marked(op).await.map(|(outcome, _)| outcome)
     }
 
-    /// Runs `f` on the locally applied state. Never held across an await.
+    /// Like [`Replica::propose`], and says whether the write was taken in island mode. While
+    /// island writes are being merged, a write waits (within the write timeout) for the merge,
+    /// so no client reads a state without the island writes it was answered for.
+    pub async fn propose_marked(&self, op: Op) -> Result<(Outcome, bool), ProposeError> {
+        let status = self.island();
+        if status.island() {
+            return self
+                .island_server
+                .take(status.epoch, op)
+                .await
+                .map(|outcome| (outcome, true));
+        }
+        let mut serving = self.island_server.subscribe_serving();
+        if *serving.borrow_and_update() {
+            let merged = tokio::time::timeout(self.write_timeout, serving.wait_for(|s| !*s)).await;
+            if !matches!(merged, Ok(Ok(_))) {
+                return Err(ProposeError::Island {
+                    what: "writes: this node's island writes are still being merged; retry"
+                        .to_owned(),
+                });
+            }
+        }
+        self.proposer
+            .propose(op)
+            .await
+            .map(|outcome| (outcome, false))
+    }
+
+    /// Runs `f` on the state this node serves: the island's view while it has one (see
+    /// [`crate::island::serve`]), the locally applied state otherwise. Never held across an
+    /// await.
     pub fn read<T>(&self, f: impl FnOnce(&State, Option<&LogId>) -> T) -> T {
+        if let Some((state, applied)) = self.island_server.view() {
+            return f(&state, applied.as_ref());
+        }
         self.store.read(f)
+    }
+
+    /// Runs `f` on the locally applied (replicated) state, never the island's view: for what
+    /// must be the same on every node at the same index (the state digest). Never held
+    /// across an await.
+    pub fn read_applied<T>(&self, f: impl FnOnce(&State, Option<&LogId>) -> T) -> T {
+        self.store.read(f)
+    }
+
+    /// A receiver that changes whenever what [`Replica::read`] serves changed without an
+    /// entry being applied: an island write was taken here, or the island's view was dropped.
+    pub fn subscribe_island_view(&self) -> watch::Receiver<u64> {
+        self.island_server.subscribe_changes()
     }
 
     /// The archived record of a retired activity (see `state::retention`), `None` if the
@@ -446,6 +515,7 @@ impl Replica {
             forward_rpcs: self.proposer.forward_stats().rpcs(),
             forwarded_writes: self.proposer.forward_stats().writes(),
             island: *self.island.borrow(),
+            island_journal: self.island_server.status(),
             seen: m
                 .membership_config
                 .membership()

@@ -11,6 +11,8 @@
 //! - [`agents`](self::agents): login, presence, availability and each agent's event feed;
 //! - [`routing`](self::routing): queues, offers, acceptance, transfers, completion, timers;
 //! - [`hours`](self::hours): business hours;
+//! - [`island`](self::island): what an island takes while cut off, and the merge of its
+//!   writes once it is connected again;
 //! - [`touched`](self::touched): which chats and agent feeds recent entries appended to, for
 //!   delivery (a by-product of `apply`, not replicated state).
 
@@ -32,12 +34,14 @@ mod chat;
 mod directory;
 pub mod hours;
 mod input;
+pub mod island;
 mod retention;
 mod routing;
 pub mod touched;
 
 pub use directory::{check_agent_spec, check_queue_spec};
 pub use input::{check_entry, check_input};
+pub use island::{island_takes, EventCursor, IslandCursor, IslandMark};
 pub use retention::{archive_key, check_retention, Retired};
 pub use routing::{QueuePosition, CALLBACK_OUTCOMES};
 
@@ -85,6 +89,22 @@ pub struct State {
     /// initial one, so a state of a release that knew no cluster version encodes the same.
     #[serde(default, skip_serializing_if = "ClusterVersion::is_initial")]
     pub cluster_version: ClusterVersion,
+    /// Per island origin node, the next position of its journal not merged yet (see
+    /// [`island`]): a merge skips what is below it, so replaying a chunk changes nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub islands_merged: BTreeMap<crate::types::NodeId, u64>,
+    /// The island mark the next chat event gets, while an island write is applied (see
+    /// [`island`]). Not replicated state: empty between commands.
+    #[serde(skip)]
+    pub(crate) island_write: island::Marking,
+    /// Set on an island's own view: nothing is routed there (see [`island`]). Not replicated
+    /// state.
+    #[serde(skip)]
+    pub routing_paused: bool,
+    /// Set on an island's own view: the island, and where each chat its writes touched stood
+    /// when the view forked (see [`island`]). Not replicated state.
+    #[serde(skip)]
+    pub(crate) island_view: Option<island::ViewFork>,
     /// What applies retired since the store last took it (see `parley_storage::archive`).
     /// Not part of the replicated state: the store drains it after every apply batch.
     #[serde(skip)]
@@ -419,6 +439,10 @@ pub struct ChatEvent {
     /// What happened.
     #[serde(flatten)]
     pub body: EventBody,
+    /// Set on an event an island added while it was cut off: which island, and the number the
+    /// island's clients saw it under (see `island`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub island: Option<IslandMark>,
 }
 
 /// What a chat event records.
@@ -523,6 +547,7 @@ impl State {
             Op::Tick => Ok(self.tick(at)),
             Op::SetRetention(retention) => Ok(self.set_retention(*retention)),
             Op::SetClusterVersion { version } => self.set_cluster_version(*version),
+            Op::MergeIsland(chunk) => Ok(self.merge_island(chunk)),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
     }

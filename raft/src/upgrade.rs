@@ -19,6 +19,9 @@ use crate::version::{self, Supported};
 /// How long one member may take to say what it supports.
 pub const VERSIONS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often a newly formed cluster's leader tries to raise its version until it is raised.
+const NEW_CLUSTER_RAISE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One member's release, as it answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberVersions {
@@ -144,6 +147,35 @@ pub async fn finalize(replica: &Replica) -> Result<UpgradeStatus, UpgradeError> 
     {
         Outcome::Rejected(rejection) => Err(UpgradeError::Refused(rejection)),
         _ => Ok(status(replica).await),
+    }
+}
+
+/// Raises a newly formed cluster to [`version::CLUSTER_VERSION_MAX`]: run by every node that
+/// formed it ([`Replica::form_cluster`]); the leader among them proposes, once every member
+/// answers. Ends when the version is raised or the replica shuts down; until then an operator
+/// can raise it too (`parley ctl upgrade finalize`).
+pub async fn raise_new_cluster(replica: Replica) {
+    loop {
+        tokio::time::sleep(NEW_CLUSTER_RAISE_INTERVAL).await;
+        let current = replica.store().read(|state, _| state.cluster_version.0);
+        if current >= version::CLUSTER_VERSION_MAX {
+            return;
+        }
+        let status = replica.status();
+        if status.role == "shutdown" {
+            return;
+        }
+        if status.leader != Some(replica.id()) {
+            continue;
+        }
+        match finalize(&replica).await {
+            Ok(status) => tracing::info!(
+                cluster_version = status.cluster_version,
+                "raised the new cluster's version"
+            ),
+            Err(UpgradeError::Propose(ProposeError::ShuttingDown)) => return,
+            Err(error) => tracing::debug!(%error, "raising the new cluster's version; will retry"),
+        }
     }
 }
 

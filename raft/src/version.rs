@@ -25,8 +25,9 @@ pub const LOG_FORMAT_MIN: u32 = 1;
 pub const SNAPSHOT_FORMAT: u32 = 1;
 /// The oldest snapshot format this release reads.
 pub const SNAPSHOT_FORMAT_MIN: u32 = 1;
-/// The highest cluster version this release implements.
-pub const CLUSTER_VERSION_MAX: u32 = 1;
+/// The highest cluster version this release implements. 2: island merges
+/// ([`Op::MergeIsland`]).
+pub const CLUSTER_VERSION_MAX: u32 = 2;
 /// The cluster version a new cluster starts at.
 pub const CLUSTER_VERSION_INITIAL: u32 = 1;
 
@@ -106,6 +107,7 @@ pub fn op_cluster_version(op: &Op) -> u32 {
         | Op::Remove(_)
         | Op::SetRetention(_)
         | Op::SetClusterVersion { .. } => 1,
+        Op::MergeIsland(_) => 2,
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 /// Column family holding the records the machine retired from memory (see [`crate::archive`]).
 pub(crate) const CF_ARCHIVE: &str = "archive";
+/// Column family holding the node's island journal (see [`crate::journal`]); node-local.
+pub(crate) const CF_JOURNAL: &str = "island_journal";
 
 /// Most bytes of WAL files kept before the column families pinning the oldest are flushed.
 const WAL_TOTAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -108,7 +110,7 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Opens (creating if missing) the database at `path` with the column families `meta`,
-    /// `logs`, `snapshot` and `archive`.
+    /// `logs`, `snapshot`, `archive` and `island_journal`.
     ///
     /// This is a synchronous call: it runs once at node start-up, before any async work.
     pub fn open(path: &Path, opts: DbOptions) -> Result<Db, StoreError> {
@@ -128,8 +130,12 @@ impl Db {
         // pin the oldest file.
         db_opts.set_max_total_wal_size(WAL_TOTAL_BYTES_MAX);
 
-        let db = DB::open_cf(&db_opts, path, [CF_META, CF_LOGS, CF_SNAPSHOT, CF_ARCHIVE])
-            .map_err(|source| StoreError::Rocks { op: "open", source })?;
+        let db = DB::open_cf(
+            &db_opts,
+            path,
+            [CF_META, CF_LOGS, CF_SNAPSHOT, CF_ARCHIVE, CF_JOURNAL],
+        )
+        .map_err(|source| StoreError::Rocks { op: "open", source })?;
         tracing::debug!(path = %path.display(), fsync = ?opts.fsync, io_mode = ?opts.io_mode, "opened rocksdb");
         let inner = Arc::new(db);
         let syncer = match (opts.fsync, opts.io_mode) {
@@ -155,6 +161,11 @@ impl Db {
     /// The RocksDB handle itself, for tests of this crate.
     #[cfg(test)]
     pub(crate) fn raw(&self) -> &DB {
+        &self.inner
+    }
+
+    /// The RocksDB handle, for blocking calls made once at start-up.
+    pub(crate) fn inner(&self) -> &DB {
         &self.inner
     }
 

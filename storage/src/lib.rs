@@ -4,9 +4,10 @@
 //! # Layout
 //!
 //! - [`db`] — [`Db`], the shared RocksDB handle. Opens the column families `meta`, `logs`,
-//!   `snapshot` and `archive`, and owns the two policies every other module goes through: [`FsyncPolicy`]
-//!   (whether writes are fsynced before they are reported durable) and [`IoMode`] (whether RocksDB
-//!   calls run on a blocking thread or inline on the calling task).
+//!   `snapshot`, `archive` and `island_journal`, and owns the two policies every other module
+//!   goes through: [`FsyncPolicy`] (whether writes are fsynced before they are reported durable)
+//!   and [`IoMode`] (whether RocksDB calls run on a blocking thread or inline on the calling
+//!   task).
 //! - [`error`] — [`StoreError`], the crate's structured error, and its single conversion into
 //!   the `std::io::Error` openraft's storage traits return.
 //! - [`log_store`] — [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader`: log entries in
@@ -24,6 +25,9 @@
 //!   with an expiry and read back by key; the same on every replica, carried by the snapshots
 //!   sent to other nodes.
 //!
+//! - [`journal`] — [`Journal`], the node-local island journal in `island_journal`: writes taken
+//!   while cut off from the quorum, synced before they are answered, at positions never reused,
+//!   truncated only once merged.
 //! - [`backup`] — [`SnapshotCut`], a consistent cut of the store (machine, log position,
 //!   membership and archive at one applied log id) and its bytes, and [`backup::restore`],
 //!   which writes a cut into an empty database as a new cluster's starting state.
@@ -50,6 +54,7 @@ pub mod archive;
 pub mod backup;
 pub mod db;
 pub mod error;
+pub mod journal;
 pub mod log_store;
 pub mod state_machine;
 mod wal_sync;
@@ -58,6 +63,7 @@ pub use archive::{ArchiveOp, ArchivedRecord};
 pub use backup::SnapshotCut;
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
+pub use journal::{Journal, JournalBounds, JournalEntry};
 pub use log_store::LogStore;
 pub use state_machine::{
     decode_snapshot, AppliedState, EntryOfMachine, Machine, SnapshotBuilder, StateMachineStore,

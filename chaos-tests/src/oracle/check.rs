@@ -85,6 +85,31 @@ pub fn messages(oracle: &Oracle, observation: &Observation) -> Vec<Violation> {
                 }
             }
         }
+        // An island's answer holds once its message is there: it carries the island's mark
+        // (node and the seq its client saw), or none when the same message reached the
+        // cluster through another node first (the merge kept the cluster's).
+        for (client_msg_id, (origin, seq)) in oracle.acked_island.get(chat_id).into_iter().flatten()
+        {
+            let found = events.iter().find(|e| {
+                matches!(&e.body, EventBody::Message { client_msg_id: id, .. } if id == client_msg_id)
+            });
+            match found {
+                None => violations.push(violation(format!(
+                    "G1: node {node} chat {chat_id}: {client_msg_id}, taken by island node \
+                     {origin}, is missing"
+                ))),
+                Some(event) => {
+                    if let Some(mark) = event.island {
+                        if mark.origin != *origin || mark.seq != *seq {
+                            violations.push(violation(format!(
+                                "G1: node {node} chat {chat_id}: {client_msg_id} taken by island \
+                                 node {origin} at island seq {seq} but marked {mark:?}"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
         for (client_msg_id, seq) in acked {
             match seen.get(client_msg_id.as_str()) {
                 None => violations.push(violation(format!(

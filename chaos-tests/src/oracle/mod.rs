@@ -5,7 +5,9 @@
 //! simulated cluster, on live processes (fewer observations: no agents there) and on
 //! constructed inputs (the planted-bug tests in `tests.rs`):
 //!
-//! - G1: every acknowledged chat exists and every acknowledged message is at its seq;
+//! - G1: every acknowledged chat exists and every acknowledged message is at its seq; a
+//!   message an island took is there once, with the island's mark (its node and the island
+//!   seq its client saw) unless the cluster had it from another node first;
 //! - G2: no client message id twice in a chat;
 //! - G3: every chat's events numbered 1, 2, 3, … without gaps;
 //! - G4/G6, agent actions: an acknowledged login shows in the agent's feed; an acknowledged

@@ -93,6 +93,9 @@ pub struct AckedAction {
 pub struct Oracle {
     /// Chat id → client message id → acknowledged seq.
     pub(super) acked: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Chat id → client message id → (island node, island seq) of the messages an island took
+    /// (answered `"island": true`).
+    pub(super) acked_island: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
     /// Agent actions, in the order they were acknowledged.
     pub(super) actions: Vec<AckedAction>,
     /// Answers that should never happen.
@@ -111,6 +114,14 @@ impl Oracle {
             .entry(chat_id.to_owned())
             .or_default()
             .insert(client_msg_id.to_owned(), seq);
+    }
+
+    /// A message was taken in island mode by `node`, answered with island seq `seq`.
+    pub fn acked_on_island(&mut self, chat_id: &str, client_msg_id: &str, node: u64, seq: u64) {
+        self.acked_island
+            .entry(chat_id.to_owned())
+            .or_default()
+            .insert(client_msg_id.to_owned(), (node, seq));
     }
 
     /// An agent action was acknowledged.
@@ -151,7 +162,12 @@ impl Oracle {
 
     /// How many writes were acknowledged: chats started and messages.
     pub fn acked_count(&self) -> usize {
-        self.acked.values().map(|m| m.len() + 1).sum()
+        self.acked.values().map(|m| m.len() + 1).sum::<usize>() + self.acked_island_count()
+    }
+
+    /// How many messages islands acknowledged.
+    pub fn acked_island_count(&self) -> usize {
+        self.acked_island.values().map(BTreeMap::len).sum()
     }
 
     /// How many agent actions were acknowledged.

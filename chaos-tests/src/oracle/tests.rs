@@ -41,6 +41,7 @@ fn event(seq: u64, body: EventBody) -> ChatEvent {
         seq,
         at_ms: 100 * seq,
         body,
+        island: None,
     }
 }
 

@@ -151,6 +151,21 @@ pub struct ChatEvent {
     /// What happened.
     #[serde(flatten)]
     pub body: EventBody,
+    /// Present when the event was taken in island mode: which island took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub island: Option<IslandOrigin>,
+}
+
+/// Which island took an event while its site was cut off from the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct IslandOrigin {
+    /// The node that took it.
+    pub node_id: u64,
+    /// That node's island epoch then.
+    pub epoch: u64,
+    /// The sequence number the island's clients saw the event under (the event's `seq` may
+    /// differ once merged: the cluster's own events of the time come first).
+    pub seq: u64,
 }
 
 impl From<&state::ChatEvent> for ChatEvent {
@@ -159,6 +174,11 @@ impl From<&state::ChatEvent> for ChatEvent {
             seq: event.seq,
             at_ms: event.at_ms,
             body: EventBody::from(&event.body),
+            island: event.island.map(|mark| IslandOrigin {
+                node_id: mark.origin,
+                epoch: mark.epoch,
+                seq: mark.seq,
+            }),
         }
     }
 }
@@ -316,6 +336,7 @@ mod tests {
                 seq: 1,
                 at_ms: 7,
                 body,
+                island: None,
             };
             let json = serde_json::to_string(&ChatEvent::from(&event)).ok();
             assert_eq!(json.as_deref(), Some(wire));

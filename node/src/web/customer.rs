@@ -9,13 +9,14 @@ use parley_raft::command::{
     EndChat, Op, Participant, PostMessage, RequestCallback, StartChat, SubmitSurvey,
 };
 use parley_raft::limits;
+use parley_raft::state::EventCursor;
 use parley_raft::Outcome;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::{chat_view, ChatView};
 use super::{
-    await_chat, chat_caller, created_or_replayed, mailbox, new_id, path_id, unexpected, WebState,
+    await_chat, chat_caller, mailbox, new_id, path_id, unexpected, written_answer, WebState,
     EVENTS_PAGE_DEFAULT,
 };
 use crate::api::{ChatEvent, Customer, EventBody, Participant as ApiParticipant, TransferTarget};
@@ -68,6 +69,10 @@ pub struct ChatStarted {
     pub replayed: bool,
     /// The chat now: queued with position and estimated wait, or already offered.
     pub chat: Option<ChatView>,
+    /// True when the write was taken in island mode: durable on this node, merged into the
+    /// cluster once its site is connected again. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub island: bool,
 }
 
 /// Start a chat. Outside the queue's business hours the answer is 409 `off_hours` with the
@@ -97,7 +102,9 @@ pub async fn start_chat(
         customer: body.customer.into(),
         question: body.question,
     });
-    let (chat_id, replayed) = match state.write(op).await? {
+    let written = state.write_marked(op).await?;
+    let island = written.island;
+    let (chat_id, replayed) = match written.outcome {
         Outcome::ChatStarted {
             chat_id, replayed, ..
         } => (chat_id, replayed),
@@ -105,11 +112,12 @@ pub async fn start_chat(
     };
     let id = chat_id.clone();
     let chat = state.read(move |s, _| chat_view(s, &id)).await?;
-    Ok(created_or_replayed(replayed).json(ChatStarted {
+    Ok(written_answer(replayed, island).json(ChatStarted {
         token: state.chat_tokens.issue(&chat_id),
         chat_id,
         replayed,
         chat,
+        island,
     }))
 }
 
@@ -159,6 +167,10 @@ pub struct MessagePosted {
     pub seq: u64,
     /// True when the client message id had already been posted.
     pub replayed: bool,
+    /// True when the write was taken in island mode: durable on this node, merged into the
+    /// cluster once its site is connected again. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub island: bool,
 }
 
 /// Post a message as the customer (chat token) or the chat's agent (agent token). Answered
@@ -186,16 +198,20 @@ pub async fn post_message(
         client_msg_id: body.client_msg_id,
         text: body.text,
     });
-    match state.write(op).await? {
+    let written = state.write_marked(op).await?;
+    match written.outcome {
         Outcome::MessagePosted {
             chat_id,
             seq,
             replayed,
-        } => Ok(created_or_replayed(replayed).json(MessagePosted {
-            chat_id,
-            seq,
-            replayed,
-        })),
+        } => Ok(
+            written_answer(replayed, written.island).json(MessagePosted {
+                chat_id,
+                seq,
+                replayed,
+                island: written.island,
+            }),
+        ),
         other => Err(unexpected(other)),
     }
 }
@@ -219,15 +235,47 @@ pub struct EventsQuery {
 impl EventsQuery {
     /// The page size, checked.
     pub fn page_limit(&self) -> Result<usize, ApiError> {
-        let limit = self.limit.unwrap_or(EVENTS_PAGE_DEFAULT);
-        if !(1..=limits::EVENTS_PAGE_MAX).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be between 1 and {}", limits::EVENTS_PAGE_MAX),
-            ));
-        }
-        Ok(limit)
+        page_limit(self.limit)
     }
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(EVENTS_PAGE_DEFAULT);
+    if !(1..=limits::EVENTS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {}", limits::EVENTS_PAGE_MAX),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A chat events cursor from a query, checked.
+pub fn parse_cursor(text: Option<&str>) -> Result<EventCursor, ApiError> {
+    text.map_or(Ok(EventCursor::default()), |text| {
+        text.parse()
+            .map_err(|e: String| ApiError::bad_request("invalid_query", format!("after: {e}")))
+    })
+}
+
+/// Query of a chat's events endpoint. Unknown parameters are ignored (a browser's cache
+/// buster).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChatEventsQuery {
+    /// Return the events after this cursor: a sequence number (events with `seq > after`), or
+    /// the `next_after` of an earlier page, which is an island cursor
+    /// (`i.<node>.<epoch>.<fork>.<seq>`) after events an island took. Default 0 (all).
+    #[param(value_type = Option<String>, pattern = r"^([0-9]{1,20}|i\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20})$")]
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Most events returned, 1..=1000. Default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// If no event is newer than `after`, wait up to this many milliseconds for one (long
+    /// poll). Default 0; capped by the node's `timeouts.long_poll_max`.
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 /// A page of chat events.
@@ -241,27 +289,30 @@ pub struct EventsPage {
     pub last_seq: u64,
     /// This node's applied Raft index when the page was read.
     pub applied_index: Option<u64>,
+    /// The cursor to pass as `after` for the next page, on any node: the last event's `seq`,
+    /// or an island cursor after events an island took (their numbers are provisional until
+    /// the island merges). The same as the `after` asked when the page is empty.
+    pub next_after: String,
 }
 
 async fn read_page(
     state: &WebState,
     chat_id: &str,
-    after: u64,
+    after: EventCursor,
     limit: usize,
 ) -> Result<EventsPage, ApiError> {
     let id = chat_id.to_owned();
     state
         .read_activity(chat_id, move |s, applied| {
             let chat = s.chats.get(&id)?;
-            let events = s
-                .chat_events(&id, after, limit)
-                .map(|events| events.iter().map(ChatEvent::from).collect())
-                .unwrap_or_default();
+            let page = s.events_page(&id, &after, limit).unwrap_or_default();
+            let next_after = page.last().map_or(after, |(_, at)| *at).to_string();
             Some(EventsPage {
                 last_seq: chat.last_seq(),
                 chat_id: id.clone(),
-                events,
+                events: page.into_iter().map(|(e, _)| ChatEvent::from(e)).collect(),
                 applied_index: applied,
+                next_after,
             })
         })
         .await?
@@ -292,31 +343,32 @@ pub async fn long_poll(
 /// The chat's events after `after`: exactly the missed ones, on any node (G3). With
 /// `wait_ms`, waits for the next one if there is none yet.
 #[utoipa::path(get, path = "/api/v1/chats/{chat_id}/events", tag = "customer",
-    params(("chat_id" = String, Path), EventsQuery),
+    params(("chat_id" = String, Path), ChatEventsQuery),
     security(("chat_token" = []), ("agent_token" = [])),
     responses((status = 200, body = EventsPage), (status = 400), (status = 401), (status = 404)))]
 pub async fn chat_events(
     state: web::Data<WebState>,
     request: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<EventsQuery>,
+    query: web::Query<ChatEventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
     chat_caller(&state, &request, None, &chat_id).await?;
-    let limit = query.page_limit()?;
+    let limit = page_limit(query.limit)?;
+    let after = parse_cursor(query.after.as_deref())?;
     await_chat(&state, &chat_id).await?;
-    let page = read_page(&state, &chat_id, query.after, limit).await?;
+    let page = read_page(&state, &chat_id, after, limit).await?;
     if !page.events.is_empty() || query.wait_ms == 0 {
         return Ok(HttpResponse::Ok().json(page));
     }
-    long_poll(
-        &state,
-        Feed::Chat(chat_id.clone()),
-        query.after,
-        query.wait_ms,
-    )
-    .await?;
-    let page = read_page(&state, &chat_id, query.after, limit).await?;
+    // Nothing new: wait for the chat to pass its head here (or the client's sequence number,
+    // if this node is behind it).
+    let head = match after {
+        EventCursor::After(seq) => seq.max(page.last_seq),
+        EventCursor::Island(_) => page.last_seq,
+    };
+    long_poll(&state, Feed::Chat(chat_id.clone()), head, query.wait_ms).await?;
+    let page = read_page(&state, &chat_id, after, limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -327,6 +379,10 @@ pub struct ChatEnded {
     pub chat_id: String,
     /// Sequence number of the `ended` event.
     pub seq: u64,
+    /// True when the write was taken in island mode: durable on this node, merged into the
+    /// cluster once its site is connected again. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub island: bool,
 }
 
 /// End the chat, as its customer or its agent; the other side gets an `ended` event. A
@@ -341,9 +397,16 @@ pub async fn end_chat(
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
     let by = chat_caller(&state, &request, None, &chat_id).await?;
-    match state.write(Op::EndChat(EndChat { chat_id, by })).await? {
+    let written = state
+        .write_marked(Op::EndChat(EndChat { chat_id, by }))
+        .await?;
+    match written.outcome {
         Outcome::ChatEnded { chat_id, seq } => {
-            Ok(HttpResponse::Ok().json(ChatEnded { chat_id, seq }))
+            Ok(written_answer(true, written.island).json(ChatEnded {
+                chat_id,
+                seq,
+                island: written.island,
+            }))
         }
         other => Err(unexpected(other)),
     }
@@ -383,8 +446,8 @@ pub async fn submit_survey(
         return Err(ApiError::forbidden("only the customer rates a chat"));
     }
     let body = body.into_inner();
-    state
-        .write(Op::SubmitSurvey(SubmitSurvey {
+    let written = state
+        .write_marked(Op::SubmitSurvey(SubmitSurvey {
             chat_id: chat_id.clone(),
             rating: body.rating,
             comment: body.comment,
@@ -394,7 +457,7 @@ pub async fn submit_survey(
         .read(move |s, _| chat_view(s, &chat_id))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_chat", "no such chat"))?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(written_answer(true, written.island).json(view))
 }
 
 /// Query of the transcript endpoint. Unknown parameters are ignored.
@@ -576,6 +639,10 @@ pub struct CallbackRequested {
     pub due_at_ms: u64,
     /// True when the request id had already created it.
     pub replayed: bool,
+    /// True when the write was taken in island mode: durable on this node, merged into the
+    /// cluster once its site is connected again. Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub island: bool,
 }
 
 /// Ask to be called back: creates a callback activity, routed to an agent when due.
@@ -607,16 +674,20 @@ pub async fn request_callback(
         phone: body.phone,
         requested_at_ms,
     });
-    match state.write(op).await? {
+    let written = state.write_marked(op).await?;
+    match written.outcome {
         Outcome::CallbackRequested {
             activity_id,
             due_at_ms,
             replayed,
-        } => Ok(created_or_replayed(replayed).json(CallbackRequested {
-            activity_id,
-            due_at_ms,
-            replayed,
-        })),
+        } => Ok(
+            written_answer(replayed, written.island).json(CallbackRequested {
+                activity_id,
+                due_at_ms,
+                replayed,
+                island: written.island,
+            }),
+        ),
         other => Err(unexpected(other)),
     }
 }

@@ -28,7 +28,7 @@ use parley_raft::{ErrorClass, Outcome, Replica, State};
 use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write};
+use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write, Written};
 use crate::error::ApiError;
 use crate::messaging::{Feed, MessagingActor, WaitForEvents};
 use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
@@ -122,6 +122,11 @@ impl QueuePositions {
 impl WebState {
     /// Commits `op`.
     pub async fn write(&self, op: Op) -> Result<Outcome, ApiError> {
+        self.write_marked(op).await.map(|written| written.outcome)
+    }
+
+    /// Commits `op` or, on an island, takes it into the island journal; says which.
+    pub async fn write_marked(&self, op: Op) -> Result<Written, ApiError> {
         self.app.send(Write(op)).await.map_err(mailbox)?
     }
 
@@ -510,6 +515,20 @@ pub fn created_or_replayed(replayed: bool) -> actix_web::HttpResponseBuilder {
     } else {
         HttpResponse::Created()
     }
+}
+
+/// The header every answer to a write taken in island mode carries (`Parley-Island: true`),
+/// also where the body has no `island` field.
+pub const ISLAND_HEADER: &str = "parley-island";
+
+/// The answer to a write: 200 or 201 as [`created_or_replayed`], marked when it was taken in
+/// island mode.
+pub fn written_answer(replayed: bool, island: bool) -> actix_web::HttpResponseBuilder {
+    let mut builder = created_or_replayed(replayed);
+    if island {
+        builder.insert_header((ISLAND_HEADER, "true"));
+    }
+    builder
 }
 
 /// An outcome the handler did not expect: a bug, reported as such.

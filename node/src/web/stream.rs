@@ -3,7 +3,9 @@
 //! Every stream starts from the client's `after` and sends exactly the events it missed (read
 //! from this node's applied state), then live ones as the messaging actor reports progress
 //! (G3). Reconnecting to any node with the last seen `seq` is the whole failover story for a
-//! client. Ephemeral frames (`typing`, `queue_status`) carry no `seq`.
+//! client. Ephemeral frames (`typing`, `queue_status`) carry no `seq`. A chat stream's event
+//! frames also carry `after`, the cursor to resume from after that event (an island cursor
+//! after events an island took, whose numbers are provisional until it merges).
 //!
 //! Close codes: 1012 (service restart) when the node stops, meaning "reconnect to another
 //! node with after=<last seq>"; 4001 when an agent session ends; 4410 when an agent is further
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use actix_web::{rt, web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use parley_raft::command::{AgentSession, ChatId, Op, Participant};
+use parley_raft::state::EventCursor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use utoipa::IntoParams;
@@ -68,6 +71,28 @@ pub struct StreamQuery {
     pub access_token: Option<String>,
 }
 
+/// Query of a chat's stream. Unknown parameters are ignored.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChatStreamQuery {
+    /// Send the events after this cursor first: a sequence number, or the `after` of the last
+    /// event frame received (see `GET /api/v1/chats/{chat_id}/events`). Default 0.
+    #[param(value_type = Option<String>, pattern = r"^([0-9]{1,20}|i\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20})$")]
+    #[serde(default)]
+    pub after: Option<String>,
+    /// The bearer token, for clients that cannot set an Authorization header on a WebSocket.
+    #[serde(default)]
+    pub access_token: Option<String>,
+}
+
+/// A chat event as a stream sends it: the event and the cursor after it.
+#[derive(Serialize)]
+struct ChatEventFrame {
+    #[serde(flatten)]
+    event: crate::api::ChatEvent,
+    after: String,
+}
+
 /// A frame a client may send.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -100,6 +125,8 @@ enum Source {
     Chat {
         chat_id: ChatId,
         caller: Participant,
+        /// Where the client stands: the cursor after the last event sent.
+        after: EventCursor,
     },
     Agent(AgentClaims),
     Supervisor,
@@ -118,7 +145,7 @@ impl Source {
 /// A chat's events over WebSocket, for its customer or its agent: missed events after
 /// `after`, then live ones; `typing` and `queue_status` frames in between.
 #[utoipa::path(get, path = "/api/v1/chats/{chat_id}/stream", tag = "streams",
-    params(("chat_id" = String, Path), StreamQuery),
+    params(("chat_id" = String, Path), ChatStreamQuery),
     security(("chat_token" = []), ("agent_token" = [])),
     responses((status = 101, description = "WebSocket: one JSON chat event per text frame"),
         (status = 401), (status = 404)))]
@@ -126,20 +153,29 @@ pub async fn chat_stream(
     state: web::Data<WebState>,
     request: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<StreamQuery>,
+    query: web::Query<ChatStreamQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
+    let after = super::customer::parse_cursor(query.after.as_deref())?;
     let caller = chat_caller(&state, &request, query.access_token.as_deref(), &chat_id).await?;
     if !await_chat(&state, &chat_id).await? {
         return Err(ApiError::not_found("unknown_chat", "no such chat"));
     }
+    let head = match after {
+        EventCursor::After(seq) => seq,
+        EventCursor::Island(_) => 0,
+    };
     open(
         state.get_ref().clone(),
         &request,
         body,
-        Source::Chat { chat_id, caller },
-        query.after,
+        Source::Chat {
+            chat_id,
+            caller,
+            after,
+        },
+        head,
     )
 }
 
@@ -378,20 +414,31 @@ impl Stream {
     async fn deliver(&mut self) -> Sent {
         loop {
             let cursor = self.cursor;
+            let mut chat_after = None;
             let frames: Result<Vec<(u64, String)>, Option<CloseReason>> = match &self.source {
-                Source::Chat { chat_id, .. } => {
-                    let chat_id = chat_id.clone();
-                    self.read(move |s, _| {
-                        Ok(s.chat_events(&chat_id, cursor, CATCH_UP_PAGE)
-                            .unwrap_or_default()
-                            .iter()
-                            .filter_map(|e| {
-                                let event = crate::api::ChatEvent::from(e);
-                                Some((e.seq, serde_json::to_string(&event).ok()?))
-                            })
-                            .collect())
+                Source::Chat { chat_id, after, .. } => {
+                    let (chat_id, after) = (chat_id.clone(), *after);
+                    let page = self
+                        .read(move |s, _| {
+                            Ok(s.events_page(&chat_id, &after, CATCH_UP_PAGE)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|(e, at)| {
+                                    let frame = ChatEventFrame {
+                                        event: crate::api::ChatEvent::from(e),
+                                        after: at.to_string(),
+                                    };
+                                    Some((e.seq, serde_json::to_string(&frame).ok()?, at))
+                                })
+                                .collect::<Vec<_>>())
+                        })
+                        .await;
+                    page.map(|page| {
+                        chat_after = page.last().map(|(_, _, at)| *at);
+                        page.into_iter()
+                            .map(|(seq, frame, _)| (seq, frame))
+                            .collect()
                     })
-                    .await
                 }
                 Source::Agent(claims) => {
                     let (agent_id, session_id) =
@@ -463,6 +510,9 @@ impl Stream {
                 }
             }
             self.cursor = last;
+            if let (Source::Chat { after, .. }, Some(at)) = (&mut self.source, chat_after) {
+                *after = at;
+            }
             // A supervisor gets one snapshot; a chat stream is done with a short page; an agent
             // stream reads once more, which closes it if the session ended with this page.
             match self.source {
@@ -546,7 +596,12 @@ impl Stream {
         }
         self.last_typing = Some(now);
         let (chat_id, from) = match (&self.source, chat_id) {
-            (Source::Chat { chat_id, caller }, _) => (chat_id.clone(), caller.clone()),
+            (
+                Source::Chat {
+                    chat_id, caller, ..
+                },
+                _,
+            ) => (chat_id.clone(), caller.clone()),
             (Source::Agent(claims), Some(chat_id)) => {
                 let (chat, me) = (chat_id.clone(), claims.agent_id.clone());
                 let holds = self

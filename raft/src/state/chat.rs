@@ -40,7 +40,13 @@ impl State {
             return 0;
         };
         let seq = chat.last_seq() + 1;
-        chat.events.push(ChatEvent { seq, at_ms, body });
+        let island = self.island_write.take_mark(seq);
+        chat.events.push(ChatEvent {
+            seq,
+            at_ms,
+            body,
+            island,
+        });
         self.touched.record(Touch::Chat(chat_id.to_owned()));
         if let Some(agent) = chat.agent_id.as_ref().and_then(|a| self.agents.get_mut(a)) {
             agent.push_feed(
@@ -119,6 +125,20 @@ impl State {
             });
         }
 
+        self.insert_chat(at_ms, start);
+        self.route(at_ms);
+        Ok(Outcome::ChatStarted {
+            chat_id: start.chat_id.clone(),
+            seq: 1,
+            replayed: false,
+        })
+    }
+
+    /// Creates the chat `start` asks for, queued at `at_ms`, with its activity and request
+    /// key; the checks were made.
+    pub(super) fn insert_chat(&mut self, at_ms: u64, start: &StartChat) {
+        let request_key = format!("chat:{}", start.request_id);
+        let customer = customer_key(&start.customer.email);
         let chat_id = start.chat_id.clone();
         self.chats.insert(
             chat_id.clone(),
@@ -138,6 +158,7 @@ impl State {
                         customer_name: start.customer.name.clone(),
                         question: start.question.clone(),
                     },
+                    island: self.island_write.take_mark(1),
                 }],
                 client_msg_ids: BTreeMap::new(),
             }),
@@ -167,13 +188,7 @@ impl State {
             .entry(customer)
             .or_default()
             .insert(chat_id.clone());
-        self.requests.insert(request_key, chat_id.clone());
-        self.route(at_ms);
-        Ok(Outcome::ChatStarted {
-            chat_id,
-            seq: 1,
-            replayed: false,
-        })
+        self.requests.insert(request_key, chat_id);
     }
 
     pub(super) fn post_message(

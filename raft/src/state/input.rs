@@ -43,6 +43,29 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
             Ok(())
         }
         Op::Upsert(entry) => check_entry(entry),
+        Op::MergeIsland(chunk) => {
+            if chunk.writes.is_empty() || chunk.writes.len() > limits::ISLAND_CHUNK_WRITES_MAX {
+                return Err(Rejection::invalid(
+                    "writes",
+                    format!("must hold 1 to {} writes", limits::ISLAND_CHUNK_WRITES_MAX),
+                ));
+            }
+            if chunk
+                .writes
+                .windows(2)
+                .any(|w| w[0].position >= w[1].position)
+            {
+                return Err(Rejection::invalid(
+                    "writes",
+                    "positions must ascend strictly",
+                ));
+            }
+            for write in &chunk.writes {
+                super::island::island_takes(&write.op)?;
+                check_input(&write.op)?;
+            }
+            Ok(())
+        }
         Op::StartChat(start) => {
             check_client_id("request_id", &start.request_id)?;
             check_text(

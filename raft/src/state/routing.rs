@@ -86,7 +86,10 @@ impl State {
 
     /// Offers waiting activities to free agents until no more match.
     pub(super) fn route(&mut self, at_ms: u64) {
-        if self.waiting.is_empty() || !self.agents.values().any(|a| self.has_room(a)) {
+        if self.routing_paused
+            || self.waiting.is_empty()
+            || !self.agents.values().any(|a| self.has_room(a))
+        {
             return;
         }
         let waiting: Vec<(u64, ActivityId)> = self.waiting.iter().cloned().collect();

@@ -1062,3 +1062,5 @@ fn a_retried_transfer_is_answered_as_done() {
 mod retention;
 
 mod golden;
+
+mod island;

@@ -1,0 +1,15 @@
+//! Island mode: a node cut off from its cluster's quorum.
+//!
+//! - [`detect`]: whether this node is an island, and its island epoch ([`watch`]).
+//! - [`hlc`]: the hybrid logical clock that names island writes, never going back across
+//!   restarts.
+//! - [`serve`]: serving as an island (its view and journal) and merging once a leader is
+//!   heard again.
+
+pub mod detect;
+pub mod hlc;
+pub mod serve;
+
+pub use detect::{watch, Detector, IslandStatus, LeaderContact, Signals, ISLAND_CHECK_INTERVAL};
+pub use hlc::{Hlc, HlcError, Stamp};
+pub use serve::{merge_loop, IslandJournalStatus, IslandServer};
