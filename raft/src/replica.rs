@@ -259,6 +259,7 @@ impl Replica {
         let island = crate::island::watch(
             raft.clone(),
             contact.clone(),
+            probes.clone(),
             db.clone(),
             options.island_after,
         );

@@ -4,7 +4,9 @@
 //! server on every AppendEntries a leader sent that was not refused for its vote); a leader
 //! knows when a quorum last acknowledged it (openraft's `last_quorum_acked`). A node that has
 //! had neither for `island_after` is an **island**; it stops being one as soon as it hears from
-//! a leader again (or leads with a quorum). Every time a node becomes an island it starts a new
+//! a leader again (or leads with a quorum). A follower whose leader says (in its latest probe
+//! answer, [`crate::probe`]) that it is an island is one too: its leader reaches no quorum, so
+//! neither does it (a site cut off with the old leader in it). Every time a node becomes an island it starts a new
 //! **island epoch**, counted per node and persisted before it is published, so an epoch never
 //! repeats across restarts (the island journal names its writes by origin node and epoch).
 //!
@@ -20,7 +22,11 @@ use parley_storage::Db;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::probe::{Probes, PROBE_INTERVAL};
 use crate::types::Raft;
+
+/// How recent a probe answer of the leader must be to count (two probe rounds).
+const LEADER_PROBE_FRESH: Duration = Duration::from_secs(2 * PROBE_INTERVAL.as_secs());
 
 /// How often a node checks whether it is an island.
 pub const ISLAND_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -74,6 +80,8 @@ pub struct Signals {
     pub quorum_acked: Option<Instant>,
     /// When it last heard from a leader.
     pub leader_contact: Option<Instant>,
+    /// Whether the leader it follows said it was an island in a recent probe answer.
+    pub leader_island: bool,
 }
 
 /// The island rule, pure: connected while a leader (or, leading, a quorum) was heard from within
@@ -98,6 +106,9 @@ impl Detector {
         } else {
             signals.leader_contact
         };
+        if !signals.leading && signals.leader_island {
+            return true;
+        }
         let since = heard.unwrap_or(signals.started).max(signals.started);
         signals.now.saturating_duration_since(since) >= self.island_after
     }
@@ -108,6 +119,7 @@ impl Detector {
 pub fn watch(
     raft: Raft,
     contact: LeaderContact,
+    probes: Probes,
     db: Db,
     island_after: Duration,
 ) -> watch::Receiver<IslandStatus> {
@@ -133,10 +145,19 @@ pub fn watch(
                     return;
                 }
                 let now = Instant::now();
+                let leading = m.state == ServerState::Leader;
+                let leader_island = !leading
+                    && m.current_leader
+                        .and_then(|id| probes.heard(id))
+                        .is_some_and(|heard| {
+                            heard.island
+                                && now.saturating_duration_since(heard.at) <= LEADER_PROBE_FRESH
+                        });
                 Signals {
+                    leader_island,
                     now,
                     started,
-                    leading: m.state == ServerState::Leader,
+                    leading,
                     quorum_acked: m
                         .last_quorum_acked
                         .as_ref()
@@ -204,6 +225,7 @@ mod tests {
             leading: false,
             quorum_acked: None,
             leader_contact: contact,
+            leader_island: false,
         };
         assert!(!d.cut_off(&follower(1_999, None)), "counts from start");
         assert!(d.cut_off(&follower(2_000, None)), "never heard a leader");
@@ -219,6 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_of_a_leader_that_is_an_island_is_one_too() {
+        let d = Detector::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let follower = Signals {
+            now: at(t0, 3_000),
+            started: t0,
+            leading: false,
+            quorum_acked: None,
+            leader_contact: Some(at(t0, 2_900)),
+            leader_island: true,
+        };
+        assert!(d.cut_off(&follower), "its leader reaches no quorum");
+        assert!(!d.cut_off(&Signals {
+            leader_island: false,
+            ..follower
+        }));
+        // A leader's own probes of itself do not count: only its quorum does.
+        assert!(!d.cut_off(&Signals {
+            leading: true,
+            quorum_acked: Some(at(t0, 2_900)),
+            ..follower
+        }));
+    }
+
+    #[test]
     fn a_leader_is_an_island_once_no_quorum_acked_it_for_island_after() {
         let d = Detector::new(Duration::from_secs(2));
         let t0 = Instant::now();
@@ -228,6 +275,7 @@ mod tests {
             leading: true,
             quorum_acked: acked,
             leader_contact: contact,
+            leader_island: false,
         };
         assert!(!d.cut_off(&leader(5_000, Some(at(t0, 4_000)), None)));
         assert!(d.cut_off(&leader(6_000, Some(at(t0, 4_000)), None)));

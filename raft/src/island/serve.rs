@@ -296,8 +296,7 @@ impl IslandServer {
             tracing::info!("island writes merged; serving the replicated state again");
             self.changes.send_modify(|n| *n += 1);
         }
-        self.serving
-            .send_if_modified(|serving| std::mem::take(serving));
+        self.serving.send_if_modified(std::mem::take);
     }
 
     /// Proposes the next chunk of the journal; whether it was applied.
@@ -415,9 +414,9 @@ pub async fn merge_loop(
                 }
             }
         };
-        match tokio::time::timeout(wait, island.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        // Woken by a change of the island status or the poll interval; ends with the channel.
+        if let Ok(Err(_)) = tokio::time::timeout(wait, island.changed()).await {
+            return;
         }
     }
 }
