@@ -419,7 +419,7 @@ async fn corrupt_persisted_snapshot_fails_open() {
         let raw = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             dir.path(),
-            ["meta", "logs", "snapshot", "archive"],
+            ["meta", "logs", "snapshot", "archive", "island_journal"],
         )
         .unwrap();
         let cf = raw.cf_handle("snapshot").unwrap();
@@ -437,7 +437,7 @@ async fn corrupt_persisted_snapshot_fails_open() {
         let raw = rocksdb::DB::open_cf(
             &rocksdb::Options::default(),
             dir.path(),
-            ["meta", "logs", "snapshot", "archive"],
+            ["meta", "logs", "snapshot", "archive", "island_journal"],
         )
         .unwrap();
         let cf = raw.cf_handle("snapshot").unwrap();
