@@ -309,3 +309,82 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(body.get("island").is_none(), "{body}");
 }
+
+/// The ids of the activities `agent` holds, from node `via`'s supervisor view, and whether the
+/// view says the agent is reachable.
+fn agent_entry(agents: &Value, agent: &str) -> Option<(Vec<String>, bool)> {
+    let entry = agents.as_array()?.iter().find(|a| a["agent_id"] == agent)?;
+    let held = entry["activities"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect();
+    Some((held, entry["reachable"] == true))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_side_routes_no_new_work_to_agents_it_cannot_reach() {
+    let mut cluster = Cluster::configure(3, "", "island_after = \"1500ms\"");
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id, READY).await;
+    }
+    view_until(&cluster, 1, READY, |v| v["cluster_version"] == 2).await;
+    // Bob, connected through node 3, has been ready longest: he is first in line.
+    cluster.login_ready(3, "bob").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cluster.login_ready(1, "alice").await;
+
+    cluster.kill9(3);
+    let admin = Some(support::ADMIN_TOKEN);
+    let path = "/api/v1/supervisor/agents";
+    cluster
+        .api_until(1, Method::GET, path, admin, |status, agents| {
+            status == StatusCode::OK
+                && agent_entry(agents, "bob").is_some_and(|(_, reachable)| !reachable)
+        })
+        .await;
+    let first = cluster.start_chat(1, "reach-1").await;
+    let (_, agents) = cluster
+        .api_until(1, Method::GET, path, admin, |_, agents| {
+            agent_entry(agents, "alice").is_some_and(|(held, _)| held.contains(&first.chat_id))
+        })
+        .await;
+    assert_eq!(
+        agent_entry(&agents, "bob").map(|(held, _)| held),
+        Some(vec![]),
+        "{agents}"
+    );
+
+    // Node 3 is back: bob is reachable and first in line again.
+    cluster.spawn(3);
+    cluster
+        .api_until(1, Method::GET, path, admin, |_, agents| {
+            agent_entry(agents, "bob").is_some_and(|(_, reachable)| reachable)
+        })
+        .await;
+    let second = cluster.start_chat(1, "reach-2").await;
+    cluster
+        .api_until(1, Method::GET, path, admin, |_, agents| {
+            agent_entry(agents, "bob").is_some_and(|(held, _)| held.contains(&second.chat_id))
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_is_its_own_quorum_and_never_an_island() {
+    let mut cluster = Cluster::configure(1, "", "island_after = \"1500ms\"");
+    cluster.spawn(1);
+    cluster.wait_ready(1, READY).await;
+    view_until(&cluster, 1, READY, |v| v["cluster_version"] == 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = cluster.cluster_view(1).await.expect("a view");
+    assert_eq!(view["island"], false, "{view}");
+    assert_eq!(view["island_epoch"], 0, "{view}");
+    let chat = cluster.start_chat(1, "alone").await;
+    let (status, body) = post_message(&cluster, 1, &chat, "m1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body.get("island").is_none(), "{body}");
+}

@@ -127,6 +127,12 @@ pub enum Op {
     /// Merge writes an island took while it was cut off (see `state::island`): applied once
     /// each, in the island's order, by the rules of docs/ARCHITECTURE.md "Island mode".
     MergeIsland(IslandChunk),
+    /// The members the leader has not reached for `island_after` (see `state::reach`): agents
+    /// connected through them get no new work. Replaces the previous set.
+    SetUnreachable {
+        /// The unreachable members.
+        nodes: std::collections::BTreeSet<crate::types::NodeId>,
+    },
 }
 
 /// A bounded run of one island's journal, replayed into the log after the island ended.

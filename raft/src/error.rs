@@ -148,11 +148,15 @@ pub enum ProposeError {
     #[error("codec: {0}")]
     Codec(String),
     /// This node is an island and does not take this write until it is connected again.
-    #[error("this node is cut off from its cluster (island mode) and does not take {what} now; retry once the site is connected again")]
+    #[error("this node is cut off from its cluster (island mode) and does not take {what}; retry once the site is connected again")]
     Island {
         /// What kind of write was refused.
         what: String,
     },
+    /// This node's island writes are still being merged into the cluster; the write waited
+    /// for the merge as long as a write may wait.
+    #[error("this node's island writes are still being merged into the cluster; retry shortly")]
+    Merging,
     /// The island journal could not be written: the write was not taken.
     #[error("the island journal: {0}")]
     Journal(String),
@@ -256,7 +260,8 @@ impl Classified for ProposeError {
             | ProposeError::Timeout { .. }
             | ProposeError::Overloaded
             | ProposeError::ShuttingDown
-            | ProposeError::Island { .. } => ErrorClass::Unavailable,
+            | ProposeError::Island { .. }
+            | ProposeError::Merging => ErrorClass::Unavailable,
             ProposeError::Codec(_) | ProposeError::Journal(_) => ErrorClass::Internal,
         }
     }
@@ -269,6 +274,7 @@ impl Classified for ProposeError {
             ProposeError::ShuttingDown => "shutting_down",
             ProposeError::Codec(_) => "internal",
             ProposeError::Island { .. } => "island",
+            ProposeError::Merging => "island_merging",
             ProposeError::Journal(_) => "island_journal",
         }
     }

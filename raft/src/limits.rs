@@ -20,6 +20,11 @@ pub const ISLAND_CHUNK_WRITES_MAX: usize = 256;
 /// Most bytes of journal entries one merge command carries (a write larger than this still
 /// goes, alone).
 pub const ISLAND_CHUNK_BYTES_MAX: usize = 256 * 1024;
+/// Most writes an island journal holds unmerged; beyond it an island refuses writes (the
+/// merge replays them all, so a bound keeps the heal bounded too).
+pub const ISLAND_JOURNAL_ENTRIES_MAX: u64 = 1_000_000;
+/// Most members one `SetUnreachable` may name.
+pub const UNREACHABLE_NODES_MAX: usize = 1024;
 /// Most commands the proposer packs into one Raft entry.
 pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Most events one chat holds; a chat that reaches it takes no more messages.

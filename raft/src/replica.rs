@@ -263,6 +263,14 @@ impl Replica {
             db.clone(),
             options.island_after,
         );
+        tokio::spawn(crate::island::reach::watch(
+            options.id,
+            raft.clone(),
+            probes.clone(),
+            store.clone(),
+            proposer.clone(),
+            options.island_after,
+        ));
         tokio::spawn(crate::island::merge_loop(
             island_server.clone(),
             proposer.clone(),
@@ -386,10 +394,7 @@ impl Replica {
         if *serving.borrow_and_update() {
             let merged = tokio::time::timeout(self.write_timeout, serving.wait_for(|s| !*s)).await;
             if !matches!(merged, Ok(Ok(_))) {
-                return Err(ProposeError::Island {
-                    what: "writes: this node's island writes are still being merged; retry"
-                        .to_owned(),
-                });
+                return Err(ProposeError::Merging);
             }
         }
         self.proposer

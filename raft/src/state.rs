@@ -35,6 +35,7 @@ mod directory;
 pub mod hours;
 mod input;
 pub mod island;
+pub mod reach;
 mod retention;
 mod routing;
 pub mod touched;
@@ -101,6 +102,10 @@ pub struct State {
     /// state.
     #[serde(skip)]
     pub routing_paused: bool,
+    /// The members the leader has not reached for `island_after`: agents connected through
+    /// them get no new work (see [`reach`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unreachable_nodes: BTreeSet<crate::types::NodeId>,
     /// Set on an island's own view: the island, and where each chat its writes touched stood
     /// when the view forked (see [`island`]). Not replicated state.
     #[serde(skip)]
@@ -538,7 +543,7 @@ impl State {
             Op::SubmitSurvey(survey) => self.submit_survey(at, survey),
             Op::RequestCallback(request) => self.request_callback(at, request),
             Op::Login(login) => self.login(at, command.origin, login),
-            Op::Presence(session) => self.presence(command.origin, session),
+            Op::Presence(session) => self.presence(at, command.origin, session),
             Op::Logout(session) => self.logout(at, session),
             Op::SetAvailability(set) => self.set_availability(at, set),
             Op::Accept(action) => self.accept(at, action),
@@ -548,6 +553,7 @@ impl State {
             Op::SetRetention(retention) => Ok(self.set_retention(*retention)),
             Op::SetClusterVersion { version } => self.set_cluster_version(*version),
             Op::MergeIsland(chunk) => Ok(self.merge_island(chunk)),
+            Op::SetUnreachable { nodes } => Ok(self.set_unreachable(command.at_ms, nodes)),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
     }

@@ -107,7 +107,7 @@ pub fn op_cluster_version(op: &Op) -> u32 {
         | Op::Remove(_)
         | Op::SetRetention(_)
         | Op::SetClusterVersion { .. } => 1,
-        Op::MergeIsland(_) => 2,
+        Op::MergeIsland(_) | Op::SetUnreachable { .. } => 2,
     }
 }
 

@@ -179,6 +179,9 @@ pub struct AgentView {
     pub logged_in: bool,
     /// The node the agent last used, while logged in.
     pub node: Option<u64>,
+    /// False while the cluster's leader cannot reach that node (a site cut off): the agent
+    /// gets no new work until they reconnect through a reachable node or it is reached again.
+    pub reachable: bool,
     /// Ready per channel.
     pub ready: BTreeMap<Channel, bool>,
     /// Why not ready, as the agent said.
@@ -215,6 +218,7 @@ pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
             .collect(),
         logged_in: agent.session.is_some(),
         node: agent.session.as_ref().map(|s| s.node),
+        reachable: !state.agent_unreachable(agent),
         ready: agent.ready.iter().map(|(c, r)| ((*c).into(), *r)).collect(),
         not_ready_reason: agent.not_ready_reason.clone(),
         load,

@@ -6,7 +6,8 @@
 //! had neither for `island_after` is an **island**; it stops being one as soon as it hears from
 //! a leader again (or leads with a quorum). A follower whose leader says (in its latest probe
 //! answer, [`crate::probe`]) that it is an island is one too: its leader reaches no quorum, so
-//! neither does it (a site cut off with the old leader in it). Every time a node becomes an island it starts a new
+//! neither does it (a site cut off with the old leader in it).
+//! A leader that is the only voter is its own quorum: a single-node cluster is never an island. Every time a node becomes an island it starts a new
 //! **island epoch**, counted per node and persisted before it is published, so an epoch never
 //! repeats across restarts (the island journal names its writes by origin node and epoch).
 //!
@@ -146,6 +147,12 @@ pub fn watch(
                 }
                 let now = Instant::now();
                 let leading = m.state == ServerState::Leader;
+                // A leader that is the only voter is its own quorum (openraft notes no quorum
+                // acknowledgement without followers).
+                let sole_voter = {
+                    let mut voters = m.membership_config.membership().voter_ids();
+                    voters.next() == Some(m.id) && voters.next().is_none()
+                };
                 let leader_island = !leading
                     && m.current_leader
                         .and_then(|id| probes.heard(id))
@@ -158,10 +165,13 @@ pub fn watch(
                     now,
                     started,
                     leading,
-                    quorum_acked: m
-                        .last_quorum_acked
-                        .as_ref()
-                        .map(|at| now.checked_sub(at.elapsed()).unwrap_or(started)),
+                    quorum_acked: if leading && sole_voter {
+                        Some(now)
+                    } else {
+                        m.last_quorum_acked
+                            .as_ref()
+                            .map(|at| now.checked_sub(at.elapsed()).unwrap_or(started))
+                    },
                     leader_contact: contact.last(),
                 }
             };

@@ -3,11 +3,14 @@
 //! - [`detect`]: whether this node is an island, and its island epoch ([`watch`]).
 //! - [`hlc`]: the hybrid logical clock that names island writes, never going back across
 //!   restarts.
+//! - [`reach`]: the leader replicates which members it cannot reach, so their agents get no
+//!   new work.
 //! - [`serve`]: serving as an island (its view and journal) and merging once a leader is
 //!   heard again.
 
 pub mod detect;
 pub mod hlc;
+pub mod reach;
 pub mod serve;
 
 pub use detect::{watch, Detector, IslandStatus, LeaderContact, Signals, ISLAND_CHECK_INTERVAL};

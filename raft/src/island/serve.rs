@@ -161,6 +161,14 @@ impl IslandServer {
             return Err(ProposeError::Island { what });
         }
         let mut writer = self.writer.lock().await;
+        if self.journal.bounds().len() >= limits::ISLAND_JOURNAL_ENTRIES_MAX {
+            return Err(ProposeError::Island {
+                what: format!(
+                    "more writes: its island journal is full ({} unmerged writes)",
+                    limits::ISLAND_JOURNAL_ENTRIES_MAX
+                ),
+            });
+        }
         let view = self.view_for(epoch).await?;
         if view.state.cluster_version.0 < MERGE_CLUSTER_VERSION {
             return Err(ProposeError::Island {

@@ -49,16 +49,25 @@ impl State {
 
     pub(super) fn presence(
         &mut self,
+        at_ms: u64,
         origin: u64,
         session: &AgentSession,
     ) -> Result<Outcome, Rejection> {
         self.check_session(session)?;
+        let was_unreachable = self
+            .agents
+            .get(&session.agent_id)
+            .is_some_and(|a| self.agent_unreachable(a));
         if let Some(current) = self
             .agents
             .get_mut(&session.agent_id)
             .and_then(|a| a.session.as_mut())
         {
             current.node = origin;
+        }
+        // Reconnected through a member the leader reaches: routable again at once.
+        if was_unreachable && !self.unreachable_nodes.contains(&origin) {
+            self.route(at_ms);
         }
         Ok(Outcome::Done)
     }

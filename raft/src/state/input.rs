@@ -36,6 +36,15 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
         // Seeding skips invalid entries one by one (node config validation reports them).
         Op::SetRetention(retention) => super::retention::check_retention(retention),
         Op::SeedDirectory(_) | Op::Tick | Op::Remove(_) => Ok(()),
+        Op::SetUnreachable { nodes } => {
+            if nodes.len() > crate::limits::UNREACHABLE_NODES_MAX {
+                return Err(Rejection::invalid(
+                    "nodes",
+                    format!("at most {} nodes", crate::limits::UNREACHABLE_NODES_MAX),
+                ));
+            }
+            Ok(())
+        }
         Op::SetClusterVersion { version } => {
             if *version < crate::version::CLUSTER_VERSION_INITIAL {
                 return Err(Rejection::invalid("version", "must be at least 1"));

@@ -196,7 +196,9 @@ pub fn island_takes(op: &Op) -> Result<(), Rejection> {
         | Op::SubmitSurvey(_)
         | Op::RequestCallback(_) => return Ok(()),
         Op::SeedDirectory(_) | Op::Upsert(_) | Op::Remove(_) => "a directory change",
-        Op::SetRetention(_) | Op::SetClusterVersion { .. } => "a cluster setting",
+        Op::SetRetention(_) | Op::SetClusterVersion { .. } | Op::SetUnreachable { .. } => {
+            "a cluster setting"
+        }
         Op::Login(_) | Op::Presence(_) | Op::Logout(_) | Op::SetAvailability(_) => {
             "an agent's sign-in or availability"
         }

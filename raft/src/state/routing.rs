@@ -74,6 +74,7 @@ impl State {
             .copied()
             .unwrap_or(0);
         agent.session.is_some()
+            && !self.agent_unreachable(agent)
             && agent.ready.get(&activity.channel).copied().unwrap_or(false)
             && (!needs_skills
                 || queue
@@ -112,6 +113,7 @@ impl State {
     /// Whether the agent could take any work now (logged in, ready for a channel with room).
     fn has_room(&self, agent: &super::Agent) -> bool {
         agent.session.is_some()
+            && !self.agent_unreachable(agent)
             && agent.ready.iter().any(|(channel, ready)| {
                 *ready
                     && self.load(agent, *channel)

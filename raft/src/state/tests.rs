@@ -1064,3 +1064,52 @@ mod retention;
 mod golden;
 
 mod island;
+
+#[test]
+fn agents_connected_through_an_unreachable_member_get_no_new_work_until_reached() {
+    let mut state = seeded();
+    apply_ok(&mut state, 1, Op::SetClusterVersion { version: 2 });
+    // Bob is idle longest, so he would get the first chat; he is connected through node 3.
+    login_ready(&mut state, 10, "bob");
+    login_ready(&mut state, 20, "alice");
+    state.apply(&Command {
+        at_ms: 21,
+        origin: 3,
+        op: Op::Presence(session("bob")),
+    });
+    let unreachable = |nodes: &[u64]| Op::SetUnreachable {
+        nodes: nodes.iter().copied().collect(),
+    };
+    apply_ok(&mut state, 25, unreachable(&[3]));
+    assert!(state.agent_unreachable(&state.agents["bob"]));
+    apply_ok(&mut state, 30, start("c1", "r1"));
+    assert!(offered_to("alice")(&status(&state, "c1")), "not bob");
+    apply_ok(&mut state, 31, Op::Accept(action("alice", "c1")));
+    // Alice takes two chats: the third waits while bob is unreachable.
+    apply_ok(&mut state, 33, start("c2", "r2"));
+    assert!(offered_to("alice")(&status(&state, "c2")));
+    apply_ok(&mut state, 34, start("c3", "r3"));
+    assert_eq!(status(&state, "c3"), ActivityStatus::Queued);
+    // Bob reconnects through node 1, which the leader reaches: routed to at once.
+    state.apply(&Command {
+        at_ms: 40,
+        origin: 1,
+        op: Op::Presence(session("bob")),
+    });
+    assert!(offered_to("bob")(&status(&state, "c3")));
+    // Node 3 reached again: the set empties (and routes what waits).
+    apply_ok(&mut state, 50, unreachable(&[]));
+    assert!(state.unreachable_nodes.is_empty());
+    // Bounded, and needs cluster version 2.
+    let many: Vec<u64> = (0..=crate::limits::UNREACHABLE_NODES_MAX as u64).collect();
+    assert!(matches!(
+        state.apply(&command(60, unreachable(&many))),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    let mut old = seeded();
+    assert!(matches!(
+        old.apply(&command(1, unreachable(&[3]))),
+        Outcome::Rejected(Rejection::NotEnabled { .. })
+    ));
+    state.validate().expect("invariants hold");
+}
