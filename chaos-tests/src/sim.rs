@@ -751,12 +751,21 @@ async fn agent_console(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
+    let mut presence_node: Option<NodeId> = None;
+    // Completions refused because the chat was taken away (its agent looked unreachable and
+    // its customer wrote): fine once the feed shows that release; a violation otherwise.
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
     // Chats taken the second time, to complete once their customers are done.
     let mut to_complete: BTreeSet<String> = BTreeSet::new();
     loop {
         {
             let board = board.borrow();
             if board.customers_done == spec.customers && board.completed.len() == spec.customers {
+                for (activity_id, why) in std::mem::take(&mut refused) {
+                    oracle
+                        .borrow_mut()
+                        .unexpected(&activity_id, &format!("complete by {me}: {why}"));
+                }
                 return;
             }
         }
@@ -809,12 +818,24 @@ async fn agent_console(
                     );
                     board.borrow_mut().completed.insert(activity_id);
                 }
+                Err(why) if why.contains("is not assigned to agent") => {
+                    refused.insert(activity_id, why);
+                }
                 other => oracle
                     .borrow_mut()
                     .unexpected(&activity_id, &format!("complete by {me}: {other:?}")),
             }
         }
-        let events = match agent_feed(rng.random_range(1..=nodes), &me, cursor).await {
+        // The console reads its feed through a node; when that is another node than before,
+        // it says so (`Op::Presence`), as a real console's stream does, so routing knows the
+        // agent is reached through it.
+        let via = rng.random_range(1..=nodes);
+        if logged_in && presence_node != Some(via) {
+            if let Ok(Outcome::Done) = submit(via, &Op::Presence(session.clone())).await {
+                presence_node = Some(via);
+            }
+        }
+        let events = match agent_feed(via, &me, cursor).await {
             Ok(FeedPage::Events(events)) => events,
             Ok(FeedPage::Gone(first_kept)) => {
                 cursor = first_kept.saturating_sub(1);
@@ -891,8 +912,14 @@ async fn agent_console(
                         );
                     }
                 }
-                AgentEventBody::Released { activity_id, .. } => {
+                AgentEventBody::Released {
+                    activity_id,
+                    reason,
+                } => {
                     to_complete.remove(&activity_id);
+                    if reason == "agent_unreachable" {
+                        refused.remove(&activity_id);
+                    }
                 }
                 _ => {}
             }

@@ -114,6 +114,22 @@ async fn a_node_cut_off_from_the_quorum_is_an_island_with_a_new_epoch() {
     assert_eq!(view["island_epoch"], 2, "{view}");
 }
 
+/// Three nodes that become islands after 1.5 s without a leader, ready and at the cluster
+/// version island mode needs (a new cluster raises itself to it).
+async fn island_cluster() -> Cluster {
+    let mut cluster = Cluster::configure(3, "", "island_after = \"1500ms\"");
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id, READY).await;
+    }
+    for id in 1..=3 {
+        view_until(&cluster, id, READY, |v| v["cluster_version"] == 2).await;
+    }
+    cluster
+}
+
 /// Posts a message through node `via`: the answer's status and body.
 async fn post_message(cluster: &Cluster, via: u64, chat: &Chat, id: &str) -> (StatusCode, Value) {
     let path = format!("/api/v1/chats/{}/messages", chat.chat_id);
@@ -151,15 +167,7 @@ async fn messages(cluster: &Cluster, via: u64, chat: &Chat) -> Vec<(String, Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns() {
-    let mut cluster = Cluster::configure(3, "", "island_after = \"1500ms\"");
-    for id in 1..=3 {
-        cluster.spawn(id);
-    }
-    for id in 1..=3 {
-        cluster.wait_ready(id, READY).await;
-    }
-    // A new cluster raises itself to the cluster version island merges need.
-    view_until(&cluster, 3, READY, |v| v["cluster_version"] == 2).await;
+    let mut cluster = island_cluster().await;
     let before = cluster.start_chat(3, "island-before").await;
     let seq = cluster
         .post_until_committed(&[3], &before, "m-before", "hello", READY)
@@ -324,14 +332,7 @@ fn agent_entry(agents: &Value, agent: &str) -> Option<(Vec<String>, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quorum_side_routes_no_new_work_to_agents_it_cannot_reach() {
-    let mut cluster = Cluster::configure(3, "", "island_after = \"1500ms\"");
-    for id in 1..=3 {
-        cluster.spawn(id);
-    }
-    for id in 1..=3 {
-        cluster.wait_ready(id, READY).await;
-    }
-    view_until(&cluster, 1, READY, |v| v["cluster_version"] == 2).await;
+    let mut cluster = island_cluster().await;
     // Bob, connected through node 3, has been ready longest: he is first in line.
     cluster.login_ready(3, "bob").await;
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -319,21 +319,44 @@ async fn agent_from_token(state: &WebState, token: &str) -> Result<AgentClaims, 
         .agent_tokens
         .verify(token)
         .ok_or_else(|| ApiError::unauthorized("not a valid agent token"))?;
-    let (agent_id, session_id) = (claims.agent_id.clone(), claims.session_id.clone());
-    let current = state
-        .read(move |s, _| {
-            s.agents
-                .get(&agent_id)
-                .is_some_and(|a| a.has_session(&session_id))
-        })
-        .await?;
-    if !current {
-        return Err(ApiError::session_ended());
+    let (current, head) = agent_session(state, &claims).await?;
+    if current {
+        return Ok(claims);
     }
-    Ok(claims)
+    // A login through another node moments ago may not be applied here yet: wait (at most
+    // `UNKNOWN_CHAT_WAIT`) for the agent's feed to move, as a login does, and look again.
+    let woken = state
+        .messaging
+        .send(WaitForEvents {
+            feed: Feed::Agent(claims.agent_id.clone()),
+            after: head,
+        })
+        .await
+        .map_err(mailbox)??;
+    let _ = tokio::time::timeout(UNKNOWN_CHAT_WAIT, woken).await;
+    if agent_session(state, &claims).await?.0 {
+        return Ok(claims);
+    }
+    Err(ApiError::session_ended())
 }
 
-/// How long a read waits for this node to apply a chat it does not know yet.
+/// Whether the session `claims` names is the agent's current one here, and the agent's feed
+/// head.
+async fn agent_session(state: &WebState, claims: &AgentClaims) -> Result<(bool, u64), ApiError> {
+    let (agent_id, session_id) = (claims.agent_id.clone(), claims.session_id.clone());
+    state
+        .read(move |s, _| {
+            let agent = s.agents.get(&agent_id);
+            (
+                agent.is_some_and(|a| a.has_session(&session_id)),
+                agent.map_or(0, |a| a.feed_last_seq()),
+            )
+        })
+        .await
+}
+
+/// How long a read waits for this node to apply a chat (or an agent's login) it does not know
+/// yet.
 pub const UNKNOWN_CHAT_WAIT: Duration = Duration::from_secs(1);
 
 /// Waits (at most [`UNKNOWN_CHAT_WAIT`]) until this node has applied `chat_id`, for reads that

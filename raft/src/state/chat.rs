@@ -191,17 +191,22 @@ impl State {
         self.requests.insert(request_key, chat_id);
     }
 
+    /// The chat `chat_id`, or the rejection for an unknown one.
+    pub(super) fn known_chat(&self, chat_id: &str) -> Result<&Chat, Rejection> {
+        self.chats
+            .get(chat_id)
+            .map(|chat| &**chat)
+            .ok_or_else(|| Rejection::UnknownChat {
+                chat_id: chat_id.to_owned(),
+            })
+    }
+
     pub(super) fn post_message(
         &mut self,
         at_ms: u64,
         post: &PostMessage,
     ) -> Result<Outcome, Rejection> {
-        let chat = self
-            .chats
-            .get(&post.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: post.chat_id.clone(),
-            })?;
+        let chat = self.known_chat(&post.chat_id)?;
         let key = format!("{}/{}", post.sender.key(), post.client_msg_id);
         if let Some(&seq) = chat.client_msg_ids.get(&key) {
             let same = chat.event(seq).is_some_and(|event| {
@@ -268,6 +273,9 @@ impl State {
                 .is_some_and(|chat| chat.validate().is_ok()),
             "chat {chat_id} broke its sequence invariants with message {seq}"
         );
+        if post.sender == Participant::Customer {
+            self.reroute_from_unreachable(at_ms, &chat_id);
+        }
         Ok(Outcome::MessagePosted {
             chat_id,
             seq,
@@ -314,12 +322,7 @@ impl State {
     }
 
     pub(super) fn end_chat(&mut self, at_ms: u64, end: &EndChat) -> Result<Outcome, Rejection> {
-        let chat = self
-            .chats
-            .get(&end.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: end.chat_id.clone(),
-            })?;
+        let chat = self.known_chat(&end.chat_id)?;
         if chat.status == ChatStatus::Ended {
             let seq = chat
                 .events
@@ -396,12 +399,7 @@ impl State {
         at_ms: u64,
         survey: &SubmitSurvey,
     ) -> Result<Outcome, Rejection> {
-        let chat = self
-            .chats
-            .get(&survey.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: survey.chat_id.clone(),
-            })?;
+        let chat = self.known_chat(&survey.chat_id)?;
         if chat.status != ChatStatus::Ended {
             return Err(Rejection::conflict(
                 "a chat can be rated once it has ended".to_owned(),

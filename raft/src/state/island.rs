@@ -163,6 +163,11 @@ pub(crate) struct Marking {
 }
 
 impl Marking {
+    /// Whether an island write is being applied (on a view, or merged).
+    pub(crate) fn active(&self) -> bool {
+        self.pending.is_some() || self.added.is_some()
+    }
+
     /// The mark for an event given sequence number `seq`, if a write is being marked and its
     /// event was not added yet. A mark whose island seq is unset (0) takes `seq`: on the
     /// island's own view the two are one.
@@ -347,12 +352,7 @@ impl State {
     }
 
     fn merge_message(&mut self, at_ms: u64, post: &PostMessage) -> Result<(), Rejection> {
-        let chat = self
-            .chats
-            .get(&post.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: post.chat_id.clone(),
-            })?;
+        let chat = self.known_chat(&post.chat_id)?;
         let key = format!("{}/{}", post.sender.key(), post.client_msg_id);
         if chat.client_msg_ids.contains_key(&key) {
             return Ok(());
@@ -397,12 +397,7 @@ impl State {
     }
 
     fn merge_end(&mut self, at_ms: u64, end: &EndChat) -> Result<(), Rejection> {
-        let chat = self
-            .chats
-            .get(&end.chat_id)
-            .ok_or_else(|| Rejection::UnknownChat {
-                chat_id: end.chat_id.clone(),
-            })?;
+        let chat = self.known_chat(&end.chat_id)?;
         if chat.status == ChatStatus::Ended {
             return Ok(());
         }

@@ -163,7 +163,12 @@ impl State {
 
     /// Takes an activity away from the agent holding it (offer or assignment), telling them
     /// why. Returns the agent's id.
-    fn release(&mut self, at_ms: u64, activity_id: &str, reason: &str) -> Option<AgentId> {
+    pub(super) fn release(
+        &mut self,
+        at_ms: u64,
+        activity_id: &str,
+        reason: &str,
+    ) -> Option<AgentId> {
         let activity = self.activities.get(activity_id)?;
         let was_offer = matches!(activity.status, ActivityStatus::Offered { .. });
         let agent_id = activity.status.holder()?.clone();
@@ -192,7 +197,13 @@ impl State {
 
     /// Puts an activity (back) into its queue. `enqueued_at_ms` is kept when it returns after a
     /// missed offer, so it keeps its place; a transfer puts it at the back.
-    fn enqueue(&mut self, at_ms: u64, activity_id: &str, enqueued_at_ms: u64, reason: &str) {
+    pub(super) fn enqueue(
+        &mut self,
+        at_ms: u64,
+        activity_id: &str,
+        enqueued_at_ms: u64,
+        reason: &str,
+    ) {
         if let Some(activity) = self.activities.get_mut(activity_id).map(Arc::make_mut) {
             activity.enqueued_at_ms = enqueued_at_ms;
             activity.assigned_at_ms = None;

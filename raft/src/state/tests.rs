@@ -1113,3 +1113,39 @@ fn agents_connected_through_an_unreachable_member_get_no_new_work_until_reached(
     ));
     state.validate().expect("invariants hold");
 }
+
+#[test]
+fn a_chat_whose_agent_is_unreachable_is_rerouted_once_its_customer_writes_here() {
+    let mut state = seeded();
+    apply_ok(&mut state, 1, Op::SetClusterVersion { version: 2 });
+    login_ready(&mut state, 10, "bob");
+    state.apply(&Command {
+        at_ms: 11,
+        origin: 3,
+        op: Op::Presence(session("bob")),
+    });
+    apply_ok(&mut state, 20, start("c1", "r1"));
+    apply_ok(&mut state, 21, Op::Accept(action("bob", "c1")));
+    login_ready(&mut state, 22, "alice");
+    apply_ok(
+        &mut state,
+        30,
+        Op::SetUnreachable {
+            nodes: [3].into_iter().collect(),
+        },
+    );
+    // Nothing moves until the customer writes on this side.
+    assert_eq!(state.chats["c1"].agent_id.as_deref(), Some("bob"));
+    apply_ok(&mut state, 40, post("c1", "m1", "anyone there?"));
+    assert!(offered_to("alice")(&status(&state, "c1")));
+    assert!(!state.agents["bob"].work.contains("c1"));
+    assert!(state.chats["c1"].events.iter().any(|e| matches!(
+        &e.body,
+        EventBody::AgentLeft { agent_id, reason } if agent_id == "bob" && reason == "unreachable"
+    )));
+    state.validate().expect("invariants hold");
+    // A reachable agent's chat stays where it is.
+    apply_ok(&mut state, 41, Op::Accept(action("alice", "c1")));
+    apply_ok(&mut state, 42, post("c1", "m2", "thanks"));
+    assert_eq!(state.chats["c1"].agent_id.as_deref(), Some("alice"));
+}
