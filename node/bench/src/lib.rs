@@ -12,6 +12,8 @@
 //! - [`failover`]: kill -9 of the leader under load: next write, stream resume
 //!   (`parley-bench failover`).
 //! - [`disk`]: bytes on disk per chat message (`parley-bench disk`).
+//! - [`island`]: writes through a node cut off from its quorum, then the merge on heal
+//!   (`parley-bench island`).
 //! - [`load`]: committed messages per second and commit latency against a running cluster
 //!   (`parley-bench load`).
 //! - [`soak`]: a steady workload for a long time: memory, state in memory, snapshot size and
@@ -29,6 +31,7 @@ pub mod disk;
 pub mod driver;
 pub mod e2e;
 pub mod failover;
+pub mod island;
 pub mod load;
 pub mod peers;
 pub mod report;

@@ -19,6 +19,7 @@ use parley_bench::connections::{self, ConnectionsArgs};
 use parley_bench::disk::{self, DiskArgs};
 use parley_bench::e2e::{self, E2eArgs};
 use parley_bench::failover::{self, FailoverArgs};
+use parley_bench::island::{self, IslandArgs};
 use parley_bench::load::{self, LoadArgs};
 use parley_bench::soak::{self, SoakArgs};
 
@@ -40,6 +41,8 @@ enum Command {
     Failover(FailoverArgs),
     /// Bytes on disk per chat message, against the incumbent's sizing formula.
     Disk(DiskArgs),
+    /// Writes through a node cut off from its quorum (island mode), then the merge on heal.
+    Island(IslandArgs),
     /// Customer send to agent WebSocket receipt at 100, 1,000 and 5,000 open chats.
     E2e(E2eArgs),
     /// The most customer WebSockets one node holds, and memory per open chat.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Failover(args) => failover::run(args),
         Command::Disk(args) => disk::run(args),
+        Command::Island(args) => island::run(args),
         Command::E2e(args) => e2e::run(args),
         Command::Connections(args) => connections::run(args),
         Command::Load(args) => load::run(args),
