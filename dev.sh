@@ -200,6 +200,7 @@ cmd_bench() {
   "$bench" failover --label lan --heartbeat 50ms --election-timeout 150ms,300ms
   "$bench" failover --label sigterm --stop sigterm
   "$bench" disk
+  "$bench" island
 }
 
 case "${1:-}" in

@@ -390,8 +390,8 @@ impl Replica {
                 .await
                 .map(|outcome| (outcome, true));
         }
-        let mut serving = self.island_server.subscribe_serving();
-        if *serving.borrow_and_update() {
+        if self.island_server.serving() {
+            let mut serving = self.island_server.subscribe_serving();
             let merged = tokio::time::timeout(self.write_timeout, serving.wait_for(|s| !*s)).await;
             if !matches!(merged, Ok(Ok(_))) {
                 return Err(ProposeError::Merging);

@@ -198,7 +198,8 @@ async fn next_event(ws: &mut Ws, after: u64, within: Duration) -> anyhow::Result
     }
 }
 
-fn quantile(values: &[f64], q: f64) -> f64 {
+/// The `q` quantile of `values` (nearest rank); NaN when empty.
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() {

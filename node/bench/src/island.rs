@@ -15,6 +15,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use super::failover::quantile;
 use super::peers::{start_chat, start_parley, Chat, ClusterArgs, Setup, PARLEY_QUEUE};
 
 /// Options of `parley-bench island`.
@@ -60,14 +61,6 @@ async fn until(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Runs the island benchmark and writes its table.
@@ -137,8 +130,7 @@ async fn measure(args: &IslandArgs, setup: &Setup) -> anyhow::Result<String> {
         task.await.context("a client task failed")??;
     }
     let elapsed = started.elapsed();
-    let mut latencies = std::mem::take(&mut *latencies.lock().await);
-    latencies.sort_by(f64::total_cmp);
+    let latencies = std::mem::take(&mut *latencies.lock().await);
     let journal = view(&http, &island)
         .await
         .and_then(|v| v["island_journal_entries"].as_u64())

@@ -133,6 +133,11 @@ impl IslandServer {
             .map(|v| (Arc::clone(&v.state), v.applied))
     }
 
+    /// Whether a view is served now (writes wait for its merge).
+    pub fn serving(&self) -> bool {
+        *self.serving.borrow()
+    }
+
     /// Whether writes must wait for a merge (a view is served); changes when it ends.
     pub fn subscribe_serving(&self) -> watch::Receiver<bool> {
         self.serving.subscribe()
@@ -232,7 +237,15 @@ impl IslandServer {
             .send_if_modified(|serving| !std::mem::replace(serving, true));
     }
 
+    /// Builds the view of `epoch` unless there is one, holding the writer lock so no write is
+    /// applied to a view that a concurrent build then replaces.
+    async fn ensure_view(&self, epoch: u64) -> Result<(), ProposeError> {
+        let _writer = self.writer.lock().await;
+        self.view_for(epoch).await.map(|_| ())
+    }
+
     /// The view writes of `epoch` go to, built when there is none or it is of another epoch.
+    /// Called with the writer lock held.
     async fn view_for(&self, epoch: u64) -> Result<View, ProposeError> {
         let current = self
             .view
@@ -399,7 +412,7 @@ pub async fn merge_loop(
         let status = *island.borrow_and_update();
         let bounds = server.journal.bounds();
         let wait = if status.island() {
-            if let Err(error) = server.view_for(status.epoch).await {
+            if let Err(error) = server.ensure_view(status.epoch).await {
                 tracing::warn!(%error, "building the island view");
                 MERGE_RETRY_DELAY
             } else {
@@ -410,7 +423,7 @@ pub async fn merge_loop(
             MERGE_POLL_INTERVAL
         } else {
             if server.view().is_none() {
-                if let Err(error) = server.view_for(status.epoch).await {
+                if let Err(error) = server.ensure_view(status.epoch).await {
                     tracing::warn!(%error, "building the island view to merge from");
                 }
             }
