@@ -66,8 +66,6 @@ struct View {
 pub struct IslandJournalStatus {
     /// Writes in the journal not merged yet.
     pub journal_entries: u64,
-    /// Whether reads are served from the island's view (island, or merging).
-    pub serving_view: bool,
     /// Island writes merged into the cluster since start.
     pub merged_total: u64,
     /// Island writes the merged state could not take since start (each logged).
@@ -153,7 +151,6 @@ impl IslandServer {
     pub fn status(&self) -> IslandJournalStatus {
         IslandJournalStatus {
             journal_entries: self.journal.bounds().len(),
-            serving_view: *self.serving.borrow(),
             merged_total: self.merged_total.load(Ordering::Relaxed),
             refused_total: self.refused_total.load(Ordering::Relaxed),
         }
