@@ -567,17 +567,18 @@ async fn customer(
             let answer = match posted {
                 Ok(response) if response.status().is_success() => {
                     response.json::<Value>().await.ok().and_then(|b| {
-                        b["seq"]
-                            .as_u64()
-                            .map(|seq| (seq, b["island"].as_bool() == Some(true)))
+                        // An island answer names the island node whose journal took it.
+                        let island = (b["island"].as_bool() == Some(true))
+                            .then(|| b["island_node"].as_u64().unwrap_or(*node));
+                        b["seq"].as_u64().map(|seq| (seq, island))
                     })
                 }
                 _ => None,
             };
             if let Some((seq, island)) = answer {
                 if let Ok(mut oracle) = shared.oracle.lock() {
-                    if island {
-                        oracle.acked_on_island(&chat_id, &id, *node, seq);
+                    if let Some(island_node) = island {
+                        oracle.acked_on_island(&chat_id, &id, island_node, seq);
                     } else {
                         oracle.acked(&chat_id, &id, seq);
                     }

@@ -224,12 +224,14 @@ impl SimNode for SimService {
                 error: String::new(),
                 retryable: false,
                 island: written.island,
+                island_node: written.island_node.unwrap_or(0),
             },
             Err(error) => SimReply {
                 outcome_json: Vec::new(),
                 retryable: error.status() == 503,
                 error: error.to_string(),
                 island: false,
+                island_node: 0,
             },
         };
         Ok(Response::new(reply))

@@ -31,6 +31,9 @@ pub struct Scenario {
     pub islands: Option<usize>,
     /// Whether islands must have taken (and so merged) acknowledged writes.
     pub island_writes_taken: bool,
+    /// How many island journals must have taken those writes (the nodes of one site cut off
+    /// together keep one); `None`: not checked.
+    pub island_journals: Option<usize>,
 }
 
 fn at(seconds: f64) -> Duration {
@@ -57,6 +60,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "application-node-restored",
@@ -74,6 +78,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "services-node-dies",
@@ -95,6 +100,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -117,6 +123,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -139,6 +146,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -162,6 +170,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "leader-failover",
@@ -184,6 +193,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "follower-cut-off-returns",
@@ -206,6 +216,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: true,
             islands: Some(1),
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -229,6 +240,7 @@ pub fn all() -> Vec<Scenario> {
             // depends on which node leads next.
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -253,6 +265,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "client-network-drops",
@@ -272,6 +285,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "double-submit",
@@ -290,6 +304,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "node-replaced-under-faults",
@@ -315,6 +330,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: None,
             island_writes_taken: false,
+            island_journals: None,
         },
         Scenario {
             name: "site-cut-off-island-merges",
@@ -322,9 +338,10 @@ pub fn all() -> Vec<Scenario> {
             incumbent: "both sides act as master, no chat on the island; on heal one side's work \
                         is dropped",
             // Two sites, three nodes and two: the link between them breaks for longer than
-            // `island_after`. The small site has no quorum: both its nodes become islands and
-            // take their customers' writes; the large site goes on. On heal both islands merge,
-            // and every write either side acknowledged is there once.
+            // `island_after`. The small site has no quorum: both its nodes become islands, and
+            // the lower one keeps their one island journal (the other forwards to it); the large
+            // site goes on. On heal the island merges, and every write either side acknowledged
+            // is there once.
             spec: |seed| {
                 let mut schedule = Vec::new();
                 for a in 1..=3 {
@@ -340,6 +357,7 @@ pub fn all() -> Vec<Scenario> {
             leader_survives: false,
             islands: Some(2),
             island_writes_taken: true,
+            island_journals: Some(1),
         },
     ]
 }

@@ -135,6 +135,8 @@ pub struct Report {
     pub writes_checked: usize,
     /// Messages islands acknowledged that the oracle checked (part of `writes_checked`).
     pub island_writes_checked: usize,
+    /// The island nodes whose journals took those messages.
+    pub island_journals: BTreeSet<NodeId>,
     /// Acknowledged agent actions the oracle checked (logins, availability, accepts,
     /// transfers, completions).
     pub agent_actions_checked: usize,
@@ -270,13 +272,13 @@ async fn submit(node: NodeId, op: &Op) -> Result<Outcome, SubmitError> {
 struct Answer {
     /// What the write did.
     outcome: Outcome,
-    /// The node that answered.
-    node: NodeId,
     /// Whether it took the write in island mode.
     island: bool,
+    /// With `island`: the island node whose journal took it.
+    island_node: NodeId,
 }
 
-/// Like [`submit`], with the node and whether it answered as an island.
+/// Like [`submit`], with whether (and by which island node) it was taken in island mode.
 async fn submit_marked(node: NodeId, op: &Op) -> Result<Answer, SubmitError> {
     let mut client = sim_client(node).map_err(|e| SubmitError::Retry(e.to_string()))?;
     let op_json = serde_json::to_vec(op).map_err(|e| SubmitError::Refused(e.to_string()))?;
@@ -290,8 +292,8 @@ async fn submit_marked(node: NodeId, op: &Op) -> Result<Answer, SubmitError> {
         (true, _) => serde_json::from_slice(&reply.outcome_json)
             .map(|outcome| Answer {
                 outcome,
-                node,
                 island: reply.island,
+                island_node: reply.island_node,
             })
             .map_err(|e| SubmitError::Refused(e.to_string())),
         (false, true) => Err(SubmitError::Retry(reply.error)),
@@ -307,7 +309,8 @@ async fn submit_until_answered(op: &Op, nodes: u64, rng: &mut StdRng) -> Result<
         .map(|answer| answer.outcome)
 }
 
-/// Like [`submit_until_answered`], with the node that answered and whether it was an island.
+/// Like [`submit_until_answered`], with whether (and by which island node) it was taken in
+/// island mode.
 async fn submit_until_answered_marked(
     op: &Op,
     nodes: u64,
@@ -502,9 +505,10 @@ pub fn run(spec: &Spec) -> Report {
             break;
         }
         if let Err(error) = sim.step() {
+            let stuck = stuck(&board.borrow(), spec, &changes.borrow(), &leaders, &islands);
             report
                 .violations
-                .push(Violation(format!("simulation failed: {error}")));
+                .push(Violation(format!("simulation failed: {error}; {stuck}")));
             return report;
         }
     }
@@ -517,6 +521,7 @@ pub fn run(spec: &Spec) -> Report {
     let oracle = std::mem::take(&mut *oracle.borrow_mut());
     report.writes_checked = oracle.acked_count();
     report.island_writes_checked = oracle.acked_island_count();
+    report.island_journals = oracle.island_journals();
     report.agent_actions_checked = oracle.actions_count();
     let verdict: Shared<Verdict> = Rc::default();
     for failed in std::mem::take(&mut changes.borrow_mut().failed) {
@@ -560,6 +565,33 @@ pub fn run(spec: &Spec) -> Report {
         None => {}
     }
     report
+}
+
+/// What was not done when a simulation ran out of time, to tell a hang from a slow run.
+fn stuck(
+    board: &Board,
+    spec: &Spec,
+    changes: &Changes,
+    leaders: &node::Leaders,
+    islands: &node::Islands,
+) -> String {
+    let unfinished: Vec<String> = (0..spec.customers)
+        .map(chat_id)
+        .filter(|chat| !board.finished.contains(chat))
+        .collect();
+    format!(
+        "customers done {}/{} (still posting: {unfinished:?}), chats completed {}, agents \
+         done {}/{}, membership changes pending {}, leaders as last seen by each node \
+         (leader, term) {:?}, island statuses of each node (island, epoch) {:?}",
+        board.customers_done,
+        spec.customers,
+        board.completed.len(),
+        board.agents_done,
+        spec.agent_limits.len(),
+        changes.pending,
+        leaders.borrow(),
+        islands.borrow(),
+    )
 }
 
 fn chat_id(customer: usize) -> String {
@@ -678,7 +710,7 @@ fn record_post(
     if answer.island {
         oracle
             .borrow_mut()
-            .acked_on_island(chat_id, client_msg_id, answer.node, seq);
+            .acked_on_island(chat_id, client_msg_id, answer.island_node, seq);
     } else {
         oracle.borrow_mut().acked(chat_id, client_msg_id, seq);
     }

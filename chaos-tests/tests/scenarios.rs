@@ -74,6 +74,15 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                     scenario.name
                 );
             }
+            if let Some(journals) = scenario.island_journals {
+                assert_eq!(
+                    report.island_journals.len(),
+                    journals,
+                    "{}, seed {seed}: island journals that took writes: {:?}",
+                    scenario.name,
+                    report.island_journals
+                );
+            }
             if scenario.offers_time_out {
                 assert!(
                     report.offer_timeouts > 0,

@@ -167,8 +167,11 @@ async fn propose_until_committed(replica: &Replica, op: Op) -> bool {
 pub struct Written {
     /// What the write did.
     pub outcome: Outcome,
-    /// Whether this node took it as an island, into its island journal.
+    /// Whether it was taken in island mode, into an island journal.
     pub island: bool,
+    /// With `island`: the island node whose journal took it (this node, or the node keeping
+    /// its site's island journal).
+    pub island_node: Option<u64>,
 }
 
 /// Proposes `op` and records the write's outcome and latency.
@@ -181,9 +184,14 @@ async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Written,
             metrics.observe_write("rejected", seconds);
             Err(rejection.into())
         }
-        Ok((outcome, island)) => {
+        Ok((outcome, island_node)) => {
+            let island = island_node.is_some();
             metrics.observe_write(if island { "island" } else { "committed" }, seconds);
-            Ok(Written { outcome, island })
+            Ok(Written {
+                outcome,
+                island,
+                island_node,
+            })
         }
         Err(error) => {
             metrics.observe_write("failed", seconds);
@@ -277,6 +285,11 @@ pub struct ClusterView {
     pub island_epoch: u64,
     /// How long this node has been an island, in ms; `null` while it is not one.
     pub island_for_ms: Option<u64>,
+    /// While this node is an island: the island node keeping its site's island journal
+    /// (this node, or the lowest island node of its site it reaches, to which it forwards its
+    /// island writes); `null` otherwise, and for a moment after the site was cut off while
+    /// that is decided.
+    pub island_keeper: Option<u64>,
     /// Island writes in this node's journal not merged into the cluster yet.
     pub island_journal_entries: u64,
     /// Island writes this node merged into the cluster since it started.
@@ -345,6 +358,7 @@ impl Handler<GetClusterView> for AppActor {
                     .island
                     .since
                     .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                island_keeper: status.island_journal.keeper,
                 island_journal_entries: status.island_journal.journal_entries,
                 island_merged_writes: status.island_journal.merged_total,
                 island_merge_refused: status.island_journal.refused_total,

@@ -389,3 +389,121 @@ async fn a_single_node_cluster_is_its_own_quorum_and_never_an_island() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(body.get("island").is_none(), "{body}");
 }
+
+/// The nodes of one site cut off together serve one island: the lowest of them keeps the
+/// site's island journal, the other forwards its clients' writes to it and mirrors it, so a
+/// client of either node reads what a client of the other wrote, in one order; only the keeper
+/// merges, and the merged chats hold every write once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_island_nodes_of_one_site_serve_one_view_and_merge_once() {
+    let mut cluster = Cluster::configure(5, "", "island_after = \"1500ms\"");
+    for id in 1..=5 {
+        cluster.spawn(id);
+    }
+    for id in 1..=5 {
+        cluster.wait_ready(id, READY).await;
+    }
+    for id in 1..=5 {
+        view_until(&cluster, id, READY, |v| v["cluster_version"] == 2).await;
+    }
+    let before = cluster.start_chat(5, "site-before").await;
+    cluster
+        .post_until_committed(&[5], &before, "b-0", "hello", READY)
+        .await;
+
+    // Nodes 4 and 5 lose the other three (the quorum) and still reach each other.
+    for id in 1..=3 {
+        cluster.kill9(id);
+    }
+    for id in [4, 5] {
+        view_until(&cluster, id, Duration::from_secs(20), |v| {
+            v["island"] == true && v["island_keeper"] == 4
+        })
+        .await;
+    }
+    // Writes through either node go to node 4's journal and say so.
+    let (status, body) = post_message(&cluster, 5, &before, "b-5").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island"], true, "{body}");
+    assert_eq!(body["island_node"], 4, "{body}");
+    let (status, body) = post_message(&cluster, 4, &before, "b-4").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island_node"], 4, "{body}");
+    // A retry through the other node is the same message.
+    let (status, body) = post_message(&cluster, 4, &before, "b-5").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["replayed"], true, "{body}");
+    let (status, started) = cluster
+        .api(
+            5,
+            Method::POST,
+            "/api/v1/chats",
+            None,
+            Some(json!({
+                "request_id": "site-new",
+                "queue_id": "sales",
+                "customer": {"name": "Site Customer", "email": "site@example.com"},
+                "question": "started on the island"
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let new_chat: Chat = serde_json::from_value(started.clone()).expect("chat started");
+    // The chat started through node 5 takes a message through node 4.
+    let (status, body) = post_message(&cluster, 4, &new_chat, "n-4").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let want_before = vec![
+        ("b-0".to_owned(), None),
+        ("b-5".to_owned(), Some(4)),
+        ("b-4".to_owned(), Some(4)),
+    ];
+    let want_new = vec![("n-4".to_owned(), Some(4))];
+    // A node's own write is in its view when it answers; the other node's within moments.
+    for id in [4, 5] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let old = messages(&cluster, id, &before).await;
+            let new = messages(&cluster, id, &new_chat).await;
+            if old == want_before && new == want_new {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id}: {old:?} {new:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(cluster.metric(4, "parley_island_journal_entries").await, 4);
+    assert_eq!(cluster.metric(5, "parley_island_journal_entries").await, 0);
+
+    // The quorum returns: node 4 merges its journal, and every node has each write once.
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    view_until(&cluster, 4, READY, |v| {
+        v["island"] == false && v["island_journal_entries"] == 0
+    })
+    .await;
+    assert_eq!(
+        cluster.metric(4, "parley_island_merged_writes_total").await,
+        4
+    );
+    assert_eq!(
+        cluster.metric(5, "parley_island_merged_writes_total").await,
+        0
+    );
+    for id in 1..=5 {
+        cluster.wait_ready(id, READY).await;
+    }
+    for id in 1..=5 {
+        let deadline = Instant::now() + READY;
+        loop {
+            let old = messages(&cluster, id, &before).await;
+            let new = messages(&cluster, id, &new_chat).await;
+            if old == want_before && new == want_new {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id}: {old:?} {new:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster.assert_converged(&[1, 2, 3, 4, 5], READY).await;
+}

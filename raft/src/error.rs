@@ -124,7 +124,7 @@ pub enum TlsError {
 
 /// A write could not be committed. Every command is idempotent, so the client may retry the
 /// same command (same client ids) after any of these.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// No leader became known within the write timeout (e.g. no quorum).
     #[error("no leader is known after {waited_ms} ms; the cluster may have lost its quorum")]
@@ -160,6 +160,15 @@ pub enum ProposeError {
     /// The island journal could not be written: the write was not taken.
     #[error("the island journal: {0}")]
     Journal(String),
+    /// The island node that keeps this site's island journal (see [`crate::island::site`])
+    /// did not confirm the write; it may still have taken it.
+    #[error("node {keeper}, which keeps this site's island journal, did not confirm the write ({problem}); retry with the same ids")]
+    IslandKeeper {
+        /// The keeper.
+        keeper: crate::types::NodeId,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// Encoding or decoding a network payload failed.
@@ -261,6 +270,7 @@ impl Classified for ProposeError {
             | ProposeError::Overloaded
             | ProposeError::ShuttingDown
             | ProposeError::Island { .. }
+            | ProposeError::IslandKeeper { .. }
             | ProposeError::Merging => ErrorClass::Unavailable,
             ProposeError::Codec(_) | ProposeError::Journal(_) => ErrorClass::Internal,
         }
@@ -276,6 +286,7 @@ impl Classified for ProposeError {
             ProposeError::Island { .. } => "island",
             ProposeError::Merging => "island_merging",
             ProposeError::Journal(_) => "island_journal",
+            ProposeError::IslandKeeper { .. } => "island_keeper",
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct Heard {
     pub island: bool,
     /// Its island epoch then.
     pub epoch: u64,
+    /// Whom it named as the keeper of its site's island journal then (`None` while it was not
+    /// an island).
+    pub keeper: Option<NodeId>,
 }
 
 /// What every member last answered; cheap to clone.
@@ -56,6 +59,12 @@ impl Probes {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
             .copied()
+    }
+
+    /// What member `id` answered within `within`, if it did.
+    pub fn fresh(&self, id: NodeId, within: Duration) -> Option<Heard> {
+        self.heard(id)
+            .filter(|heard| Instant::now().saturating_duration_since(heard.at) <= within)
     }
 
     /// What can be said of member `id` with answers counting as recent for `within`.
@@ -103,6 +112,7 @@ async fn ask(peers: &Peers, id: NodeId, addr: &str) -> Option<Heard> {
         at: Instant::now(),
         island: reply.island,
         epoch: reply.island_epoch,
+        keeper: (reply.island_keeper != 0).then_some(reply.island_keeper),
     })
 }
 

@@ -276,6 +276,14 @@ impl Replica {
             proposer.clone(),
             island.clone(),
         ));
+        tokio::spawn(crate::island::mirror::site_loop(
+            options.id,
+            raft.clone(),
+            peers.clone(),
+            probes.clone(),
+            island_server.clone(),
+            island.clone(),
+        ));
         Ok(Self {
             id: options.id,
             cluster_id: options.cluster_id,
@@ -378,17 +386,15 @@ impl Replica {
         self.propose_marked(op).await.map(|(outcome, _)| outcome)
     }
 
-    /// Like [`Replica::propose`], and says whether the write was taken in island mode. While
-    /// island writes are being merged, a write waits (within the write timeout) for the merge,
-    /// so no client reads a state without the island writes it was answered for.
-    pub async fn propose_marked(&self, op: Op) -> Result<(Outcome, bool), ProposeError> {
+    /// Like [`Replica::propose`], and says which island node took the write if it was taken
+    /// in island mode: this node, or the node keeping its site's island journal (see
+    /// [`crate::island::site`]). While island writes are being merged, a write waits (within
+    /// the write timeout) for the merge, so no client reads a state without the island writes
+    /// it was answered for.
+    pub async fn propose_marked(&self, op: Op) -> Result<(Outcome, Option<NodeId>), ProposeError> {
         let status = self.island();
         if status.island() {
-            return self
-                .island_server
-                .take(status.epoch, op)
-                .await
-                .map(|outcome| (outcome, true));
+            return self.take_on_island(status, op).await;
         }
         if self.island_server.serving() {
             let mut serving = self.island_server.subscribe_serving();
@@ -400,7 +406,49 @@ impl Replica {
         self.proposer
             .propose(op)
             .await
-            .map(|outcome| (outcome, false))
+            .map(|outcome| (outcome, None))
+    }
+
+    /// Takes `op` on this island: into this node's journal if it keeps its site's, otherwise
+    /// through the keeper. While the keeper is undecided (a probe round after the site was cut
+    /// off) the write waits, then is taken here.
+    async fn take_on_island(
+        &self,
+        status: IslandStatus,
+        op: Op,
+    ) -> Result<(Outcome, Option<NodeId>), ProposeError> {
+        let mut keeper = self.island_server.subscribe_keeper();
+        let decided = tokio::time::timeout(
+            crate::island::mirror::KEEPER_DECIDE_WAIT.min(self.write_timeout),
+            async { keeper.wait_for(Option::is_some).await.map(|k| *k) },
+        )
+        .await;
+        let keeper = match decided {
+            Ok(Ok(Some(keeper))) => keeper,
+            _ => self.id,
+        };
+        if keeper != self.id {
+            let Some(addr) = crate::island::mirror::address(&self.raft, keeper) else {
+                return Err(ProposeError::IslandKeeper {
+                    keeper,
+                    problem: "it is no longer a member".to_owned(),
+                });
+            };
+            return crate::island::mirror::forward_take(
+                &self.peers,
+                &self.island_server,
+                keeper,
+                &addr,
+                &op,
+                self.write_timeout,
+            )
+            .await
+            .map(|outcome| (outcome, Some(keeper)));
+        }
+        self.island_server
+            .take(status.epoch, op)
+            .await
+            .map(|taken| (taken.outcome, Some(self.id)))
     }
 
     /// Runs `f` on the state this node serves: the island's view while it has one (see
@@ -492,6 +540,7 @@ impl Replica {
                 self.proposer.clone(),
                 self.members.clone(),
                 self.island.clone(),
+                self.island_server.clone(),
             ),
         )
     }

@@ -29,9 +29,9 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{self, AssembledSnapshot, SnapshotAssembly};
-use crate::command::{Command, Outcome};
-use crate::error::{grpc_status, ErrorClass};
-use crate::island::{IslandStatus, LeaderContact};
+use crate::command::{Command, Op, Outcome};
+use crate::error::{grpc_status, ErrorClass, ProposeError};
+use crate::island::{IslandServer, IslandStatus, LeaderContact};
 use crate::limits::BATCH_COMMANDS_MAX;
 use crate::membership::{self, MemberChange, Members, MEMBERSHIP_DEADLINE_MS_MAX};
 use crate::network::{ChannelSettings, GRPC_MESSAGE_BYTES_MAX};
@@ -282,21 +282,26 @@ pub struct ClusterService {
     relay: Option<mpsc::Sender<pb::Ephemeral>>,
     /// Whether this node is an island, for probes.
     island: watch::Receiver<IslandStatus>,
+    /// Its island side: the site's island writes when it keeps the site's journal.
+    island_server: IslandServer,
 }
 
 impl ClusterService {
-    /// Proposes through `proposer`, answers membership requests with `members` and probes with
-    /// `island`; relayed ephemeral events are dropped.
+    /// Proposes through `proposer`, answers membership requests with `members`, probes with
+    /// `island`, and takes and hands out its site's island writes through `island_server`;
+    /// relayed ephemeral events are dropped.
     pub fn new(
         proposer: Proposer,
         members: Members,
         island: watch::Receiver<IslandStatus>,
+        island_server: IslandServer,
     ) -> Self {
         Self {
             proposer,
             members,
             relay: None,
             island,
+            island_server,
         }
     }
 
@@ -414,6 +419,86 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::ProbeReply {
             island: status.island(),
             island_epoch: status.epoch,
+            island_keeper: if status.island() {
+                self.island_server.keeper().unwrap_or(0)
+            } else {
+                0
+            },
+        }))
+    }
+
+    async fn island_take(
+        &self,
+        request: Request<pb::IslandTakeRequest>,
+    ) -> Result<Response<pb::IslandTakeReply>, Status> {
+        let request = request.into_inner();
+        let op: Op = codec::decode(&request.op_json).map_err(bad_payload)?;
+        let status = *self.island.borrow();
+        let refused = |error: &ProposeError| {
+            codec::encode(error)
+                .map(|json| pb::island_take_reply::Outcome::RefusedJson(json))
+                .map_err(|e| ErrorClass::Internal.grpc_status(e.to_string()))
+        };
+        if !status.island() || !self.island_server.keeps_journal() {
+            let error = ProposeError::Island {
+                what: "writes for its site's island journal: it does not keep it now".to_owned(),
+            };
+            return Ok(Response::new(pb::IslandTakeReply {
+                outcome: Some(refused(&error)?),
+                journal_next: 0,
+            }));
+        }
+        let deadline_ms = request.deadline_ms.clamp(1, FORWARD_DEADLINE_MS_MAX);
+        let taken = tokio::time::timeout(
+            Duration::from_millis(u64::from(deadline_ms)),
+            self.island_server.take(status.epoch, op),
+        )
+        .await
+        .unwrap_or(Err(ProposeError::Timeout {
+            waited_ms: u64::from(deadline_ms),
+        }));
+        let reply = match taken {
+            Ok(taken) => pb::IslandTakeReply {
+                outcome: Some(pb::island_take_reply::Outcome::OutcomeJson(
+                    codec::encode(&taken.outcome)
+                        .map_err(|e| ErrorClass::Internal.grpc_status(e.to_string()))?,
+                )),
+                journal_next: taken.journal_next,
+            },
+            Err(error) => pb::IslandTakeReply {
+                outcome: Some(refused(&error)?),
+                journal_next: 0,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn island_records(
+        &self,
+        request: Request<pb::IslandRecordsRequest>,
+    ) -> Result<Response<pb::IslandRecordsReply>, Status> {
+        let request = request.into_inner();
+        if !self.island.borrow().island() || !self.island_server.keeps_journal() {
+            return Ok(Response::new(pb::IslandRecordsReply {
+                keeper: false,
+                ..Default::default()
+            }));
+        }
+        let wait = Duration::from_millis(u64::from(
+            request
+                .wait_ms
+                .min(crate::island::mirror::RECORDS_WAIT_MS_MAX),
+        ));
+        let records = self
+            .island_server
+            .records(request.from, wait)
+            .await
+            .map_err(|e| ErrorClass::Internal.grpc_status(e))?;
+        Ok(Response::new(pb::IslandRecordsReply {
+            keeper: true,
+            first: records.first,
+            records_json: records.records.into_iter().map(|r| r.bytes).collect(),
+            next: records.next,
         }))
     }
 

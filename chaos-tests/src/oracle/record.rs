@@ -170,6 +170,14 @@ impl Oracle {
         self.acked_island.values().map(BTreeMap::len).sum()
     }
 
+    /// The island nodes whose journals took the messages islands acknowledged.
+    pub fn island_journals(&self) -> BTreeSet<u64> {
+        self.acked_island
+            .values()
+            .flat_map(|acked| acked.values().map(|(node, _)| *node))
+            .collect()
+    }
+
     /// How many agent actions were acknowledged.
     pub fn actions_count(&self) -> usize {
         self.actions.len()

@@ -167,10 +167,15 @@ pub struct MessagePosted {
     pub seq: u64,
     /// True when the client message id had already been posted.
     pub replayed: bool,
-    /// True when the write was taken in island mode: durable on this node, merged into the
-    /// cluster once its site is connected again. Absent otherwise.
+    /// True when the write was taken in island mode: durable in its site's island journal,
+    /// merged into the cluster once its site is connected again. Absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub island: bool,
+    /// With `island`: the island node whose journal took it (the node asked, or the node
+    /// keeping its site's island journal); the message's events carry the same
+    /// `island.node_id`. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub island_node: Option<u64>,
 }
 
 /// Post a message as the customer (chat token) or the chat's agent (agent token). Answered
@@ -210,6 +215,7 @@ pub async fn post_message(
                 seq,
                 replayed,
                 island: written.island,
+                island_node: written.island_node,
             }),
         ),
         other => Err(unexpected(other)),

@@ -7,11 +7,15 @@
 //!   new work.
 //! - [`serve`]: serving as an island (its view and journal) and merging once a leader is
 //!   heard again.
+//! - [`site`]: which island node keeps the island journal of a site cut off together (the
+//!   rule); [`mirror`]: the others forward their writes to it and mirror its journal.
 
 pub mod detect;
 pub mod hlc;
+pub mod mirror;
 pub mod reach;
 pub mod serve;
+pub mod site;
 
 pub use detect::{watch, Detector, IslandStatus, LeaderContact, Signals, ISLAND_CHECK_INTERVAL};
 pub use hlc::{Hlc, HlcError, Stamp};

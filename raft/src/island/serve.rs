@@ -38,16 +38,50 @@ const MERGE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long the merge task waits after a failed attempt.
 const MERGE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a node whose view mirrored its site's keeper keeps that view once connected again,
+/// waiting for the keeper's merge, before it serves the replicated state without it.
+const KEEPER_MERGE_WAIT: Duration = Duration::from_secs(30);
+
 /// The cluster version merges need; below it an island serves nothing.
 const MERGE_CLUSTER_VERSION: u32 = 2;
 
-/// One record of the island journal.
+/// One record of the island journal (also what `Cluster.IslandRecords` sends).
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
+pub struct Record {
     /// The island epoch the write was taken in.
-    epoch: u64,
+    pub epoch: u64,
     /// The write.
-    write: IslandWrite,
+    pub write: IslandWrite,
+}
+
+/// Of a view that mirrors its site's keeper (see [`crate::island::site`]): whose journal, and
+/// how far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mirror {
+    /// The node keeping the site's journal.
+    keeper: NodeId,
+    /// The position after the last of its records applied to the view.
+    next: u64,
+}
+
+/// What a keeper's journal holds from a position on (the answer to `Cluster.IslandRecords`).
+#[derive(Debug, Default)]
+pub struct Records {
+    /// The journal's first position.
+    pub first: u64,
+    /// Records from `max(from, first)` on.
+    pub records: Vec<JournalEntry>,
+    /// The position after the last record.
+    pub next: u64,
+}
+
+/// A write taken: its outcome, and the journal's next position once it was taken.
+#[derive(Debug)]
+pub struct Taken {
+    /// The write's result.
+    pub outcome: Outcome,
+    /// The position after the write (or, when nothing was journaled, the journal's end).
+    pub journal_next: u64,
 }
 
 /// The island's view: the state it serves from.
@@ -59,6 +93,8 @@ struct View {
     applied: Option<LogId>,
     /// The fork with every unmerged journal write applied.
     state: Arc<State>,
+    /// While this node forwards to its site's keeper: the keeper's records mirrored so far.
+    mirror: Option<Mirror>,
 }
 
 /// What the island's side of a node reports, for metrics and the cluster view.
@@ -70,6 +106,9 @@ pub struct IslandJournalStatus {
     pub merged_total: u64,
     /// Island writes the merged state could not take since start (each logged).
     pub refused_total: u64,
+    /// While an island: the node keeping its site's island journal (see
+    /// [`crate::island::site`]).
+    pub keeper: Option<NodeId>,
 }
 
 /// A node's island side. Cheap to clone.
@@ -90,6 +129,12 @@ pub struct IslandServer {
     changes: watch::Sender<u64>,
     merged_total: Arc<AtomicU64>,
     refused_total: Arc<AtomicU64>,
+    /// The island epoch of the last write taken into this node's own journal (0: none since
+    /// start), for the keeper rule.
+    last_taken_epoch: Arc<AtomicU64>,
+    /// While this node is an island: the node keeping its site's island journal (itself or
+    /// the one it forwards to; see [`crate::island::site`]).
+    keeper: watch::Sender<Option<NodeId>>,
 }
 
 fn journal_error(error: impl std::fmt::Display) -> ProposeError {
@@ -119,6 +164,8 @@ impl IslandServer {
             changes: watch::Sender::new(0),
             merged_total: Arc::default(),
             refused_total: Arc::default(),
+            last_taken_epoch: Arc::default(),
+            keeper: watch::Sender::new(None),
         })
     }
 
@@ -153,12 +200,40 @@ impl IslandServer {
             journal_entries: self.journal.bounds().len(),
             merged_total: self.merged_total.load(Ordering::Relaxed),
             refused_total: self.refused_total.load(Ordering::Relaxed),
+            keeper: self.keeper(),
         }
+    }
+
+    /// The node keeping this node's site's island journal, while this node is an island.
+    pub fn keeper(&self) -> Option<NodeId> {
+        *self.keeper.borrow()
+    }
+
+    /// A receiver of the keeper, for writes waiting until it is decided.
+    pub fn subscribe_keeper(&self) -> watch::Receiver<Option<NodeId>> {
+        self.keeper.subscribe()
+    }
+
+    /// Publishes the keeper (see [`crate::island::mirror::site_loop`]).
+    pub fn set_keeper(&self, keeper: Option<NodeId>) {
+        self.keeper
+            .send_if_modified(|k| std::mem::replace(k, keeper) != keeper);
+    }
+
+    /// Whether this node keeps its site's island journal now.
+    pub fn keeps_journal(&self) -> bool {
+        self.keeper() == Some(self.id)
+    }
+
+    /// Whether this node's own journal holds writes of island epoch `epoch` (a keeper with
+    /// writes of its current epoch keeps them; see [`crate::island::site::keeper`]).
+    pub fn keeps_writes(&self, epoch: u64) -> bool {
+        !self.journal.bounds().is_empty() && self.last_taken_epoch.load(Ordering::Relaxed) == epoch
     }
 
     /// Takes `op` as island epoch `epoch`: answered once it is in the journal, synced. Writes
     /// an island does not take are refused with [`ProposeError::Island`].
-    pub async fn take(&self, epoch: u64, op: Op) -> Result<Outcome, ProposeError> {
+    pub async fn take(&self, epoch: u64, op: Op) -> Result<Taken, ProposeError> {
         if let Err(Rejection::Island { what }) = crate::state::island_takes(&op) {
             return Err(ProposeError::Island { what });
         }
@@ -211,7 +286,12 @@ impl IslandServer {
             Outcome::Rejected(_)
             | Outcome::ChatStarted { replayed: true, .. }
             | Outcome::MessagePosted { replayed: true, .. }
-            | Outcome::CallbackRequested { replayed: true, .. } => return Ok(outcome),
+            | Outcome::CallbackRequested { replayed: true, .. } => {
+                return Ok(Taken {
+                    outcome,
+                    journal_next: self.journal.bounds().next,
+                })
+            }
             _ => {}
         }
         let record = serde_json::to_vec(&Record { epoch, write }).map_err(journal_error)?;
@@ -219,13 +299,188 @@ impl IslandServer {
             .append(vec![record])
             .await
             .map_err(journal_error)?;
+        self.last_taken_epoch.store(epoch, Ordering::Relaxed);
         self.publish(View {
             state: Arc::new(next),
             ..view
         });
         self.changes.send_modify(|n| *n += 1);
         drop(writer);
-        Ok(outcome)
+        Ok(Taken {
+            outcome,
+            journal_next: self.journal.bounds().next,
+        })
+    }
+
+    /// The records of this node's journal from `from` on (at most a merge chunk's worth),
+    /// waiting up to `wait` for one when there is none yet.
+    pub async fn records(&self, from: u64, wait: Duration) -> Result<Records, String> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let bounds = self.journal.bounds();
+            let from = from.max(bounds.first);
+            if from < bounds.next {
+                let records = self
+                    .journal
+                    .read(
+                        from,
+                        limits::ISLAND_CHUNK_WRITES_MAX,
+                        limits::ISLAND_CHUNK_BYTES_MAX - 1024,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let next = records.last().map_or(from, |r| r.position + 1);
+                return Ok(Records {
+                    first: bounds.first,
+                    records,
+                    next,
+                });
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Ok(Records {
+                        first: bounds.first,
+                        records: Vec::new(),
+                        next: bounds.next.max(from),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Makes the view one that mirrors `keeper`'s journal in island epoch `epoch` (built from
+    /// this node's applied state and own journal when it is not one yet); the position from
+    /// which the keeper's records are wanted next.
+    pub async fn mirror_from(&self, epoch: u64, keeper: NodeId) -> Result<u64, ProposeError> {
+        let _writer = self.writer.lock().await;
+        let current = self
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(View {
+            epoch: e,
+            mirror: Some(mirror),
+            ..
+        }) = current
+        {
+            if e == epoch && mirror.keeper == keeper {
+                return Ok(mirror.next);
+            }
+        }
+        let mut view = self.rebuild(epoch).await?;
+        view.mirror = Some(Mirror { keeper, next: 0 });
+        self.publish(view);
+        self.changes.send_modify(|n| *n += 1);
+        tracing::info!(
+            epoch,
+            keeper,
+            "mirroring the island journal of this site's keeper"
+        );
+        Ok(0)
+    }
+
+    /// Applies `keeper`'s records (its journal from `first`, up to `next`) to the view, if the
+    /// view mirrors `keeper` in `epoch`.
+    pub async fn apply_mirrored(
+        &self,
+        epoch: u64,
+        keeper: NodeId,
+        first: u64,
+        records: Vec<JournalEntry>,
+        next: u64,
+    ) -> Result<(), String> {
+        let _writer = self.writer.lock().await;
+        let Some(view) = self
+            .view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return Ok(());
+        };
+        let Some(mirror) = view
+            .mirror
+            .filter(|m| m.keeper == keeper && view.epoch == epoch)
+        else {
+            return Ok(());
+        };
+        if first > mirror.next && mirror.next > 0 {
+            // Records between were merged and truncated: the cluster has them, this view
+            // gets them once it follows the cluster again.
+            tracing::info!(
+                keeper,
+                from = mirror.next,
+                first,
+                "records of the keeper were merged before this node mirrored them"
+            );
+        }
+        if next <= mirror.next {
+            return Ok(());
+        }
+        let mut state = State::clone(&view.state);
+        let merged = state.islands_merged.get(&keeper).copied().unwrap_or(0);
+        for entry in &records {
+            if entry.position < mirror.next || entry.position < merged {
+                continue;
+            }
+            let mut record = decode(entry)?;
+            if let Outcome::Rejected(rejection) =
+                state.apply_island(keeper, record.epoch, &mut record.write)
+            {
+                tracing::warn!(
+                    keeper,
+                    position = entry.position,
+                    %rejection,
+                    "a write of the site's keeper does not apply to this node's island view"
+                );
+            }
+        }
+        self.publish(View {
+            state: Arc::new(state),
+            mirror: Some(Mirror { keeper, next }),
+            ..view
+        });
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Waits (up to `wait`) until the view holds `keeper`'s records before `next`; whether it
+    /// does.
+    pub async fn wait_mirrored(&self, keeper: NodeId, next: u64, wait: Duration) -> bool {
+        let mut changes = self.changes.subscribe();
+        let held = || {
+            self.view
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .and_then(|v| v.mirror)
+                .is_some_and(|m| m.keeper == keeper && m.next >= next)
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if held() {
+                return true;
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return held();
+            }
+        }
+    }
+
+    /// The keeper this node's view mirrors, and how far, if it mirrors one.
+    pub fn mirrored(&self) -> Option<(NodeId, u64)> {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|v| v.mirror)
+            .map(|m| (m.keeper, m.next))
     }
 
     fn publish(&self, view: View) {
@@ -250,7 +505,7 @@ impl IslandServer {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match current {
-            Some(view) if view.epoch == epoch => Ok(view),
+            Some(view) if view.epoch == epoch && view.mirror.is_none() => Ok(view),
             _ => {
                 let view = self.rebuild(epoch).await?;
                 self.publish(view.clone());
@@ -295,14 +550,25 @@ impl IslandServer {
             epoch,
             applied,
             state: Arc::new(state),
+            mirror: None,
         })
     }
 
-    /// Drops the view once nothing is left to merge and this node is not an island.
-    async fn end_view(&self, island: &watch::Receiver<IslandStatus>) {
+    /// Drops the view once nothing is left to merge and this node is not an island. A view
+    /// that mirrors its site's keeper is kept until the cluster merged what it mirrored, or
+    /// until `keeper_wait_over` (the keeper may never come back).
+    async fn end_view(&self, island: &watch::Receiver<IslandStatus>, keeper_wait_over: bool) {
         let _writer = self.writer.lock().await;
         if island.borrow().island() || !self.journal.bounds().is_empty() {
             return;
+        }
+        if let Some((keeper, next)) = self.mirrored() {
+            let merged = self
+                .store
+                .read(|s, _| s.islands_merged.get(&keeper).copied().unwrap_or(0));
+            if merged < next && !keeper_wait_over {
+                return;
+            }
         }
         let had = self
             .view
@@ -405,18 +671,29 @@ pub async fn merge_loop(
     proposer: Proposer,
     mut island: watch::Receiver<IslandStatus>,
 ) {
+    let mut connected_since: Option<tokio::time::Instant> = None;
     loop {
         let status = *island.borrow_and_update();
         let bounds = server.journal.bounds();
+        if status.island() {
+            connected_since = None;
+        } else if connected_since.is_none() {
+            connected_since = Some(tokio::time::Instant::now());
+        }
         let wait = if status.island() {
-            if let Err(error) = server.ensure_view(status.epoch).await {
+            if server.keeper().is_some_and(|keeper| keeper != server.id) {
+                // Mirroring the site's keeper: its view is built by the site loop.
+                MERGE_POLL_INTERVAL
+            } else if let Err(error) = server.ensure_view(status.epoch).await {
                 tracing::warn!(%error, "building the island view");
                 MERGE_RETRY_DELAY
             } else {
                 MERGE_POLL_INTERVAL
             }
         } else if bounds.is_empty() {
-            server.end_view(&island).await;
+            let keeper_wait_over =
+                connected_since.is_some_and(|since| since.elapsed() >= KEEPER_MERGE_WAIT);
+            server.end_view(&island, keeper_wait_over).await;
             MERGE_POLL_INTERVAL
         } else {
             if server.view().is_none() {
