@@ -39,11 +39,11 @@ pub struct Changes {
 /// Shared by the fault injector, the operator tasks and the checker (one thread).
 pub type SharedChanges = Rc<RefCell<Changes>>;
 
-/// The change that adds node `id` of the simulation as a learner.
-pub fn add(id: NodeId) -> MemberChange {
+/// The change that adds node `id` of the simulation, in `site`, as a learner.
+pub fn add(id: NodeId, site: String) -> MemberChange {
     MemberChange::Add {
         id,
-        site: "sim".to_owned(),
+        site,
         grpc_addr: format!("{}:{GRPC_PORT}", host_name(id)),
         http_addr: format!("{}:8080", host_name(id)),
     }

@@ -46,14 +46,27 @@ pub fn host_name(id: NodeId) -> String {
     format!("node{id}")
 }
 
-/// The static membership of a cluster of `n` simulated nodes.
-pub fn members(n: u64) -> BTreeMap<NodeId, NodeInfo> {
+/// The site of node `id` when the nodes are split, in id order, into sites of `sizes` nodes
+/// (`site1`, `site2`, …); nodes past them (spares that join later) belong to the last site.
+pub fn site_of(id: NodeId, sizes: &[u64]) -> String {
+    let mut last = 0;
+    for (index, size) in sizes.iter().enumerate() {
+        last += size;
+        if id <= last {
+            return format!("site{}", index + 1);
+        }
+    }
+    format!("site{}", sizes.len().max(1))
+}
+
+/// The static membership of a cluster of `n` simulated nodes in sites of `sites` nodes.
+pub fn members(n: u64, sites: &[u64]) -> BTreeMap<NodeId, NodeInfo> {
     (1..=n)
         .map(|id| {
             (
                 id,
                 NodeInfo {
-                    site: "sim".to_owned(),
+                    site: site_of(id, sites),
                     grpc_addr: format!("{}:{GRPC_PORT}", host_name(id)),
                     http_addr: String::new(),
                 },
@@ -93,6 +106,7 @@ pub async fn run(
     members: BTreeMap<NodeId, NodeInfo>,
     directory: Directory,
     data_dir: PathBuf,
+    site: String,
     leaders: Leaders,
     islands: Islands,
 ) -> turmoil::Result {
@@ -131,7 +145,7 @@ pub async fn run(
         metrics,
         directory,
         Retention::default(),
-        "sim".to_owned(),
+        site,
     )
     .start();
     let sim = SimService {

@@ -350,7 +350,10 @@ pub fn all() -> Vec<Scenario> {
                     }
                 }
                 schedule.push((at(10.0), Fault::HealAll));
-                Spec::new(5, seed, schedule)
+                Spec {
+                    sites: vec![3, 2],
+                    ..Spec::new(5, seed, schedule)
+                }
             },
             all_completed: true,
             offers_time_out: false,
@@ -358,6 +361,94 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(2),
             island_writes_taken: true,
             island_journals: Some(1),
+        },
+        Scenario {
+            name: "two-equal-sites-both-islands",
+            row: "WAN split between two equal sites (no quorum anywhere)",
+            incumbent: "both sides act as master; on heal one side's work is dropped",
+            // Two sites of two nodes: no side has a quorum, so all four nodes become islands,
+            // one island (one journal) per site. On heal both merge; every write either side
+            // acknowledged is there once.
+            spec: |seed| {
+                let mut schedule = Vec::new();
+                for a in 1..=2 {
+                    for b in 3..=4 {
+                        schedule.push((at(2.0), Fault::Partition(a, b)));
+                    }
+                }
+                schedule.push((at(10.0), Fault::HealAll));
+                Spec {
+                    sites: vec![2, 2],
+                    ..Spec::new(4, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(4),
+            island_writes_taken: true,
+            island_journals: Some(2),
+        },
+        Scenario {
+            name: "island-node-killed",
+            row: "WAN split, then the island's journal node dies (kill -9) during the island and \
+                  again during its merge",
+            incumbent: "island work lost with the server; manual rebuild",
+            // The small site is cut off; its keeper (node 4) is killed mid-island and restarted,
+            // then killed again just after the heal, while it merges, and restarted. Its
+            // journal survives both: every write it acknowledged is merged once.
+            spec: |seed| {
+                let mut schedule = Vec::new();
+                for a in 1..=3 {
+                    for b in 4..=5 {
+                        schedule.push((at(2.0), Fault::Partition(a, b)));
+                    }
+                }
+                schedule.push((at(6.0), Fault::Crash(4)));
+                schedule.push((at(7.0), Fault::Restart(4)));
+                schedule.push((at(12.0), Fault::HealAll));
+                schedule.push((at(12.3), Fault::Crash(4)));
+                schedule.push((at(13.5), Fault::Restart(4)));
+                Spec {
+                    sites: vec![3, 2],
+                    ..Spec::new(5, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(2),
+            island_writes_taken: true,
+            island_journals: None,
+        },
+        Scenario {
+            name: "site-link-flaps",
+            row: "WAN link between two sites flapping, a new split during a merge",
+            incumbent: "repeated failovers; work dropped on each heal",
+            // The link between the sites breaks, heals, breaks again 0.4 s into the merge,
+            // heals, and breaks once more: islands come and go, merges are cut short and resume.
+            spec: |seed| {
+                let mut schedule = Vec::new();
+                let cuts = [(2.0, 5.5), (5.9, 9.5), (12.0, 15.0)];
+                for (cut, heal) in cuts {
+                    for a in 1..=3 {
+                        for b in 4..=5 {
+                            schedule.push((at(cut), Fault::Partition(a, b)));
+                        }
+                    }
+                    schedule.push((at(heal), Fault::HealAll));
+                }
+                Spec {
+                    sites: vec![3, 2],
+                    ..Spec::new(5, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(2),
+            island_writes_taken: true,
+            island_journals: None,
         },
     ]
 }

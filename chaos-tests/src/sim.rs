@@ -79,6 +79,8 @@ pub struct Spec {
     /// Spare nodes, ids after the cluster's, started as joining nodes that form no cluster and
     /// wait to be added ([`Fault::Join`]).
     pub spares: u64,
+    /// How many nodes each site has, in id order (see [`node::site_of`]); spares join the last.
+    pub sites: Vec<u64>,
     /// Simulated customers, each with one chat.
     pub customers: usize,
     /// Messages each customer posts.
@@ -106,6 +108,7 @@ impl Spec {
         Self {
             nodes,
             spares: 0,
+            sites: vec![nodes],
             customers: 6,
             messages: 5,
             agent_limits: vec![1, 2, 1],
@@ -391,7 +394,7 @@ pub fn run(spec: &Spec) -> Report {
         .rng_seed(spec.seed)
         .enable_random_order()
         .build();
-    let members = node::members(spec.nodes);
+    let members = node::members(spec.nodes, &spec.sites);
     let leaders = node::Leaders::default();
     let islands = node::Islands::default();
     for (index, dir) in dirs.iter().enumerate() {
@@ -406,12 +409,14 @@ pub fn run(spec: &Spec) -> Report {
         let leaders = leaders.clone();
         let islands = islands.clone();
         let limits = spec.agent_limits.clone();
+        let site = node::site_of(id, &spec.sites);
         sim.host(host_name(id), move || {
             node::run(
                 id,
                 members.clone(),
                 directory(&limits),
                 path.clone(),
+                site.clone(),
                 leaders.clone(),
                 islands.clone(),
             )
@@ -471,6 +476,7 @@ pub fn run(spec: &Spec) -> Report {
     }));
     let faults = Faults {
         nodes: hosts,
+        sites: spec.sites.clone(),
         leaders: leaders.clone(),
         changes: changes.clone(),
         operators: std::cell::Cell::new(0),
@@ -1002,6 +1008,8 @@ enum Injected {
 struct Faults {
     /// Every simulated node host, spares included.
     nodes: u64,
+    /// Site sizes, as in [`Spec::sites`].
+    sites: Vec<u64>,
     leaders: node::Leaders,
     /// The membership changes operators were asked for.
     changes: SharedChanges,
@@ -1100,7 +1108,9 @@ impl Faults {
             }
             Fault::Join(id) | Fault::Promote(id) | Fault::Remove(id) => {
                 let change = match fault {
-                    Fault::Join(_) => crate::membership::add(*id),
+                    Fault::Join(_) => {
+                        crate::membership::add(*id, node::site_of(*id, &self.sites))
+                    }
                     Fault::Promote(_) => MemberChange::Promote { id: *id },
                     _ => MemberChange::Remove {
                         id: *id,

@@ -248,6 +248,20 @@ impl Db {
         }
     }
 
+    /// Runs `f`, a blocking call on this database (or on state kept in it, such as a clock's
+    /// persisted bound), according to the [`IoMode`]: on a blocking thread in production,
+    /// inline under the deterministic simulator (where an extra thread's timing would make a
+    /// run depend on the machine).
+    pub async fn blocking<T>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+    {
+        match self.opts.io_mode {
+            IoMode::Inline => Ok(f()),
+            IoMode::Blocking => Ok(tokio::task::spawn_blocking(f).await?),
+        }
+    }
+
     /// Builds one `WriteBatch` with `fill` and writes it atomically, synced according to the
     /// [`FsyncPolicy`]. Returns only after RocksDB acknowledged the write (and, with
     /// [`FsyncPolicy::Always`], after it was fsynced).

@@ -180,12 +180,12 @@ pub fn watch(
             match (current.island(), cut_off) {
                 (false, true) => {
                     let epoch = current.epoch + 1;
-                    let db = db.clone();
-                    let persisted =
-                        tokio::task::spawn_blocking(move || db.put_local_u64(EPOCH_KEY, epoch))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|written| written.map_err(|e| e.to_string()));
+                    let store = db.clone();
+                    let persisted = db
+                        .blocking(move || store.put_local_u64(EPOCH_KEY, epoch))
+                        .await
+                        .and_then(|written| written)
+                        .map_err(|e| e.to_string());
                     if let Err(error) = persisted {
                         tracing::error!(%error, "persisting the island epoch; trying again");
                         continue;

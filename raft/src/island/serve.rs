@@ -135,6 +135,8 @@ pub struct IslandServer {
     /// While this node is an island: the node keeping its site's island journal (itself or
     /// the one it forwards to; see [`crate::island::site`]).
     keeper: watch::Sender<Option<NodeId>>,
+    /// For blocking calls (the clock's persisted bound), run as the database's I/O mode says.
+    db: Db,
 }
 
 fn journal_error(error: impl std::fmt::Display) -> ProposeError {
@@ -151,7 +153,7 @@ impl IslandServer {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReplicaError> {
         let journal = Journal::open(db.clone())?;
-        let hlc = Hlc::open(db, HLC_MAX_OFFSET_MS)?;
+        let hlc = Hlc::open(db.clone(), HLC_MAX_OFFSET_MS)?;
         let unmerged = !journal.bounds().is_empty();
         Ok(Self {
             id,
@@ -166,6 +168,7 @@ impl IslandServer {
             refused_total: Arc::default(),
             last_taken_epoch: Arc::default(),
             keeper: watch::Sender::new(None),
+            db,
         })
     }
 
@@ -260,13 +263,15 @@ impl IslandServer {
             .take()
             .ok_or_else(|| journal_error("the island clock was lost in an earlier failure"))?;
         let physical_ms = self.clock.now_ms();
-        let (hlc, stamp) = tokio::task::spawn_blocking(move || {
-            let mut hlc = hlc;
-            let stamp = hlc.now(physical_ms);
-            (hlc, stamp)
-        })
-        .await
-        .map_err(journal_error)?;
+        let (hlc, stamp) = self
+            .db
+            .blocking(move || {
+                let mut hlc = hlc;
+                let stamp = hlc.now(physical_ms);
+                (hlc, stamp)
+            })
+            .await
+            .map_err(journal_error)?;
         *writer = Some(hlc);
         let stamp = stamp.map_err(journal_error)?;
         let mut write = IslandWrite {
