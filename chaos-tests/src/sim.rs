@@ -1108,9 +1108,7 @@ impl Faults {
             }
             Fault::Join(id) | Fault::Promote(id) | Fault::Remove(id) => {
                 let change = match fault {
-                    Fault::Join(_) => {
-                        crate::membership::add(*id, node::site_of(*id, &self.sites))
-                    }
+                    Fault::Join(_) => crate::membership::add(*id, node::site_of(*id, &self.sites)),
                     Fault::Promote(_) => MemberChange::Promote { id: *id },
                     _ => MemberChange::Remove {
                         id: *id,
