@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,23 @@ impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
         let since = turmoil::since_epoch().unwrap_or_default();
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A node's wall clock: the simulated clock off by a skew (ms, either sign) that the run
+/// may change at any time, as a badly synchronised clock, or one an operator or NTP steps
+/// back, would be. The skew outlives the node's restarts.
+#[derive(Clone, Debug, Default)]
+pub struct SkewedClock {
+    /// The skew now, in ms.
+    pub skew_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        SimClock
+            .now_ms()
+            .saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -97,6 +115,16 @@ pub type Islands = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Vec<(bool, u6
 /// longest election timeout of five nodes.
 pub const SIM_ISLAND_AFTER: Duration = Duration::from_secs(2);
 
+/// What a run sets on a node beyond its identity: its clock and how much log it keeps.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// The node's wall clock.
+    pub clock: SkewedClock,
+    /// Log entries kept behind a snapshot: fewer make a node that fell behind catch up by
+    /// snapshot install.
+    pub log_entries_kept_after_snapshot: u64,
+}
+
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
 /// which outlives the host, so a bounce is a restart after kill -9. With `members` empty the
 /// node joins an existing cluster (`cluster_state = "existing"`): it forms none and waits to
@@ -109,6 +137,7 @@ pub async fn run(
     site: String,
     leaders: Leaders,
     islands: Islands,
+    tuning: Tuning,
 ) -> turmoil::Result {
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
@@ -117,6 +146,7 @@ pub async fn run(
         io_mode: IoMode::Inline,
     };
     options.snapshot_every_entries = 500;
+    options.log_entries_kept_after_snapshot = tuning.log_entries_kept_after_snapshot;
     // Election timeouts staggered by node id with no random spread: openraft draws them from
     // an unseeded generator, so a spread would make runs differ between replays. The node with
     // the shortest timeout among the live ones campaigns first.
@@ -124,7 +154,7 @@ pub async fn run(
     options.election_timeout_min_ms = 300 + 60 * id;
     options.election_timeout_max_ms = options.election_timeout_min_ms + 1;
     options.island_after = SIM_ISLAND_AFTER;
-    let clock: Arc<dyn Clock> = Arc::new(SimClock);
+    let clock: Arc<dyn Clock> = Arc::new(tuning.clock);
     let replica = Replica::open(
         options,
         Arc::new(SimConnector {
@@ -349,7 +379,8 @@ impl SimNode for SimService {
         request: Request<InspectRequest>,
     ) -> Result<Response<InspectReply>, Status> {
         let request = request.into_inner();
-        let term = self.replica.status().term;
+        let status = self.replica.status();
+        let (term, snapshots_installed) = (status.term, status.snapshots_installed);
         // What the oracle asks about and the state retired is read from the archive, as the
         // HTTP API reads it; the retention is short enough here that completed chats retire
         // during a run.
@@ -425,6 +456,7 @@ impl SimNode for SimService {
                 activities_json: serde_json::to_vec(&activities)?,
                 agents_json: serde_json::to_vec(&agents)?,
                 completed: count(|s| matches!(s, ActivityStatus::Completed { .. })),
+                snapshots_installed,
             })
         });
         reply

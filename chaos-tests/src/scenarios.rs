@@ -34,6 +34,9 @@ pub struct Scenario {
     /// How many island journals must have taken those writes (the nodes of one site cut off
     /// together keep one); `None`: not checked.
     pub island_journals: Option<usize>,
+    /// Whether some member must have caught up by installing a leader's snapshot (the log it
+    /// needed was compacted away meanwhile).
+    pub snapshot_installed: bool,
 }
 
 fn at(seconds: f64) -> Duration {
@@ -61,6 +64,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "application-node-restored",
@@ -79,6 +83,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "services-node-dies",
@@ -101,6 +106,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -124,6 +130,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -147,6 +154,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -171,6 +179,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "leader-failover",
@@ -194,6 +203,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "follower-cut-off-returns",
@@ -217,6 +227,7 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(1),
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -241,6 +252,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -266,6 +278,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "client-network-drops",
@@ -286,6 +299,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "double-submit",
@@ -305,6 +319,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "node-replaced-under-faults",
@@ -331,6 +346,7 @@ pub fn all() -> Vec<Scenario> {
             islands: None,
             island_writes_taken: false,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "site-cut-off-island-merges",
@@ -361,6 +377,7 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(2),
             island_writes_taken: true,
             island_journals: Some(1),
+            snapshot_installed: false,
         },
         Scenario {
             name: "two-equal-sites-both-islands",
@@ -388,6 +405,7 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(4),
             island_writes_taken: true,
             island_journals: Some(2),
+            snapshot_installed: false,
         },
         Scenario {
             name: "island-node-killed",
@@ -420,6 +438,7 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(2),
             island_writes_taken: true,
             island_journals: None,
+            snapshot_installed: false,
         },
         Scenario {
             name: "site-link-flaps",
@@ -449,6 +468,93 @@ pub fn all() -> Vec<Scenario> {
             islands: Some(2),
             island_writes_taken: true,
             island_journals: None,
+            snapshot_installed: false,
+        },
+        Scenario {
+            name: "island-clocks-skewed",
+            row: "WAN split with the island's clocks off by minutes, one stepped back, across \
+                  a restart",
+            incumbent: "replication ordered by wall clock: a skewed or stepped-back clock \
+                        reorders or drops work",
+            // The small site's clocks are off: node 4 runs 5 minutes fast, node 5 five
+            // minutes slow. Cut off at 2 s, node 4 (the island's journal node) has its clock
+            // stepped back 10 minutes at 5 s, is killed at 6 s and restarts at 7 s with that
+            // clock, behind every stamp it issued. Its island clock must not go back (the HLC
+            // check), and the merge still keeps everything once.
+            spec: |seed| {
+                let mut schedule = vec![
+                    (at(0.0), Fault::Skew(4, 300_000)),
+                    (at(0.0), Fault::Skew(5, -300_000)),
+                    (at(2.0), Fault::CutSite(1)),
+                    (at(5.0), Fault::Skew(4, -300_000)),
+                    (at(6.0), Fault::Crash(4)),
+                    (at(7.0), Fault::Restart(4)),
+                    (at(12.0), Fault::HealAll),
+                ];
+                schedule.sort_by_key(|(at, _)| *at);
+                Spec {
+                    sites: vec![3, 2],
+                    ..Spec::new(5, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(2),
+            island_writes_taken: true,
+            island_journals: None,
+            snapshot_installed: false,
+        },
+        Scenario {
+            name: "site-cut-off-random-faults",
+            row: "WAN splits between three sites among random node and link faults",
+            incumbent: "both sides act as master; work dropped on heal",
+            // Five nodes over three sites (2 + 2 + 1): random faults, among them a site's WAN
+            // link dropping for up to 8 s (an island from 2 s on).
+            spec: |seed| Spec {
+                sites: vec![2, 2, 1],
+                ..Spec::new(
+                    5,
+                    seed,
+                    crate::sim::random_site_schedule(&[2, 2, 1], seed, at(15.0)),
+                )
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: None,
+            island_writes_taken: false,
+            island_journals: None,
+            snapshot_installed: false,
+        },
+        Scenario {
+            name: "site-cut-off-ten-minutes",
+            row: "WAN split between two sites for ten minutes, traffic on both sides",
+            incumbent: "both sides act as master; the island's work is dropped on heal; a long \
+                        island needs a manual rebuild",
+            // Sites 1-3 and 4-5 are cut apart from 2 s to 10 min; customers post every 5-15 s
+            // through any node for those ten minutes. The quorum side snapshots and compacts
+            // its log meanwhile (50 entries kept behind a snapshot), so the island's nodes
+            // catch up by installing a snapshot, then merge everything they took.
+            spec: |seed| {
+                let mut schedule = vec![(at(2.0), Fault::CutSite(1))];
+                schedule.push((at(600.0), Fault::HealAll));
+                Spec {
+                    sites: vec![3, 2],
+                    messages: 60,
+                    message_gap_ms: (5_000, 15_000),
+                    log_entries_kept_after_snapshot: 50,
+                    time_limit: std::time::Duration::from_secs(1_800),
+                    ..Spec::new(5, seed, schedule)
+                }
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: Some(2),
+            island_writes_taken: true,
+            island_journals: Some(1),
+            snapshot_installed: true,
         },
     ]
 }

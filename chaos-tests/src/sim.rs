@@ -13,7 +13,7 @@ use parley_raft::command::{
 };
 use parley_raft::membership::MemberChange;
 use parley_raft::proposer::Clock;
-use parley_raft::state::{AgentEvent, AgentEventBody, EventCursor};
+use parley_raft::state::{ActivityStatus, AgentEvent, AgentEventBody, EventCursor};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -69,6 +69,12 @@ pub enum Fault {
     Promote(NodeId),
     /// An operator removes this member (retried while the checks refuse it).
     Remove(NodeId),
+    /// Cut every link between the nodes of one site (an index into [`Spec::sites`]) and the
+    /// nodes of the other sites, both ways: the site's WAN link drops.
+    CutSite(usize),
+    /// Set a node's clock off the true time by this many ms (either sign): a skewed clock,
+    /// or, set below its skew before, a clock stepped back. Kept across the node's restarts.
+    Skew(NodeId, i64),
 }
 
 /// What to simulate.
@@ -99,9 +105,29 @@ pub struct Spec {
     /// The agents wait this long after getting ready before accepting anything (offers time
     /// out meanwhile).
     pub agent_delay: Duration,
+    /// A customer waits between this many ms and less than the second figure between two
+    /// messages.
+    pub message_gap_ms: (u64, u64),
+    /// Log entries each node keeps behind a snapshot (the nodes snapshot every 500 entries).
+    pub log_entries_kept_after_snapshot: u64,
+    /// Simulated time after which a run that has not finished fails.
+    pub time_limit: Duration,
 }
 
 impl Spec {
+    /// The largest clock skew (either sign) the schedule gives any node, in ms: how far apart
+    /// a command's stamp and the true time of its window may be.
+    pub fn clock_skew_max_ms(&self) -> u64 {
+        self.schedule
+            .iter()
+            .filter_map(|(_, fault)| match fault {
+                Fault::Skew(_, ms) => Some(ms.unsigned_abs()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A run of `nodes` nodes under `schedule`: 6 customers posting 5 messages each, and
     /// three agents with chat limits 1, 2 and 1 (4 places for 6 chats).
     pub fn new(nodes: u64, seed: u64, schedule: Vec<(Duration, Fault)>) -> Self {
@@ -116,6 +142,9 @@ impl Spec {
             seed,
             double_submit: false,
             agent_delay: Duration::ZERO,
+            message_gap_ms: (100, 1_500),
+            log_entries_kept_after_snapshot: 1_000,
+            time_limit: Duration::from_secs(600),
         }
     }
 }
@@ -159,20 +188,38 @@ pub struct Report {
     pub digest: String,
     /// How many times each node became an island.
     pub islands_entered: BTreeMap<NodeId, u64>,
+    /// Snapshots leaders sent that members installed (counted since each node's last start).
+    pub snapshots_installed: u64,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time,
 /// a node cut off, a link cut, a latency spike or a lossy link, each healed before the next,
 /// so a majority is back in time.
 pub fn random_schedule(nodes: u64, seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
+    random_site_schedule(&[nodes], seed, window)
+}
+
+/// [`random_schedule`] over nodes split into `sites` (sizes in id order): with more than one
+/// site, a site's WAN link may also drop, for 0.5 s up to 8 s (an island from 2 s on: see
+/// [`node::SIM_ISLAND_AFTER`]), and heal. With one site the schedule is exactly
+/// [`random_schedule`]'s, so its seeds replay as before.
+pub fn random_site_schedule(sites: &[u64], seed: u64, window: Duration) -> Vec<(Duration, Fault)> {
+    let nodes = sites.iter().sum::<u64>().max(1);
+    let kinds = if sites.len() > 1 { 6 } else { 5 };
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_fa17);
     let mut schedule = Vec::new();
     let mut at = Duration::from_millis(rng.random_range(500..2_000));
     while at < window {
         let victim = rng.random_range(1..=nodes);
-        let hold = Duration::from_millis(rng.random_range(500..4_000));
+        let mut hold = Duration::from_millis(rng.random_range(500..4_000));
         let other = victim % nodes + 1;
-        match rng.random_range(0..5) {
+        match rng.random_range(0..kinds) {
+            5 => {
+                hold = Duration::from_millis(rng.random_range(500..8_000));
+                let site = rng.random_range(0..sites.len());
+                schedule.push((at, Fault::CutSite(site)));
+                schedule.push((at + hold, Fault::HealAll));
+            }
             0 => {
                 schedule.push((at, Fault::Crash(victim)));
                 schedule.push((at + hold, Fault::Restart(victim)));
@@ -400,7 +447,7 @@ pub fn run(spec: &Spec) -> Report {
         .collect();
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(600))
+        .simulation_duration(spec.time_limit)
         .epoch(epoch)
         .tcp_capacity(65_536)
         .max_message_latency(MAX_LATENCY)
@@ -410,6 +457,9 @@ pub fn run(spec: &Spec) -> Report {
     let members = node::members(spec.nodes, &spec.sites);
     let leaders = node::Leaders::default();
     let islands = node::Islands::default();
+    let clocks: BTreeMap<NodeId, node::SkewedClock> = (1..=hosts)
+        .map(|id| (id, node::SkewedClock::default()))
+        .collect();
     for (index, dir) in dirs.iter().enumerate() {
         let id = index as u64 + 1;
         // A spare joins an existing cluster: no members to form one with.
@@ -423,6 +473,10 @@ pub fn run(spec: &Spec) -> Report {
         let islands = islands.clone();
         let limits = spec.agent_limits.clone();
         let site = node::site_of(id, &spec.sites);
+        let tuning = node::Tuning {
+            clock: clocks.get(&id).cloned().unwrap_or_default(),
+            log_entries_kept_after_snapshot: spec.log_entries_kept_after_snapshot,
+        };
         sim.host(host_name(id), move || {
             node::run(
                 id,
@@ -432,6 +486,7 @@ pub fn run(spec: &Spec) -> Report {
                 site.clone(),
                 leaders.clone(),
                 islands.clone(),
+                tuning.clone(),
             )
         });
     }
@@ -493,6 +548,7 @@ pub fn run(spec: &Spec) -> Report {
         leaders: leaders.clone(),
         changes: changes.clone(),
         operators: std::cell::Cell::new(0),
+        clocks,
     };
     let everyone_done = |board: &Board| {
         board.customers_done == spec.customers
@@ -500,7 +556,11 @@ pub fn run(spec: &Spec) -> Report {
             && changes.borrow().pending == 0
     };
     // Drive the simulation: inject faults on time until every customer and agent is done and
-    // the schedule is spent.
+    // the schedule is spent. A run that is not done a minute before its time limit is stuck:
+    // it is reported as such, and the cluster is still healed and inspected, so the report
+    // says where the unfinished work stands.
+    let give_up_at = spec.time_limit.saturating_sub(Duration::from_secs(60));
+    let mut stuck_at: Option<String> = None;
     loop {
         while let Some((at, _)) = schedule.peek() {
             if sim.elapsed() < *at {
@@ -523,6 +583,10 @@ pub fn run(spec: &Spec) -> Report {
         if everyone_done(&board.borrow()) && schedule.peek().is_none() {
             break;
         }
+        if sim.elapsed() >= give_up_at {
+            stuck_at = Some(stuck(&board.borrow(), spec, &changes.borrow(), &leaders, &islands));
+            break;
+        }
         if let Err(error) = sim.step() {
             let stuck = stuck(&board.borrow(), spec, &changes.borrow(), &leaders, &islands);
             report
@@ -536,8 +600,16 @@ pub fn run(spec: &Spec) -> Report {
     for id in std::mem::take(&mut crashed) {
         sim.bounce(host_name(id));
     }
-    // Every client is done: the oracle is final.
-    let oracle = std::mem::take(&mut *oracle.borrow_mut());
+    if let Some(stuck) = stuck_at {
+        report.violations.push(Violation(format!(
+            "the clients were not done after {:?}: {stuck}",
+            sim.elapsed()
+        )));
+    }
+    // Every client is done (or stuck): the oracle is final. Windows are in true time; a skewed node
+    // stamps its commands off it by up to its skew.
+    let mut oracle = std::mem::take(&mut *oracle.borrow_mut());
+    oracle.widen_windows(spec.clock_skew_max_ms());
     report.writes_checked = oracle.acked_count();
     report.island_writes_checked = oracle.acked_island_count();
     report.island_journals = oracle.island_journals();
@@ -575,8 +647,15 @@ pub fn run(spec: &Spec) -> Report {
     match verdict.borrow_mut().take() {
         Some(Err(mut violations)) => report.violations.append(&mut violations),
         Some(Ok(settled)) => {
+            if !report.violations.is_empty() && !settled.unfinished.is_empty() {
+                report.violations.push(Violation(format!(
+                    "work not finished at the end: {}",
+                    settled.unfinished.join("; ")
+                )));
+            }
             report.digest = settled.digest;
             report.term = settled.term;
+            report.snapshots_installed = settled.snapshots_installed;
             report.assigned = settled.assigned;
             report.completed = settled.completed;
             report.offer_timeouts = settled.offer_timeouts;
@@ -584,6 +663,27 @@ pub fn run(spec: &Spec) -> Report {
         None => {}
     }
     report
+}
+
+/// The activities a node holds that are not completed, each with its status and last
+/// transitions: where a stuck run's work stands.
+fn unfinished(observation: &Observation) -> Vec<String> {
+    observation
+        .activities
+        .values()
+        .filter(|a| !matches!(a.status, ActivityStatus::Completed { .. }))
+        .map(|a| {
+            let last: Vec<String> = a
+                .history
+                .iter()
+                .rev()
+                .take(4)
+                .rev()
+                .map(|t| format!("{:?} ({}) at {}", t.status, t.reason, t.at_ms))
+                .collect();
+            format!("{} {:?} after [{}]", a.id, a.status, last.join(", "))
+        })
+        .collect()
 }
 
 /// What was not done when a simulation ran out of time, to tell a hang from a slow run.
@@ -694,7 +794,8 @@ async fn customer_chat(customer: usize, spec: &Spec, seed: u64, oracle: &Shared<
             }
             Err(other) => oracle.borrow_mut().unexpected(&chat_id, &other),
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
+        let (least, most) = spec.message_gap_ms;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(least..most.max(least + 1)))).await;
     }
 }
 
@@ -986,10 +1087,14 @@ type Verdict = Option<Result<Settled, Vec<Violation>>>;
 #[derive(Clone, Debug)]
 struct Settled {
     term: u64,
+    snapshots_installed: u64,
     assigned: u64,
     completed: u64,
     offer_timeouts: u64,
     digest: String,
+    /// Activities not completed at the end, each with its status and last transitions (on
+    /// the first node observed).
+    unfinished: Vec<String>,
 }
 
 /// A leader fault injected, waiting for another node to lead in a later term.
@@ -1029,6 +1134,8 @@ struct Faults {
     changes: SharedChanges,
     /// Operator hosts started so far (each change runs on a client host of its own).
     operators: std::cell::Cell<u64>,
+    /// Every node's clock, by id.
+    clocks: BTreeMap<NodeId, node::SkewedClock>,
 }
 
 impl Faults {
@@ -1081,6 +1188,23 @@ impl Faults {
                 }
             }
             Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
+            Fault::CutSite(site) => {
+                let name = format!("site{}", site + 1);
+                let (inside, outside): (Vec<NodeId>, Vec<NodeId>) =
+                    (1..=nodes).partition(|id| node::site_of(*id, &self.sites) == name);
+                for a in &inside {
+                    for b in &outside {
+                        sim.partition(host_name(*a), host_name(*b));
+                    }
+                }
+            }
+            Fault::Skew(id, ms) => {
+                if let Some(clock) = self.clocks.get(id) {
+                    clock
+                        .skew_ms
+                        .store(*ms, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             Fault::Isolate(id) => {
                 for other in (1..=nodes).filter(|o| o != id) {
                     sim.partition(host_name(*id), host_name(other));
@@ -1236,10 +1360,12 @@ async fn check(
             return match (violations.is_empty(), observed.first()) {
                 (true, Some((_, first))) => Ok(Settled {
                     term: observed.iter().map(|(_, r)| r.term).max().unwrap_or(0),
+                    snapshots_installed: observed.iter().map(|(_, r)| r.snapshots_installed).sum(),
                     assigned: first.assigned,
                     completed: first.completed,
                     offer_timeouts: first.offer_timeouts,
                     digest: first.digest.clone(),
+                    unfinished: unfinished(&observations[0]),
                 }),
                 _ => Err(violations),
             };

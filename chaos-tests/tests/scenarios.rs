@@ -67,6 +67,13 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                     scenario.name, report.islands_entered
                 );
             }
+            if scenario.snapshot_installed {
+                assert!(
+                    report.snapshots_installed > 0,
+                    "{}, seed {seed}: no member caught up by installing a snapshot",
+                    scenario.name
+                );
+            }
             if scenario.island_writes_taken {
                 assert!(
                     report.island_writes_checked > 0,

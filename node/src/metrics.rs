@@ -82,6 +82,7 @@ pub struct Metrics {
     long_poll_waiters: Gauge,
     streams: Gauge,
     log_appends: Counter,
+    snapshots_installed: Counter,
     wal_syncs: Counter,
     forward_rpcs: Counter,
     forwarded_writes: Counter,
@@ -202,6 +203,13 @@ impl Metrics {
             "WebSocket streams open on this node",
             streams.clone(),
         );
+        let snapshots_installed = Counter::default();
+        registry.register(
+            "raft_snapshots_installed",
+            "Snapshots a leader sent that were installed here (a node behind the leader's \
+             compacted log catches up so)",
+            snapshots_installed.clone(),
+        );
         let log_appends = Counter::default();
         registry.register(
             "storage_log_appends",
@@ -298,6 +306,7 @@ impl Metrics {
             long_poll_waiters,
             streams,
             log_appends,
+            snapshots_installed,
             wal_syncs,
             forward_rpcs,
             forwarded_writes,
@@ -393,6 +402,7 @@ impl Metrics {
         for (counter, total) in [
             (&self.peer_handshakes_refused, refused),
             (&self.log_appends, status.log_appends),
+            (&self.snapshots_installed, status.snapshots_installed),
             (&self.wal_syncs, status.wal_syncs),
             (&self.forward_rpcs, status.forward_rpcs),
             (&self.forwarded_writes, status.forwarded_writes),

@@ -115,6 +115,8 @@ pub struct ReplicaStatus {
     pub voters: BTreeSet<NodeId>,
     /// Bytes of the last snapshot built or installed here since start (0: none yet).
     pub snapshot_bytes: u64,
+    /// Snapshots a leader sent that were installed here since start.
+    pub snapshots_installed: u64,
     /// Log appends written here since start.
     pub log_appends: u64,
     /// WAL syncs those appends waited for since start (group commit: several appends share one).
@@ -565,6 +567,7 @@ impl Replica {
                 .collect(),
             voters: m.membership_config.membership().voter_ids().collect(),
             snapshot_bytes: self.store.snapshot_bytes(),
+            snapshots_installed: self.store.snapshots_installed(),
             log_appends: self.db.log_appends(),
             wal_syncs: self.db.wal_syncs(),
             forward_rpcs: self.proposer.forward_stats().rpcs(),

@@ -259,6 +259,8 @@ struct Shared<C: RaftTypeConfig, M> {
     applied_tx: watch::Sender<AppliedState<C>>,
     /// Bytes of the last snapshot built or installed here (0 before the first).
     snapshot_bytes: AtomicU64,
+    /// Snapshots received from a leader and installed here since start.
+    snapshots_installed: AtomicU64,
     /// Serializes "compare with the persisted snapshot, then overwrite it" between concurrent
     /// snapshot builds and installs. Only taken inside [`Db::run`], never across an await.
     snapshot_write: Mutex<()>,
@@ -403,6 +405,7 @@ where
                 inner: RwLock::new(inner),
                 applied_tx,
                 snapshot_bytes: AtomicU64::new(0),
+                snapshots_installed: AtomicU64::new(0),
                 snapshot_write: Mutex::new(()),
             }),
         })
@@ -476,6 +479,12 @@ where
     /// machine in memory, without the archive.
     pub fn snapshot_bytes(&self) -> u64 {
         self.shared.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many snapshots a leader sent were installed here since the process started (a
+    /// node that fell behind the leader's compacted log catches up so).
+    pub fn snapshots_installed(&self) -> u64 {
+        self.shared.snapshots_installed.load(Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever something is applied or a snapshot is installed.
@@ -725,6 +734,9 @@ where
         self.shared
             .snapshot_bytes
             .store(size as u64, Ordering::Relaxed);
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         self.shared
             .applied_tx
             .send_replace(AppliedState { last_applied });

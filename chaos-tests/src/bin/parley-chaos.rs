@@ -3,6 +3,7 @@
 //! ```sh
 //! parley-chaos --seeds 1000             # random fault schedules on seeds 1..=1000
 //! parley-chaos --seed 42 --nodes 5      # one seed, exactly as a failure printed it
+//! parley-chaos --seeds 200 --sites 2,2,1 # five nodes over three sites: sites cut off too
 //! parley-chaos --scenarios --seeds 10   # every named failure-matrix scenario on 10 seeds
 //! parley-chaos --live --duration-s 60    # real processes: kill -9, SIGSTOP, SIGTERM, partitions
 //! parley-chaos --live --target c.toml    # an existing cluster, faults by its commands
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use parley_chaos::live::{run_live, ClusterSpec, LiveSpec, Network};
 use parley_chaos::scenarios;
-use parley_chaos::sim::{random_schedule, run, Report, Spec};
+use parley_chaos::sim::{random_site_schedule, run, Report, Spec};
 use parley_chaos::target::Target;
 
 /// Simulated clusters under seeded faults, checked by an oracle of acknowledged writes.
@@ -31,6 +32,11 @@ struct Args {
     /// Cluster size for random schedules.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// For random schedules: the nodes' sites, as sizes in node id order (`2,2,1`: nodes 1-2,
+    /// 3-4 and 5), which also sets the cluster size; a site's link to the others then drops
+    /// among the random faults (an island from 2 s on).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=9))]
+    sites: Vec<u64>,
     /// Length of the random fault window, in seconds of simulated time.
     #[arg(long, default_value_t = 15)]
     window_s: u64,
@@ -155,6 +161,8 @@ struct Totals {
     offer_timeouts: u64,
     violations: usize,
     simulated: Duration,
+    island_writes: usize,
+    islands: u64,
 }
 
 impl Totals {
@@ -169,6 +177,8 @@ impl Totals {
         self.offer_timeouts += report.offer_timeouts;
         self.violations += report.violations.len();
         self.simulated += report.simulated;
+        self.island_writes += report.island_writes_checked;
+        self.islands += report.islands_entered.values().sum::<u64>();
     }
 }
 
@@ -193,11 +203,29 @@ fn main() -> ExitCode {
         }
     } else {
         let window = Duration::from_secs(args.window_s);
+        let sites = if args.sites.is_empty() {
+            vec![args.nodes]
+        } else {
+            args.sites.clone()
+        };
+        let nodes: u64 = sites.iter().sum();
+        if !(1..=9).contains(&nodes) {
+            eprintln!("parley-chaos: {nodes} nodes; simulate 1 to 9");
+            return ExitCode::FAILURE;
+        }
+        let name = if sites.len() > 1 {
+            format!("random-sites-{}", args.sites.iter().map(u64::to_string).collect::<Vec<_>>().join("+"))
+        } else {
+            format!("random-{nodes}-nodes")
+        };
         for &seed in &seeds {
-            let schedule = random_schedule(args.nodes, seed, window);
+            let schedule = random_site_schedule(&sites, seed, window);
             runs.push((
-                format!("random-{}-nodes", args.nodes),
-                Spec::new(args.nodes, seed, schedule),
+                name.clone(),
+                Spec {
+                    sites: sites.clone(),
+                    ..Spec::new(nodes, seed, schedule)
+                },
             ));
         }
     }
@@ -237,14 +265,16 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("| runs | faults injected | leader faults skipped (no leader) | acknowledged writes checked | agent actions checked | chats completed | elections caused | offer timeouts | violations | simulated | wall time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| runs | faults injected | leader faults skipped (no leader) | acknowledged writes checked | of them taken by islands | islands entered | agent actions checked | chats completed | elections caused | offer timeouts | violations | simulated | wall time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
         totals.runs,
         totals.faults,
         totals.leader_faults_skipped,
         totals.writes,
+        totals.island_writes,
+        totals.islands,
         totals.actions,
         totals.completed,
         totals.elections,
@@ -260,7 +290,12 @@ fn main() -> ExitCode {
         if args.scenarios {
             println!("rerun: parley-chaos --scenarios --scenario {name} --seed {seed}");
         } else {
-            println!("rerun: parley-chaos --nodes {} --seed {seed}", args.nodes);
+            let sites: Vec<String> = args.sites.iter().map(u64::to_string).collect();
+            if sites.is_empty() {
+                println!("rerun: parley-chaos --nodes {} --seed {seed}", args.nodes);
+            } else {
+                println!("rerun: parley-chaos --sites {} --seed {seed}", sites.join(","));
+            }
         }
     }
     ExitCode::FAILURE

@@ -23,6 +23,7 @@ pub fn check_all(oracle: &Oracle, observations: &[Observation]) -> Vec<Violation
         violations.extend(messages(oracle, observation));
         violations.extend(agent_actions(oracle, observation));
         violations.extend(holders(observation));
+        violations.extend(super::islands::island_clocks(observation));
     }
     violations
 }

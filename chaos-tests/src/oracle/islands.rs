@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use parley_raft::state::IslandMark;
 use parley_raft::NodeId;
 
+use super::observe::Observation;
 use super::Violation;
 
 /// Checks every node's island history: an island epoch never goes back, across restarts too;
@@ -42,9 +44,102 @@ pub fn check_islands(
     (entered, broken)
 }
 
+/// The island clock never goes back (ISLAND.md, "HLC"): in every chat, the events one island
+/// node took carry clock stamps that grow with the order they were taken in (island epoch,
+/// then the island sequence number their clients saw), across the node's restarts and
+/// whatever its wall clock did (skewed, stepped back).
+pub fn island_clocks(observation: &Observation) -> Vec<Violation> {
+    let mut broken = Vec::new();
+    for (chat_id, events) in &observation.chats {
+        let mut by_origin: BTreeMap<NodeId, Vec<IslandMark>> = BTreeMap::new();
+        for mark in events.iter().filter_map(|event| event.island) {
+            by_origin.entry(mark.origin).or_default().push(mark);
+        }
+        for (origin, mut marks) in by_origin {
+            marks.sort_by_key(|mark| (mark.epoch, mark.seq));
+            for pair in marks.windows(2) {
+                let (earlier, later) = (pair[0], pair[1]);
+                if (earlier.epoch, earlier.seq) < (later.epoch, later.seq)
+                    && earlier.hlc >= later.hlc
+                {
+                    broken.push(Violation(format!(
+                        "HLC: node {}: in chat {chat_id}, island node {origin} stamped island \
+                         seq {} of epoch {} at {}, not after seq {} of epoch {} at {}",
+                        observation.node,
+                        later.seq,
+                        later.epoch,
+                        later.hlc,
+                        earlier.seq,
+                        earlier.epoch,
+                        earlier.hlc
+                    )));
+                }
+            }
+        }
+    }
+    broken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parley_raft::command::Participant;
+    use parley_raft::island::Stamp;
+    use parley_raft::state::{ChatEvent, EventBody};
+
+    fn marked(seq: u64, origin: NodeId, epoch: u64, island_seq: u64, wall_ms: u64) -> ChatEvent {
+        ChatEvent {
+            seq,
+            at_ms: wall_ms,
+            body: EventBody::Message {
+                from: Participant::Customer,
+                client_msg_id: format!("m{seq}"),
+                text: "hello".to_owned(),
+            },
+            island: Some(IslandMark {
+                origin,
+                epoch,
+                seq: island_seq,
+                hlc: Stamp {
+                    wall_ms,
+                    logical: 0,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn an_island_clock_that_went_back_is_caught() {
+        let observe = |events: Vec<ChatEvent>| Observation {
+            node: 1,
+            chats: BTreeMap::from([("c1".to_owned(), events)]),
+            ..Observation::default()
+        };
+        // Two islands of node 4 (epochs 1 and 2) and one of node 5 whose clock is behind.
+        let good = observe(vec![
+            marked(4, 4, 1, 4, 1_000),
+            marked(5, 5, 1, 4, 400),
+            marked(6, 4, 1, 5, 1_001),
+            marked(7, 4, 2, 2, 5_000),
+        ]);
+        assert!(
+            island_clocks(&good).is_empty(),
+            "{:?}",
+            island_clocks(&good)
+        );
+
+        // Node 4's clock stepped back between two writes of one island.
+        let stepped_back = observe(vec![marked(4, 4, 1, 4, 1_000), marked(5, 4, 1, 5, 900)]);
+        let broken = island_clocks(&stepped_back);
+        assert!(
+            broken.iter().any(|v| v.0.contains("island node 4")),
+            "{broken:?}"
+        );
+
+        // A restart that forgot its clock: the next island stamps below the last one.
+        let forgot = observe(vec![marked(4, 4, 1, 4, 1_000), marked(5, 4, 2, 1, 999)]);
+        assert_eq!(island_clocks(&forgot).len(), 1);
+    }
 
     #[test]
     fn epochs_that_go_back_or_skip_are_caught() {

@@ -20,7 +20,8 @@
 //! - the node's own `State::validate`;
 //! - G7: at one applied index, one digest;
 //! - islands ([`islands`]): epochs only go up, across restarts too; each island starts the next
-//!   epoch; no member is still an island once the cluster settled.
+//!   epoch; the island clock never goes back (in every chat, one island node's stamps grow
+//!   with the order it took its writes in).
 
 pub mod check;
 pub mod islands;

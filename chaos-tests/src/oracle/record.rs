@@ -23,6 +23,14 @@ impl Window {
         self.sent_ms <= at_ms && at_ms <= self.answered_ms
     }
 
+    /// This window widened by `slack_ms` on both sides.
+    pub fn widened(self, slack_ms: u64) -> Self {
+        Self {
+            sent_ms: self.sent_ms.saturating_sub(slack_ms),
+            answered_ms: self.answered_ms.saturating_add(slack_ms),
+        }
+    }
+
     /// Whether a state in effect from `from_ms` until `until_ms` (the next change) was in
     /// effect at some point of this window: what a command applied in this window saw, or
     /// made.
@@ -122,6 +130,14 @@ impl Oracle {
             .entry(chat_id.to_owned())
             .or_default()
             .insert(client_msg_id.to_owned(), (node, seq));
+    }
+
+    /// Widens every agent action's window by `slack_ms` on both sides: the nodes' clocks
+    /// were off the true time the windows were taken in by up to that much.
+    pub fn widen_windows(&mut self, slack_ms: u64) {
+        for action in &mut self.actions {
+            action.window = action.window.widened(slack_ms);
+        }
     }
 
     /// An agent action was acknowledged.
