@@ -13,7 +13,7 @@ use parley_raft::command::{
 };
 use parley_raft::membership::MemberChange;
 use parley_raft::proposer::Clock;
-use parley_raft::state::{ActivityStatus, AgentEvent, AgentEventBody, EventCursor};
+use parley_raft::state::{ActivityStatus, AgentEvent, AgentEventBody};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -381,19 +381,18 @@ async fn submit_until_answered_marked(
 
 /// A page of an agent's feed.
 enum FeedPage {
-    /// Events after the cursor (none when nothing came within the wait), each with the
-    /// cursor after it.
-    Events(Vec<(AgentEvent, EventCursor)>),
+    /// Events after the cursor (none when nothing came within the wait).
+    Events(Vec<AgentEvent>),
     /// Events after the cursor are no longer kept; this is the first kept.
     Gone(u64),
 }
 
 /// Long-polls `agent_id`'s feed on `node` through its messaging actor.
-async fn agent_feed(node: NodeId, agent_id: &str, after: &EventCursor) -> Result<FeedPage, String> {
+async fn agent_feed(node: NodeId, agent_id: &str, after: u64) -> Result<FeedPage, String> {
     let mut client = sim_client(node).map_err(|e| e.to_string())?;
     let call = client.agent_feed(AgentFeedRequest {
         agent_id: agent_id.to_owned(),
-        after: after.to_string(),
+        after,
         wait_ms: 2_000,
     });
     let reply = tokio::time::timeout(Duration::from_secs(6), call)
@@ -404,21 +403,9 @@ async fn agent_feed(node: NodeId, agent_id: &str, after: &EventCursor) -> Result
     if reply.first_kept > 0 {
         return Ok(FeedPage::Gone(reply.first_kept));
     }
-    let events: Vec<AgentEvent> =
-        serde_json::from_slice(&reply.events_json).map_err(|e| e.to_string())?;
-    if events.len() != reply.cursors.len() {
-        return Err(format!(
-            "{} feed events with {} cursors",
-            events.len(),
-            reply.cursors.len()
-        ));
-    }
-    let cursors = reply
-        .cursors
-        .iter()
-        .map(|c| c.parse::<EventCursor>())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(FeedPage::Events(events.into_iter().zip(cursors).collect()))
+    serde_json::from_slice(&reply.events_json)
+        .map(FeedPage::Events)
+        .map_err(|e| e.to_string())
 }
 
 /// What the simulated clients share: how far the customers are and which chats the agents
@@ -902,8 +889,7 @@ async fn agent_console(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (mut logged_in, mut is_ready) = (false, false);
-    let mut cursor = EventCursor::After(0);
+    let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
     let mut presence_node: Option<NodeId> = None;
     // Completions refused because the chat was taken away (its agent looked unreachable and
     // its customer wrote): fine once the feed shows that release; a violation otherwise.
@@ -988,10 +974,10 @@ async fn agent_console(
                 presence_node = Some(via);
             }
         }
-        let events = match agent_feed(via, &me, &cursor).await {
+        let events = match agent_feed(via, &me, cursor).await {
             Ok(FeedPage::Events(events)) => events,
             Ok(FeedPage::Gone(first_kept)) => {
-                cursor = EventCursor::After(first_kept.saturating_sub(1));
+                cursor = first_kept.saturating_sub(1);
                 continue;
             }
             Err(_) => {
@@ -999,8 +985,8 @@ async fn agent_console(
                 continue;
             }
         };
-        for (event, after) in events {
-            cursor = after;
+        for event in events {
+            cursor = event.seq;
             match event.body {
                 AgentEventBody::LoggedOut { .. } => logged_in = false,
                 AgentEventBody::Availability { ready, .. } => {

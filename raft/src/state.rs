@@ -98,10 +98,10 @@ pub struct State {
     /// [`island`]). Not replicated state: empty between commands.
     #[serde(skip)]
     pub(crate) island_write: island::Marking,
-    /// Set on an island's own view: only work started on the island is routed there, and only
-    /// to agents who acted on the island (see [`island`]). Not replicated state.
+    /// Set on an island's own view: nothing is routed there (see [`island`]). Not replicated
+    /// state.
     #[serde(skip)]
-    pub on_island_view: bool,
+    pub routing_paused: bool,
     /// The members the leader has not reached for `island_after`: agents connected through
     /// them get no new work (see [`reach`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -198,11 +198,6 @@ pub struct Agent {
     pub feed: VecDeque<AgentEvent>,
     /// The sequence number the next feed event gets (the first is 1).
     pub feed_next_seq: u64,
-    /// When the agent last signed in or out or changed their availability themselves, and
-    /// through which node: an island's such write merges only if it is later (ISLAND.md rule
-    /// 4, see [`island`]). Unset until the first such action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub own_stamp: Option<island::OwnStamp>,
 }
 
 /// A login session of an agent.
@@ -549,8 +544,8 @@ impl State {
             Op::RequestCallback(request) => self.request_callback(at, request),
             Op::Login(login) => self.login(at, command.origin, login),
             Op::Presence(session) => self.presence(at, command.origin, session),
-            Op::Logout(session) => self.logout(at, command.origin, session),
-            Op::SetAvailability(set) => self.set_availability(at, command.origin, set),
+            Op::Logout(session) => self.logout(at, session),
+            Op::SetAvailability(set) => self.set_availability(at, set),
             Op::Accept(action) => self.accept(at, action),
             Op::Transfer(transfer) => self.transfer(at, transfer),
             Op::Complete(complete) => self.complete(at, complete),
@@ -665,13 +660,11 @@ impl State {
                     return fail(format!("agent {id} holds missing activity {activity_id}"));
                 }
             }
-            // G6: never over the per-channel limit, unless an island's merge gave the agent
-            // work they took on the island (assigned work is never taken back, ISLAND.md rule
-            // 4; routing offers them nothing new until they are below it).
+            // G6: never over the per-channel limit.
             for channel in Channel::ALL {
                 let load = self.load(agent, channel);
                 let limit = agent.spec.limits.get(&channel).copied().unwrap_or(0);
-                if load > limit as usize && !self.holds_merged_work(agent) {
+                if load > limit as usize {
                     return fail(format!(
                         "agent {id} holds {load} {} activities over a limit of {limit}",
                         channel.as_str()
@@ -736,17 +729,6 @@ impl State {
     pub fn digest(&self) -> Result<String, serde_json::Error> {
         let bytes = serde_json::to_vec(self)?;
         Ok(blake3::hash(&bytes).to_hex().to_string())
-    }
-
-    /// Whether `agent` holds work an island's merge gave them (`merged_accept`).
-    pub fn holds_merged_work(&self, agent: &Agent) -> bool {
-        agent.work.iter().any(|id| {
-            self.activities.get(id).is_some_and(|activity| {
-                activity.history.iter().any(|t| {
-                    t.reason == island::MERGED_ACCEPT && t.status.holder() == Some(&agent.spec.id)
-                })
-            })
-        })
     }
 
     /// How many activities of `channel` the agent holds (offered or assigned).

@@ -103,7 +103,6 @@ fn agent(id: &str, limit: u32, feed: Vec<(u64, AgentEventBody)>) -> Agent {
         work: BTreeSet::new(),
         feed_next_seq: feed.len() as u64 + 1,
         feed,
-        own_stamp: None,
     }
 }
 

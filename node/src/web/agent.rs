@@ -7,14 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{
     ActivityAction, AgentSession, Complete, Login, Op, SetAvailability, Transfer, TransferTarget,
 };
-use parley_raft::state::EventCursor;
 use parley_raft::{limits, ErrorClass};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::customer::{long_poll, page_limit, parse_cursor};
+use super::customer::{long_poll, EventsQuery};
 use super::views::{activity_view, agent_feed, agent_view, ActivityView, AgentFeedItem, AgentView};
-use super::{agent_caller, new_id, ok_answer, path_id, WebState};
+use super::{agent_caller, new_id, path_id, WebState};
 use crate::api::Channel;
 use crate::error::ApiError;
 use crate::messaging::Feed;
@@ -120,8 +119,8 @@ pub async fn login(
         });
     }
     let session_id = new_id();
-    let written = state
-        .write_marked(Op::Login(Login {
+    state
+        .write(Op::Login(Login {
             agent_id: body.agent_id.clone(),
             session_id: session_id.clone(),
         }))
@@ -131,7 +130,7 @@ pub async fn login(
         .read(move |s, _| s.agents.get(&agent_id).map(|a| agent_view(s, a)))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_agent", "no such agent"))?;
-    Ok(ok_answer(written.island).json(LoggedIn {
+    Ok(HttpResponse::Ok().json(LoggedIn {
         token: state.agent_tokens.issue(&body.agent_id, &session_id),
         session_id,
         agent,
@@ -154,12 +153,8 @@ pub async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
-    let written = state.write_marked(Op::Logout(session(&claims))).await?;
-    let mut answer = HttpResponse::NoContent();
-    if written.island {
-        answer.insert_header((super::ISLAND_HEADER, "true"));
-    }
-    Ok(answer.finish())
+    state.write(Op::Logout(session(&claims))).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn view_of(state: &WebState, agent_id: String) -> Result<AgentView, ApiError> {
@@ -192,8 +187,8 @@ pub async fn set_availability(
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
     let body = body.into_inner();
-    let written = state
-        .write_marked(Op::SetAvailability(SetAvailability {
+    state
+        .write(Op::SetAvailability(SetAvailability {
             session: session(&claims),
             channels: body
                 .channels
@@ -203,7 +198,7 @@ pub async fn set_availability(
             reason: body.reason,
         }))
         .await?;
-    Ok(ok_answer(written.island).json(view_of(&state, claims.agent_id).await?))
+    Ok(HttpResponse::Ok().json(view_of(&state, claims.agent_id).await?))
 }
 
 /// The agent's console state: availability, load, and every activity offered or assigned,
@@ -218,26 +213,6 @@ pub async fn my_activities(
     Ok(HttpResponse::Ok().json(view_of(&state, claims.agent_id).await?))
 }
 
-/// Query of the agent feed endpoint. Unknown parameters are ignored (a browser's cache
-/// buster).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AgentEventsQuery {
-    /// Return the events after this cursor: a sequence number (events with `seq > after`), or
-    /// the `next_after` of an earlier page (an island cursor `i.<node>.<epoch>.<fork>.<seq>`
-    /// after events an island's view numbered). Default 0 (all).
-    #[param(value_type = Option<String>, pattern = r"^([0-9]{1,20}|i\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20})$")]
-    #[serde(default)]
-    pub after: Option<String>,
-    /// Most events returned, 1..=1000. Default 100.
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<usize>,
-    /// If no event is newer than `after`, wait up to this many milliseconds for one (long
-    /// poll). Default 0; capped by the node's `timeouts.long_poll_max`.
-    #[serde(default)]
-    pub wait_ms: u64,
-}
-
 /// A page of an agent's feed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentEventsPage {
@@ -245,41 +220,25 @@ pub struct AgentEventsPage {
     pub events: Vec<AgentFeedItem>,
     /// The feed's last sequence number on this node.
     pub last_seq: u64,
-    /// The cursor to pass as `after` for the next page, on any node: the last event's
-    /// `after`; the same as the `after` asked when the page is empty.
-    pub next_after: String,
 }
 
 async fn read_feed(
     state: &WebState,
     agent_id: &str,
-    after: EventCursor,
+    after: u64,
     limit: usize,
-) -> Result<(AgentEventsPage, u64), ApiError> {
+) -> Result<AgentEventsPage, ApiError> {
     let agent_id = agent_id.to_owned();
-    let (page, last_seq, resume) = state
+    let (page, last_seq) = state
         .read(move |s, _| {
             let last = s.agents.get(&agent_id).map_or(0, |a| a.feed_last_seq());
-            let resume = s.feed_resume(&agent_id, &after);
-            (agent_feed(s, &agent_id, &after, limit), last, resume)
+            (agent_feed(s, &agent_id, after, limit), last)
         })
         .await?;
     match page {
         None => Err(ApiError::not_found("unknown_agent", "no such agent")),
         Some(Err(first)) => Err(resume_too_old(first)),
-        Some(Ok(events)) => {
-            let next_after = events
-                .last()
-                .map_or_else(|| after.to_string(), |e| e.after.clone());
-            Ok((
-                AgentEventsPage {
-                    events,
-                    last_seq,
-                    next_after,
-                },
-                resume.max(last_seq),
-            ))
-        }
+        Some(Ok(events)) => Ok(AgentEventsPage { events, last_seq }),
     }
 }
 
@@ -298,30 +257,27 @@ pub fn resume_too_old(first: u64) -> ApiError {
 /// The agent's feed after `after` (the same resume as the stream, for clients without
 /// WebSocket). 410 `resume_too_old` when the client is further behind than the kept feed.
 #[utoipa::path(get, path = "/api/v1/agents/me/events", tag = "agent",
-    params(AgentEventsQuery), security(("agent_token" = [])),
+    params(EventsQuery), security(("agent_token" = [])),
     responses((status = 200, body = AgentEventsPage), (status = 401), (status = 410)))]
 pub async fn my_events(
     state: web::Data<WebState>,
     request: HttpRequest,
-    query: web::Query<AgentEventsQuery>,
+    query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
-    let limit = page_limit(query.limit)?;
-    let after = parse_cursor(query.after.as_deref())?;
-    let (page, head) = read_feed(&state, &claims.agent_id, after, limit).await?;
+    let limit = query.page_limit()?;
+    let page = read_feed(&state, &claims.agent_id, query.after, limit).await?;
     if !page.events.is_empty() || query.wait_ms == 0 {
         return Ok(HttpResponse::Ok().json(page));
     }
-    // Nothing new: wait for the feed to pass its head here (or the client's position, if
-    // this node is behind it).
     long_poll(
         &state,
         Feed::Agent(claims.agent_id.clone()),
-        head,
+        query.after,
         query.wait_ms,
     )
     .await?;
-    let (page, _) = read_feed(&state, &claims.agent_id, after, limit).await?;
+    let page = read_feed(&state, &claims.agent_id, query.after, limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -344,13 +300,13 @@ pub async fn accept(
 ) -> Result<HttpResponse, ApiError> {
     let activity_id = path_id("activity id", path.into_inner())?;
     let claims = agent_caller(&state, &request, None).await?;
-    let written = state
-        .write_marked(Op::Accept(ActivityAction {
+    state
+        .write(Op::Accept(ActivityAction {
             session: session(&claims),
             activity_id: activity_id.clone(),
         }))
         .await?;
-    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
+    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
 }
 
 /// Body of `POST /api/v1/activities/{id}/transfer`: `{"to": "agent", "agent_id": ...}` or
@@ -386,8 +342,8 @@ pub async fn transfer(
         TransferBody::Agent { agent_id } => TransferTarget::Agent { agent_id },
         TransferBody::Queue { queue_id } => TransferTarget::Queue { queue_id },
     };
-    let written = state
-        .write_marked(Op::Transfer(Transfer {
+    state
+        .write(Op::Transfer(Transfer {
             action: ActivityAction {
                 session: session(&claims),
                 activity_id: activity_id.clone(),
@@ -395,7 +351,7 @@ pub async fn transfer(
             target,
         }))
         .await?;
-    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
+    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
 }
 
 /// Body of `POST /api/v1/activities/{id}/complete`.
@@ -428,8 +384,8 @@ pub async fn complete(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?
     };
-    let written = state
-        .write_marked(Op::Complete(Complete {
+    state
+        .write(Op::Complete(Complete {
             action: ActivityAction {
                 session: session(&claims),
                 activity_id: activity_id.clone(),
@@ -437,5 +393,5 @@ pub async fn complete(
             outcome: body.outcome,
         }))
         .await?;
-    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
+    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use parley_raft::command::{ActivityId, AgentId, ChatId, QueueId, SkillId};
-use parley_raft::state::{self as st, Activity, ActivityDetail, Agent, EventCursor};
+use parley_raft::state::{self as st, Activity, ActivityDetail, Agent};
 use parley_raft::State;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -190,14 +190,8 @@ pub struct AgentView {
     pub load: BTreeMap<Channel, u32>,
     /// Idle since, ms since the Unix epoch (longest idle is routed first).
     pub idle_since_ms: u64,
-    /// The agent's last feed sequence number (provisional on an island).
+    /// The agent's last feed sequence number: resume streams from here.
     pub feed_last_seq: u64,
-    /// The cursor to resume the agent's feed and stream from (pass it as `after`): the last
-    /// feed sequence number, or on an island an island cursor.
-    pub feed_after: String,
-    /// Whether the agent holds more work of some channel than their limit (possible after an
-    /// island merged: assigned work is never taken back): no new offers until below it.
-    pub over_limit: bool,
     /// The activities the agent holds.
     pub activities: Vec<ActivityView>,
 }
@@ -230,10 +224,6 @@ pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
         load,
         idle_since_ms: agent.idle_since_ms,
         feed_last_seq: agent.feed_last_seq(),
-        feed_after: state.feed_cursor(&agent.spec.id).to_string(),
-        over_limit: agent.spec.limits.iter().any(|(channel, limit)| {
-            state.load(agent, *channel) > usize::try_from(*limit).unwrap_or(usize::MAX)
-        }),
         activities: agent
             .work
             .iter()
@@ -246,13 +236,8 @@ pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
 /// One event of an agent's feed as streams deliver it: chat events carry the event itself.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AgentFeedItem {
-    /// Position in the agent's feed (provisional on an island: see `after`).
+    /// Position in the agent's feed.
     pub seq: u64,
-    /// The cursor to resume after this event, on any node: its `seq`, or an island cursor
-    /// (`i.<node>.<epoch>.<fork>.<seq>`) for an event an island's view numbered. From an
-    /// island cursor, a node other than that island resumes at the island's fork: the
-    /// client is sent again, as merged, what it saw on the island.
-    pub after: String,
     /// When it happened.
     pub at_ms: u64,
     /// What happened.
@@ -263,18 +248,18 @@ pub struct AgentFeedItem {
     pub event: Option<ChatEvent>,
 }
 
-/// Agent feed events after `after`, materialized (see `State::feed_page`); `Err(first
-/// retained)` when they are gone.
+/// Agent feed events after `after`, materialized; `Err(first retained)` when they are gone.
 pub fn agent_feed(
     state: &State,
     agent_id: &str,
-    after: &EventCursor,
+    after: u64,
     limit: usize,
 ) -> Option<Result<Vec<AgentFeedItem>, u64>> {
-    Some(state.feed_page(agent_id, after, limit)?.map(|events| {
+    let agent = state.agents.get(agent_id)?;
+    Some(agent.feed_after(after, limit).map(|events| {
         events
             .into_iter()
-            .map(|(e, at)| {
+            .map(|e| {
                 let event = match &e.body {
                     st::AgentEventBody::ChatEvent { chat_id, chat_seq } => state
                         .chats
@@ -285,7 +270,6 @@ pub fn agent_feed(
                 };
                 AgentFeedItem {
                     seq: e.seq,
-                    after: at.to_string(),
                     at_ms: e.at_ms,
                     body: AgentEventBody::from(&e.body),
                     event,

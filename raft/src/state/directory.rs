@@ -239,7 +239,6 @@ impl State {
                         work: BTreeSet::new(),
                         feed: VecDeque::new(),
                         feed_next_seq: 1,
-                        own_stamp: None,
                     },
                 );
             }

@@ -1,8 +1,6 @@
-//! Island mode in the state: an island's view routes only its own chats to agents on the
-//! island and marks what it adds; a merge applies each island write once, by the rules of
-//! `state::island` (agents' actions included), whichever order islands merge in; an island
-//! cursor resumes with exactly the events its client did not see, an island feed cursor with
-//! at least them.
+//! Island mode in the state: an island's view routes nothing and marks what it adds; a merge
+//! applies each island write once, by the rules of `state::island`, whichever order islands
+//! merge in; an island cursor resumes with exactly the events its client did not see.
 
 use super::*;
 use crate::command::{IslandChunk, IslandWrite};
@@ -11,17 +9,17 @@ use crate::state::{EventCursor, IslandCursor, IslandMark};
 use crate::types::NodeId;
 
 /// An island forked from a state: its view and its journal.
-pub(super) struct Island {
+struct Island {
     origin: NodeId,
     epoch: u64,
-    pub(super) view: State,
-    pub(super) journal: Vec<IslandWrite>,
+    view: State,
+    journal: Vec<IslandWrite>,
 }
 
 impl Island {
-    pub(super) fn fork(state: &State, origin: NodeId, epoch: u64) -> Self {
+    fn fork(state: &State, origin: NodeId, epoch: u64) -> Self {
         let mut view = state.clone();
-        view.on_island_view = true;
+        view.routing_paused = true;
         Self {
             origin,
             epoch,
@@ -31,7 +29,7 @@ impl Island {
     }
 
     /// Takes a write as an island node does: applied to the view, journaled unless refused.
-    pub(super) fn take(&mut self, at_ms: u64, op: Op) -> Outcome {
+    fn take(&mut self, at_ms: u64, op: Op) -> Outcome {
         let mut write = IslandWrite {
             position: self.journal.len() as u64,
             hlc: Stamp {
@@ -41,7 +39,6 @@ impl Island {
             at_ms,
             op,
             seq: None,
-            agent: None,
         };
         let outcome = self.view.apply_island(self.origin, self.epoch, &mut write);
         if !matches!(outcome, Outcome::Rejected(_)) {
@@ -61,16 +58,12 @@ impl Island {
         })
     }
 
-    pub(super) fn all(&self) -> Op {
+    fn all(&self) -> Op {
         self.chunk(0..self.journal.len())
     }
 }
 
-pub(super) fn merge(
-    state: &mut State,
-    at: u64,
-    chunk: Op,
-) -> (u32, u32, Vec<crate::command::RefusedWrite>) {
+fn merge(state: &mut State, at: u64, chunk: Op) -> (u32, u32, Vec<crate::command::RefusedWrite>) {
     match apply_ok(state, at, chunk) {
         Outcome::IslandMerged {
             merged,
@@ -83,20 +76,14 @@ pub(super) fn merge(
 }
 
 /// A seeded cluster at the cluster version island merges need.
-pub(super) fn island_ready() -> State {
+fn island_ready() -> State {
     let mut state = seeded();
-    apply_ok(
-        &mut state,
-        2,
-        Op::SetClusterVersion {
-            version: crate::version::CLUSTER_VERSION_MAX,
-        },
-    );
+    apply_ok(&mut state, 2, Op::SetClusterVersion { version: 2 });
     state
 }
 
 /// A cluster where alice works chat `c1` (three events) when the site is cut off.
-pub(super) fn before_split() -> State {
+fn before_split() -> State {
     let mut state = island_ready();
     login_ready(&mut state, 10, "alice");
     apply_ok(&mut state, 20, start("c1", "r1"));
@@ -106,7 +93,7 @@ pub(super) fn before_split() -> State {
     state
 }
 
-pub(super) fn texts(state: &State, chat_id: &str) -> Vec<String> {
+fn texts(state: &State, chat_id: &str) -> Vec<String> {
     state.chats[chat_id]
         .events
         .iter()
@@ -118,14 +105,14 @@ pub(super) fn texts(state: &State, chat_id: &str) -> Vec<String> {
 }
 
 #[test]
-fn an_island_view_routes_only_to_agents_on_the_island_marks_what_it_adds_and_refuses_the_rest() {
+fn an_island_view_routes_nothing_marks_what_it_adds_and_refuses_the_rest() {
     let fork = before_split();
     let mut island = Island::fork(&fork, 4, 2);
     island.take(100, start("c2", "r2"));
     assert_eq!(
         status(&island.view, "c2"),
         ActivityStatus::Queued,
-        "alice has room, but she did not act on the island"
+        "alice has room, but an island routes nothing"
     );
     let posted = island.take(110, post("c1", "m2", "still there?"));
     assert_eq!(
@@ -159,9 +146,14 @@ fn an_island_view_routes_only_to_agents_on_the_island_marks_what_it_adds_and_ref
         "events from before the split stay unmarked"
     );
     for refused in [
+        Op::Accept(action("alice", "c2")),
         Op::Tick,
         Op::Remove(DirectoryKey::Queue("sales".into())),
-        Op::SetClusterVersion { version: 3 },
+        Op::SetAvailability(SetAvailability {
+            session: session("alice"),
+            channels: BTreeMap::from([(Channel::Chat, false)]),
+            reason: None,
+        }),
     ] {
         let outcome = island.take(120, refused.clone());
         assert!(
@@ -563,12 +555,8 @@ fn merge_chunks_are_checked_before_anything_changes() {
     island.take(101, post("c1", "m3", "y"));
     let mut reversed = island.journal.clone();
     reversed.reverse();
-    let timer = IslandWrite {
-        op: Op::Tick,
-        ..island.journal[0].clone()
-    };
-    let bad_agent = IslandWrite {
-        agent: Some("not an id".into()),
+    let agent_action = IslandWrite {
+        op: Op::Accept(action("alice", "c1")),
         ..island.journal[0].clone()
     };
     let too_long = IslandWrite {
@@ -579,13 +567,7 @@ fn merge_chunks_are_checked_before_anything_changes() {
         ),
         ..island.journal[0].clone()
     };
-    for writes in [
-        Vec::new(),
-        reversed,
-        vec![timer],
-        vec![bad_agent],
-        vec![too_long],
-    ] {
+    for writes in [Vec::new(), reversed, vec![agent_action], vec![too_long]] {
         let mut state = fork.clone();
         let digest = state.digest().unwrap();
         let outcome = state.apply(&command(
