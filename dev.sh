@@ -125,6 +125,7 @@ cmd_test() {
   cargo fmt --all -- --check
   log "cargo test (unit, openraft storage suite, multi-process kill -9 tests)"
   cargo test --workspace -- --nocapture
+  deploy/test.sh "$(target_dir)/debug/parley"  # Kubernetes and systemd files, offline
   log "API contract (schemathesis against a running node's OpenAPI document)"
   node/tests/api-contract/run.sh "$(target_dir)/debug/parley"
 }

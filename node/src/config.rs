@@ -39,8 +39,15 @@ pub const CLUSTER_SECRET_BYTES_MIN: usize = 32;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// This node's id: a positive integer, unique in the cluster, never reused. Required.
-    pub node_id: u64,
+    /// This node's id: a positive integer, unique in the cluster, never reused. Required,
+    /// unless `node_id_from_name` gives it.
+    #[serde(default)]
+    pub node_id: Option<u64>,
+    /// A name ending in `-<ordinal>`, such as a StatefulSet pod's (`parley-0`): the node id is
+    /// the ordinal plus one (`parley-0` is node 1). Kubernetes sets it from the pod's name
+    /// (`PARLEY_NODE_ID_FROM_NAME`, downward API). Give either this or `node_id`.
+    #[serde(default)]
+    pub node_id_from_name: Option<String>,
     /// The site (data center) this node runs in. Required.
     pub site: String,
     /// Directory of this node's RocksDB store. Required.
@@ -50,8 +57,13 @@ pub struct RawConfig {
     /// gRPC listen address for peers, `ip:port`. Required.
     pub grpc_listen: String,
     /// Secret shared by every node of the cluster, at least 32 bytes; chat tokens are derived from
-    /// it, so a token made by one node is valid on all. Required.
-    pub cluster_secret: String,
+    /// it, so a token made by one node is valid on all. Required, or `cluster_secret_file`.
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
+    /// A file holding `cluster_secret` (trailing newline ignored), e.g. a systemd credential
+    /// or a mounted Kubernetes Secret, so the config need not hold it. Give one of the two.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
     /// The cluster's id, carried by every node-to-node call; a node refuses calls for another
     /// cluster. 1 to 64 letters, digits, `-`, `_`, `.`. Default: derived from
     /// `cluster_secret`.
@@ -108,6 +120,10 @@ pub struct RawConfig {
     /// endpoints answer 403.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// A file holding `admin_token` (trailing newline ignored), e.g. a systemd credential or a
+    /// mounted Kubernetes Secret. At most one of the two.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// Departments seeded into the replicated state the first time they are seen.
     #[serde(default)]
     pub departments: Vec<RawDepartment>,
@@ -324,10 +340,10 @@ pub const TOKEN_KEYS_MAX: usize = 8;
 
 impl RawConfig {
     /// The token keys: the listed ones, or one derived from the cluster secret.
-    fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+    fn token_keys(&self, cluster_secret: &str) -> Result<TokenKeys, ConfigError> {
         if self.token_keys.is_empty() {
             return Ok(TokenKeys::new(
-                TokenKey::new("cluster", self.cluster_secret.as_bytes()),
+                TokenKey::new("cluster", cluster_secret.as_bytes()),
                 Vec::new(),
             ));
         }
@@ -357,11 +373,7 @@ impl RawConfig {
             }
             let secret = match (&raw.secret, &raw.secret_file) {
                 (Some(secret), None) => secret.clone(),
-                (None, Some(path)) => std::fs::read_to_string(path)
-                    .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|e| {
-                        invalid(field("secret_file"), format!("{}: {e}", path.display()))
-                    })?,
+                (None, Some(path)) => read_secret_file(&field("secret_file"), path)?,
                 _ => {
                     return Err(invalid(
                         field("secret"),
@@ -642,9 +654,7 @@ impl Config {
 impl RawConfig {
     /// Checks every field and builds the [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        if self.node_id == 0 {
-            return Err(invalid("node_id", "must be a positive integer"));
-        }
+        let node_id = self.node_id()?;
         check_name("site", &self.site)?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -654,13 +664,19 @@ impl RawConfig {
         if http_listen == grpc_listen {
             return Err(invalid("grpc_listen", "must differ from http_listen"));
         }
-        if self.cluster_secret.len() < CLUSTER_SECRET_BYTES_MIN {
+        let cluster_secret = secret_or_file(
+            "cluster_secret",
+            self.cluster_secret.as_deref(),
+            self.cluster_secret_file.as_deref(),
+        )?
+        .ok_or_else(|| invalid("cluster_secret", "is required (or cluster_secret_file)"))?;
+        if cluster_secret.len() < CLUSTER_SECRET_BYTES_MIN {
             return Err(invalid(
                 "cluster_secret",
                 format!("must be at least {CLUSTER_SECRET_BYTES_MIN} bytes"),
             ));
         }
-        let token_keys = self.token_keys()?;
+        let token_keys = self.token_keys(&cluster_secret)?;
         let retention = self.retention.validate()?;
         let chat_token_ttl = self.chat_token_ttl.unwrap_or_else(|| {
             (self.retention.hot.saturating_add(self.retention.archive))
@@ -800,12 +816,12 @@ impl RawConfig {
                 ));
             }
         }
-        match members.get(&self.node_id) {
+        match members.get(&node_id) {
             None if self.cluster_state == ClusterState::Existing => {}
             None => {
                 return Err(invalid(
                     "peers",
-                    format!("must include this node (node_id {})", self.node_id),
+                    format!("must include this node (node_id {node_id})"),
                 ))
             }
             Some(me) if me.site != self.site => {
@@ -817,7 +833,12 @@ impl RawConfig {
             Some(_) => {}
         }
 
-        let admin_token_hash = match &self.admin_token {
+        let admin_token = secret_or_file(
+            "admin_token",
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )?;
+        let admin_token_hash = match &admin_token {
             Some(token) if token.len() < CLUSTER_SECRET_BYTES_MIN => {
                 return Err(invalid(
                     "admin_token",
@@ -829,12 +850,12 @@ impl RawConfig {
         };
         let directory = self.directory()?;
         let rate_limits = self.rate_limits.validate()?;
-        let cluster_id = tls::cluster_id(self.cluster_id.as_deref(), &self.cluster_secret)?;
-        let tls = tls::validate(self.node_id, &self.tls, self.http_tls.as_ref())?;
+        let cluster_id = tls::cluster_id(self.cluster_id.as_deref(), &cluster_secret)?;
+        let tls = tls::validate(node_id, &self.tls, self.http_tls.as_ref())?;
         Ok(Config {
             cluster_id,
             tls,
-            node_id: self.node_id,
+            node_id,
             site: self.site,
             data_dir: self.data_dir,
             http_listen,
@@ -852,6 +873,23 @@ impl RawConfig {
             directory,
             admin_token_hash,
         })
+    }
+
+    /// This node's id: `node_id`, or the ordinal of `node_id_from_name` plus one.
+    fn node_id(&self) -> Result<NodeId, ConfigError> {
+        match (self.node_id, &self.node_id_from_name) {
+            (Some(0), None) => Err(invalid("node_id", "must be a positive integer")),
+            (Some(id), None) => Ok(id),
+            (None, Some(name)) => node_id_from_name(name),
+            (Some(_), Some(_)) => Err(invalid(
+                "node_id",
+                "give either node_id or node_id_from_name, not both",
+            )),
+            (None, None) => Err(invalid(
+                "node_id",
+                "is required (or node_id_from_name, e.g. a StatefulSet pod's name)",
+            )),
+        }
     }
 
     /// The departments, skills, queues and agents to seed, checked as `apply` would check
@@ -972,6 +1010,62 @@ impl RawConfig {
             agents,
         })
     }
+}
+
+/// Longest name `node_id_from_name` accepts (a Kubernetes pod name is at most 253 bytes).
+pub const NODE_NAME_BYTES_MAX: usize = 253;
+
+/// The node id a name such as `parley-2` stands for: its ordinal plus one.
+pub fn node_id_from_name(name: &str) -> Result<NodeId, ConfigError> {
+    let field = "node_id_from_name";
+    if name.len() > NODE_NAME_BYTES_MAX {
+        return Err(invalid(
+            field,
+            format!("longer than {NODE_NAME_BYTES_MAX} bytes"),
+        ));
+    }
+    let ordinal = match name.rsplit_once('-') {
+        Some((prefix, digits))
+            if !prefix.is_empty()
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            digits.parse::<u64>().ok()
+        }
+        _ => None,
+    };
+    ordinal
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("{name:?} does not end in -<ordinal> (a StatefulSet pod name: parley-0)"),
+            )
+        })
+}
+
+/// A secret given inline or as a file (exactly one, or neither: `None`).
+fn secret_or_file(
+    field: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (None, None) => Ok(None),
+        (Some(secret), None) => Ok(Some(secret.to_owned())),
+        (None, Some(path)) => read_secret_file(&format!("{field}_file"), path).map(Some),
+        (Some(_), Some(_)) => Err(invalid(
+            field,
+            format!("give either {field} or {field}_file, not both"),
+        )),
+    }
+}
+
+/// A secret file's text, without its trailing newline.
+fn read_secret_file(field: &str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+        .map_err(|e| invalid(field, format!("{}: {e}", path.display())))
 }
 
 fn duration_ms(value: Duration) -> u64 {

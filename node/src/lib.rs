@@ -16,6 +16,7 @@
 //! - [`ctl`]: `parley ctl`, the operator's client of a node's admin API (membership, upgrades,
 //!   backups).
 //! - [`snapshot`]: `parley snapshot`, backups offline (inspect a file, restore a new cluster).
+//! - [`systemd`]: systemd's `Type=notify` protocol (ready, watchdog, stopping).
 
 pub mod api;
 pub mod app;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod serve;
 pub mod services;
 pub mod snapshot;
+pub mod systemd;
 pub mod tls;
 pub mod token;
 pub mod web;

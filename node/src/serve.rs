@@ -22,7 +22,7 @@ use parley_storage::{DbOptions, IoMode};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::app::AppActor;
+use crate::app::{AppActor, CheckReady};
 use crate::config::{ClusterState, Config, PeerTransport};
 use crate::messaging::MessagingActor;
 use crate::metrics::Metrics;
@@ -191,6 +191,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
     // Made now, not at the first login for an unknown agent (which would then take twice as
     // long as any other and tell that the agent does not exist).
     let _ = crate::token::unknown_agent_hash();
+    let ready_app = app.clone();
     let web_state = WebState {
         app,
         messaging,
@@ -242,6 +243,15 @@ async fn node(config: Config) -> anyhow::Result<()> {
     let http = server.handle();
     let http_task = actix_rt::spawn(server);
     tracing::info!(node_id = config.node_id, "serving");
+    // Under systemd (`Type=notify`): READY=1 once `/readyz` would answer 200, watchdog pings,
+    // STOPPING=1 when draining starts.
+    let systemd = crate::systemd::Notifier::from_env().map(|notifier| {
+        let check = move || {
+            let app = ready_app.clone();
+            async move { matches!(app.send(CheckReady).await, Ok(Ok(()))) }
+        };
+        actix_rt::spawn(notifier.run(check, draining.clone()))
+    });
 
     wait_for_signal().await?;
     draining.cancel();
@@ -281,6 +291,9 @@ async fn node(config: Config) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "the TLS reload task failed"),
     }
     replica.shutdown().await;
+    if let Some(systemd) = systemd {
+        systemd.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

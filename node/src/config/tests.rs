@@ -463,3 +463,135 @@ fn island_after_outlasts_an_election_and_has_a_default() {
     let env = load(GOOD, &[("PARLEY_ISLAND_AFTER", "20s")]).unwrap();
     assert_eq!(env.island_after, Duration::from_secs(20));
 }
+
+#[test]
+fn the_node_id_can_come_from_a_statefulset_pod_name() {
+    let without_id = GOOD.replace("node_id = 2\n", "");
+    // parley-1 is the StatefulSet's second pod: node 2.
+    let config = load(&without_id, &[("PARLEY_NODE_ID_FROM_NAME", "parley-1")]).unwrap();
+    assert_eq!(config.node_id, 2);
+    assert_eq!(node_id_from_name("parley-0").unwrap(), 1);
+    assert_eq!(node_id_from_name("my-parley-eu-41").unwrap(), 42);
+    for name in [
+        "parley",
+        "parley-",
+        "-3",
+        "parley-x1",
+        "parley-+1",
+        "parley-1.5",
+        "parley-18446744073709551615",
+        "parley-99999999999999999999",
+    ] {
+        let error = node_id_from_name(name).unwrap_err().to_string();
+        assert!(error.contains("node_id_from_name"), "{name}: {error}");
+    }
+    let too_long = format!("{}-1", "p".repeat(NODE_NAME_BYTES_MAX));
+    assert!(node_id_from_name(&too_long).is_err());
+    // The name must point at a listed peer, as node_id must.
+    let message = load(&without_id, &[("PARLEY_NODE_ID_FROM_NAME", "parley-6")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("must include this node (node_id 7)"),
+        "{message}"
+    );
+    // Exactly one of the two.
+    let message = load(GOOD, &[("PARLEY_NODE_ID_FROM_NAME", "parley-1")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("not both"), "{message}");
+    let message = problem(&without_id);
+    assert!(
+        message.contains("invalid node_id: is required"),
+        "{message}"
+    );
+}
+
+/// Loads `text` in a jail that also holds the files `files` (name, contents).
+#[allow(clippy::result_large_err)]
+fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut result = None;
+    figment::Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("node.toml", text)?;
+        for (name, contents) in files {
+            jail.create_file(name, contents)?;
+        }
+        result = Some(Config::load(Path::new("node.toml")));
+        Ok(())
+    });
+    result.expect("the jail ran the closure")
+}
+
+#[test]
+fn secrets_can_be_read_from_files() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let token = "an-admin-token-of-at-least-32-bytes!";
+    let text = GOOD.replace(
+        &format!("cluster_secret = \"{secret}\"\n"),
+        "cluster_secret_file = \"cluster-secret\"\nadmin_token_file = \"admin-token\"\n",
+    );
+    let from_files = load_with_files(
+        &text,
+        &[
+            ("cluster-secret", &format!("{secret}\n")),
+            ("admin-token", &format!("{token}\n")),
+        ],
+    )
+    .unwrap();
+    // The same keys and credential as when they are written inline (trailing newline dropped).
+    let inline = load(
+        &GOOD.replace("[raft]", &format!("admin_token = \"{token}\"\n[raft]")),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(from_files.cluster_id, inline.cluster_id);
+    assert_eq!(from_files.admin_token_hash, inline.admin_token_hash);
+    assert_eq!(
+        from_files.admin_token_hash,
+        Some(blake3::hash(token.as_bytes()))
+    );
+
+    let cases = [
+        // A file that is not there names the field and the path.
+        (text.clone(), vec![], "cluster_secret_file: cluster-secret"),
+        // Both ways at once.
+        (
+            text.replace(
+                "cluster_secret_file",
+                &format!("cluster_secret = \"{secret}\"\ncluster_secret_file"),
+            ),
+            vec![("cluster-secret", secret), ("admin-token", token)],
+            "give either cluster_secret or cluster_secret_file",
+        ),
+        (
+            text.replace(
+                "admin_token_file",
+                &format!("admin_token = \"{token}\"\nadmin_token_file"),
+            ),
+            vec![("cluster-secret", secret), ("admin-token", token)],
+            "give either admin_token or admin_token_file",
+        ),
+        // Neither.
+        (
+            text.replace("cluster_secret_file = \"cluster-secret\"\n", ""),
+            vec![("admin-token", token)],
+            "invalid cluster_secret: is required",
+        ),
+        // A short secret in a file is as short as one inline.
+        (
+            text.clone(),
+            vec![("cluster-secret", "short\n"), ("admin-token", token)],
+            "invalid cluster_secret: must be at least 32 bytes",
+        ),
+        (
+            text.clone(),
+            vec![("cluster-secret", secret), ("admin-token", "short\n")],
+            "invalid admin_token: must be at least 32 bytes",
+        ),
+    ];
+    for (text, files, expected) in cases {
+        let message = load_with_files(&text, &files).unwrap_err().to_string();
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+}
