@@ -428,6 +428,8 @@ type Shared<T> = Rc<RefCell<T>>;
 
 /// Runs `spec` and checks the oracle. The report lists any violation.
 pub fn run(spec: &Spec) -> Report {
+    count_panics();
+    let panics_before = PANICS.with(std::cell::Cell::get);
     let hosts = spec.nodes + spec.spares;
     let dirs: Vec<tempfile::TempDir> = (0..hosts)
         .map(|_| tempfile::tempdir().expect("a temporary directory for a simulated node"))
@@ -571,7 +573,13 @@ pub fn run(spec: &Spec) -> Report {
             break;
         }
         if sim.elapsed() >= give_up_at {
-            stuck_at = Some(stuck(&board.borrow(), spec, &changes.borrow(), &leaders, &islands));
+            stuck_at = Some(stuck(
+                &board.borrow(),
+                spec,
+                &changes.borrow(),
+                &leaders,
+                &islands,
+            ));
             break;
         }
         if let Err(error) = sim.step() {
@@ -626,6 +634,13 @@ pub fn run(spec: &Spec) -> Report {
         }
         awaiting_election.retain(|fault| !fault.elected_after(&leaders));
     }
+    let panics = PANICS.with(std::cell::Cell::get) - panics_before;
+    if panics > 0 {
+        report.violations.push(Violation(format!(
+            "{panics} panic(s) in the simulation (a node's task or a host died of one; see the \
+             output above)"
+        )));
+    }
     report.leader_faults_without_election = awaiting_election.len();
     report.simulated = sim.elapsed();
     let (entered, mut broken) = crate::oracle::islands::check_islands(&islands.borrow());
@@ -650,6 +665,25 @@ pub fn run(spec: &Spec) -> Report {
         None => {}
     }
     report
+}
+
+thread_local! {
+    /// Panics on this thread (a simulation runs all its hosts on the thread that runs it).
+    static PANICS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts every panic on the thread it happens on (then reports it as before): turmoil
+/// catches a host's panic and takes the host as crashed, and a spawned task's panic only ends
+/// the task, so without this a panicking node would look like a crashed one.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|count| count.set(count.get() + 1));
+            previous(info);
+        }));
+    });
 }
 
 /// The activities a node holds that are not completed, each with its status and last
@@ -782,7 +816,10 @@ async fn customer_chat(customer: usize, spec: &Spec, seed: u64, oracle: &Shared<
             Err(other) => oracle.borrow_mut().unexpected(&chat_id, &other),
         }
         let (least, most) = spec.message_gap_ms;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(least..most.max(least + 1)))).await;
+        tokio::time::sleep(Duration::from_millis(
+            rng.random_range(least..most.max(least + 1)),
+        ))
+        .await;
     }
 }
 

@@ -214,7 +214,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         let name = if sites.len() > 1 {
-            format!("random-sites-{}", args.sites.iter().map(u64::to_string).collect::<Vec<_>>().join("+"))
+            format!(
+                "random-sites-{}",
+                args.sites
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("+")
+            )
         } else {
             format!("random-{nodes}-nodes")
         };
@@ -294,7 +301,10 @@ fn main() -> ExitCode {
             if sites.is_empty() {
                 println!("rerun: parley-chaos --nodes {} --seed {seed}", args.nodes);
             } else {
-                println!("rerun: parley-chaos --sites {} --seed {seed}", sites.join(","));
+                println!(
+                    "rerun: parley-chaos --sites {} --seed {seed}",
+                    sites.join(",")
+                );
             }
         }
     }
