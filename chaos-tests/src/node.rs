@@ -123,6 +123,8 @@ pub struct Tuning {
     /// Log entries kept behind a snapshot: fewer make a node that fell behind catch up by
     /// snapshot install.
     pub log_entries_kept_after_snapshot: u64,
+    /// Entries between two snapshots.
+    pub snapshot_every_entries: u64,
 }
 
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
@@ -145,7 +147,7 @@ pub async fn run(
         fsync: FsyncPolicy::Never,
         io_mode: IoMode::Inline,
     };
-    options.snapshot_every_entries = 500;
+    options.snapshot_every_entries = tuning.snapshot_every_entries;
     options.log_entries_kept_after_snapshot = tuning.log_entries_kept_after_snapshot;
     // Election timeouts staggered by node id with no random spread: openraft draws them from
     // an unseeded generator, so a spread would make runs differ between replays. The node with

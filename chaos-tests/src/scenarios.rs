@@ -534,7 +534,7 @@ pub fn all() -> Vec<Scenario> {
                         island needs a manual rebuild",
             // Sites 1-3 and 4-5 are cut apart from 2 s to 5 min; customers post every 5-15 s
             // through any node for those five minutes. The quorum side snapshots and compacts
-            // its log meanwhile (50 entries kept behind a snapshot), so the island's nodes
+            // its log meanwhile (a snapshot every 50 entries, 20 kept behind it), so the island's nodes
             // catch up by installing a snapshot, then merge everything they took. (Ten
             // minutes exhaust a simulated host's ephemeral ports: turmoil keeps the port of
             // every refused connect, and a cut-off node redials its peers a few times a
@@ -546,7 +546,8 @@ pub fn all() -> Vec<Scenario> {
                     sites: vec![3, 2],
                     messages: 30,
                     message_gap_ms: (5_000, 15_000),
-                    log_entries_kept_after_snapshot: 50,
+                    log_entries_kept_after_snapshot: 20,
+                    snapshot_every_entries: 50,
                     time_limit: std::time::Duration::from_secs(1_800),
                     ..Spec::new(5, seed, schedule)
                 }

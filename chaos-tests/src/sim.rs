@@ -108,8 +108,10 @@ pub struct Spec {
     /// A customer waits between this many ms and less than the second figure between two
     /// messages.
     pub message_gap_ms: (u64, u64),
-    /// Log entries each node keeps behind a snapshot (the nodes snapshot every 500 entries).
+    /// Log entries each node keeps behind a snapshot.
     pub log_entries_kept_after_snapshot: u64,
+    /// Entries between two snapshots of a node.
+    pub snapshot_every_entries: u64,
     /// Simulated time after which a run that has not finished fails.
     pub time_limit: Duration,
 }
@@ -144,6 +146,7 @@ impl Spec {
             agent_delay: Duration::ZERO,
             message_gap_ms: (100, 1_500),
             log_entries_kept_after_snapshot: 1_000,
+            snapshot_every_entries: 500,
             time_limit: Duration::from_secs(600),
         }
     }
@@ -465,6 +468,7 @@ pub fn run(spec: &Spec) -> Report {
         let tuning = node::Tuning {
             clock: clocks.get(&id).cloned().unwrap_or_default(),
             log_entries_kept_after_snapshot: spec.log_entries_kept_after_snapshot,
+            snapshot_every_entries: spec.snapshot_every_entries,
         };
         sim.host(host_name(id), move || {
             node::run(
