@@ -359,12 +359,7 @@ pub fn all() -> Vec<Scenario> {
             // site goes on. On heal the island merges, and every write either side acknowledged
             // is there once.
             spec: |seed| {
-                let mut schedule = Vec::new();
-                for a in 1..=3 {
-                    for b in 4..=5 {
-                        schedule.push((at(2.0), Fault::Partition(a, b)));
-                    }
-                }
+                let mut schedule = vec![(at(2.0), Fault::CutSite(1))];
                 schedule.push((at(10.0), Fault::HealAll));
                 Spec {
                     sites: vec![3, 2],
@@ -387,12 +382,7 @@ pub fn all() -> Vec<Scenario> {
             // one island (one journal) per site. On heal both merge; every write either side
             // acknowledged is there once.
             spec: |seed| {
-                let mut schedule = Vec::new();
-                for a in 1..=2 {
-                    for b in 3..=4 {
-                        schedule.push((at(2.0), Fault::Partition(a, b)));
-                    }
-                }
+                let mut schedule = vec![(at(2.0), Fault::CutSite(1))];
                 schedule.push((at(10.0), Fault::HealAll));
                 Spec {
                     sites: vec![2, 2],
@@ -416,12 +406,7 @@ pub fn all() -> Vec<Scenario> {
             // then killed again just after the heal, while it merges, and restarted. Its
             // journal survives both: every write it acknowledged is merged once.
             spec: |seed| {
-                let mut schedule = Vec::new();
-                for a in 1..=3 {
-                    for b in 4..=5 {
-                        schedule.push((at(2.0), Fault::Partition(a, b)));
-                    }
-                }
+                let mut schedule = vec![(at(2.0), Fault::CutSite(1))];
                 schedule.push((at(6.0), Fault::Crash(4)));
                 schedule.push((at(7.0), Fault::Restart(4)));
                 schedule.push((at(12.0), Fault::HealAll));
@@ -450,11 +435,7 @@ pub fn all() -> Vec<Scenario> {
                 let mut schedule = Vec::new();
                 let cuts = [(2.0, 5.5), (5.9, 9.5), (12.0, 15.0)];
                 for (cut, heal) in cuts {
-                    for a in 1..=3 {
-                        for b in 4..=5 {
-                            schedule.push((at(cut), Fault::Partition(a, b)));
-                        }
-                    }
+                    schedule.push((at(cut), Fault::CutSite(1)));
                     schedule.push((at(heal), Fault::HealAll));
                 }
                 Spec {

@@ -276,10 +276,9 @@ def readyz(http):
         return None
 
 
-def test_the_node_notifies_ready_watchdog_and_stopping(tmp_path):
-    """A one-node cluster from node.toml run as systemd would: NOTIFY_SOCKET a datagram socket,
-    WATCHDOG_USEC 1 s, the credentials. READY=1 comes once /readyz answers 200 and only once,
-    WATCHDOG=1 every 0.5 s, STOPPING=1 on SIGTERM, then a clean exit."""
+def one_node(tmp_path):
+    """A one-node cluster from node.toml on free loopback ports, with its credentials: the
+    environment, the config file, and the HTTP and gRPC addresses."""
     env = credentials_dir(tmp_path, nodes="1")
     http, grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     text = NODE_TOML.read_text()
@@ -287,6 +286,14 @@ def test_the_node_notifies_ready_watchdog_and_stopping(tmp_path):
     text += f'[[peers]]\nid = 1\nsite = "east"\ngrpc = "{grpc}"\nhttp = "{http}"\n'
     config = tmp_path / "node.toml"
     config.write_text(text)
+    return env, config, http, grpc
+
+
+def test_the_node_notifies_ready_watchdog_and_stopping(tmp_path):
+    """A one-node cluster from node.toml run as systemd would: NOTIFY_SOCKET a datagram socket,
+    WATCHDOG_USEC 1 s, the credentials. READY=1 comes once /readyz answers 200 and only once,
+    WATCHDOG=1 every 0.5 s, STOPPING=1 on SIGTERM, then a clean exit."""
+    env, config, http, grpc = one_node(tmp_path)
     notify = tmp_path / "notify.sock"
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(notify))
@@ -342,13 +349,7 @@ def test_the_node_notifies_ready_watchdog_and_stopping(tmp_path):
 
 def test_without_notify_socket_the_node_says_nothing_about_systemd(tmp_path):
     """The same node without NOTIFY_SOCKET: it becomes ready and logs nothing about systemd."""
-    env = credentials_dir(tmp_path, nodes="1")
-    http, grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    text = NODE_TOML.read_text()
-    text = text[: text.index("[[peers]]")]
-    text += f'[[peers]]\nid = 1\nsite = "east"\ngrpc = "{grpc}"\nhttp = "{http}"\n'
-    config = tmp_path / "node.toml"
-    config.write_text(text)
+    env, config, http, grpc = one_node(tmp_path)
     env |= {"PARLEY_DATA_DIR": str(tmp_path / "data"), "PARLEY_HTTP_LISTEN": http, "PARLEY_GRPC_LISTEN": grpc}
     log_path = tmp_path / "node.log"
     with log_path.open("w") as log:
