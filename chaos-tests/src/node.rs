@@ -115,6 +115,16 @@ pub type Islands = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Vec<(bool, u6
 /// longest election timeout of five nodes.
 pub const SIM_ISLAND_AFTER: Duration = Duration::from_secs(2);
 
+/// Where a node records, for the run's report, what it saw: the leader and term, and its
+/// island status as they changed.
+#[derive(Clone, Debug, Default)]
+pub struct Recorders {
+    /// Each node's leader and term.
+    pub leaders: Leaders,
+    /// Each node's island history.
+    pub islands: Islands,
+}
+
 /// What a run sets on a node beyond its identity: its clock and how much log it keeps.
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -137,10 +147,10 @@ pub async fn run(
     directory: Directory,
     data_dir: PathBuf,
     site: String,
-    leaders: Leaders,
-    islands: Islands,
+    recorders: Recorders,
     tuning: Tuning,
 ) -> turmoil::Result {
+    let Recorders { leaders, islands } = recorders;
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
     options.db = DbOptions {

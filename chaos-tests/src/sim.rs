@@ -477,8 +477,10 @@ pub fn run(spec: &Spec) -> Report {
                 directory(&limits),
                 path.clone(),
                 site.clone(),
-                leaders.clone(),
-                islands.clone(),
+                node::Recorders {
+                    leaders: leaders.clone(),
+                    islands: islands.clone(),
+                },
                 tuning.clone(),
             )
         });
@@ -698,15 +700,12 @@ fn unfinished(observation: &Observation) -> Vec<String> {
         .values()
         .filter(|a| !matches!(a.status, ActivityStatus::Completed { .. }))
         .map(|a| {
-            let last: Vec<String> = a
-                .history
-                .iter()
-                .rev()
-                .take(4)
-                .rev()
-                .map(|t| format!("{:?} ({}) at {}", t.status, t.reason, t.at_ms))
-                .collect();
-            format!("{} {:?} after [{}]", a.id, a.status, last.join(", "))
+            format!(
+                "{} {:?} after [{}]",
+                a.id,
+                a.status,
+                crate::oracle::check::history_tail(a, 4)
+            )
         })
         .collect()
 }

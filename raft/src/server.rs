@@ -436,7 +436,7 @@ impl Cluster for ClusterService {
         let status = *self.island.borrow();
         let refused = |error: &ProposeError| {
             codec::encode(error)
-                .map(|json| pb::island_take_reply::Outcome::RefusedJson(json))
+                .map(pb::island_take_reply::Outcome::RefusedJson)
                 .map_err(|e| ErrorClass::Internal.grpc_status(e.to_string()))
         };
         if !status.island() || !self.island_server.keeps_journal() {

@@ -193,14 +193,36 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
             }
         };
         if !found {
+            let history = match action {
+                AgentAction::Accept { activity_id }
+                | AgentAction::Transfer { activity_id, .. }
+                | AgentAction::Complete { activity_id } => observation
+                    .activities
+                    .get(activity_id)
+                    .map(|activity| format!("; its history: {}", history_tail(activity, 8)))
+                    .unwrap_or_default(),
+                AgentAction::Login { .. } | AgentAction::Availability { .. } => String::new(),
+            };
             violations.push(violation(format!(
                 "G1: node {node}: {agent_id}'s acknowledged {action:?} (applied between {} and \
-                 {} ms) is not in the state",
+                 {} ms) is not in the state{history}",
                 window.sent_ms, window.answered_ms
             )));
         }
     }
     violations
+}
+
+/// The last `count` transitions of an activity's history, oldest first, for a report.
+pub fn history_tail(activity: &Activity, count: usize) -> String {
+    let skip = activity.history.len().saturating_sub(count);
+    activity
+        .history
+        .iter()
+        .skip(skip)
+        .map(|t| format!("{:?} ({}) at {}", t.status, t.reason, t.at_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the activity's history holds the transition `action` by `agent_id` makes, in effect

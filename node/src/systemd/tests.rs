@@ -18,6 +18,8 @@ struct Received {
 
 /// Runs `body` in a jail whose `NOTIFY_SOCKET` names a bound datagram socket, on a
 /// current-thread runtime.
+// figment's `Jail` closure returns figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 fn with_socket<F, Fut>(env: &[(&str, &str)], body: F)
 where
     F: FnOnce(UnixDatagram) -> Fut,
@@ -82,6 +84,8 @@ fn check_ready_after(
 }
 
 #[test]
+// figment's `Jail` closure returns figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 fn nothing_is_set_up_without_notify_socket() {
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
@@ -193,6 +197,8 @@ fn a_watchdog_meant_for_another_process_is_ignored() {
 }
 
 #[test]
+// figment's `Jail` closure returns figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 fn an_unreachable_socket_is_logged_not_fatal() {
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
