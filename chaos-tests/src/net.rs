@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use hyper_util::rt::TokioIo;
+use parley_raft::dial::DialBackoff;
 use parley_raft::network::{ChannelSettings, Connector};
 use parley_raft::NodeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,12 +28,15 @@ impl Connector for SimConnector {
     fn channel(&self, _peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let endpoint = self.settings.endpoint(addr)?;
         Ok(
-            endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
-                let host = uri.host().unwrap_or_default().to_owned();
-                let port = uri.port_u16().unwrap_or(GRPC_PORT);
-                let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            })),
+            // Behind the same pause after failed dials as the production connectors.
+            endpoint.connect_with_connector_lazy(DialBackoff::new(tower::service_fn(
+                |uri: Uri| async move {
+                    let host = uri.host().unwrap_or_default().to_owned();
+                    let port = uri.port_u16().unwrap_or(GRPC_PORT);
+                    let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+                    Ok::<_, io::Error>(TokioIo::new(stream))
+                },
+            ))),
         )
     }
 }

@@ -509,23 +509,21 @@ pub fn all() -> Vec<Scenario> {
             snapshot_installed: false,
         },
         Scenario {
-            name: "site-cut-off-five-minutes",
-            row: "WAN split between two sites for five minutes, traffic on both sides",
+            name: "site-cut-off-ten-minutes",
+            row: "WAN split between two sites for ten minutes, traffic on both sides",
             incumbent: "both sides act as master; the island's work is dropped on heal; a long \
                         island needs a manual rebuild",
-            // Sites 1-3 and 4-5 are cut apart from 2 s to 5 min; customers post every 5-15 s
-            // through any node for those five minutes. The quorum side snapshots and compacts
-            // its log meanwhile (a snapshot every 50 entries, 20 kept behind it), so the island's nodes
-            // catch up by installing a snapshot, then merge everything they took. (Ten
-            // minutes exhaust a simulated host's ephemeral ports: turmoil keeps the port of
-            // every refused connect, and a cut-off node redials its peers a few times a
-            // second; see docs/CHAOS.md.)
+            // Sites 1-3 and 4-5 are cut apart from 2 s to 10 min; customers post every 5-15 s
+            // through any node for those ten minutes. The quorum side snapshots and compacts
+            // its log meanwhile (a snapshot every 50 entries, 20 kept behind it), so the
+            // island's nodes catch up by installing a snapshot, then merge everything they
+            // took.
             spec: |seed| {
                 let mut schedule = vec![(at(2.0), Fault::CutSite(1))];
-                schedule.push((at(300.0), Fault::HealAll));
+                schedule.push((at(600.0), Fault::HealAll));
                 Spec {
                     sites: vec![3, 2],
-                    messages: 30,
+                    messages: 60,
                     message_gap_ms: (5_000, 15_000),
                     log_entries_kept_after_snapshot: 20,
                     snapshot_every_entries: 50,

@@ -7,6 +7,7 @@
 //! - [`state`]: the replicated contact-center [`State`], its pure `apply`, `validate` and digest.
 //! - [`limits`]: bounds on every input, shared by `apply` and the HTTP edge.
 //! - [`codec`]: openraft messages to and from the protobuf envelopes of `parley-proto`.
+//! - [`dial`]: a doubling pause between dials to a peer that could not be reached.
 //! - [`network`]: the tonic client side of Raft behind the [`network::Connector`] seam, so the
 //!   same code runs over real TCP or a simulated network.
 //! - [`server`]: the tonic server side (Raft RPCs and forwarded writes).
@@ -36,6 +37,7 @@
 pub mod backup;
 pub mod codec;
 pub mod command;
+pub mod dial;
 pub mod error;
 pub mod island;
 pub mod limits;

@@ -117,7 +117,14 @@ pub struct TcpConnector {
 
 impl Connector for TcpConnector {
     fn channel(&self, _peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(self.settings.endpoint(addr)?.connect_lazy())
+        // tonic's own connector, as `connect_lazy` makes it, behind a pause after failed dials.
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        Ok(self
+            .settings
+            .endpoint(addr)?
+            .connect_with_connector_lazy(crate::dial::DialBackoff::new(http)))
     }
 }
 

@@ -61,5 +61,5 @@ where
     });
     Ok(settings
         .endpoint(addr)?
-        .connect_with_connector_lazy(connect))
+        .connect_with_connector_lazy(crate::dial::DialBackoff::new(connect)))
 }
