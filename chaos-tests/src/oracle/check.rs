@@ -239,10 +239,13 @@ fn in_history(
     let mut previous: Option<&ActivityStatus> = None;
     for (index, transition) in activity.history.iter().enumerate() {
         let by_agent = previous.is_some_and(assigned_to_agent);
+        // A transition is in effect at least when it was made: the next one may carry an
+        // earlier stamp (commands are stamped where they arrive and can commit in another
+        // order, e.g. a customer's message held up by a partition that moves the chat on).
         let until_ms = activity
             .history
             .get(index + 1)
-            .map_or(u64::MAX, |next| next.at_ms);
+            .map_or(u64::MAX, |next| next.at_ms.max(transition.at_ms));
         let matched = when(transition.at_ms, until_ms)
             && match action {
                 AgentAction::Accept { .. } => {
