@@ -463,7 +463,7 @@ pub fn all() -> Vec<Scenario> {
             // clock, behind every stamp it issued. Its island clock must not go back (the HLC
             // check), and the merge still keeps everything once.
             spec: |seed| {
-                let mut schedule = vec![
+                let schedule = vec![
                     (at(0.0), Fault::Skew(4, 300_000)),
                     (at(0.0), Fault::Skew(5, -300_000)),
                     (at(2.0), Fault::CutSite(1)),
@@ -472,7 +472,6 @@ pub fn all() -> Vec<Scenario> {
                     (at(7.0), Fault::Restart(4)),
                     (at(12.0), Fault::HealAll),
                 ];
-                schedule.sort_by_key(|(at, _)| *at);
                 Spec {
                     sites: vec![3, 2],
                     ..Spec::new(5, seed, schedule)
