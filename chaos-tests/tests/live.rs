@@ -171,14 +171,29 @@ async fn live_faults_against_a_cluster_named_in_a_target_file() {
             .await
             .expect("the start command runs");
     }
-    let report = run_live(&LiveSpec {
+    let report = match run_live(&LiveSpec {
         cluster: ClusterSpec::Target(Box::new(target)),
         duration: Duration::from_secs(15),
         customers: 4,
         seed: 11,
     })
     .await
-    .expect("the live runner could run against the target");
+    {
+        Ok(report) => report,
+        Err(error) => {
+            // What the nodes said is what tells why (a node that never got ready, say).
+            for id in 1..=3 {
+                let log = std::fs::read_to_string(dir.path().join(format!("node{id}.log")))
+                    .unwrap_or_else(|e| format!("(no log: {e})"));
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- node {id}, last lines of its log ---");
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+            panic!("the live runner could not run against the target: {error}");
+        }
+    };
     println!("nodes: {}", report.network);
     for fault in &report.faults {
         println!("fault: {fault}");
