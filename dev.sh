@@ -123,6 +123,13 @@ cmd_test() {
   ensure_prerequisites
   log "cargo fmt --check"
   cargo fmt --all -- --check
+  # Real Dovecot (IMAP) and Postfix (SMTP) on loopback for the email tests, stopped on exit.
+  local mail_dir
+  mail_dir="$(mktemp -d /tmp/parley-mail.XXXXXX)"
+  node/tests/mail/servers.sh start "$mail_dir"
+  trap "node/tests/mail/servers.sh stop '$mail_dir'" EXIT
+  # shellcheck disable=SC1091
+  . "$mail_dir/env"
   log "cargo test (unit, openraft storage suite, multi-process kill -9 tests)"
   cargo test --workspace -- --nocapture
   deploy/test.sh "$(target_dir)/debug/parley"  # Kubernetes and systemd files, offline
