@@ -11,11 +11,14 @@
 #   servers.sh smtp-start <dir>  start Postfix again
 #
 # <dir>/env exports what the tests read:
-#   PARLEY_TEST_MAIL_DIR     <dir>
-#   PARLEY_TEST_IMAP_PORT    Dovecot IMAP on 127.0.0.1 (plaintext, LOGIN/PLAIN)
-#   PARLEY_TEST_SMTP_PORT    Postfix SMTP on 127.0.0.1 (no auth needed from loopback)
-#   PARLEY_TEST_MAIL_DOMAIN  the domain whose users are listed below
-#   PARLEY_TEST_MAIL_SCRIPT  this script, for smtp-stop / smtp-start
+#   MAIL_TEST_DIR        <dir>
+#   MAIL_TEST_IMAP_PORT  Dovecot IMAP on 127.0.0.1 (plaintext, LOGIN/PLAIN)
+#   MAIL_TEST_SMTP_PORT  Postfix SMTP on 127.0.0.1 (no auth needed from loopback)
+#   MAIL_TEST_DOMAIN     the domain whose users are listed below
+#   MAIL_TEST_PASSWORD   every user's password
+#   MAIL_TEST_SCRIPT     this script, for smtp-stop / smtp-start
+# (Not PARLEY_*: nodes the tests start inherit the environment, and PARLEY_* overrides their
+# config.)
 # Users (password "secret-password" each): support, customer, other @ the domain.
 set -euo pipefail
 
@@ -192,7 +195,7 @@ start_postfix() {
     || die "postfix did not start: $(tail -n 5 "$dir/postfix/start.log")"
   # shellcheck disable=SC1091
   . "$dir/env"
-  wait_port "$PARLEY_TEST_SMTP_PORT" postfix
+  wait_port "$MAIL_TEST_SMTP_PORT" postfix
 }
 
 stop_postfix() {
@@ -203,7 +206,7 @@ stop_postfix() {
   # shellcheck disable=SC1091
   . "$dir/env"
   for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PARLEY_TEST_SMTP_PORT") 2>/dev/null || return 0
+    (exec 3<>"/dev/tcp/127.0.0.1/$MAIL_TEST_SMTP_PORT") 2>/dev/null || return 0
     sleep 0.1
   done
 }
@@ -216,12 +219,12 @@ cmd_start() {
   local imap lmtp smtp
   imap=$(free_port); lmtp=$(free_port); smtp=$(free_port)
   cat >"$dir/env" <<EOF
-export PARLEY_TEST_MAIL_DIR=$dir
-export PARLEY_TEST_IMAP_PORT=$imap
-export PARLEY_TEST_SMTP_PORT=$smtp
-export PARLEY_TEST_MAIL_DOMAIN=$DOMAIN
-export PARLEY_TEST_MAIL_PASSWORD=$PASSWORD
-export PARLEY_TEST_MAIL_SCRIPT=$SCRIPT
+export MAIL_TEST_DIR=$dir
+export MAIL_TEST_IMAP_PORT=$imap
+export MAIL_TEST_SMTP_PORT=$smtp
+export MAIL_TEST_DOMAIN=$DOMAIN
+export MAIL_TEST_PASSWORD=$PASSWORD
+export MAIL_TEST_SCRIPT=$SCRIPT
 EOF
   write_dovecot "$dir" "$imap" "$lmtp"
   write_postfix "$dir" "$smtp" "$lmtp"
