@@ -63,6 +63,20 @@ ensure_prerequisites() {
 
 target_dir() { echo "${CARGO_TARGET_DIR:-$PWD/target}"; }
 
+# The page tests drive a real headless Chromium through chromedriver (WebDriver), and silence a
+# node by dropping its packets with iptables: all three from Debian's packages.
+ensure_browser() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  command -v iptables >/dev/null || missing+=(iptables)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (the page tests' browser)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 cmd_cluster() {
   ensure_prerequisites
   log "building parley (the first build compiles RocksDB: 15-30 minutes on 2 cores)"
@@ -108,6 +122,12 @@ demo agents alice, bob and carmen (password: parley-demo), admin token in deploy
   node 2   http://127.0.0.1:8002    gRPC 127.0.0.1:9002    log $state/node2.log
   node 3   http://127.0.0.1:8003    gRPC 127.0.0.1:9003    log $state/node3.log
 
+  pages (any node serves them; sign in as alice / parley-demo):
+    customer chat:  http://127.0.0.1:8001/chat?queue=sales
+    agent console:  http://127.0.0.1:8002/agent
+    wallboard:      http://127.0.0.1:8003/supervisor   (admin token: see deploy/local/node1.toml)
+    admin:          http://127.0.0.1:8001/admin
+
   cluster view:  curl -s http://127.0.0.1:8001/api/v1/cluster
   start a chat:  curl -s -XPOST http://127.0.0.1:8002/api/v1/chats -H 'content-type: application/json' \\
                    -d '{"request_id":"demo-1","queue_id":"sales","customer":{"name":"Ada","email":"ada@example.com"},"question":"Hi"}'
@@ -130,7 +150,8 @@ cmd_test() {
   trap "node/tests/mail/servers.sh stop '$mail_dir'" EXIT
   # shellcheck disable=SC1091
   . "$mail_dir/env"
-  log "cargo test (unit, openraft storage suite, multi-process kill -9 tests)"
+  ensure_browser
+  log "cargo test (unit, openraft storage suite, multi-process kill -9 tests, pages in Chromium)"
   cargo test --workspace -- --nocapture
   deploy/test.sh "$(target_dir)/debug/parley"  # Kubernetes and systemd files, offline
   log "API contract (schemathesis against a running node's OpenAPI document)"

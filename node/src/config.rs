@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::token::{TokenKey, TokenKeys};
 
 pub mod tls;
+pub mod web;
 
 pub use tls::{PeerTransport, RawHttpTls, RawTls, TlsConfig};
 
@@ -89,6 +90,9 @@ pub struct RawConfig {
     /// Abuse limits at the HTTP edge.
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    /// The pages and the other sites allowed to embed the customer widget.
+    #[serde(default)]
+    pub web: web::RawWeb,
     /// Token signing keys: exactly one `active` (signs new tokens), the others verify only, so
     /// a key can be rotated without logging anyone out. Absent: one key derived from
     /// `cluster_secret`, id `cluster`.
@@ -592,6 +596,8 @@ pub struct Config {
     pub timeouts: RawTimeouts,
     /// Abuse limits (validated).
     pub rate_limits: RateLimitsConfig,
+    /// The pages and allowed origins (validated).
+    pub web: web::WebConfig,
     /// Whether this node forms a new cluster or joins a running one.
     pub cluster_state: ClusterState,
     /// The members a new cluster is formed with, by id (possibly empty with
@@ -850,6 +856,7 @@ impl RawConfig {
         };
         let directory = self.directory()?;
         let rate_limits = self.rate_limits.validate()?;
+        let web = self.web.validate()?;
         let cluster_id = tls::cluster_id(self.cluster_id.as_deref(), &cluster_secret)?;
         let tls = tls::validate(node_id, &self.tls, self.http_tls.as_ref())?;
         Ok(Config {
@@ -868,6 +875,7 @@ impl RawConfig {
             raft: self.raft,
             timeouts: self.timeouts,
             rate_limits,
+            web,
             cluster_state: self.cluster_state,
             members,
             directory,

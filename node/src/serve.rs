@@ -29,8 +29,9 @@ use crate::metrics::Metrics;
 use crate::services::ServicesActor;
 use crate::tls::{HttpCertificate, Reloadable};
 use crate::token::{AgentTokens, ChatTokens};
+use crate::web::origins::Origins;
 use crate::web::rate_limits::RateLimits;
-use crate::web::{self, WebState};
+use crate::web::{self, pages, WebState};
 
 /// HTTP worker threads; each runs its own single-threaded runtime.
 const HTTP_WORKERS: usize = 2;
@@ -205,6 +206,8 @@ async fn node(config: Config) -> anyhow::Result<()> {
         queue_positions: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
         replica: replica.clone(),
+        origins: Origins::new(config.web.allowed_origins.clone(), replica.clone()),
+        pages: config.web.pages,
     };
     let http_certificate = match &config.tls.http {
         Some(paths) => {
@@ -214,7 +217,11 @@ async fn node(config: Config) -> anyhow::Result<()> {
     };
     let server = HttpServer::new(move || {
         let state = web_state.clone();
-        App::new().configure(move |cfg| web::configure(cfg, state))
+        let cors = state.origins.cors();
+        App::new()
+            .wrap(cors)
+            .wrap(pages::common_headers())
+            .configure(move |cfg| web::configure(cfg, state))
     })
     .workers(HTTP_WORKERS)
     .disable_signals()

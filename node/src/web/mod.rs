@@ -13,6 +13,8 @@
 //! - [`upgrade`]: rolling upgrades: versions and the cluster version (the admin credential).
 //! - [`stream`]: WebSocket streams for all three.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//! - [`origins`]: which page origins may call the node (CORS, WebSocket Origin check).
+//! - [`pages`]: the web pages (widget, console, wallboard, admin) and their security headers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub mod customer;
 pub mod diagnostics;
 pub mod members;
 pub mod openapi;
+pub mod origins;
+pub mod pages;
 pub mod rate_limits;
 pub mod stream;
 pub mod upgrade;
@@ -78,6 +82,10 @@ pub struct WebState {
     pub replica: Replica,
     /// Abuse limits: logins, chat starts, password checks in flight.
     pub rate_limits: Arc<RateLimits>,
+    /// Which page origins may call this node.
+    pub origins: origins::Origins,
+    /// Whether this node serves the pages (`web.pages`).
+    pub pages: bool,
 }
 
 /// How old the shared queue positions may be before a stream recomputes them.
@@ -182,6 +190,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
             web::scope("/api/v1")
                 .route("/cluster", web::get().to(cluster))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .route("/queues", web::get().to(pages::public_queues))
                 .configure(customer::routes)
                 .configure(agent::routes)
                 .configure(admin::routes)
@@ -191,6 +200,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(diagnostics::routes)
                 .configure(stream::routes),
         )
+        .configure(pages::routes)
         .default_service(web::to(not_found));
 }
 
@@ -270,10 +280,45 @@ pub async fn cluster(state: web::Data<WebState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// The WebSocket subprotocol a browser page offers and the node answers with.
+pub const STREAM_PROTOCOL: &str = "parley";
+/// Prefix of the subprotocol that carries a page's credential, base64url-encoded (browsers
+/// cannot set an Authorization header on a WebSocket, and a URL ends up in logs and history).
+pub const STREAM_TOKEN_PROTOCOL_PREFIX: &str = "parley-token.";
+/// Longest credential accepted in a subprotocol, in bytes once decoded.
+const STREAM_TOKEN_BYTES_MAX: usize = 1024;
+
+/// The credential a WebSocket upgrade carries in `Sec-WebSocket-Protocol`, if any.
+fn subprotocol_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    use base64::Engine as _;
+    for value in request.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(value) = value.to_str() else { continue };
+        for protocol in value.split(',').map(str::trim) {
+            let Some(encoded) = protocol.strip_prefix(STREAM_TOKEN_PROTOCOL_PREFIX) else {
+                continue;
+            };
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded)
+                .ok()
+                .filter(|d| d.len() <= STREAM_TOKEN_BYTES_MAX)
+                .and_then(|d| String::from_utf8(d).ok())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the parley-token subprotocol is not base64url text")
+                })?;
+            return Ok(Some(decoded));
+        }
+    }
+    Ok(None)
+}
+
 /// The bearer credential of a request: the `Authorization: Bearer` header, or for WebSocket
-/// upgrades (browsers cannot set headers there) an `access_token` query parameter.
+/// upgrades (browsers cannot set headers there) a `parley-token.<base64url>` subprotocol or an
+/// `access_token` query parameter.
 pub fn bearer(request: &HttpRequest, query_token: Option<&str>) -> Result<String, ApiError> {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        if let Some(token) = subprotocol_token(request)? {
+            return Ok(token);
+        }
         return match query_token {
             Some(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
             _ => Err(ApiError::unauthorized(
@@ -562,4 +607,54 @@ pub fn unexpected(outcome: Outcome) -> ApiError {
 /// A new id for something this node creates.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn upgrade(protocols: &str) -> HttpRequest {
+        TestRequest::default()
+            .insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocols))
+            .to_http_request()
+    }
+
+    #[test]
+    fn a_page_s_credential_comes_from_its_subprotocol() {
+        // base64url("pa2.cluster.alice:x.s") without padding
+        let request = upgrade("parley, parley-token.cGEyLmNsdXN0ZXIuYWxpY2U6eC5z");
+        assert_eq!(
+            bearer(&request, None).as_deref(),
+            Ok("pa2.cluster.alice:x.s")
+        );
+    }
+
+    #[test]
+    fn the_authorization_header_wins_and_the_query_is_the_last_resort() {
+        let request = TestRequest::default()
+            .insert_header((header::AUTHORIZATION, "Bearer from-header"))
+            .insert_header((header::SEC_WEBSOCKET_PROTOCOL, "parley, parley-token.eA"))
+            .to_http_request();
+        assert_eq!(bearer(&request, Some("q")).as_deref(), Ok("from-header"));
+        let request = upgrade("parley");
+        assert_eq!(
+            bearer(&request, Some("from-query")).as_deref(),
+            Ok("from-query")
+        );
+        assert!(bearer(&request, None).is_err());
+    }
+
+    #[test]
+    fn a_malformed_or_oversized_subprotocol_credential_is_refused() {
+        let request = upgrade("parley, parley-token.not*base64");
+        assert_eq!(
+            bearer(&request, None).map_err(|e| e.code),
+            Err("unauthorized")
+        );
+        let long = "A".repeat(4 * STREAM_TOKEN_BYTES_MAX);
+        let request = upgrade(&format!("parley, parley-token.{long}"));
+        assert!(bearer(&request, None).is_err());
+    }
 }

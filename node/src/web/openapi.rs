@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, agent, backup, customer, diagnostics, members, stream, upgrade};
+use super::{admin, agent, backup, customer, diagnostics, members, pages, stream, upgrade};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use super::{admin, agent, backup, customer, diagnostics, members, stream, upgrad
         customer::submit_survey,
         customer::transcript,
         customer::request_callback,
+        pages::public_queues,
         agent::login,
         agent::logout,
         agent::set_availability,

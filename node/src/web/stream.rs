@@ -24,7 +24,10 @@ use utoipa::IntoParams;
 
 use super::admin::supervisor_view;
 use super::views::agent_feed;
-use super::{admin_caller, agent_caller, await_chat, chat_caller, mailbox, path_id, WebState};
+use super::{
+    admin_caller, agent_caller, await_chat, chat_caller, mailbox, path_id, WebState,
+    STREAM_PROTOCOL,
+};
 use crate::error::ApiError;
 use crate::messaging::{Ephemeral, Feed, Subscribe, Typing, Unsubscribe, EPHEMERAL_QUEUE};
 use crate::token::AgentClaims;
@@ -46,6 +49,9 @@ const SUPERVISOR_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Least time between two typing indicators taken from one stream; more are dropped (a
 /// client sends one every few seconds while its user types).
 pub const TYPING_INTERVAL_MIN: Duration = Duration::from_millis(250);
+
+/// Least time between two answered client pings (pages ping every 500 ms).
+pub const CLIENT_PING_INTERVAL_MIN: Duration = Duration::from_millis(200);
 
 /// Close code: the agent session ended.
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
@@ -102,7 +108,14 @@ enum ClientFrame {
         #[serde(default)]
         chat_id: Option<ChatId>,
     },
+    /// The client checks the stream is alive (a page cannot send WebSocket pings): answered
+    /// `{"type": "pong"}` at once, so a page whose node went silent notices within its own
+    /// timeout instead of the TCP stack's.
+    Ping,
 }
+
+/// The answer to a client's `ping` frame.
+const PONG_FRAME: &str = r#"{"type":"pong"}"#;
 
 #[derive(Serialize)]
 struct QueueStatusFrame {
@@ -253,12 +266,20 @@ fn open(
     source: Source,
     after: u64,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, messages) = actix_ws::handle(request, body).map_err(|e| {
+    state.origins.check_upgrade(request)?;
+    let (mut response, session, messages) = actix_ws::handle(request, body).map_err(|e| {
         ApiError::bad_request(
             "not_a_websocket",
             format!("expected a WebSocket upgrade: {e}"),
         )
     })?;
+    if offers_stream_protocol(request) {
+        // A browser offering subprotocols fails the connection unless one is chosen.
+        response.headers_mut().insert(
+            actix_web::http::header::SEC_WEBSOCKET_PROTOCOL,
+            actix_web::http::header::HeaderValue::from_static(STREAM_PROTOCOL),
+        );
+    }
     let messages = messages
         .max_frame_size(CLIENT_FRAME_BYTES_MAX)
         .aggregate_continuations()
@@ -271,11 +292,22 @@ fn open(
             cursor: after,
             last_queue_status: None,
             last_typing: None,
+            last_pong: None,
         };
         let reason = stream.run(messages).await;
         let _ = stream.session.close(reason).await;
     });
     Ok(response)
+}
+
+/// Whether the upgrade offers the `parley` subprotocol (pages do, with their credential).
+fn offers_stream_protocol(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == STREAM_PROTOCOL)
 }
 
 /// Why a stream ends early, as a close frame.
@@ -295,6 +327,8 @@ struct Stream {
     last_queue_status: Option<(u64, u64)>,
     /// When this stream last passed a typing indicator on (see [`TYPING_INTERVAL_MIN`]).
     last_typing: Option<std::time::Instant>,
+    /// When this stream last answered a client's ping.
+    last_pong: Option<std::time::Instant>,
 }
 
 enum Sent {
@@ -572,6 +606,7 @@ impl Stream {
             }
             AggregatedMessage::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
                 Ok(ClientFrame::Typing { chat_id }) => self.typing(chat_id).await,
+                Ok(ClientFrame::Ping) => self.pong().await,
                 Err(error) => self.error("malformed_frame", &error.to_string()).await,
             },
         }
@@ -584,6 +619,20 @@ impl Stream {
             message,
         };
         self.send_json(&frame).await
+    }
+
+    /// Answers a client's ping; pings closer together than [`CLIENT_PING_INTERVAL_MIN`] are
+    /// answered once.
+    async fn pong(&mut self) -> Sent {
+        let now = std::time::Instant::now();
+        if self
+            .last_pong
+            .is_some_and(|last| now.duration_since(last) < CLIENT_PING_INTERVAL_MIN)
+        {
+            return Sent::Ok;
+        }
+        self.last_pong = Some(now);
+        self.send(PONG_FRAME).await
     }
 
     async fn typing(&mut self, chat_id: Option<ChatId>) -> Sent {
