@@ -628,3 +628,92 @@ async fn the_widget_works_embedded_on_an_allowed_origin_and_is_refused_on_anothe
     page.close().await;
     refused.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_offers_a_callback_off_hours_and_takes_the_rating_after_a_chat() {
+    let cluster = Cluster::start_ready(3, "", READY_WITHIN).await;
+    cluster.wait_leader(1, None, READY_WITHIN).await;
+    let driver = Driver::start().await;
+    let page = driver.browser().await;
+
+    // The "closed" queue is outside its hours: its message and the callback form instead.
+    page.goto(&cluster.url(1, "/chat?queue=closed")).await;
+    page.until(
+        "the widget shows the off-hours message",
+        "const p = document.querySelector('[data-test=off-hours]'); \
+         return p && p.textContent === 'We are closed for the test.';",
+        browser::STEP_TIMEOUT,
+    )
+    .await;
+    page.fill("form[data-test=callback-form] input[name=name]", "Dan")
+        .await;
+    page.fill(
+        "form[data-test=callback-form] input[name=phone]",
+        "+33123456789",
+    )
+    .await;
+    page.click("form[data-test=callback-form] button").await;
+    page.find("[data-test=callback-done]").await;
+    let (status, waiting) = cluster
+        .api(
+            2,
+            Method::GET,
+            "/api/v1/supervisor/queues",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let callbacks = waiting
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["queue_id"] == "callbacks"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        callbacks["waiting"], 1,
+        "the callback asked for on the page waits in its queue: {waiting}"
+    );
+
+    // A chat the agent takes through the API; the customer ends it and rates it on the page.
+    start_chat(&page, &cluster.url(1, "/chat?queue=sales"), "Eve").await;
+    let (chat_id, token) = widget_chat(&page).await;
+    let alice = cluster.login_ready(2, "alice").await;
+    let (status, body) = cluster.act(2, &alice.token, &chat_id, "accept", None).await;
+    assert!(status.is_success(), "accept: {status} {body}");
+    let (status, body) = cluster
+        .api(
+            3,
+            Method::POST,
+            &format!("/api/v1/chats/{chat_id}/messages"),
+            Some(&alice.token),
+            Some(json!({"client_msg_id": "agent-1", "text": "How can I help?"})),
+        )
+        .await;
+    assert!(status.is_success(), "agent message: {status} {body}");
+    page.until(
+        "the agent's message reaches the widget",
+        "return Array.from(document.querySelectorAll('#parley-chat .message.theirs .text')) \
+         .some(e => e.textContent === 'How can I help?');",
+        SETTLE,
+    )
+    .await;
+    page.click("[data-test=end]").await;
+    page.click("[data-test=rate-4]").await;
+    page.find("[data-test=rated]").await;
+    let (status, chat) = cluster
+        .api(
+            2,
+            Method::GET,
+            &format!("/api/v1/chats/{chat_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "chat: {status} {chat}");
+    assert_eq!(chat["status"], "ended", "the page ended the chat: {chat}");
+    assert_eq!(
+        chat["survey"]["rating"], 4,
+        "the page's rating is recorded: {chat}"
+    );
+    page.close().await;
+}
