@@ -232,6 +232,27 @@ cmd_bench() {
   "$bench" island
 }
 
+cmd_test_deploy() {
+  ensure_prerequisites
+  # The compose deployment, end to end (deploy/compose/test.sh): the container image built from
+  # this build, five nodes over three sites, a site cut off and healed under customers and
+  # agents, a rolling upgrade under load, the chaos target file's faults, all checked by the
+  # chaos runner's oracle. About 6 minutes, outside CI's budget: its last output is kept in
+  # docs/DEPLOY-TEST.md.
+  cargo build --workspace --all-targets
+  local missing=()
+  command -v docker >/dev/null || missing+=(docker.io)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  as_root deploy/compose/test.sh "$(target_dir)/debug/parley" "$(target_dir)/debug/parley-chaos" \
+    --report docs/DEPLOY-TEST.md "$@"
+}
+
 case "${1:-}" in
   cluster) cmd_cluster ;;
   test) cmd_test ;;
@@ -239,5 +260,6 @@ case "${1:-}" in
   chaos) shift; cmd_chaos "$@" ;;
   chaos-replay) shift; cmd_chaos_replay "$@" ;;
   bench) shift; cmd_bench "$@" ;;
+  test-deploy) shift; cmd_test_deploy "$@" ;;
   *) echo "usage: $0 cluster|test|lint|chaos|chaos-replay|bench [options]" >&2; exit 2 ;;
 esac

@@ -916,7 +916,8 @@ async fn chat_events(
 }
 
 /// A chat event as the API shows it, in the state's shape: the API names an island event's
-/// node `node_id` and leaves out the island's clock, which the checks do not read.
+/// node `node_id` and leaves out the island's clock (stamped zero here, so the island clock
+/// check is not run on what the API shows; see [`check`]).
 fn state_event(event: &Value) -> Option<ChatEvent> {
     let mut event = event.clone();
     if let Some(island) = event.get_mut("island") {
@@ -1010,5 +1011,14 @@ async fn check(
     for (observation, url) in observations.iter_mut().zip(urls) {
         observation.chats = chat_events(client, url, &tokens).await;
     }
-    report.violations.extend(check_all(&oracle, &observations));
+    // The island clock check (HLC) needs the clock stamps of island events, which the API does
+    // not show: only the simulation, which reads the state itself, runs it.
+    report.violations.extend(
+        check_all(&oracle, &observations)
+            .into_iter()
+            .filter(|violation| !violation.0.starts_with(ISLAND_CLOCK_CHECK)),
+    );
 }
+
+/// How the island clock check's violations begin (`oracle::islands::island_clocks`).
+const ISLAND_CLOCK_CHECK: &str = "HLC: ";

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use parley_node::{config::Config, serve};
 
+mod probe;
+
 /// Parley: a highly available contact-center engine.
 #[derive(Parser)]
 #[command(name = "parley", version, about)]
@@ -32,6 +34,8 @@ enum Command {
     HashPassword,
     /// Operate a running cluster through any node's admin API.
     Ctl(parley_node::ctl::CtlArgs),
+    /// Health check: ask this node's own `/readyz` (or `/livez`); exit 0 if it answers 200.
+    Probe(probe::ProbeArgs),
     /// Backups offline: inspect a backup file, restore one into a fresh data directory.
     #[command(subcommand)]
     Snapshot(parley_node::snapshot::SnapshotCommand),
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::HashPassword => hash_password(),
         Command::Ctl(args) => parley_node::ctl::run(args).map_err(anyhow::Error::from),
+        Command::Probe(args) => probe::run(&args).map_err(anyhow::Error::from),
         Command::Snapshot(command) => {
             parley_node::snapshot::run(&command).map_err(anyhow::Error::from)
         }
