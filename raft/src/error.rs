@@ -322,7 +322,8 @@ impl Classified for crate::command::Rejection {
             | R::Conflict { .. }
             | R::LimitReached { .. }
             | R::IdempotencyConflict { .. }
-            | R::NotEnabled { .. } => ErrorClass::Conflict,
+            | R::NotEnabled { .. }
+            | R::LeaseLost { .. } => ErrorClass::Conflict,
             R::SessionEnded => ErrorClass::Unauthenticated,
             R::Invalid { .. } => ErrorClass::InvalidArgument,
             // Retry later, or on a node of a connected site.
@@ -347,6 +348,7 @@ impl Classified for crate::command::Rejection {
             R::IdempotencyConflict { .. } => "idempotency_conflict",
             R::NotEnabled { .. } => "not_enabled",
             R::Island { .. } => "island",
+            R::LeaseLost { .. } => "lease_lost",
         }
     }
 }

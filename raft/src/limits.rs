@@ -79,3 +79,42 @@ pub const MEMBER_ENTRIES_BEHIND_MAX: u64 = 100;
 pub const MEMBER_ACK_MS_MAX: u64 = 3_000;
 /// Longest `host:port` address in a membership change, in bytes.
 pub const ADDRESS_BYTES_MAX: usize = 255;
+/// Most mailboxes in the directory.
+pub const MAILBOXES_MAX: usize = 64;
+/// Longest host name of a mail server, in bytes.
+pub const MAIL_HOST_BYTES_MAX: usize = 253;
+/// Longest IMAP folder name or login name, in bytes.
+pub const MAIL_NAME_BYTES_MAX: usize = 255;
+/// Longest secret reference (an environment variable's name or a file path), in bytes.
+pub const SECRET_REF_BYTES_MAX: usize = 4096;
+/// Longest lease name, in bytes.
+pub const LEASE_NAME_BYTES_MAX: usize = 128;
+/// Most leases the state holds.
+pub const LEASES_MAX: usize = 2 * MAILBOXES_MAX + 16;
+/// Shortest lease, in ms.
+pub const LEASE_DURATION_MS_MIN: u64 = 1_000;
+/// Longest lease, in ms.
+pub const LEASE_DURATION_MS_MAX: u64 = 600_000;
+/// Longest Message-ID, in bytes (a header line's length).
+pub const MESSAGE_ID_BYTES_MAX: usize = 998;
+/// Most In-Reply-To plus References ids kept from one mail (the newest).
+pub const MAIL_THREAD_IDS_MAX: usize = 32;
+/// Longest subject, in bytes.
+pub const MAIL_SUBJECT_BYTES_MAX: usize = 998;
+/// Longest plain-text body kept of a mail or reply, in bytes (longer ones are cut by the
+/// fetching node, which says so in the text).
+pub const MAIL_TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Longest sanitized HTML body kept of a mail, in bytes (longer ones are dropped; the text
+/// stays).
+pub const MAIL_HTML_BYTES_MAX: usize = 128 * 1024;
+/// Most attachments listed per mail.
+pub const MAIL_ATTACHMENTS_MAX: usize = 32;
+/// Largest mail the fetcher takes in whole, in bytes; a larger one is taken in with its
+/// headers and a note instead of its body.
+pub const MAIL_RAW_BYTES_MAX: u64 = 25 * 1024 * 1024;
+/// Most messages one case holds; further mail to it opens a new case.
+pub const CASE_MESSAGES_MAX: usize = 500;
+/// Most replies waiting in the outbox (queued or retrying) at once, cluster-wide.
+pub const OUTBOX_PENDING_MAX: usize = 10_000;
+/// Longest delivery failure reason kept, in bytes.
+pub const DELIVERY_REASON_BYTES_MAX: usize = 500;

@@ -14,7 +14,10 @@
 //! - [`island`](self::island): what an island takes while cut off, and the merge of its
 //!   writes once it is connected again;
 //! - [`touched`](self::touched): which chats and agent feeds recent entries appended to, for
-//!   delivery (a by-product of `apply`, not replicated state).
+//!   delivery (a by-product of `apply`, not replicated state);
+//! - [`email`](self::email): mailboxes and their cursors, cases and threading, the outbox;
+//! - [`lease`](self::lease): leases with fencing tokens, for services that run on one node at
+//!   a time.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -32,17 +35,21 @@ use parley_storage::ArchiveOp;
 mod agents;
 mod chat;
 mod directory;
+pub mod email;
 pub mod hours;
 mod input;
 pub mod island;
+pub mod lease;
 pub mod reach;
 mod retention;
 mod routing;
 pub mod touched;
 
 pub use directory::{check_agent_spec, check_queue_spec};
+pub use email::{check_mailbox_spec, Case, CaseMessage, Cursor, Delivery, Direction, EmailState};
 pub use input::{check_entry, check_input};
 pub use island::{island_takes, EventCursor, IslandCursor, IslandMark};
+pub use lease::Lease;
 pub use retention::{archive_key, check_retention, Retired};
 pub use routing::{QueuePosition, CALLBACK_OUTCOMES};
 
@@ -106,6 +113,10 @@ pub struct State {
     /// them get no new work (see [`reach`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unreachable_nodes: BTreeSet<crate::types::NodeId>,
+    /// The email channel: mailboxes, leases, cases, the outbox (see [`email`]). Left out of
+    /// the serialized state while unused.
+    #[serde(default, skip_serializing_if = "EmailState::is_empty")]
+    pub email: EmailState,
     /// Set on an island's own view: the island, and where each chat its writes touched stood
     /// when the view forked (see [`island`]). Not replicated state.
     #[serde(skip)]
@@ -282,6 +293,16 @@ pub enum AgentEventBody {
         /// The chat event's sequence number.
         chat_seq: u64,
     },
+    /// A message of the case of one of the agent's email activities arrived, or a reply's
+    /// delivery changed.
+    CaseUpdated {
+        /// The email activity.
+        activity_id: ActivityId,
+        /// Its case.
+        case_id: crate::command::CaseId,
+        /// The case message concerned.
+        message_seq: u64,
+    },
 }
 
 /// A unit of work: a chat, a callback.
@@ -386,6 +407,17 @@ pub enum ActivityDetail {
         phone: String,
         /// When it is due.
         due_at_ms: u64,
+    },
+    /// Work on an email case (its mail is in `State::email`).
+    Email {
+        /// The case.
+        case_id: crate::command::CaseId,
+        /// The mailbox it came through.
+        mailbox_id: crate::command::MailboxId,
+        /// The case's subject.
+        subject: String,
+        /// The customer's address.
+        from: String,
     },
 }
 
@@ -554,6 +586,7 @@ impl State {
             Op::SetClusterVersion { version } => self.set_cluster_version(*version),
             Op::MergeIsland(chunk) => Ok(self.merge_island(chunk)),
             Op::SetUnreachable { nodes } => Ok(self.set_unreachable(command.at_ms, nodes)),
+            Op::Email(op) => self.apply_email(at, command.origin, op),
         };
         outcome.unwrap_or_else(Outcome::Rejected)
     }
@@ -721,7 +754,7 @@ impl State {
                 return fail(format!("{key} was never recorded as created"));
             }
         }
-        Ok(())
+        self.validate_email()
     }
 
     /// A stable hash of the whole state (BLAKE3 of its canonical JSON), hex encoded. Replicas at

@@ -26,8 +26,8 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 /// The oldest snapshot format this release reads.
 pub const SNAPSHOT_FORMAT_MIN: u32 = 1;
 /// The highest cluster version this release implements. 2: island merges
-/// ([`Op::MergeIsland`]).
-pub const CLUSTER_VERSION_MAX: u32 = 2;
+/// ([`Op::MergeIsland`]). 3: the email channel ([`Op::Email`]).
+pub const CLUSTER_VERSION_MAX: u32 = 3;
 /// The cluster version a new cluster starts at.
 pub const CLUSTER_VERSION_INITIAL: u32 = 1;
 
@@ -108,6 +108,7 @@ pub fn op_cluster_version(op: &Op) -> u32 {
         | Op::SetRetention(_)
         | Op::SetClusterVersion { .. } => 1,
         Op::MergeIsland(_) | Op::SetUnreachable { .. } => 2,
+        Op::Email(_) => 3,
     }
 }
 

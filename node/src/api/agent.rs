@@ -67,6 +67,16 @@ pub enum AgentEventBody {
         /// The chat event's sequence number.
         chat_seq: u64,
     },
+    /// A message of the case of one of the agent's email activities arrived, or a reply's
+    /// delivery changed (`GET /api/v1/emails/{activity_id}` shows it).
+    CaseUpdated {
+        /// The email activity.
+        activity_id: String,
+        /// Its case.
+        case_id: String,
+        /// The case message concerned.
+        message_seq: u64,
+    },
 }
 
 impl From<&state::AgentEventBody> for AgentEventBody {
@@ -114,6 +124,15 @@ impl From<&state::AgentEventBody> for AgentEventBody {
             S::ChatEvent { chat_id, chat_seq } => AgentEventBody::ChatEvent {
                 chat_id: chat_id.clone(),
                 chat_seq: *chat_seq,
+            },
+            S::CaseUpdated {
+                activity_id,
+                case_id,
+                message_seq,
+            } => AgentEventBody::CaseUpdated {
+                activity_id: activity_id.clone(),
+                case_id: case_id.clone(),
+                message_seq: *message_seq,
             },
         }
     }

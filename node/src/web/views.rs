@@ -148,7 +148,7 @@ pub fn activity_view(state: &State, activity: &Activity) -> ActivityView {
             phone: phone.clone(),
             due_at_ms: *due_at_ms,
         }),
-        ActivityDetail::Chat => None,
+        ActivityDetail::Chat | ActivityDetail::Email { .. } => None,
     };
     ActivityView {
         id: activity.id.clone(),

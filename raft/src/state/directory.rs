@@ -180,6 +180,13 @@ impl State {
             }
         }
         check_skill_list(self, &spec.skills)?;
+        if spec.channel != crate::command::Channel::Email {
+            if let Some(mailbox) = self.queue_feeds_mailbox(&spec.id) {
+                return Err(Rejection::conflict(format!(
+                    "mailbox {mailbox} feeds this queue; it must stay an email queue"
+                )));
+            }
+        }
         let recent_handle_ms = match self.queues.get(&spec.id) {
             Some(existing) => {
                 if existing.spec.channel != spec.channel && self.queue_has_live_work(&spec.id) {
@@ -286,6 +293,9 @@ impl State {
                 }
                 if self.queue_has_live_work(id) {
                     return Err(in_use("live activities".to_owned()));
+                }
+                if let Some(mailbox) = self.queue_feeds_mailbox(id) {
+                    return Err(in_use(format!("mailbox {mailbox}")));
                 }
                 self.queues.remove(id);
             }

@@ -122,5 +122,6 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
         Op::EndChat(_) | Op::Presence(_) | Op::Logout(_) | Op::Accept(_) | Op::Transfer(_) => {
             Ok(())
         }
+        Op::Email(op) => super::email::check_email_input(op),
     }
 }

@@ -210,6 +210,9 @@ pub fn island_takes(op: &Op) -> Result<(), Rejection> {
         Op::Accept(_) | Op::Transfer(_) | Op::Complete(_) => "an agent's action on work",
         Op::Tick => "a timer",
         Op::MergeIsland(_) => "a merge",
+        // Leases and the mail cursor need the quorum: an island would fetch what the cluster
+        // fetches too.
+        Op::Email(_) => "email",
     };
     Err(Rejection::Island {
         what: what.to_owned(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Activity, Chat, State, Timer};
+use super::{Activity, Case, Chat, State, Timer};
 use crate::command::{Outcome, Rejection, Retention};
 use crate::limits;
 use parley_storage::ArchiveOp;
@@ -25,6 +25,9 @@ pub struct Retired {
     pub activity: Activity,
     /// Its chat, for a chat activity.
     pub chat: Option<Chat>,
+    /// Its case, for the email activity a case was retired with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<Case>,
 }
 
 impl Retired {
@@ -34,6 +37,9 @@ impl Retired {
         let mut state = State::default();
         if let Some(chat) = self.chat {
             state.chats.insert(chat.id.clone(), Arc::new(chat));
+        }
+        if let Some(case) = self.case {
+            state.email.cases.insert(case.id.clone(), Arc::new(case));
         }
         state
             .activities
@@ -102,6 +108,18 @@ impl State {
         if !finished {
             return;
         }
+        let case = match self.activities.get(activity_id).cloned() {
+            Some(activity) => match self.retire_case(&activity) {
+                Ok(case) => case,
+                // A reply of its case is still in the outbox: the case stays, and so does
+                // the activity, until it has left.
+                Err(()) => {
+                    self.defer_retire(at_ms, activity_id);
+                    return;
+                }
+            },
+            None => return,
+        };
         let Some(activity) = self.activities.remove(activity_id) else {
             return;
         };
@@ -112,7 +130,11 @@ impl State {
                 self.requests.remove(key);
             }
         }
-        let record = Retired { activity, chat };
+        let record = Retired {
+            activity,
+            chat,
+            case,
+        };
         let value = match serde_json::to_string(&record) {
             Ok(value) => value,
             // Encoding plain data cannot fail; if it ever did, the record is dropped from the

@@ -607,11 +607,11 @@ impl State {
                 }
                 outcome.clone()
             }
-            (ActivityDetail::Chat, Some(outcome)) => {
+            (ActivityDetail::Chat | ActivityDetail::Email { .. }, Some(outcome)) => {
                 check_reason("outcome", outcome)?;
                 outcome.clone()
             }
-            (ActivityDetail::Chat, None) => "completed".to_owned(),
+            (ActivityDetail::Chat | ActivityDetail::Email { .. }, None) => "completed".to_owned(),
         };
         let chat_open = self
             .chats

@@ -1061,6 +1061,8 @@ fn a_retried_transfer_is_answered_as_done() {
 
 mod retention;
 
+mod email;
+
 mod golden;
 
 mod island;
