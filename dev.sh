@@ -77,6 +77,32 @@ ensure_browser() {
   fi
 }
 
+# The demo cluster's mail: private Dovecot and Postfix (node/tests/mail/servers.sh), an email
+# queue, alice able to take email, and mailbox 'support' (support@example.test). Customers
+# write from customer@example.test (password: secret-password), over SMTP or IMAP APPEND.
+demo_mail_setup() {
+  local admin="Authorization: Bearer local-demo-admin-token-change-me-0123456789"
+  local api=http://127.0.0.1:8001/api/v1/admin
+  # The email channel needs cluster version 3, which a new cluster reaches within seconds.
+  for _ in $(seq 1 100); do
+    curl -fsS -XPUT "$api/queues/mail" -H "$admin" -H 'content-type: application/json' \
+      -d '{"name":"Mail","channel":"email"}' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS -XPUT "$api/agents/alice" -H "$admin" -H 'content-type: application/json' \
+    -d '{"name":"Alice Martin","skills":["sales","support"],"limits":{"chat":3,"callback":1,"email":3}}' >/dev/null
+  for _ in $(seq 1 100); do
+    curl -fsS -XPUT "$api/mailboxes/support" -H "$admin" -H 'content-type: application/json' \
+      -d "{\"address\":\"support@example.test\",\"display_name\":\"Demo Support\",\"queue\":\"mail\",
+           \"imap\":{\"host\":\"127.0.0.1\",\"port\":$MAIL_TEST_IMAP_PORT,\"tls\":\"plain\",
+                     \"username\":\"support@example.test\",\"password_env\":\"MAIL_TEST_PASSWORD\"},
+           \"smtp\":{\"host\":\"127.0.0.1\",\"port\":$MAIL_TEST_SMTP_PORT,\"tls\":\"plain\"}}" \
+      >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "could not create the demo mailbox; see the node logs"
+}
+
 cmd_cluster() {
   ensure_prerequisites
   log "building parley (the first build compiles RocksDB: 15-30 minutes on 2 cores)"
@@ -93,8 +119,13 @@ cmd_cluster() {
   for i in 1 2 3; do
     (cd deploy/local && "$bin" check-config --config "node$i.toml" >/dev/null)
   done
+  # Mail servers first: the nodes read the mailbox password from MAIL_TEST_PASSWORD.
+  node/tests/mail/servers.sh start "$PWD/$state/mail"
+  # shellcheck disable=SC1091
+  . "$state/mail/env"
   stop() {
     log "stopping the cluster"
+    node/tests/mail/servers.sh stop "$PWD/$state/mail" || true
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     exit 0
@@ -113,6 +144,7 @@ cmd_cluster() {
     done
     [ -n "$ready" ] || { log "node $i did not become ready; see $state/node$i.log"; stop; }
   done
+  demo_mail_setup
   cat <<MSG
 
 Parley is running: 3 nodes on loopback, demo queues 'sales', 'support' and 'callbacks',
@@ -132,6 +164,11 @@ demo agents alice, bob and carmen (password: parley-demo), admin token in deploy
   start a chat:  curl -s -XPOST http://127.0.0.1:8002/api/v1/chats -H 'content-type: application/json' \\
                    -d '{"request_id":"demo-1","queue_id":"sales","customer":{"name":"Ada","email":"ada@example.com"},"question":"Hi"}'
   docs/API.md ("A whole chat with curl") walks through a chat from start to transcript.
+  email: mail to support@example.test (SMTP 127.0.0.1:$MAIL_TEST_SMTP_PORT, no login) becomes
+    work in queue 'mail' for alice; her replies arrive in customer@example.test's mailbox
+    (IMAP 127.0.0.1:$MAIL_TEST_IMAP_PORT, password secret-password). Try:
+    printf 'Subject: Hello\\n\\nWhere is my order?\\n' | curl -s smtp://127.0.0.1:$MAIL_TEST_SMTP_PORT \\
+      --mail-from customer@example.test --mail-rcpt support@example.test -T -
   OpenAPI: http://127.0.0.1:8001/api/v1/openapi.json
   Data lives in $state; delete it for a fresh cluster.
   Ctrl-C stops the cluster.

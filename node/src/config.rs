@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::{TokenKey, TokenKeys};
 
+pub mod email;
 pub mod tls;
 pub mod web;
 
@@ -128,6 +129,13 @@ pub struct RawConfig {
     /// mounted Kubernetes Secret. At most one of the two.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// How this node runs the email services (leases, polling, timeouts).
+    #[serde(default)]
+    pub email: email::RawEmail,
+    /// Mailboxes seeded into the replicated directory the first time they are seen (once the
+    /// cluster runs version 3).
+    #[serde(default)]
+    pub mailboxes: Vec<email::RawMailbox>,
     /// Departments seeded into the replicated state the first time they are seen.
     #[serde(default)]
     pub departments: Vec<RawDepartment>,
@@ -605,6 +613,8 @@ pub struct Config {
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// What to seed.
     pub directory: Directory,
+    /// The email services' settings and the mailboxes to seed.
+    pub email: email::EmailConfig,
     /// Hash of the admin credential, if one is configured.
     pub admin_token_hash: Option<blake3::Hash>,
     /// TLS between nodes and on the HTTP listener.
@@ -855,6 +865,7 @@ impl RawConfig {
             None => None,
         };
         let directory = self.directory()?;
+        let email = self.email.validate(&self.mailboxes, &cluster_secret)?;
         let rate_limits = self.rate_limits.validate()?;
         let web = self.web.validate()?;
         let cluster_id = tls::cluster_id(self.cluster_id.as_deref(), &cluster_secret)?;
@@ -879,6 +890,7 @@ impl RawConfig {
             cluster_state: self.cluster_state,
             members,
             directory,
+            email,
             admin_token_hash,
         })
     }
@@ -981,12 +993,6 @@ impl RawConfig {
                         format!("{department} is not listed in [[departments]]"),
                     ));
                 }
-            }
-            if queue.channel == Channel::Email {
-                return Err(invalid(
-                    format!("{field}.channel"),
-                    "email queues are not supported yet; use chat or callback",
-                ));
             }
             queues.push(spec);
         }

@@ -10,6 +10,7 @@
 //! - [`app`]: the app actor (writes through Raft, reads from applied state, cluster view).
 //! - [`messaging`]: the messaging actor (wakes streams and long polls, carries typing).
 //! - [`services`]: the services actor (fires replicated timers, active-active).
+//! - [`email`]: the email channel's services (IMAP fetcher, SMTP sender, each under a lease).
 //! - [`metrics`]: Prometheus metrics; [`token`]: chat and agent tokens, password hashing.
 //! - [`tls`]: the HTTPS certificate and the reload of every TLS file; [`certs`]: `parley
 //!   certs`, a cluster CA and node certificates.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod certs;
 pub mod config;
 pub mod ctl;
+pub mod email;
 pub mod error;
 pub mod messaging;
 pub mod metrics;

@@ -186,8 +186,14 @@ async fn node(config: Config) -> anyhow::Result<()> {
         config.site.clone(),
     )
     .start();
-    let _services = ServicesActor::new(replica.clone(), clock).start();
     let shutdown = CancellationToken::new();
+    let email = crate::email::start(
+        replica.clone(),
+        clock.clone(),
+        config.email.clone(),
+        shutdown.clone(),
+    );
+    let _services = ServicesActor::new(replica.clone(), clock).start();
     let draining = CancellationToken::new();
     // Made now, not at the first login for an unknown agent (which would then take twice as
     // long as any other and tell that the agent does not exist).
@@ -205,6 +211,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         node_id: config.node_id,
         queue_positions: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+        email_mac: config.email.mac.clone(),
         replica: replica.clone(),
         origins: Origins::new(config.web.allowed_origins.clone(), replica.clone()),
         pages: config.web.pages,
@@ -290,6 +297,14 @@ async fn node(config: Config) -> anyhow::Result<()> {
             tracing::info!(?GRPC_DRAIN_MAX, "peer streams still open; closing them");
             grpc.abort();
         }
+    }
+    // The email services hand their leases over (bounded), so another node takes the
+    // mailboxes at once instead of after the leases expire.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), email)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the email services did not stop in time");
     }
     reload_stop.cancel();
     match reload_task.await {

@@ -255,8 +255,8 @@ pub fn channel_limits_schema() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// The schema of a queue's channel: the channels a queue can take today (email queues arrive
-/// with the email channel), or `null` for the default, `chat`.
+/// The schema of a queue's channel: `chat`, `callback` or `email` (fed by mailboxes), or
+/// `null` for the default, `chat`.
 pub fn queue_channel_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
     ObjectBuilder::new()
@@ -264,9 +264,10 @@ pub fn queue_channel_schema() -> utoipa::openapi::schema::Object {
         .enum_values(Some([
             serde_json::json!("chat"),
             serde_json::json!("callback"),
+            serde_json::json!("email"),
             serde_json::Value::Null,
         ]))
-        .description(Some("`chat` (default) or `callback`"))
+        .description(Some("`chat` (default), `callback` or `email`"))
         .build()
 }
 

@@ -218,7 +218,7 @@ pub struct QueueBody {
     /// Department id.
     #[serde(default)]
     pub department: Option<String>,
-    /// `chat` (default) or `callback`.
+    /// `chat` (default), `callback` or `email` (fed by mailboxes).
     #[serde(default)]
     #[schema(schema_with = crate::api::directory::queue_channel_schema)]
     pub channel: Option<Channel>,
@@ -265,12 +265,6 @@ pub async fn put_queue(
     admin_caller(&state, &request, None)?;
     let id = path_id("id", path.into_inner())?;
     let body = body.into_inner();
-    if body.channel == Some(Channel::Email) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "email queues are not supported yet; use chat or callback",
-        ));
-    }
     let spec = QueueSpec {
         id,
         name: body.name,

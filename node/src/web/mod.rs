@@ -41,6 +41,7 @@ pub mod agent;
 pub mod backup;
 pub mod customer;
 pub mod diagnostics;
+pub mod email;
 pub mod members;
 pub mod openapi;
 pub mod origins;
@@ -82,6 +83,8 @@ pub struct WebState {
     pub replica: Replica,
     /// Abuse limits: logins, chat starts, password checks in flight.
     pub rate_limits: Arc<RateLimits>,
+    /// The key of the MACs in our Message-IDs and subject tags (replies are stamped with them).
+    pub email_mac: crate::email::ids::ThreadMac,
     /// Which page origins may call this node.
     pub origins: origins::Origins,
     /// Whether this node serves the pages (`web.pages`).
@@ -198,6 +201,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: WebState) {
                 .configure(upgrade::routes)
                 .configure(backup::routes)
                 .configure(diagnostics::routes)
+                .configure(email::routes)
                 .configure(stream::routes),
         )
         .configure(pages::routes)

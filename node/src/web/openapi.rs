@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, agent, backup, customer, diagnostics, members, pages, stream, upgrade};
+use super::{admin, agent, backup, customer, diagnostics, email, members, pages, stream, upgrade};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -36,6 +36,11 @@ use super::{admin, agent, backup, customer, diagnostics, members, pages, stream,
         agent::accept,
         agent::transfer,
         agent::complete,
+        email::case_of,
+        email::reply,
+        email::list_mailboxes,
+        email::put_mailbox,
+        email::delete_mailbox,
         admin::directory,
         admin::put_department,
         admin::delete_department,

@@ -1,0 +1,570 @@
+//! The email channel's endpoints: mailboxes in the directory (admin credential), and an
+//! agent's view of an email activity's case and its reply.
+//!
+//! A reply is recorded once per client id into the replicated outbox; the answer comes once it
+//! is committed, before it is sent. The case view shows each reply's delivery: `queued`,
+//! `retrying` (with the reason), `sent`, or `failed` (with the reason).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use parley_raft::command::email::{
+    EmailOp, MailboxSpec, QueueReply, SecretRef, ServerSpec, TlsMode,
+};
+use parley_raft::command::{AgentSession, Op, Outcome};
+use parley_raft::state::{ActivityDetail, Case, Delivery, Direction};
+use parley_raft::{limits, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{admin_caller, agent_caller, new_id, path_id, unexpected, written_answer, WebState};
+use crate::error::ApiError;
+
+/// Registers the email routes under `/api/v1`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/mailboxes", web::get().to(list_mailboxes))
+        .route("/admin/mailboxes/{id}", web::put().to(put_mailbox))
+        .route("/admin/mailboxes/{id}", web::delete().to(delete_mailbox))
+        .route("/emails/{activity_id}", web::get().to(case_of))
+        .route("/emails/{activity_id}/reply", web::post().to(reply));
+}
+
+/// A mail server of a mailbox, as written in the admin API.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerBody {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port. Default: 993 (IMAP) or 465 (SMTP) with `tls`, 143 or 587 otherwise.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `tls` (default), `starttls` (SMTP only) or `plain` (no TLS; with a password only for a
+    /// server on loopback).
+    #[serde(default)]
+    #[schema(pattern = "^(tls|starttls|plain)$")]
+    pub tls: Option<String>,
+    /// Login name; empty or absent for an SMTP server that needs none.
+    #[serde(default)]
+    pub username: String,
+    /// The environment variable holding the password on every node. Never the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The file holding the password on every node. Never the password.
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+/// Body of `PUT /api/v1/admin/mailboxes/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxBody {
+    /// The address customers write to; replies come from it.
+    pub address: String,
+    /// Display name on replies. Default: the id.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The email queue new mail enters.
+    pub queue: String,
+    /// The IMAP folder. Default `INBOX`.
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// The IMAP server.
+    pub imap: ServerBody,
+    /// The SMTP submission server.
+    pub smtp: ServerBody,
+}
+
+/// A mailbox as the admin API shows it: its settings, where its folder was taken in up to,
+/// and which nodes hold its leases.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxView {
+    /// Id.
+    pub id: String,
+    /// Address.
+    pub address: String,
+    /// Display name.
+    pub display_name: String,
+    /// The queue it feeds.
+    pub queue: String,
+    /// The IMAP folder.
+    pub folder: String,
+    /// IMAP server (password as a reference only).
+    pub imap: ServerBody,
+    /// SMTP server (password as a reference only).
+    pub smtp: ServerBody,
+    /// The folder's UIDVALIDITY the cursor belongs to, once mail was taken in.
+    pub uid_validity: Option<u32>,
+    /// The last UID taken in.
+    pub last_uid: Option<u32>,
+    /// The node holding the fetch lease, while unexpired at its last renewal.
+    pub fetch_holder: Option<LeaseView>,
+    /// The node holding the send lease.
+    pub send_holder: Option<LeaseView>,
+    /// Replies of this mailbox waiting to be sent.
+    pub outbox: u64,
+    /// Cases of this mailbox in memory.
+    pub cases: u64,
+}
+
+/// A lease's holder.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaseView {
+    /// The node.
+    pub node: u64,
+    /// Its fencing token.
+    pub token: u64,
+    /// When it expires unless renewed, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+fn tls_name(mode: TlsMode) -> String {
+    match mode {
+        TlsMode::Tls => "tls",
+        TlsMode::Starttls => "starttls",
+        TlsMode::Plain => "plain",
+    }
+    .to_owned()
+}
+
+fn server_view(server: &ServerSpec) -> ServerBody {
+    let (password_env, password_file) = match &server.password {
+        Some(SecretRef::Env(name)) => (Some(name.clone()), None),
+        Some(SecretRef::File(path)) => (None, Some(path.clone())),
+        None => (None, None),
+    };
+    ServerBody {
+        host: server.host.clone(),
+        port: Some(server.port),
+        tls: Some(tls_name(server.tls)),
+        username: server.username.clone(),
+        password_env,
+        password_file,
+    }
+}
+
+fn mailbox_views(state: &State) -> Vec<MailboxView> {
+    let lease = |name: String| {
+        state.lease(&name).map(|l| LeaseView {
+            node: l.holder,
+            token: l.token,
+            expires_at_ms: l.expires_at_ms,
+        })
+    };
+    state
+        .email
+        .mailboxes
+        .values()
+        .map(|m| MailboxView {
+            id: m.spec.id.clone(),
+            address: m.spec.address.clone(),
+            display_name: m.spec.display_name.clone(),
+            queue: m.spec.queue_id.clone(),
+            folder: m.spec.folder.clone(),
+            imap: server_view(&m.spec.imap),
+            smtp: server_view(&m.spec.smtp),
+            uid_validity: m.cursor.map(|c| c.uid_validity),
+            last_uid: m.cursor.map(|c| c.last_uid),
+            fetch_holder: lease(parley_raft::command::email::fetch_lease(&m.spec.id)),
+            send_holder: lease(parley_raft::command::email::send_lease(&m.spec.id)),
+            outbox: state
+                .email
+                .outbox
+                .values()
+                .filter(|e| e.mailbox_id == m.spec.id)
+                .count() as u64,
+            cases: state
+                .email
+                .cases
+                .values()
+                .filter(|c| c.mailbox_id == m.spec.id)
+                .count() as u64,
+        })
+        .collect()
+}
+
+/// Every mailbox with its cursor and lease holders.
+#[utoipa::path(get, path = "/api/v1/admin/mailboxes", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<MailboxView>), (status = 401), (status = 403)))]
+pub async fn list_mailboxes(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(&state, &request, None)?;
+    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+}
+
+fn server_spec(
+    field: &str,
+    body: ServerBody,
+    tls_port: u16,
+    port: u16,
+) -> Result<ServerSpec, ApiError> {
+    let tls = match body.tls.as_deref() {
+        None | Some("tls") => TlsMode::Tls,
+        Some("starttls") => TlsMode::Starttls,
+        Some("plain") => TlsMode::Plain,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("{field}.tls must be tls, starttls or plain"),
+            ))
+        }
+    };
+    let password = match (body.password_env, body.password_file) {
+        (None, None) => None,
+        (Some(name), None) => Some(SecretRef::Env(name)),
+        (None, Some(path)) => Some(SecretRef::File(path)),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("{field}: give password_env or password_file, not both"),
+            ))
+        }
+    };
+    Ok(ServerSpec {
+        host: body.host,
+        port: body
+            .port
+            .unwrap_or(if tls == TlsMode::Tls { tls_port } else { port }),
+        tls,
+        username: body.username,
+        password,
+    })
+}
+
+/// Create or replace a mailbox. Passwords are given as references (`password_env`,
+/// `password_file`) that every node resolves; they are never replicated. A different IMAP
+/// server, account or folder starts its cursor anew (mail already taken in is recognised by
+/// Message-ID).
+#[utoipa::path(put, path = "/api/v1/admin/mailboxes/{id}", tag = "admin",
+    params(("id" = String, Path)), request_body = MailboxBody, security(("admin_token" = [])),
+    responses((status = 200, body = Vec<MailboxView>), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 409)))]
+pub async fn put_mailbox(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<MailboxBody>,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(&state, &request, None)?;
+    let id = path_id("id", path.into_inner())?;
+    let body = body.into_inner();
+    let imap = server_spec("imap", body.imap, 993, 143)?;
+    if imap.tls == TlsMode::Starttls {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "imap.tls takes tls or plain (STARTTLS is not supported for IMAP)",
+        ));
+    }
+    let spec = MailboxSpec {
+        display_name: body.display_name.unwrap_or_else(|| id.clone()),
+        id,
+        address: body.address,
+        queue_id: body.queue,
+        imap,
+        folder: body.folder.unwrap_or_else(|| "INBOX".to_owned()),
+        smtp: server_spec("smtp", body.smtp, 465, 587)?,
+    };
+    state.write(Op::Email(EmailOp::UpsertMailbox(spec))).await?;
+    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+}
+
+/// Remove a mailbox: its mail is no longer fetched, its leases go; its cases stay until they
+/// are retired, but replies to them can no longer be sent.
+#[utoipa::path(delete, path = "/api/v1/admin/mailboxes/{id}", tag = "admin",
+    params(("id" = String, Path)), security(("admin_token" = [])),
+    responses((status = 200, body = Vec<MailboxView>), (status = 401), (status = 403), (status = 404)))]
+pub async fn delete_mailbox(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(&state, &request, None)?;
+    let mailbox_id = path_id("id", path.into_inner())?;
+    state
+        .write(Op::Email(EmailOp::RemoveMailbox { mailbox_id }))
+        .await?;
+    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+}
+
+/// One message of a case.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaseMessageView {
+    /// Position in the case, from 1.
+    pub seq: u64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// `normal`, `auto_reply` or `bounce`.
+    pub kind: String,
+    /// Its Message-ID.
+    pub message_id: String,
+    /// Sender address.
+    pub from: String,
+    /// Subject.
+    pub subject: String,
+    /// Plain text.
+    pub text: String,
+    /// Sanitized HTML (empty when none).
+    pub html: String,
+    /// Attachments: name, type, size, BLAKE3.
+    pub attachments: Vec<AttachmentView>,
+    /// Who wrote a reply.
+    pub agent_id: Option<String>,
+    /// A reply's outbox id.
+    pub reply_id: Option<String>,
+    /// A reply's delivery: `queued`, `retrying`, `sent` or `failed`.
+    pub delivery: Option<String>,
+    /// Why the last attempt failed (retrying or failed).
+    pub delivery_reason: Option<String>,
+    /// Attempts that failed so far.
+    pub delivery_attempts: Option<u32>,
+}
+
+/// An attachment's metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentView {
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// BLAKE3 of the content, hex.
+    pub blake3: String,
+}
+
+/// An email case as its agent sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaseView {
+    /// The case.
+    pub case_id: String,
+    /// The email activity asked for.
+    pub activity_id: String,
+    /// The case's current activity (another one when the case was reopened).
+    pub current_activity_id: String,
+    /// The mailbox.
+    pub mailbox_id: String,
+    /// The customer's address.
+    pub customer: String,
+    /// The customer's name.
+    pub customer_name: String,
+    /// The first mail's subject.
+    pub subject: String,
+    /// Every mail in and reply out, oldest first.
+    pub messages: Vec<CaseMessageView>,
+}
+
+fn case_view(case: &Case, activity_id: &str) -> CaseView {
+    CaseView {
+        case_id: case.id.clone(),
+        activity_id: activity_id.to_owned(),
+        current_activity_id: case.activity_id.clone(),
+        mailbox_id: case.mailbox_id.clone(),
+        customer: case.customer.clone(),
+        customer_name: case.customer_name.clone(),
+        subject: case.subject.clone(),
+        messages: case
+            .messages
+            .iter()
+            .map(|m| {
+                let (delivery, delivery_reason, delivery_attempts) = match &m.delivery {
+                    None => (None, None, None),
+                    Some(Delivery::Queued) => (Some("queued"), None, None),
+                    Some(Delivery::Retrying {
+                        attempts, reason, ..
+                    }) => (Some("retrying"), Some(reason.clone()), Some(*attempts)),
+                    Some(Delivery::Sent { .. }) => (Some("sent"), None, None),
+                    Some(Delivery::Failed { reason, .. }) => {
+                        (Some("failed"), Some(reason.clone()), None)
+                    }
+                };
+                CaseMessageView {
+                    seq: m.seq,
+                    at_ms: m.at_ms,
+                    direction: match m.direction {
+                        Direction::Inbound => "inbound",
+                        Direction::Outbound => "outbound",
+                    }
+                    .to_owned(),
+                    kind: serde_json::to_value(m.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    message_id: m.message_id.clone(),
+                    from: m.from.clone(),
+                    subject: m.subject.clone(),
+                    text: m.text.clone(),
+                    html: m.html.clone(),
+                    attachments: m
+                        .attachments
+                        .iter()
+                        .map(|a| AttachmentView {
+                            name: a.name.clone(),
+                            content_type: a.content_type.clone(),
+                            size_bytes: a.size_bytes,
+                            blake3: a.blake3.clone(),
+                        })
+                        .collect(),
+                    agent_id: m.agent_id.clone(),
+                    reply_id: m.reply_id.clone(),
+                    delivery: delivery.map(str::to_owned),
+                    delivery_reason,
+                    delivery_attempts,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The case of an email activity, for the agent it is offered or assigned to.
+#[utoipa::path(get, path = "/api/v1/emails/{activity_id}", tag = "agent",
+    params(("activity_id" = String, Path)), security(("agent_token" = [])),
+    responses((status = 200, body = CaseView), (status = 401), (status = 403), (status = 404)))]
+pub async fn case_of(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = agent_caller(&state, &request, None).await?;
+    let activity_id = path_id("activity_id", path.into_inner())?;
+    let id = activity_id.clone();
+    let me = claims.agent_id.clone();
+    let view = state
+        .read(move |s, _| {
+            let activity = s.activities.get(&id)?;
+            let ActivityDetail::Email { case_id, .. } = &activity.detail else {
+                return Some(Err(()));
+            };
+            if activity.status.holder() != Some(&me) {
+                return Some(Err(()));
+            }
+            s.email
+                .cases
+                .get(case_id)
+                .map(|case| Ok(case_view(case, &id)))
+        })
+        .await?;
+    match view {
+        Some(Ok(view)) => Ok(HttpResponse::Ok().json(view)),
+        Some(Err(())) => Err(ApiError::forbidden(
+            "this is not an email activity offered or assigned to you",
+        )),
+        None => Err(ApiError::not_found(
+            "unknown_activity",
+            format!("unknown email activity {activity_id}"),
+        )),
+    }
+}
+
+/// Body of `POST /api/v1/emails/{activity_id}/reply`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    /// Client-generated id (1..=128 printable ASCII bytes): a retry with the same id records
+    /// nothing more and answers the same reply.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
+    pub client_id: String,
+    /// The reply's text (plain text, at most 65536 bytes).
+    #[schema(min_length = 1, max_length = 16384)]
+    pub text: String,
+}
+
+/// A recorded reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyQueued {
+    /// The outbox entry.
+    pub reply_id: String,
+    /// True when this answered a retry.
+    pub replayed: bool,
+    /// The case as it stands now (the reply's delivery in its last message of this reply).
+    pub case: CaseView,
+}
+
+/// Reply to the customer of an email activity assigned to the caller. Recorded once per
+/// `client_id` in the replicated outbox (201, or 200 for a retry); sent at least once by the
+/// node holding the mailbox's send lease, retried while the SMTP server is unavailable. The
+/// case view and the agent's feed (`case_updated`) show the delivery.
+#[utoipa::path(post, path = "/api/v1/emails/{activity_id}/reply", tag = "agent",
+    params(("activity_id" = String, Path)), request_body = ReplyBody, security(("agent_token" = [])),
+    responses((status = 201, body = ReplyQueued), (status = 200, body = ReplyQueued), (status = 400),
+        (status = 401), (status = 404), (status = 409)))]
+pub async fn reply(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<ReplyBody>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = agent_caller(&state, &request, None).await?;
+    let activity_id = path_id("activity_id", path.into_inner())?;
+    let body = body.into_inner();
+    if body.text.len() > limits::MAIL_TEXT_BYTES_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("text is longer than {} bytes", limits::MAIL_TEXT_BYTES_MAX),
+        ));
+    }
+    let id = activity_id.clone();
+    let found = state
+        .read(move |s, _| {
+            let activity = s.activities.get(&id)?;
+            let ActivityDetail::Email {
+                case_id,
+                mailbox_id,
+                ..
+            } = &activity.detail
+            else {
+                return Some(None);
+            };
+            let domain = s
+                .email
+                .mailboxes
+                .get(mailbox_id)
+                .and_then(|m| m.spec.address.split('@').nth(1).map(str::to_owned))
+                .unwrap_or_else(|| "parley.invalid".to_owned());
+            Some(Some((case_id.clone(), domain)))
+        })
+        .await?;
+    let (case_id, domain) = match found {
+        Some(Some(found)) => found,
+        Some(None) => {
+            return Err(ApiError::conflict(
+                "not_email",
+                format!("activity {activity_id} is not an email"),
+            ))
+        }
+        None => {
+            return Err(ApiError::not_found(
+                "unknown_activity",
+                format!("unknown activity {activity_id}"),
+            ))
+        }
+    };
+    let reply_id = new_id();
+    let mac = &state.email_mac;
+    let op = Op::Email(EmailOp::Reply(QueueReply {
+        session: AgentSession {
+            agent_id: claims.agent_id.clone(),
+            session_id: claims.session_id.clone(),
+        },
+        activity_id: activity_id.clone(),
+        client_id: body.client_id,
+        message_id: mac.message_id(&case_id, &reply_id, &domain),
+        subject_tag: mac.subject_tag(&case_id),
+        reply_id,
+        text: body.text,
+    }));
+    let (reply_id, replayed) = match state.write(op).await? {
+        Outcome::ReplyQueued { reply_id, replayed } => (reply_id, replayed),
+        other => return Err(unexpected(other)),
+    };
+    let id = activity_id.clone();
+    let case = state
+        .read(move |s, _| s.email.cases.get(&case_id).map(|c| case_view(c, &id)))
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_case", "the case is no longer open"))?;
+    Ok(written_answer(replayed, false).json(ReplyQueued {
+        reply_id,
+        replayed,
+        case,
+    }))
+}

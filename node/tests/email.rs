@@ -1,0 +1,694 @@
+//! The email channel against real mail servers: Debian's Dovecot (IMAP) and Postfix (SMTP,
+//! delivering into Dovecot over LMTP, so bounces are real DSNs), started by
+//! `node/tests/mail/servers.sh` (`./dev.sh test` does it and exports `MAIL_TEST_*`).
+//!
+//! Without those servers the tests fail under CI (`CI` set) and are skipped, saying so,
+//! elsewhere. Each test uses its own mailbox user (`box1`..`box8`), so they run in parallel.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::{json, Value};
+use support::{Agent, Cluster, ADMIN_TOKEN};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where the test mail servers are.
+#[derive(Clone, Debug)]
+struct Mail {
+    imap_port: u16,
+    smtp_port: u16,
+    domain: String,
+    password: String,
+}
+
+/// The test mail servers, or `None` (after saying why) when they are not running and this is
+/// not CI.
+fn mail() -> Option<Mail> {
+    let var = |name: &str| std::env::var(name).ok();
+    let found = (|| {
+        Some(Mail {
+            imap_port: var("MAIL_TEST_IMAP_PORT")?.parse().ok()?,
+            smtp_port: var("MAIL_TEST_SMTP_PORT")?.parse().ok()?,
+            domain: var("MAIL_TEST_DOMAIN")?,
+            password: var("MAIL_TEST_PASSWORD")?,
+        })
+    })();
+    if found.is_none() {
+        let why = "the test mail servers are not running: MAIL_TEST_* is not set. Run \
+                   `./dev.sh test`, or `node/tests/mail/servers.sh start DIR` and source DIR/env";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+type Imap = async_imap::Session<TcpStream>;
+
+async fn imap(mail: &Mail, user: &str) -> Imap {
+    let stream = TcpStream::connect(("127.0.0.1", mail.imap_port))
+        .await
+        .expect("connecting to the test IMAP server");
+    let mut client = async_imap::Client::new(stream);
+    client.read_response().await.expect("greeting");
+    client
+        .login(format!("{user}@{}", mail.domain), &mail.password)
+        .await
+        .map_err(|(e, _)| e)
+        .expect("imap login")
+}
+
+/// A mail as a customer's client writes it.
+fn raw_mail(
+    from: &str,
+    to: &str,
+    subject: &str,
+    message_id: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "From: Carol <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n\
+         Date: Sun, 6 Dec 2026 12:00:00 +0000\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+async fn append(session: &mut Imap, folder: &str, flags: Option<&str>, raw: &str) {
+    session
+        .append(folder, flags, None, raw.as_bytes())
+        .await
+        .expect("imap append");
+}
+
+/// Sends `raw` through the test Postfix from `from` to `to`.
+async fn smtp_send(mail: &Mail, from: &str, to: &str, raw: &str) {
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(mail.smtp_port)
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    let envelope = lettre::address::Envelope::new(
+        Some(from.parse().expect("from")),
+        vec![to.parse().expect("to")],
+    )
+    .expect("envelope");
+    transport
+        .send_raw(&envelope, raw.as_bytes())
+        .await
+        .expect("smtp send");
+}
+
+/// The raw mails of `user`'s INBOX.
+async fn inbox(mail: &Mail, user: &str) -> Vec<String> {
+    let mut session = imap(mail, user).await;
+    session.select("INBOX").await.expect("select");
+    let fetches: Vec<_> = session
+        .uid_fetch("1:*", "(UID BODY.PEEK[])")
+        .await
+        .expect("fetch")
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let mails = fetches
+        .iter()
+        .filter_map(|f| f.body().map(|b| String::from_utf8_lossy(b).into_owned()))
+        .collect();
+    let _ = session.logout().await;
+    mails
+}
+
+/// A cluster of three with an email queue, agent alice able to take email, and mailbox `id`
+/// on `user`'s account reading `folder`, SMTP through `smtp_port`.
+async fn cluster_with_mailbox(
+    mail: &Mail,
+    user: &str,
+    folder: &str,
+    smtp_port: u16,
+    poll: &str,
+) -> Cluster {
+    let extra = format!(
+        "\n[email]\nlease = \"3s\"\npoll_interval = \"{poll}\"\nio_timeout = \"5s\"\n\
+         retry_backoff_max = \"1s\"\n"
+    );
+    let cluster = Cluster::start_ready(3, &extra, Duration::from_secs(30)).await;
+    // The email channel needs cluster version 3, which a new cluster reaches on its own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster
+        .cluster_view(1)
+        .await
+        .and_then(|v| v["cluster_version"].as_u64())
+        < Some(3)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never reached version 3"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let admin = |method, path: &str, body: Value| {
+        let path = path.to_owned();
+        let cluster = &cluster;
+        async move {
+            let (status, answer) = cluster
+                .api(1, method, &path, Some(ADMIN_TOKEN), Some(body))
+                .await;
+            assert!(status.is_success(), "{path}: {status} {answer}");
+            answer
+        }
+    };
+    admin(
+        reqwest::Method::PUT,
+        "/api/v1/admin/queues/mail",
+        json!({"name": "Mail", "channel": "email", "offer_timeout_ms": 60000}),
+    )
+    .await;
+    admin(
+        reqwest::Method::PUT,
+        "/api/v1/admin/agents/alice",
+        json!({"name": "Alice", "skills": ["sales"], "limits": {"chat": 2, "email": 5}}),
+    )
+    .await;
+    let server = |port: u16| {
+        json!({"host": "127.0.0.1", "port": port, "tls": "plain",
+               "username": format!("{user}@{}", mail.domain),
+               "password_env": "MAIL_TEST_PASSWORD"})
+    };
+    let mut smtp = server(smtp_port);
+    // Postfix takes submissions from loopback without a login.
+    smtp["username"] = json!("");
+    smtp.as_object_mut().map(|o| o.remove("password_env"));
+    admin(
+        reqwest::Method::PUT,
+        &format!("/api/v1/admin/mailboxes/{user}"),
+        json!({"address": format!("{user}@{}", mail.domain), "display_name": "Support",
+               "queue": "mail", "folder": folder,
+               "imap": server(mail.imap_port), "smtp": smtp}),
+    )
+    .await;
+    cluster
+}
+
+async fn mailbox_view(cluster: &Cluster, via: u64, id: &str) -> Value {
+    let (status, list) = cluster
+        .api(
+            via,
+            reqwest::Method::GET,
+            "/api/v1/admin/mailboxes",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {list}");
+    list.as_array()
+        .and_then(|l| l.iter().find(|m| m["id"] == id).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits (within `within`) until the mailbox view on `via` satisfies `want`.
+async fn mailbox_until(
+    cluster: &Cluster,
+    via: u64,
+    id: &str,
+    within: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let view = mailbox_view(cluster, via, id).await;
+        if want(&view) {
+            return view;
+        }
+        if Instant::now() > deadline {
+            cluster.dump_logs();
+            panic!("mailbox {id} never got there: {view}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ready_for_email(cluster: &Cluster, via: u64) -> Agent {
+    let agent = cluster.login_ready(via, "alice").await;
+    let (status, body) = cluster
+        .api(
+            via,
+            reqwest::Method::PUT,
+            "/api/v1/agents/me/availability",
+            Some(&agent.token),
+            Some(json!({"channels": {"email": true}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    agent
+}
+
+/// The email activities alice holds, once there are `count`.
+async fn email_work(cluster: &Cluster, agent: &Agent, count: usize) -> Vec<Value> {
+    let (_, view) = cluster
+        .api_until(
+            1,
+            reqwest::Method::GET,
+            "/api/v1/agents/me/activities",
+            Some(&agent.token),
+            |_, v| {
+                v["activities"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().filter(|a| a["channel"] == "email").count() >= count)
+            },
+        )
+        .await;
+    view["activities"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["channel"] == "email")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn case(cluster: &Cluster, agent: &Agent, activity: &str) -> Value {
+    let (status, case) = cluster
+        .api(
+            1,
+            reqwest::Method::GET,
+            &format!("/api/v1/emails/{activity}"),
+            Some(&agent.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{case}");
+    case
+}
+
+async fn case_until(
+    cluster: &Cluster,
+    agent: &Agent,
+    activity: &str,
+    within: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let view = case(cluster, agent, activity).await;
+        if want(&view) {
+            return view;
+        }
+        if Instant::now() > deadline {
+            cluster.dump_logs();
+            panic!("case of {activity} never got there: {view}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    raw.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// IDLE push, mail read in another client first, the same Message-ID twice, a reply sent once
+/// and threaded, a customer answer whose client rewrote every header but the subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_taken_in_once_and_a_reply_threads_both_ways() {
+    let Some(mail) = mail() else { return };
+    let user = "box1";
+    let customer = format!("customer@{}", mail.domain);
+    let address = format!("{user}@{}", mail.domain);
+    // A long poll interval: mail arriving within seconds proves IDLE.
+    let cluster = cluster_with_mailbox(&mail, user, "INBOX", mail.smtp_port, "60s").await;
+    let agent = ready_for_email(&cluster, 1).await;
+    mailbox_until(&cluster, 1, user, Duration::from_secs(20), |m| {
+        !m["fetch_holder"].is_null()
+    })
+    .await;
+    // Give the fetcher a moment to enter IDLE, then deliver.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first_id = format!("first.{}@example.com", uuid::Uuid::new_v4());
+    let first = raw_mail(
+        &customer,
+        &address,
+        "Where is my order?",
+        &first_id,
+        "",
+        "It has not arrived.",
+    );
+    let mut session = imap(&mail, user).await;
+    let pushed = Instant::now();
+    // Read in another client first: delivered with \Seen already set.
+    append(&mut session, "INBOX", Some("(\\Seen)"), &first).await;
+    let work = email_work(&cluster, &agent, 1).await;
+    assert!(
+        pushed.elapsed() < Duration::from_secs(10),
+        "mail took {:?}: IDLE did not push it",
+        pushed.elapsed()
+    );
+    let activity = work[0]["id"].as_str().expect("activity id").to_owned();
+    let (status, body) = cluster
+        .act(1, &agent.token, &activity, "accept", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The same mail again (same Message-ID, new UID): nothing new.
+    append(&mut session, "INBOX", None, &first).await;
+    mailbox_until(&cluster, 1, user, Duration::from_secs(20), |m| {
+        m["last_uid"] == 2
+    })
+    .await;
+    let view = case(&cluster, &agent, &activity).await;
+    assert_eq!(view["messages"].as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(mailbox_view(&cluster, 1, user).await["cases"], 1);
+    // The other client still sees its flags untouched (BODY.PEEK): the second copy unseen.
+    session.select("INBOX").await.expect("select");
+    let unseen = session.uid_search("UNSEEN").await.expect("search");
+    assert_eq!(unseen.len(), 1, "fetching must not set \\Seen");
+
+    // Reply, twice with the same client id: recorded once, sent once.
+    let reply = json!({"client_id": "reply-1", "text": "It ships today."});
+    let path = format!("/api/v1/emails/{activity}/reply");
+    let (status, first_answer) = cluster
+        .api(
+            1,
+            reqwest::Method::POST,
+            &path,
+            Some(&agent.token),
+            Some(reply.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{first_answer}");
+    let (status, again) = cluster
+        .api(
+            2,
+            reqwest::Method::POST,
+            &path,
+            Some(&agent.token),
+            Some(reply),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["reply_id"], first_answer["reply_id"]);
+    case_until(&cluster, &agent, &activity, Duration::from_secs(20), |c| {
+        c["messages"][1]["delivery"] == "sent"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sent = loop {
+        let mails = inbox(&mail, "customer").await;
+        let ours: Vec<String> = mails
+            .into_iter()
+            .filter(|m| m.contains("It ships today."))
+            .collect();
+        if !ours.is_empty() || Instant::now() > deadline {
+            break ours;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sent.len(), 1, "the reply arrives exactly once");
+    let sent = &sent[0];
+    assert_eq!(
+        header(sent, "In-Reply-To"),
+        Some(format!("<{first_id}>").as_str())
+    );
+    let subject = header(sent, "Subject").expect("subject").to_owned();
+    assert!(
+        subject.contains("[#"),
+        "the subject carries the case tag: {subject}"
+    );
+
+    // The customer answers from a client that rewrote every header but the subject.
+    let answer_id = format!("answer.{}@example.com", uuid::Uuid::new_v4());
+    let answer = raw_mail(
+        &customer,
+        &address,
+        &format!("AW: {subject}"),
+        &answer_id,
+        "",
+        "Thanks!",
+    );
+    smtp_send(&mail, &customer, &address, &answer).await;
+    let view = case_until(&cluster, &agent, &activity, Duration::from_secs(30), |c| {
+        c["messages"].as_array().is_some_and(|m| m.len() == 3)
+    })
+    .await;
+    assert_eq!(view["messages"][2]["message_id"], answer_id);
+    assert_eq!(
+        mailbox_view(&cluster, 1, user).await["cases"],
+        1,
+        "no second case"
+    );
+    let _ = session.logout().await;
+}
+
+/// A reply to an address that does not exist bounces; the DSN attaches to its case and opens
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_attaches_to_its_case() {
+    let Some(mail) = mail() else { return };
+    let user = "box2";
+    let address = format!("{user}@{}", mail.domain);
+    let cluster = cluster_with_mailbox(&mail, user, "INBOX", mail.smtp_port, "2s").await;
+    let agent = ready_for_email(&cluster, 1).await;
+    let mut session = imap(&mail, user).await;
+    let nobody = format!("nobody@{}", mail.domain);
+    let id = format!("q.{}@example.com", uuid::Uuid::new_v4());
+    append(
+        &mut session,
+        "INBOX",
+        None,
+        &raw_mail(&nobody, &address, "Question", &id, "", "Hi"),
+    )
+    .await;
+    let work = email_work(&cluster, &agent, 1).await;
+    let activity = work[0]["id"].as_str().expect("id").to_owned();
+    cluster
+        .act(1, &agent.token, &activity, "accept", None)
+        .await;
+    let (status, body) = cluster
+        .api(
+            1,
+            reqwest::Method::POST,
+            &format!("/api/v1/emails/{activity}/reply"),
+            Some(&agent.token),
+            Some(json!({"client_id": "r", "text": "Answer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let view = case_until(&cluster, &agent, &activity, Duration::from_secs(40), |c| {
+        c["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["kind"] == "bounce"))
+    })
+    .await;
+    let kinds: Vec<&str> = view["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(kinds, vec!["normal", "normal", "bounce"], "{view}");
+    assert_eq!(
+        mailbox_view(&cluster, 1, user).await["cases"],
+        1,
+        "a bounce opens no case"
+    );
+    assert_eq!(email_work(&cluster, &agent, 1).await.len(), 1);
+}
+
+/// The folder is recreated (a new UIDVALIDITY) and holds the same mails again: each is still
+/// taken in once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_folder_is_rescanned_without_duplicates() {
+    let Some(mail) = mail() else { return };
+    let user = "box3";
+    let address = format!("{user}@{}", mail.domain);
+    let folder = "Support";
+    let mut session = imap(&mail, user).await;
+    let _ = session.create(folder).await;
+    let mails: Vec<String> = (0..3)
+        .map(|i| {
+            let id = format!("m{i}.{}@example.com", uuid::Uuid::new_v4());
+            raw_mail(
+                "carol@example.com",
+                &address,
+                &format!("Mail {i}"),
+                &id,
+                "",
+                "x",
+            )
+        })
+        .collect();
+    for raw in &mails[..2] {
+        append(&mut session, folder, None, raw).await;
+    }
+    let cluster = cluster_with_mailbox(&mail, user, folder, mail.smtp_port, "1s").await;
+    let before = mailbox_until(&cluster, 1, user, Duration::from_secs(30), |m| {
+        m["cases"] == 2
+    })
+    .await;
+    session.delete(folder).await.expect("delete folder");
+    session.create(folder).await.expect("create folder");
+    for raw in &mails {
+        append(&mut session, folder, None, raw).await;
+    }
+    let after = mailbox_until(&cluster, 2, user, Duration::from_secs(30), |m| {
+        m["uid_validity"] != before["uid_validity"] && m["last_uid"] == 3
+    })
+    .await;
+    assert_eq!(after["cases"], 3, "{after}");
+    let _ = session.logout().await;
+}
+
+/// The node fetching a mailbox is killed (kill -9) while mail is being taken in; another node
+/// takes the lease over and every mail is taken in exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fetching_node_dies_mid_batch_and_every_mail_is_taken_in_once() {
+    let Some(mail) = mail() else { return };
+    let user = "box4";
+    let address = format!("{user}@{}", mail.domain);
+    const MAILS: u64 = 60;
+    let mut session = imap(&mail, user).await;
+    for i in 0..MAILS {
+        let id = format!("bulk{i}.{}@example.com", uuid::Uuid::new_v4());
+        let raw = raw_mail(
+            "carol@example.com",
+            &address,
+            &format!("Bulk {i}"),
+            &id,
+            "",
+            "x",
+        );
+        append(&mut session, "INBOX", None, &raw).await;
+    }
+    let mut cluster = cluster_with_mailbox(&mail, user, "INBOX", mail.smtp_port, "1s").await;
+    // Kill the holder as soon as it has taken some in.
+    let view = mailbox_until(&cluster, 1, user, Duration::from_secs(30), |m| {
+        m["last_uid"].as_u64().is_some_and(|u| u >= 1)
+    })
+    .await;
+    let holder = view["fetch_holder"]["node"].as_u64().expect("a holder");
+    cluster.kill9(holder);
+    let at_kill = view["last_uid"].as_u64().unwrap_or(0);
+    eprintln!("killed node {holder} after {at_kill} of {MAILS} mails");
+    let via = if holder == 1 { 2 } else { 1 };
+    let done = mailbox_until(&cluster, via, user, Duration::from_secs(60), |m| {
+        m["last_uid"] == MAILS && m["fetch_holder"]["node"].as_u64() != Some(holder)
+    })
+    .await;
+    assert_eq!(done["cases"], MAILS, "every mail exactly once: {done}");
+    let (status, body) = cluster
+        .api(
+            via,
+            reqwest::Method::GET,
+            "/api/v1/admin/validate",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let _ = session.logout().await;
+}
+
+/// A TCP relay to the SMTP server that can be taken down (connections refused) and up again,
+/// so one test's SMTP outage does not touch the others.
+struct Relay {
+    port: u16,
+    target: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn new(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut relay = Relay {
+            port,
+            target,
+            task: None,
+        };
+        relay.task = Some(Self::serve(listener, target));
+        relay
+    }
+
+    fn serve(listener: TcpListener, target: u16) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        })
+    }
+
+    fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    async fn up(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("rebinding the relay");
+        self.task = Some(Self::serve(listener, self.target));
+    }
+}
+
+/// SMTP is down when the agent replies, then up: the reply is retried, sent exactly once and
+/// recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_while_smtp_is_down_is_sent_once_it_is_up() {
+    let Some(mail) = mail() else { return };
+    let user = "box5";
+    let address = format!("{user}@{}", mail.domain);
+    let mut relay = Relay::new(mail.smtp_port).await;
+    let cluster = cluster_with_mailbox(&mail, user, "INBOX", relay.port, "2s").await;
+    let agent = ready_for_email(&cluster, 1).await;
+    let mut session = imap(&mail, user).await;
+    let customer = format!("customer@{}", mail.domain);
+    let id = format!("down.{}@example.com", uuid::Uuid::new_v4());
+    append(
+        &mut session,
+        "INBOX",
+        None,
+        &raw_mail(&customer, &address, "SMTP test", &id, "", "x"),
+    )
+    .await;
+    let work = email_work(&cluster, &agent, 1).await;
+    let activity = work[0]["id"].as_str().expect("id").to_owned();
+    cluster
+        .act(1, &agent.token, &activity, "accept", None)
+        .await;
+    relay.down();
+    let text = format!("Sent once {}", uuid::Uuid::new_v4());
+    let (status, body) = cluster
+        .api(
+            1,
+            reqwest::Method::POST,
+            &format!("/api/v1/emails/{activity}/reply"),
+            Some(&agent.token),
+            Some(json!({"client_id": "down-1", "text": text})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let retrying = case_until(&cluster, &agent, &activity, Duration::from_secs(20), |c| {
+        c["messages"][1]["delivery"] == "retrying"
+    })
+    .await;
+    assert!(retrying["messages"][1]["delivery_reason"].is_string());
+    relay.up().await;
+    case_until(&cluster, &agent, &activity, Duration::from_secs(30), |c| {
+        c["messages"][1]["delivery"] == "sent"
+    })
+    .await;
+    // Any duplicate would have arrived by now too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let copies = inbox(&mail, "customer")
+        .await
+        .into_iter()
+        .filter(|m| m.contains(&text))
+        .count();
+    assert_eq!(copies, 1, "sent exactly once");
+    let _ = session.logout().await;
+}
