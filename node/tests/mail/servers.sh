@@ -216,6 +216,11 @@ cmd_start() {
   install_if_missing
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
+  # Postfix and Dovecot drop to their own users, which must reach their files under <dir>
+  # (mktemp -d makes it private to root).
+  chmod 755 "$dir"
+  # A server that did not start leaves none running.
+  trap 'cmd_stop "$dir"' EXIT
   local imap lmtp smtp
   imap=$(free_port); lmtp=$(free_port); smtp=$(free_port)
   cat >"$dir/env" <<EOF
@@ -234,6 +239,7 @@ EOF
   cp "$dir/dovecot/run/master.pid" "$dir/dovecot/pid"
   wait_port "$lmtp" "dovecot lmtp"
   start_postfix "$dir"
+  trap - EXIT
   log "dovecot imap 127.0.0.1:$imap, postfix smtp 127.0.0.1:$smtp; env in $dir/env"
 }
 
