@@ -32,9 +32,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct ServerBody {
     /// Host name or address.
+    #[schema(pattern = r"^[A-Za-z0-9.:\[\]-]{1,253}$")]
     pub host: String,
     /// TCP port. Default: 993 (IMAP) or 465 (SMTP) with `tls`, 143 or 587 otherwise.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub port: Option<u16>,
     /// `tls` (default), `starttls` (SMTP only) or `plain` (no TLS; with a password only for a
     /// server on loopback).
@@ -43,12 +45,18 @@ pub struct ServerBody {
     pub tls: Option<String>,
     /// Login name; empty or absent for an SMTP server that needs none.
     #[serde(default)]
+    // Lengths in the schema are characters, the bounds bytes: a quarter of the bytes fits in
+    // any encoding.
+    #[schema(max_length = 63, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 63>")]
     pub username: String,
     /// The environment variable holding the password on every node. Never the password.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_]{1,1024}$")]
     pub password_env: Option<String>,
     /// The file holding the password on every node. Never the password.
     #[serde(default)]
+    #[schema(pattern = r"^/[^\u0000]{0,1023}$")]
     pub password_file: Option<String>,
 }
 
@@ -57,14 +65,29 @@ pub struct ServerBody {
 #[serde(deny_unknown_fields)]
 pub struct MailboxBody {
     /// The address customers write to; replies come from it.
+    #[schema(min_length = 3, max_length = 63, pattern = r"^[^\s<>@]+@[^\s<>@]+$")]
+    #[serde(deserialize_with = "crate::web::chars_at_most::<_, 63>")]
     pub address: String,
     /// Display name on replies. Default: the id.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
+    #[serde(deserialize_with = "crate::web::chars_at_most_opt::<_, 50>")]
     pub display_name: Option<String>,
     /// The email queue new mail enters.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub queue: String,
     /// The IMAP folder. Default `INBOX`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
+    #[serde(deserialize_with = "crate::web::chars_at_most_opt::<_, 63>")]
     pub folder: Option<String>,
     /// The IMAP server.
     pub imap: ServerBody,
