@@ -288,14 +288,15 @@ fn check_server(field: &str, server: &ServerSpec) -> Result<(), Rejection> {
                 ));
             }
         }
-        Some(SecretRef::File(path)) => {
-            if !path.starts_with('/') || path.len() > limits::SECRET_REF_BYTES_MAX {
-                return Err(Rejection::invalid(
-                    &format!("{field}.password.file"),
-                    "must be an absolute path",
-                ));
-            }
+        Some(SecretRef::File(path))
+            if !path.starts_with('/') || path.len() > limits::SECRET_REF_BYTES_MAX =>
+        {
+            return Err(Rejection::invalid(
+                &format!("{field}.password.file"),
+                "must be an absolute path",
+            ));
         }
+        Some(SecretRef::File(_)) => {}
     }
     if server.tls == TlsMode::Plain && server.password.is_some() && !is_loopback(&server.host) {
         return Err(Rejection::invalid(
