@@ -76,7 +76,7 @@ pub fn parse(
         .html_part(0)
         .filter(|part| part.is_text_html())
         .and_then(|part| part.text_contents())
-        .map(|html| ammonia::clean(html))
+        .map(ammonia::clean)
         .filter(|html| html.len() <= limits::MAIL_HTML_BYTES_MAX)
         .unwrap_or_default();
     let text_part = message

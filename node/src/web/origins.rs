@@ -49,7 +49,7 @@ impl Origins {
         if host.is_some_and(|host| same_authority(authority, host)) {
             return true;
         }
-        if self.configured.iter().any(|allowed| *allowed == origin) {
+        if self.configured.contains(&origin) {
             return true;
         }
         self.replica
