@@ -23,7 +23,7 @@ use parley_node::metrics::Metrics;
 use parley_raft::command::{Directory, Retention};
 use parley_raft::network::ChannelSettings;
 use parley_raft::proposer::Clock;
-use parley_raft::state::ActivityStatus;
+use parley_raft::state::{ActivityStatus, EventCursor};
 use parley_raft::{NodeId, NodeInfo, Op, Replica, ReplicaOptions};
 use parley_storage::{DbOptions, FsyncPolicy, IoMode};
 use tonic::{Request, Response, Status};
@@ -298,11 +298,24 @@ impl SimNode for SimService {
         request: Request<AgentFeedRequest>,
     ) -> Result<Response<AgentFeedReply>, Status> {
         let request = request.into_inner();
+        let after: EventCursor = request
+            .after
+            .parse()
+            .map_err(|e: String| Status::invalid_argument(e))?;
+        let agent_id = request.agent_id.clone();
+        let head = self
+            .app
+            .send(Query::new(move |state, _| {
+                let last = state.agents.get(&agent_id).map_or(0, |a| a.feed_last_seq());
+                state.feed_resume(&agent_id, &after).max(last)
+            }))
+            .await
+            .map_err(unavailable)?;
         let wait = self
             .messaging
             .send(WaitForEvents {
                 feed: Feed::Agent(request.agent_id.clone()),
-                after: request.after,
+                after: head,
             })
             .await
             .map_err(unavailable)?
@@ -310,14 +323,11 @@ impl SimNode for SimService {
         let wait_for = Duration::from_millis(request.wait_ms).min(FEED_WAIT_MAX);
         // Woken, timed out or shut down: either way, answer with what is there now.
         let _ = tokio::time::timeout(wait_for, wait).await;
-        let (agent_id, after) = (request.agent_id, request.after);
+        let agent_id = request.agent_id;
         let page = self
             .app
             .send(Query::new(move |state, _| {
-                state
-                    .agents
-                    .get(&agent_id)
-                    .map(|agent| agent.feed_after(after, 1_000))
+                state.feed_page(&agent_id, &after, 1_000)
             }))
             .await
             .map_err(unavailable)?;
@@ -326,12 +336,20 @@ impl SimNode for SimService {
             Some(Err(first_kept)) => AgentFeedReply {
                 events_json: b"[]".to_vec(),
                 first_kept,
+                cursors: Vec::new(),
             },
-            Some(Ok(events)) => AgentFeedReply {
-                events_json: serde_json::to_vec(&events)
-                    .map_err(|e| Status::internal(e.to_string()))?,
-                first_kept: 0,
-            },
+            Some(Ok(page)) => {
+                let (events, cursors): (Vec<_>, Vec<_>) = page
+                    .into_iter()
+                    .map(|(event, at)| (event, at.to_string()))
+                    .unzip();
+                AgentFeedReply {
+                    events_json: serde_json::to_vec(&events)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                    first_kept: 0,
+                    cursors,
+                }
+            }
         };
         Ok(Response::new(reply))
     }

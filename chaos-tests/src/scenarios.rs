@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::sim::{Fault, Spec};
+use crate::sim::{Fault, Report, Spec};
 
 /// A named scenario.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +37,71 @@ pub struct Scenario {
     /// Whether some member must have caught up by installing a leader's snapshot (the log it
     /// needed was compacted away meanwhile).
     pub snapshot_installed: bool,
+}
+
+impl Scenario {
+    /// What this scenario expects of a run beyond the oracle's guarantees, and the run did
+    /// not show: empty when all of it held.
+    pub fn unmet(&self, spec: &Spec, report: &Report) -> Vec<String> {
+        let mut unmet = Vec::new();
+        if self.all_completed && report.completed as usize != spec.customers {
+            unmet.push(format!(
+                "queued work was not all routed and completed after the faults ({} of {})",
+                report.completed, spec.customers
+            ));
+        }
+        if self.leader_survives && report.term != 1 {
+            unmet.push(format!(
+                "a node that was cut off deposed the leader on its return (term {}; pre-vote \
+                 should keep it from campaigning)",
+                report.term
+            ));
+        }
+        if let Some(islands) = self.islands {
+            let became = report.islands_entered.values().filter(|n| **n > 0).count();
+            if became != islands {
+                unmet.push(format!(
+                    "{became} nodes became islands, not {islands}: {:?}",
+                    report.islands_entered
+                ));
+            }
+        }
+        if self.snapshot_installed && report.snapshots_installed == 0 {
+            unmet.push("no member caught up by installing a snapshot".to_owned());
+        }
+        if self.island_writes_taken && report.island_writes_checked == 0 {
+            unmet.push("no island acknowledged a write".to_owned());
+        }
+        if let Some(journals) = self.island_journals {
+            if report.island_journals.len() != journals {
+                unmet.push(format!(
+                    "island journals that took writes: {:?}, not {journals}",
+                    report.island_journals
+                ));
+            }
+        }
+        if self.offers_time_out && report.offer_timeouts == 0 {
+            unmet.push("no offer timed out".to_owned());
+        }
+        let aimed_at_leader = spec
+            .schedule
+            .iter()
+            .any(|(_, f)| matches!(f, Fault::CrashLeader | Fault::IsolateLeader));
+        if aimed_at_leader {
+            // The leader faults bit: each found a leader, and another node was elected in a
+            // later term after each.
+            if report.leader_faults == 0 || report.leader_faults_skipped > 0 {
+                unmet.push(format!(
+                    "a leader fault found no leader ({} injected, {} skipped)",
+                    report.leader_faults, report.leader_faults_skipped
+                ));
+            }
+            if report.leader_faults_without_election > 0 {
+                unmet.push("no other node was elected after a leader fault".to_owned());
+            }
+        }
+        unmet
+    }
 }
 
 fn at(seconds: f64) -> Duration {
@@ -539,4 +604,40 @@ pub fn all() -> Vec<Scenario> {
             snapshot_installed: true,
         },
     ]
+}
+
+/// Scenarios over simulated days: run by name only (`parley-chaos --scenarios --scenario
+/// <name>`), each taking many minutes of wall time, so neither the scenarios test nor a
+/// plain `--scenarios` run includes them.
+pub fn long() -> Vec<Scenario> {
+    vec![Scenario {
+        name: "site-cut-off-one-day",
+        row: "WAN split between two sites for a day, traffic on both sides",
+        incumbent: "a long island needs a manual rebuild (UCCX: after four days); the island's \
+                    work is dropped on heal",
+        // Sites 1-3 and 4-5 are cut apart from 2 s to 24 h; customers post every 25-35 min
+        // through any node for that day, agents work on both sides. The quorum side snapshots
+        // and compacts its log meanwhile, so the island's nodes catch up by installing a
+        // snapshot, then merge everything they took. A 10 ms step keeps the day affordable.
+        spec: |seed| {
+            let schedule = vec![(at(2.0), Fault::CutSite(1)), (at(86_400.0), Fault::HealAll)];
+            Spec {
+                sites: vec![3, 2],
+                messages: 48,
+                message_gap_ms: (25 * 60_000, 35 * 60_000),
+                log_entries_kept_after_snapshot: 20,
+                snapshot_every_entries: 50,
+                time_limit: Duration::from_secs(2 * 86_400),
+                tick: Duration::from_millis(10),
+                ..Spec::new(5, seed, schedule)
+            }
+        },
+        all_completed: true,
+        offers_time_out: false,
+        leader_survives: false,
+        islands: Some(2),
+        island_writes_taken: true,
+        island_journals: Some(1),
+        snapshot_installed: true,
+    }]
 }

@@ -13,7 +13,8 @@ use parley_raft::command::{
 };
 use parley_raft::membership::MemberChange;
 use parley_raft::proposer::Clock;
-use parley_raft::state::{ActivityStatus, AgentEvent, AgentEventBody};
+use parley_raft::state::island::MERGED_TRANSFER;
+use parley_raft::state::{ActivityStatus, AgentEvent, AgentEventBody, EventCursor};
 use parley_raft::{NodeId, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -114,6 +115,10 @@ pub struct Spec {
     pub snapshot_every_entries: u64,
     /// Simulated time after which a run that has not finished fails.
     pub time_limit: Duration,
+    /// The simulation's step: every host runs once per step of simulated time. 1 ms by
+    /// default; a run over simulated days takes a coarser one (timers fire at step
+    /// boundaries, so it must stay well below the heartbeat and election timeouts).
+    pub tick: Duration,
 }
 
 impl Spec {
@@ -148,6 +153,7 @@ impl Spec {
             log_entries_kept_after_snapshot: 1_000,
             snapshot_every_entries: 500,
             time_limit: Duration::from_secs(600),
+            tick: Duration::from_millis(1),
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Report {
     pub writes_checked: usize,
     /// Messages islands acknowledged that the oracle checked (part of `writes_checked`).
     pub island_writes_checked: usize,
+    /// Of the agent actions checked, those islands acknowledged.
+    pub island_agent_actions_checked: usize,
     /// The island nodes whose journals took those messages.
     pub island_journals: BTreeSet<NodeId>,
     /// Acknowledged agent actions the oracle checked (logins, availability, accepts,
@@ -362,6 +370,46 @@ async fn submit_until_answered(op: &Op, nodes: u64, rng: &mut StdRng) -> Result<
         .map(|answer| answer.outcome)
 }
 
+/// Like [`submit_until_answered`], trying node `via` first: a console acting on work an
+/// island gave it stays on that island's node while it answers (another side does not know
+/// the work yet), and moves on as any client does once it stops answering.
+async fn submit_until_answered_via(
+    op: &Op,
+    via: Option<NodeId>,
+    nodes: u64,
+    rng: &mut StdRng,
+) -> Result<Answer, String> {
+    if let Some(node) = via {
+        for _ in 0..VIA_ATTEMPTS {
+            match submit_marked(node, op).await {
+                Ok(answer) => return Ok(answer),
+                Err(SubmitError::Refused(why)) => return Err(why),
+                Err(SubmitError::Retry(why)) => {
+                    tracing::debug!(node, %why, "retrying through the same node");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    submit_until_answered_marked(op, nodes, rng).await
+}
+
+/// The island node whose journal took a write that was done (`Some(None)`: the cluster
+/// took it), or `None` when it was not done.
+fn done_where<E>(answer: &Result<Answer, E>) -> Option<Option<NodeId>> {
+    match answer {
+        Ok(Answer {
+            outcome: Outcome::Done,
+            island,
+            island_node,
+        }) => Some(island.then_some(*island_node)),
+        _ => None,
+    }
+}
+
+/// How often a console retries the node an island gave it work through before moving on.
+const VIA_ATTEMPTS: usize = 10;
+
 /// Like [`submit_until_answered`], with whether (and by which island node) it was taken in
 /// island mode.
 async fn submit_until_answered_marked(
@@ -384,18 +432,19 @@ async fn submit_until_answered_marked(
 
 /// A page of an agent's feed.
 enum FeedPage {
-    /// Events after the cursor (none when nothing came within the wait).
-    Events(Vec<AgentEvent>),
+    /// Events after the cursor (none when nothing came within the wait), each with the
+    /// cursor after it.
+    Events(Vec<(AgentEvent, EventCursor)>),
     /// Events after the cursor are no longer kept; this is the first kept.
     Gone(u64),
 }
 
 /// Long-polls `agent_id`'s feed on `node` through its messaging actor.
-async fn agent_feed(node: NodeId, agent_id: &str, after: u64) -> Result<FeedPage, String> {
+async fn agent_feed(node: NodeId, agent_id: &str, after: &EventCursor) -> Result<FeedPage, String> {
     let mut client = sim_client(node).map_err(|e| e.to_string())?;
     let call = client.agent_feed(AgentFeedRequest {
         agent_id: agent_id.to_owned(),
-        after,
+        after: after.to_string(),
         wait_ms: 2_000,
     });
     let reply = tokio::time::timeout(Duration::from_secs(6), call)
@@ -406,9 +455,21 @@ async fn agent_feed(node: NodeId, agent_id: &str, after: u64) -> Result<FeedPage
     if reply.first_kept > 0 {
         return Ok(FeedPage::Gone(reply.first_kept));
     }
-    serde_json::from_slice(&reply.events_json)
-        .map(FeedPage::Events)
-        .map_err(|e| e.to_string())
+    let events: Vec<AgentEvent> =
+        serde_json::from_slice(&reply.events_json).map_err(|e| e.to_string())?;
+    if events.len() != reply.cursors.len() {
+        return Err(format!(
+            "{} feed events with {} cursors",
+            events.len(),
+            reply.cursors.len()
+        ));
+    }
+    let cursors = reply
+        .cursors
+        .iter()
+        .map(|c| c.parse::<EventCursor>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FeedPage::Events(events.into_iter().zip(cursors).collect()))
 }
 
 /// What the simulated clients share: how far the customers are and which chats the agents
@@ -440,6 +501,7 @@ pub fn run(spec: &Spec) -> Report {
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(spec.time_limit)
+        .tick_duration(spec.tick)
         .epoch(epoch)
         .tcp_capacity(65_536)
         .max_message_latency(MAX_LATENCY)
@@ -613,6 +675,7 @@ pub fn run(spec: &Spec) -> Report {
     oracle.widen_windows(spec.clock_skew_max_ms());
     report.writes_checked = oracle.acked_count();
     report.island_writes_checked = oracle.acked_island_count();
+    report.island_agent_actions_checked = oracle.actions_on_islands();
     report.island_journals = oracle.island_journals();
     report.agent_actions_checked = oracle.actions_count();
     let verdict: Shared<Verdict> = Rc::default();
@@ -864,9 +927,9 @@ fn record_post(
 }
 
 /// Submits `op` once through `node`, timing it for the oracle.
-async fn submit_timed(node: NodeId, op: &Op) -> (Result<Outcome, SubmitError>, Window) {
+async fn submit_timed(node: NodeId, op: &Op) -> (Result<Answer, SubmitError>, Window) {
     let sent_ms = now_ms();
-    let result = submit(node, op).await;
+    let result = submit_marked(node, op).await;
     let window = Window {
         sent_ms,
         answered_ms: now_ms(),
@@ -904,8 +967,8 @@ async fn agent_console(
         channels: BTreeMap::from([(Channel::Chat, true)]),
         reason: None,
     });
-    let record = |action: AgentAction, window: Window| {
-        oracle.borrow_mut().agent_acked(&me, action, window);
+    let record = |action: AgentAction, window: Window, island: Option<NodeId>| {
+        oracle.borrow_mut().agent_acked(&me, action, window, island);
     };
     let login_action = || AgentAction::Login {
         session_id: session.session_id.clone(),
@@ -918,24 +981,28 @@ async fn agent_console(
     // while offers arrive.
     while !spec.agent_delay.is_zero() {
         let (logged_in, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
-        if matches!(logged_in, Ok(Outcome::Done)) {
-            record(login_action(), window);
+        if let Some(island) = done_where(&logged_in) {
+            record(login_action(), window, island);
             let (is_ready, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
-            if matches!(is_ready, Ok(Outcome::Done)) {
-                record(ready_action(), window);
+            if let Some(island) = done_where(&is_ready) {
+                record(ready_action(), window, island);
                 tokio::time::sleep(spec.agent_delay).await;
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (mut logged_in, mut is_ready, mut cursor) = (false, false, 0u64);
+    let (mut logged_in, mut is_ready) = (false, false);
+    let mut cursor = EventCursor::After(0);
     let mut presence_node: Option<NodeId> = None;
-    // Completions refused because the chat was taken away (its agent looked unreachable and
-    // its customer wrote): fine once the feed shows that release; a violation otherwise.
+    // Completions and transfers refused because the chat was taken away (its agent looked
+    // unreachable and its customer wrote, or a merge gave it to the other side's agent): fine
+    // once the feed shows that release; a violation otherwise.
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
     // Chats taken the second time, to complete once their customers are done.
     let mut to_complete: BTreeSet<String> = BTreeSet::new();
+    // Work an island's feed gave this agent, and that island's node: acted on through it.
+    let mut island_work: BTreeMap<String, NodeId> = BTreeMap::new();
     loop {
         {
             let board = board.borrow();
@@ -951,18 +1018,18 @@ async fn agent_console(
         // Before the directory is seeded the login is refused; retry.
         if !logged_in {
             let (answer, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
-            logged_in = matches!(answer, Ok(Outcome::Done));
-            if !logged_in {
+            let Some(island) = done_where(&answer) else {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
-            }
-            record(login_action(), window);
+            };
+            logged_in = true;
+            record(login_action(), window, island);
         }
         if !is_ready {
             let (answer, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
-            is_ready = matches!(answer, Ok(Outcome::Done));
-            if is_ready {
-                record(ready_action(), window);
+            if let Some(island) = done_where(&answer) {
+                is_ready = true;
+                record(ready_action(), window, island);
             }
         }
         let finished: Vec<String> = {
@@ -983,20 +1050,24 @@ async fn agent_console(
                 outcome: None,
             });
             let sent_ms = now_ms();
-            match submit_until_answered(&complete, nodes, &mut rng).await {
-                Ok(Outcome::Done) => {
-                    let window = Window {
-                        sent_ms,
-                        answered_ms: now_ms(),
-                    };
-                    record(
-                        AgentAction::Complete {
-                            activity_id: activity_id.clone(),
-                        },
-                        window,
-                    );
-                    board.borrow_mut().completed.insert(activity_id);
-                }
+            let via = island_work.get(&activity_id).copied();
+            let answer = submit_until_answered_via(&complete, via, nodes, &mut rng).await;
+            if let Some(island) = done_where(&answer) {
+                let window = Window {
+                    sent_ms,
+                    answered_ms: now_ms(),
+                };
+                record(
+                    AgentAction::Complete {
+                        activity_id: activity_id.clone(),
+                    },
+                    window,
+                    island,
+                );
+                board.borrow_mut().completed.insert(activity_id);
+                continue;
+            }
+            match answer.map(|a| a.outcome) {
                 Err(why) if why.contains("is not assigned to agent") => {
                     refused.insert(activity_id, why);
                 }
@@ -1014,10 +1085,10 @@ async fn agent_console(
                 presence_node = Some(via);
             }
         }
-        let events = match agent_feed(via, &me, cursor).await {
+        let events = match agent_feed(via, &me, &cursor).await {
             Ok(FeedPage::Events(events)) => events,
             Ok(FeedPage::Gone(first_kept)) => {
-                cursor = first_kept.saturating_sub(1);
+                cursor = EventCursor::After(first_kept.saturating_sub(1));
                 continue;
             }
             Err(_) => {
@@ -1025,8 +1096,9 @@ async fn agent_console(
                 continue;
             }
         };
-        for event in events {
-            cursor = event.seq;
+        for (event, after) in events {
+            let from_island = matches!(after, EventCursor::Island(_));
+            cursor = after;
             match event.body {
                 AgentEventBody::LoggedOut { .. } => logged_in = false,
                 AgentEventBody::Availability { ready, .. } => {
@@ -1034,17 +1106,31 @@ async fn agent_console(
                 }
                 AgentEventBody::Offered { activity_id, .. } => {
                     // A lost answer is fine: the feed shows the assignment, or the offer times
-                    // out and comes again. A refusal too: the offer timed out meanwhile.
+                    // out and comes again. A refusal too: the offer timed out meanwhile. An
+                    // island's offer is accepted through the island's node.
+                    if from_island {
+                        island_work.insert(activity_id.clone(), via);
+                    } else {
+                        island_work.remove(&activity_id);
+                    }
                     let accept = Op::Accept(ActivityAction {
                         session: session.clone(),
                         activity_id: activity_id.clone(),
                     });
-                    let (answer, window) = submit_timed(rng.random_range(1..=nodes), &accept).await;
-                    if matches!(answer, Ok(Outcome::Done)) {
-                        record(AgentAction::Accept { activity_id }, window);
+                    let node = if from_island {
+                        via
+                    } else {
+                        rng.random_range(1..=nodes)
+                    };
+                    let (answer, window) = submit_timed(node, &accept).await;
+                    if let Some(island) = done_where(&answer) {
+                        record(AgentAction::Accept { activity_id }, window, island);
                     }
                 }
                 AgentEventBody::Assigned { activity_id } => {
+                    if from_island {
+                        island_work.insert(activity_id.clone(), via);
+                    }
                     if !board.borrow_mut().transferred.insert(activity_id.clone()) {
                         to_complete.insert(activity_id);
                         continue;
@@ -1065,9 +1151,26 @@ async fn agent_console(
                     });
                     let sent_ms = now_ms();
                     let mut done = true;
+                    let mut island = None;
+                    let island_via = island_work.get(&activity_id).copied();
                     for _ in 0..(1 + usize::from(spec.double_submit)) {
-                        match submit_until_answered(&transfer, nodes, &mut rng).await {
-                            Ok(Outcome::Done) => {}
+                        let answer =
+                            submit_until_answered_via(&transfer, island_via, nodes, &mut rng).await;
+                        if let Some(taken_by) = done_where(&answer) {
+                            // The first answer is the write; a second is its replay.
+                            island = island.or(Some(taken_by));
+                            continue;
+                        }
+                        match answer.map(|a| a.outcome) {
+                            // Taken away meanwhile: the agent looked unreachable and its
+                            // customer wrote (a console catching up on its feed acts on an
+                            // assignment a later item of the same page releases), or a merge
+                            // gave work an island gave to an agent of the cluster side. Fine
+                            // once the feed shows that release; a violation otherwise.
+                            Err(why) if why.contains("is not assigned to agent") => {
+                                done = false;
+                                refused.insert(activity_id.clone(), why);
+                            }
                             other => {
                                 done = false;
                                 oracle.borrow_mut().unexpected(
@@ -1088,6 +1191,7 @@ async fn agent_console(
                                 target,
                             },
                             window,
+                            island.flatten(),
                         );
                     }
                 }
@@ -1096,7 +1200,8 @@ async fn agent_console(
                     reason,
                 } => {
                     to_complete.remove(&activity_id);
-                    if reason == "agent_unreachable" {
+                    island_work.remove(&activity_id);
+                    if reason == "agent_unreachable" || reason == MERGED_TRANSFER {
                         refused.remove(&activity_id);
                     }
                 }

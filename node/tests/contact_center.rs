@@ -434,6 +434,40 @@ async fn routing_rules_and_offer_timeout() {
         .unwrap()
         .iter()
         .any(|a| a["agent_id"] == "bob" && a["not_ready_reason"] == "missed_offer"));
+    // A supervisor reads any activity, with its whole history; nobody else does.
+    let path = format!("/api/v1/supervisor/activities/{}", c2.chat_id);
+    let (status, activity) = cluster
+        .api(3, Method::GET, &path, Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 200, "{activity}");
+    assert_eq!(activity["id"], c2.chat_id.as_str());
+    assert_eq!(activity["status"]["agent_id"], "alice", "{activity}");
+    let reasons: Vec<&str> = activity["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"transferred"), "{reasons:?}");
+    assert!(
+        activity.get("island_conflicts").is_none(),
+        "no site was cut off: {activity}"
+    );
+    let (status, _) = cluster
+        .api(3, Method::GET, &path, Some(&c2.token), None)
+        .await;
+    assert!(status == 401 || status == 403, "a chat token: {status}");
+    let (status, body) = cluster
+        .api(
+            3,
+            Method::GET,
+            "/api/v1/supervisor/activities/no-such-activity",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_activity", "{body}");
     cluster.assert_converged(&[1, 2, 3], WAIT).await;
 }
 

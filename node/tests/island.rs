@@ -215,14 +215,14 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
     let new_chat: Chat = serde_json::from_value(started.clone()).expect("chat started");
     let (status, body) = post_message(&cluster, 3, &new_chat, "n-island-1").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    // What an island does not take is refused, saying why.
+    // What an island does not take is refused, saying why: a directory change.
     let (status, body) = cluster
         .api(
             3,
-            Method::POST,
-            "/api/v1/agents/login",
-            None,
-            Some(json!({"agent_id": "alice", "password": support::PASSWORD})),
+            Method::PUT,
+            "/api/v1/admin/skills/island-skill",
+            Some(support::ADMIN_TOKEN),
+            Some(json!({"name": "Island skill"})),
         )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -260,6 +260,43 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
     let (status, body) = post_message(&cluster, 3, &before, "m-island-2").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
+    // An agent signs in on the island and gets ready: the island routes the chat it started
+    // to her; she accepts it and answers, each write taken into the journal.
+    let alice = cluster.login_ready(3, "alice").await;
+    let (status, console) = cluster
+        .api_until(
+            3,
+            Method::GET,
+            "/api/v1/agents/me/activities",
+            Some(&alice.token),
+            |_, view| {
+                view["activities"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["id"] == new_chat.chat_id.as_str()))
+            },
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{console}");
+    let (status, body) = cluster
+        .act(3, &alice.token, &new_chat.chat_id, "accept", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"]["agent_id"], "alice", "{body}");
+    let path = format!("/api/v1/chats/{}/messages", new_chat.chat_id);
+    let (status, body) = cluster
+        .api(
+            3,
+            Method::POST,
+            &path,
+            Some(&alice.token),
+            Some(json!({"client_msg_id": "a-island-1", "text": "alice, on the island"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island"], true, "{body}");
+    // Work from before the split stays the cluster's: no directory change, no routing of it.
+    assert_eq!(cluster.metric(3, "parley_island_journal_entries").await, 9);
+
     // The quorum returns: the journal is merged and emptied, and every node has every write.
     cluster.spawn(1);
     cluster.spawn(2);
@@ -269,7 +306,7 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
     .await;
     assert_eq!(
         cluster.metric(3, "parley_island_merged_writes_total").await,
-        5
+        9
     );
     assert_eq!(
         cluster.metric(3, "parley_island_merge_refused_total").await,
@@ -291,6 +328,7 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
             let want_new = vec![
                 ("n-island-1".to_owned(), Some(3)),
                 ("n-island-2".to_owned(), Some(3)),
+                ("a-island-1".to_owned(), Some(3)),
             ];
             if old == want_old && new == want_new {
                 break;
@@ -300,6 +338,16 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
         }
     }
     cluster.assert_converged(&[1, 2, 3], READY).await;
+    // Alice's island work is the cluster's now: the chat is hers, accepted on the island at
+    // the island's time, with no conflict kept.
+    let path = format!("/api/v1/supervisor/activities/{}", new_chat.chat_id);
+    let (status, activity) = cluster
+        .api(1, Method::GET, &path, Some(support::ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{activity}");
+    assert_eq!(activity["status"]["state"], "assigned", "{activity}");
+    assert_eq!(activity["status"]["agent_id"], "alice", "{activity}");
+    assert!(activity.get("island_conflicts").is_none(), "{activity}");
     // The client that read the island resumes on another node with exactly what it missed,
     // and holds a plain cursor again.
     let page = events_page(&cluster, 1, &before, &island_cursor).await;

@@ -169,6 +169,10 @@ pub struct IslandWrite {
     /// number the island's clients saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// For a write in a chat: the agent working the chat on the island just before it was
+    /// taken (by it a merge decides who works the chat, `state::island`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentId>,
 }
 
 /// How long finished work is kept: an activity that is over (and its chat) stays in the

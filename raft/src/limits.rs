@@ -23,6 +23,8 @@ pub const ISLAND_CHUNK_BYTES_MAX: usize = 256 * 1024;
 /// Most writes an island journal holds unmerged; beyond it an island refuses writes (the
 /// merge replays them all, so a bound keeps the heal bounded too).
 pub const ISLAND_JOURNAL_ENTRIES_MAX: u64 = 1_000_000;
+/// Island actions that lost at a merge kept per activity (the oldest go first).
+pub const ISLAND_CONFLICTS_PER_ACTIVITY_MAX: usize = 16;
 /// Most members one `SetUnreachable` may name.
 pub const UNREACHABLE_NODES_MAX: usize = 1024;
 /// Most commands the proposer packs into one Raft entry.

@@ -105,10 +105,10 @@ pub struct State {
     /// [`island`]). Not replicated state: empty between commands.
     #[serde(skip)]
     pub(crate) island_write: island::Marking,
-    /// Set on an island's own view: nothing is routed there (see [`island`]). Not replicated
-    /// state.
+    /// Set on an island's own view: only work started on the island is routed there, and only
+    /// to agents who acted on the island (see [`island`]). Not replicated state.
     #[serde(skip)]
-    pub routing_paused: bool,
+    pub on_island_view: bool,
     /// The members the leader has not reached for `island_after`: agents connected through
     /// them get no new work (see [`reach`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -209,6 +209,11 @@ pub struct Agent {
     pub feed: VecDeque<AgentEvent>,
     /// The sequence number the next feed event gets (the first is 1).
     pub feed_next_seq: u64,
+    /// When the agent last signed in or out or changed their availability themselves, and
+    /// through which node: an island's such write merges only if it is later (ISLAND.md rule
+    /// 4, see [`island`]). Unset until the first such action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_stamp: Option<island::OwnStamp>,
 }
 
 /// A login session of an agent.
@@ -329,6 +334,30 @@ pub struct Activity {
     /// The idempotency key that created it, released when it is retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_key: Option<String>,
+    /// Agents' actions an island acknowledged on it that lost to the cluster side at the
+    /// merge (ISLAND.md rule 3: losers are kept, not dropped), oldest first, at most
+    /// [`limits::ISLAND_CONFLICTS_PER_ACTIVITY_MAX`] (the oldest go first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub island_conflicts: Vec<IslandConflict>,
+}
+
+/// An agent's action an island acknowledged that the merged state did not take, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IslandConflict {
+    /// The agent who acted.
+    pub agent_id: AgentId,
+    /// `accept`, `transfer` or `complete`.
+    pub action: String,
+    /// When the island took it (its stamp).
+    pub at_ms: u64,
+    /// The island node that took it.
+    pub origin: crate::types::NodeId,
+    /// Its island epoch then.
+    pub epoch: u64,
+    /// Why it lost: `assigned_elsewhere` (an agent of the cluster side worked the activity
+    /// and its customer wrote there last), `ended` (it ended on the cluster side), or
+    /// `not_held` (the agent did not hold it on the merged side).
+    pub reason: String,
 }
 
 /// Where an activity is in its life.
@@ -576,8 +605,8 @@ impl State {
             Op::RequestCallback(request) => self.request_callback(at, request),
             Op::Login(login) => self.login(at, command.origin, login),
             Op::Presence(session) => self.presence(at, command.origin, session),
-            Op::Logout(session) => self.logout(at, session),
-            Op::SetAvailability(set) => self.set_availability(at, set),
+            Op::Logout(session) => self.logout(at, command.origin, session),
+            Op::SetAvailability(set) => self.set_availability(at, command.origin, set),
             Op::Accept(action) => self.accept(at, action),
             Op::Transfer(transfer) => self.transfer(at, transfer),
             Op::Complete(complete) => self.complete(at, complete),
@@ -693,11 +722,13 @@ impl State {
                     return fail(format!("agent {id} holds missing activity {activity_id}"));
                 }
             }
-            // G6: never over the per-channel limit.
+            // G6: never over the per-channel limit, unless an island's merge gave the agent
+            // work they took on the island (assigned work is never taken back, ISLAND.md rule
+            // 4; routing offers them nothing new until they are below it).
             for channel in Channel::ALL {
                 let load = self.load(agent, channel);
                 let limit = agent.spec.limits.get(&channel).copied().unwrap_or(0);
-                if load > limit as usize {
+                if load > limit as usize && !self.holds_merged_work(agent) {
                     return fail(format!(
                         "agent {id} holds {load} {} activities over a limit of {limit}",
                         channel.as_str()
@@ -762,6 +793,17 @@ impl State {
     pub fn digest(&self) -> Result<String, serde_json::Error> {
         let bytes = serde_json::to_vec(self)?;
         Ok(blake3::hash(&bytes).to_hex().to_string())
+    }
+
+    /// Whether `agent` holds work an island's merge gave them (`merged_accept`).
+    pub fn holds_merged_work(&self, agent: &Agent) -> bool {
+        agent.work.iter().any(|id| {
+            self.activities.get(id).is_some_and(|activity| {
+                activity.history.iter().any(|t| {
+                    t.reason == island::MERGED_ACCEPT && t.status.holder() == Some(&agent.spec.id)
+                })
+            })
+        })
     }
 
     /// How many activities of `channel` the agent holds (offered or assigned).

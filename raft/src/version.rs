@@ -26,8 +26,12 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 /// The oldest snapshot format this release reads.
 pub const SNAPSHOT_FORMAT_MIN: u32 = 1;
 /// The highest cluster version this release implements. 2: island merges
-/// ([`Op::MergeIsland`]). 3: the email channel ([`Op::Email`]).
-pub const CLUSTER_VERSION_MAX: u32 = 3;
+/// ([`Op::MergeIsland`]). 3: the email channel ([`Op::Email`]). 4: agents on islands (an island
+/// takes agents' sign-in, availability and work, a merge applies them, and agents' own actions are
+/// stamped).
+pub const CLUSTER_VERSION_MAX: u32 = 4;
+/// The cluster version agents on islands need ([`island_op_cluster_version`]).
+pub const AGENTS_ON_ISLANDS: u32 = 4;
 /// The cluster version a new cluster starts at.
 pub const CLUSTER_VERSION_INITIAL: u32 = 1;
 
@@ -107,8 +111,35 @@ pub fn op_cluster_version(op: &Op) -> u32 {
         | Op::Remove(_)
         | Op::SetRetention(_)
         | Op::SetClusterVersion { .. } => 1,
-        Op::MergeIsland(_) | Op::SetUnreachable { .. } => 2,
+        Op::SetUnreachable { .. } => 2,
         Op::Email(_) => 3,
+        Op::MergeIsland(chunk) => chunk
+            .writes
+            .iter()
+            .map(|write| {
+                let recorded = if write.agent.is_some() {
+                    AGENTS_ON_ISLANDS
+                } else {
+                    2
+                };
+                recorded.max(island_op_cluster_version(&write.op))
+            })
+            .max()
+            .unwrap_or(2),
+    }
+}
+
+/// The cluster version an island needs to take `op` (and a merge to apply it).
+pub fn island_op_cluster_version(op: &Op) -> u32 {
+    match op {
+        Op::Login(_)
+        | Op::Presence(_)
+        | Op::Logout(_)
+        | Op::SetAvailability(_)
+        | Op::Accept(_)
+        | Op::Transfer(_)
+        | Op::Complete(_) => AGENTS_ON_ISLANDS,
+        _ => 2,
     }
 }
 

@@ -5,6 +5,7 @@
 //! parley-chaos --seed 42 --nodes 5      # one seed, exactly as a failure printed it
 //! parley-chaos --seeds 200 --sites 2,2,1 # five nodes over three sites: sites cut off too
 //! parley-chaos --scenarios --seeds 10   # every named failure-matrix scenario on 10 seeds
+//! parley-chaos --scenarios --scenario site-cut-off-one-day --seed 1  # a long one: by name only
 //! parley-chaos --live --duration-s 60    # real processes: kill -9, SIGSTOP, SIGTERM, partitions
 //! parley-chaos --live --target c.toml    # an existing cluster, faults by its commands
 //! ```
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use parley_chaos::live::{run_live, ClusterSpec, LiveSpec, Network};
-use parley_chaos::scenarios;
+use parley_chaos::oracle::Violation;
+use parley_chaos::scenarios::{self, Scenario};
 use parley_chaos::sim::{random_site_schedule, run, Report, Spec};
 use parley_chaos::target::Target;
 
@@ -162,6 +164,7 @@ struct Totals {
     violations: usize,
     simulated: Duration,
     island_writes: usize,
+    island_actions: usize,
     islands: u64,
 }
 
@@ -178,6 +181,7 @@ impl Totals {
         self.violations += report.violations.len();
         self.simulated += report.simulated;
         self.island_writes += report.island_writes_checked;
+        self.island_actions += report.island_agent_actions_checked;
         self.islands += report.islands_entered.values().sum::<u64>();
     }
 }
@@ -191,14 +195,22 @@ fn main() -> ExitCode {
         Some(seed) => vec![seed],
         None => (1..=args.seeds).collect(),
     };
-    let mut runs: Vec<(String, Spec)> = Vec::new();
+    let mut runs: Vec<(String, Spec, Option<Scenario>)> = Vec::new();
     if args.scenarios {
-        for scenario in scenarios::all() {
+        // The long scenarios run only when named.
+        let long = scenarios::long()
+            .into_iter()
+            .filter(|_| args.scenario.is_some());
+        for scenario in scenarios::all().into_iter().chain(long) {
             if args.scenario.as_deref().is_some_and(|s| s != scenario.name) {
                 continue;
             }
             for &seed in &seeds {
-                runs.push((scenario.name.to_owned(), (scenario.spec)(seed)));
+                runs.push((
+                    scenario.name.to_owned(),
+                    (scenario.spec)(seed),
+                    Some(scenario),
+                ));
             }
         }
     } else {
@@ -233,6 +245,7 @@ fn main() -> ExitCode {
                     sites: sites.clone(),
                     ..Spec::new(nodes, seed, schedule)
                 },
+                None,
             ));
         }
     }
@@ -244,8 +257,18 @@ fn main() -> ExitCode {
     let mut totals = Totals::default();
     let mut failed: Vec<(String, u64)> = Vec::new();
     let count = runs.len();
-    for (index, (name, spec)) in runs.into_iter().enumerate() {
-        let report = run(&spec);
+    for (index, (name, spec, scenario)) in runs.into_iter().enumerate() {
+        let mut report = run(&spec);
+        // A scenario's own expectations (islands entered, a snapshot installed, ...) count as
+        // violations here.
+        if let Some(scenario) = scenario {
+            let unmet = scenario.unmet(&spec, &report);
+            report.violations.extend(
+                unmet
+                    .into_iter()
+                    .map(|what| Violation(format!("scenario: {what}"))),
+            );
+        }
         totals.add(&report);
         let verdict = if report.violations.is_empty() {
             "ok"
@@ -254,12 +277,13 @@ fn main() -> ExitCode {
         };
         println!(
             "[{:>5}/{count}] {name:<32} seed {:<6} {verdict:<8} faults {:>2}  writes {:>3}  \
-             actions {:>3}  term {:>3}  {:.1}s simulated  state {}",
+             actions {:>3} ({:>2} on islands)  term {:>3}  {:.1}s simulated  state {}",
             index + 1,
             spec.seed,
             report.faults,
             report.writes_checked,
             report.agent_actions_checked,
+            report.island_agent_actions_checked,
             report.term,
             report.simulated.as_secs_f64(),
             report.digest.get(..12).unwrap_or("-")
@@ -272,10 +296,10 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("| runs | faults injected | leader faults skipped (no leader) | acknowledged writes checked | of them taken by islands | islands entered | agent actions checked | chats completed | elections caused | offer timeouts | violations | simulated | wall time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| runs | faults injected | leader faults skipped (no leader) | acknowledged writes checked | of them taken by islands | islands entered | agent actions checked | of them taken by islands | chats completed | elections caused | offer timeouts | violations | simulated | wall time |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s | {:.0} s |",
         totals.runs,
         totals.faults,
         totals.leader_faults_skipped,
@@ -283,6 +307,7 @@ fn main() -> ExitCode {
         totals.island_writes,
         totals.islands,
         totals.actions,
+        totals.island_actions,
         totals.completed,
         totals.elections,
         totals.offer_timeouts,

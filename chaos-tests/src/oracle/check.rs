@@ -7,7 +7,7 @@ use parley_raft::command::{Channel, TransferTarget};
 use parley_raft::state::{Activity, ActivityStatus, Agent, AgentEventBody, EventBody};
 
 use super::observe::Observation;
-use super::record::{AckedAction, AgentAction, Oracle};
+use super::record::{AckedAction, AgentAction, Oracle, Window};
 use super::Violation;
 
 fn violation(text: String) -> Violation {
@@ -141,6 +141,7 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
             agent_id,
             action,
             window,
+            island,
         } = acked;
         let Some(agent) = observation.agents.get(agent_id) else {
             violations.push(violation(format!(
@@ -168,7 +169,7 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
                         _ => {}
                     }
                 }
-                open || !feed_complete(agent)
+                open || !feed_complete(agent) || superseded(agent, *island, window)
             }
             AgentAction::Availability { channel, ready } => {
                 agent.feed.iter().any(|event| {
@@ -176,6 +177,7 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
                         if r.get(channel).copied().unwrap_or(false) == *ready)
                         && window.contains(event.at_ms)
                 }) || !feed_complete(agent)
+                    || superseded(agent, *island, window)
             }
             AgentAction::Accept { activity_id }
             | AgentAction::Transfer { activity_id, .. }
@@ -189,7 +191,8 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
                 };
                 in_history(activity, agent_id, action, |from, until| {
                     window.overlaps(from, until)
-                })
+                }) || island
+                    .is_some_and(|node| kept_as_conflict(activity, agent_id, action, window, node))
             }
         };
         if !found {
@@ -211,6 +214,38 @@ pub fn agent_actions(oracle: &Oracle, observation: &Observation) -> Vec<Violatio
         }
     }
     violations
+}
+
+/// Whether an island's sign-in or availability change lost at the merge to a later (or
+/// concurrent) one of the agent's own on the cluster side (ISLAND.md rule 4: last writer by
+/// the agent's own clock): the agent's latest own action is stamped no earlier than the
+/// island's window. A write the cluster took is never superseded this way.
+fn superseded(agent: &Agent, island: Option<u64>, window: &Window) -> bool {
+    island.is_some()
+        && agent
+            .own_stamp
+            .is_some_and(|own| own.hlc.wall_ms >= window.sent_ms)
+}
+
+/// Whether an action island node `node` acknowledged lost at the merge and the activity keeps
+/// it as a conflict (ISLAND.md rule 3: losers are kept, not dropped): same agent, same action,
+/// same island, taken within the action's window.
+fn kept_as_conflict(
+    activity: &Activity,
+    agent_id: &str,
+    action: &AgentAction,
+    window: &Window,
+    node: u64,
+) -> bool {
+    let kind = match action {
+        AgentAction::Accept { .. } => "accept",
+        AgentAction::Transfer { .. } => "transfer",
+        AgentAction::Complete { .. } => "complete",
+        AgentAction::Login { .. } | AgentAction::Availability { .. } => return false,
+    };
+    activity.island_conflicts.iter().any(|c| {
+        c.agent_id == agent_id && c.action == kind && c.origin == node && window.contains(c.at_ms)
+    })
 }
 
 /// The last `count` transitions of an activity's history, oldest first, for a report.

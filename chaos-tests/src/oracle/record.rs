@@ -94,6 +94,8 @@ pub struct AckedAction {
     pub action: AgentAction,
     /// When it applied.
     pub window: Window,
+    /// The island node whose journal took it, if an island did (answered `"island": true`).
+    pub island: Option<u64>,
 }
 
 /// Every acknowledgement of a run.
@@ -141,12 +143,24 @@ impl Oracle {
     }
 
     /// An agent action was acknowledged.
-    pub fn agent_acked(&mut self, agent_id: &str, action: AgentAction, window: Window) {
+    pub fn agent_acked(
+        &mut self,
+        agent_id: &str,
+        action: AgentAction,
+        window: Window,
+        island: Option<u64>,
+    ) {
         self.actions.push(AckedAction {
             agent_id: agent_id.to_owned(),
             action,
             window,
+            island,
         });
+    }
+
+    /// How many agent actions islands acknowledged.
+    pub fn actions_on_islands(&self) -> usize {
+        self.actions.iter().filter(|a| a.island.is_some()).count()
     }
 
     /// A write got an answer no client should see.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use parley_raft::command::{AgentSpec, Channel, Participant, TransferTarget};
 use parley_raft::state::{
     Activity, ActivityDetail, ActivityStatus, Agent, AgentEvent, AgentEventBody, ChatEvent,
-    EventBody, Session, Transition,
+    EventBody, IslandConflict, Session, Transition,
 };
 
 use super::{check_all, AgentAction, Observation, Oracle, Violation, Window};
@@ -71,6 +71,7 @@ fn activity(id: &str, history: Vec<Transition>) -> Activity {
         history,
         detail: ActivityDetail::Chat,
         request_key: None,
+        island_conflicts: Vec::new(),
     }
 }
 
@@ -103,6 +104,7 @@ fn agent(id: &str, limit: u32, feed: Vec<(u64, AgentEventBody)>) -> Agent {
         work: BTreeSet::new(),
         feed_next_seq: feed.len() as u64 + 1,
         feed,
+        own_stamp: None,
     }
 }
 
@@ -179,7 +181,7 @@ fn healthy() -> (Oracle, Vec<Observation>) {
             window(450, 510),
         ),
     ] {
-        oracle.agent_acked("alice", action, w);
+        oracle.agent_acked("alice", action, w, None);
     }
     let chat = vec![
         event(
@@ -657,6 +659,7 @@ fn oracle_passes_a_retried_accept_answered_as_done() {
             activity_id: CHAT.to_owned(),
         },
         window(220, 230),
+        None,
     );
     assert_eq!(check_all(&oracle, &observations), Vec::<Violation>::new());
     // Once the chat went back to the queue (300 ms), an accept answered as done is a lie.
@@ -666,10 +669,68 @@ fn oracle_passes_a_retried_accept_answered_as_done() {
             activity_id: CHAT.to_owned(),
         },
         window(320, 330),
+        None,
     );
     assert_caught(
         &oracle,
         &observations,
         "alice's acknowledged Accept { activity_id: \"chat-1\" } (applied between 320 and 330 ms)",
     );
+}
+
+/// Plants, on every node, the second acceptance (400 ms) as made by an island's merge rather
+/// than by alice's acknowledged accept, and an island conflict of `action` by `agent_id`
+/// stamped `at_ms` on the chat.
+fn second_accept_lost_on_an_island(
+    observations: &mut [Observation],
+    agent_id: &str,
+    action: &str,
+    at_ms: u64,
+) {
+    for observation in observations.iter_mut() {
+        chat_history(observation)[5].reason = "merged_accept".to_owned();
+        let activity = observation
+            .activities
+            .get_mut(CHAT)
+            .expect("the healthy run's chat");
+        activity.island_conflicts.push(IslandConflict {
+            agent_id: agent_id.to_owned(),
+            action: action.to_owned(),
+            at_ms,
+            origin: 4,
+            epoch: 1,
+            reason: "assigned_elsewhere".to_owned(),
+        });
+    }
+}
+
+#[test]
+fn oracle_passes_an_island_accept_kept_as_a_conflict() {
+    let (mut oracle, mut observations) = healthy();
+    oracle.actions[4].island = Some(4);
+    // Alice's second accept (350-410 ms) was taken by an island and lost at its merge: the
+    // chat keeps it as a conflict stamped inside the window.
+    second_accept_lost_on_an_island(&mut observations, "alice", "accept", 380);
+    assert_eq!(check_all(&oracle, &observations), Vec::<Violation>::new());
+}
+
+#[test]
+fn oracle_catches_a_conflict_that_is_not_the_acknowledged_action() {
+    for (agent_id, action, at_ms, taken_by) in [
+        ("bob", "accept", 380, Some(4)),     // another agent's
+        ("alice", "complete", 380, Some(4)), // another action
+        ("alice", "accept", 420, Some(4)),   // outside the window
+        ("alice", "accept", 380, Some(5)),   // taken by another island
+        ("alice", "accept", 380, None),      // the cluster took it: no island conflict
+    ] {
+        let (mut oracle, mut observations) = healthy();
+        oracle.actions[4].island = taken_by;
+        second_accept_lost_on_an_island(&mut observations, agent_id, action, at_ms);
+        assert_caught(
+            &oracle,
+            &observations,
+            "G1: node 1: alice's acknowledged Accept { activity_id: \"chat-1\" } (applied \
+             between 350 and 410 ms) is not in the state",
+        );
+    }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::agent::PASSWORD_BYTES_MAX;
-use super::views::{agent_view, queue_stats, AgentView, QueueStats};
+use super::views::{activity_view, agent_view, queue_stats, ActivityView, AgentView, QueueStats};
 use super::{admin_caller, path_id, WebState};
 use crate::api::{BusinessHours, Channel, Department, Queue, Skill};
 use crate::error::ApiError;
@@ -38,7 +38,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/agents/{id}", web::put().to(put_agent))
         .route("/admin/agents/{id}", web::delete().to(delete_agent))
         .route("/supervisor/queues", web::get().to(supervisor_queues))
-        .route("/supervisor/agents", web::get().to(supervisor_agents));
+        .route("/supervisor/agents", web::get().to(supervisor_agents))
+        .route(
+            "/supervisor/activities/{activity_id}",
+            web::get().to(supervisor_activity),
+        );
 }
 
 /// The directory as the admin API shows it (no password hashes).
@@ -464,4 +468,29 @@ pub async fn supervisor_agents(
         })
         .await?;
     Ok(HttpResponse::Ok().json(agents))
+}
+
+/// One activity, whoever holds it: status, history and, after a site was cut off, the agents'
+/// island actions that lost at the merge (`island_conflicts`).
+#[utoipa::path(get, path = "/api/v1/supervisor/activities/{activity_id}", tag = "supervisor",
+    security(("admin_token" = [])),
+    params(("activity_id" = String, Path, description = "The activity (a chat's id for chats)")),
+    responses((status = 200, body = ActivityView), (status = 400), (status = 401), (status = 403),
+        (status = 404)))]
+pub async fn supervisor_activity(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    admin_caller(&state, &request, None)?;
+    let activity_id = path_id("activity_id", path.into_inner())?;
+    let view = state
+        .read(move |s, _| {
+            s.activities
+                .get(&activity_id)
+                .map(|activity| activity_view(s, activity))
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_activity", "no such activity"))?;
+    Ok(HttpResponse::Ok().json(view))
 }

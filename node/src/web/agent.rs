@@ -7,13 +7,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::{
     ActivityAction, AgentSession, Complete, Login, Op, SetAvailability, Transfer, TransferTarget,
 };
+use parley_raft::state::EventCursor;
 use parley_raft::{limits, ErrorClass};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::customer::{long_poll, EventsQuery};
+use super::customer::{long_poll, page_limit, parse_cursor};
 use super::views::{activity_view, agent_feed, agent_view, ActivityView, AgentFeedItem, AgentView};
-use super::{agent_caller, new_id, path_id, WebState};
+use super::{agent_caller, new_id, ok_answer, path_id, WebState};
 use crate::api::Channel;
 use crate::error::ApiError;
 use crate::messaging::Feed;
@@ -119,8 +120,8 @@ pub async fn login(
         });
     }
     let session_id = new_id();
-    state
-        .write(Op::Login(Login {
+    let written = state
+        .write_marked(Op::Login(Login {
             agent_id: body.agent_id.clone(),
             session_id: session_id.clone(),
         }))
@@ -130,7 +131,7 @@ pub async fn login(
         .read(move |s, _| s.agents.get(&agent_id).map(|a| agent_view(s, a)))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_agent", "no such agent"))?;
-    Ok(HttpResponse::Ok().json(LoggedIn {
+    Ok(ok_answer(written.island).json(LoggedIn {
         token: state.agent_tokens.issue(&body.agent_id, &session_id),
         session_id,
         agent,
@@ -153,8 +154,12 @@ pub async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
-    state.write(Op::Logout(session(&claims))).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let written = state.write_marked(Op::Logout(session(&claims))).await?;
+    let mut answer = HttpResponse::NoContent();
+    if written.island {
+        answer.insert_header((super::ISLAND_HEADER, "true"));
+    }
+    Ok(answer.finish())
 }
 
 async fn view_of(state: &WebState, agent_id: String) -> Result<AgentView, ApiError> {
@@ -187,8 +192,8 @@ pub async fn set_availability(
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
     let body = body.into_inner();
-    state
-        .write(Op::SetAvailability(SetAvailability {
+    let written = state
+        .write_marked(Op::SetAvailability(SetAvailability {
             session: session(&claims),
             channels: body
                 .channels
@@ -198,7 +203,7 @@ pub async fn set_availability(
             reason: body.reason,
         }))
         .await?;
-    Ok(HttpResponse::Ok().json(view_of(&state, claims.agent_id).await?))
+    Ok(ok_answer(written.island).json(view_of(&state, claims.agent_id).await?))
 }
 
 /// The agent's console state: availability, load, and every activity offered or assigned,
@@ -213,6 +218,26 @@ pub async fn my_activities(
     Ok(HttpResponse::Ok().json(view_of(&state, claims.agent_id).await?))
 }
 
+/// Query of the agent feed endpoint. Unknown parameters are ignored (a browser's cache
+/// buster).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentEventsQuery {
+    /// Return the events after this cursor: a sequence number (events with `seq > after`), or
+    /// the `next_after` of an earlier page (an island cursor `i.<node>.<epoch>.<fork>.<seq>`
+    /// after events an island's view numbered). Default 0 (all).
+    #[param(value_type = Option<String>, pattern = r"^([0-9]{1,20}|i\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20})$")]
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Most events returned, 1..=1000. Default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// If no event is newer than `after`, wait up to this many milliseconds for one (long
+    /// poll). Default 0; capped by the node's `timeouts.long_poll_max`.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
 /// A page of an agent's feed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentEventsPage {
@@ -220,25 +245,41 @@ pub struct AgentEventsPage {
     pub events: Vec<AgentFeedItem>,
     /// The feed's last sequence number on this node.
     pub last_seq: u64,
+    /// The cursor to pass as `after` for the next page, on any node: the last event's
+    /// `after`; the same as the `after` asked when the page is empty.
+    pub next_after: String,
 }
 
 async fn read_feed(
     state: &WebState,
     agent_id: &str,
-    after: u64,
+    after: EventCursor,
     limit: usize,
-) -> Result<AgentEventsPage, ApiError> {
+) -> Result<(AgentEventsPage, u64), ApiError> {
     let agent_id = agent_id.to_owned();
-    let (page, last_seq) = state
+    let (page, last_seq, resume) = state
         .read(move |s, _| {
             let last = s.agents.get(&agent_id).map_or(0, |a| a.feed_last_seq());
-            (agent_feed(s, &agent_id, after, limit), last)
+            let resume = s.feed_resume(&agent_id, &after);
+            (agent_feed(s, &agent_id, &after, limit), last, resume)
         })
         .await?;
     match page {
         None => Err(ApiError::not_found("unknown_agent", "no such agent")),
         Some(Err(first)) => Err(resume_too_old(first)),
-        Some(Ok(events)) => Ok(AgentEventsPage { events, last_seq }),
+        Some(Ok(events)) => {
+            let next_after = events
+                .last()
+                .map_or_else(|| after.to_string(), |e| e.after.clone());
+            Ok((
+                AgentEventsPage {
+                    events,
+                    last_seq,
+                    next_after,
+                },
+                resume.max(last_seq),
+            ))
+        }
     }
 }
 
@@ -257,27 +298,30 @@ pub fn resume_too_old(first: u64) -> ApiError {
 /// The agent's feed after `after` (the same resume as the stream, for clients without
 /// WebSocket). 410 `resume_too_old` when the client is further behind than the kept feed.
 #[utoipa::path(get, path = "/api/v1/agents/me/events", tag = "agent",
-    params(EventsQuery), security(("agent_token" = [])),
+    params(AgentEventsQuery), security(("agent_token" = [])),
     responses((status = 200, body = AgentEventsPage), (status = 401), (status = 410)))]
 pub async fn my_events(
     state: web::Data<WebState>,
     request: HttpRequest,
-    query: web::Query<EventsQuery>,
+    query: web::Query<AgentEventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = agent_caller(&state, &request, None).await?;
-    let limit = query.page_limit()?;
-    let page = read_feed(&state, &claims.agent_id, query.after, limit).await?;
+    let limit = page_limit(query.limit)?;
+    let after = parse_cursor(query.after.as_deref())?;
+    let (page, head) = read_feed(&state, &claims.agent_id, after, limit).await?;
     if !page.events.is_empty() || query.wait_ms == 0 {
         return Ok(HttpResponse::Ok().json(page));
     }
+    // Nothing new: wait for the feed to pass its head here (or the client's position, if
+    // this node is behind it).
     long_poll(
         &state,
         Feed::Agent(claims.agent_id.clone()),
-        query.after,
+        head,
         query.wait_ms,
     )
     .await?;
-    let page = read_feed(&state, &claims.agent_id, query.after, limit).await?;
+    let (page, _) = read_feed(&state, &claims.agent_id, after, limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -300,13 +344,13 @@ pub async fn accept(
 ) -> Result<HttpResponse, ApiError> {
     let activity_id = path_id("activity id", path.into_inner())?;
     let claims = agent_caller(&state, &request, None).await?;
-    state
-        .write(Op::Accept(ActivityAction {
+    let written = state
+        .write_marked(Op::Accept(ActivityAction {
             session: session(&claims),
             activity_id: activity_id.clone(),
         }))
         .await?;
-    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
+    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
 }
 
 /// Body of `POST /api/v1/activities/{id}/transfer`: `{"to": "agent", "agent_id": ...}` or
@@ -342,8 +386,8 @@ pub async fn transfer(
         TransferBody::Agent { agent_id } => TransferTarget::Agent { agent_id },
         TransferBody::Queue { queue_id } => TransferTarget::Queue { queue_id },
     };
-    state
-        .write(Op::Transfer(Transfer {
+    let written = state
+        .write_marked(Op::Transfer(Transfer {
             action: ActivityAction {
                 session: session(&claims),
                 activity_id: activity_id.clone(),
@@ -351,7 +395,7 @@ pub async fn transfer(
             target,
         }))
         .await?;
-    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
+    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
 }
 
 /// Body of `POST /api/v1/activities/{id}/complete`.
@@ -384,8 +428,8 @@ pub async fn complete(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?
     };
-    state
-        .write(Op::Complete(Complete {
+    let written = state
+        .write_marked(Op::Complete(Complete {
             action: ActivityAction {
                 session: session(&claims),
                 activity_id: activity_id.clone(),
@@ -393,5 +437,5 @@ pub async fn complete(
             outcome: body.outcome,
         }))
         .await?;
-    Ok(HttpResponse::Ok().json(activity_after(&state, activity_id).await?))
+    Ok(ok_answer(written.island).json(activity_after(&state, activity_id).await?))
 }

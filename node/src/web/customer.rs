@@ -222,30 +222,8 @@ pub async fn post_message(
     }
 }
 
-/// Query of the events endpoints. Unknown parameters are ignored (a browser's cache buster).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventsQuery {
-    /// Return events with `seq > after`. Default 0 (all).
-    #[serde(default)]
-    pub after: u64,
-    /// Most events returned, 1..=1000. Default 100.
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<usize>,
-    /// If no event is newer than `after`, wait up to this many milliseconds for one (long
-    /// poll). Default 0; capped by the node's `timeouts.long_poll_max`.
-    #[serde(default)]
-    pub wait_ms: u64,
-}
-
-impl EventsQuery {
-    /// The page size, checked.
-    pub fn page_limit(&self) -> Result<usize, ApiError> {
-        page_limit(self.limit)
-    }
-}
-
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+/// A page size from a query (default 100), checked.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(EVENTS_PAGE_DEFAULT);
     if !(1..=limits::EVENTS_PAGE_MAX).contains(&limit) {
         return Err(ApiError::bad_request(

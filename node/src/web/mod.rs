@@ -603,6 +603,15 @@ pub fn written_answer(replayed: bool, island: bool) -> actix_web::HttpResponseBu
     builder
 }
 
+/// A 200 answer, saying (`Parley-Island: true`) when the write was taken in island mode.
+pub fn ok_answer(island: bool) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    if island {
+        builder.insert_header((ISLAND_HEADER, "true"));
+    }
+    builder
+}
+
 /// An outcome the handler did not expect: a bug, reported as such.
 pub fn unexpected(outcome: Outcome) -> ApiError {
     ApiError::internal(format!("unexpected outcome {outcome:?}"))

@@ -3,9 +3,9 @@
 //! Every stream starts from the client's `after` and sends exactly the events it missed (read
 //! from this node's applied state), then live ones as the messaging actor reports progress
 //! (G3). Reconnecting to any node with the last seen `seq` is the whole failover story for a
-//! client. Ephemeral frames (`typing`, `queue_status`) carry no `seq`. A chat stream's event
-//! frames also carry `after`, the cursor to resume from after that event (an island cursor
-//! after events an island took, whose numbers are provisional until it merges).
+//! client. Ephemeral frames (`typing`, `queue_status`) carry no `seq`. Chat event frames and
+//! agent feed frames also carry `after`, the cursor to resume from after that event (an island
+//! cursor after events an island took, whose numbers are provisional until it merges).
 //!
 //! Close codes: 1012 (service restart) when the node stops, meaning "reconnect to another
 //! node with after=<last seq>"; 4001 when an agent session ends; 4410 when an agent is further
@@ -65,24 +65,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/supervisor/stream", web::get().to(supervisor_stream));
 }
 
-/// Query of the stream endpoints. Unknown parameters are ignored.
+/// Query of the supervisor stream. Unknown parameters are ignored.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Send events with `seq > after` first. Default 0.
-    #[serde(default)]
-    pub after: u64,
     /// The bearer token, for clients that cannot set an Authorization header on a WebSocket.
     #[serde(default)]
     pub access_token: Option<String>,
 }
 
-/// Query of a chat's stream. Unknown parameters are ignored.
+/// Query of a chat's or an agent's stream. Unknown parameters are ignored.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ChatStreamQuery {
+pub struct ResumeQuery {
     /// Send the events after this cursor first: a sequence number, or the `after` of the last
-    /// event frame received (see `GET /api/v1/chats/{chat_id}/events`). Default 0.
+    /// event frame received (see `GET /api/v1/chats/{chat_id}/events` and
+    /// `GET /api/v1/agents/me/events`). Default 0.
     #[param(value_type = Option<String>, pattern = r"^([0-9]{1,20}|i\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20}\.[0-9]{1,20})$")]
     #[serde(default)]
     pub after: Option<String>,
@@ -141,7 +139,11 @@ enum Source {
         /// Where the client stands: the cursor after the last event sent.
         after: EventCursor,
     },
-    Agent(AgentClaims),
+    Agent {
+        claims: AgentClaims,
+        /// Where the client stands: the cursor after the last feed event sent.
+        after: EventCursor,
+    },
     Supervisor,
 }
 
@@ -149,7 +151,7 @@ impl Source {
     fn feed(&self) -> Feed {
         match self {
             Source::Chat { chat_id, .. } => Feed::Chat(chat_id.clone()),
-            Source::Agent(claims) => Feed::Agent(claims.agent_id.clone()),
+            Source::Agent { claims, .. } => Feed::Agent(claims.agent_id.clone()),
             Source::Supervisor => Feed::Supervisor,
         }
     }
@@ -158,7 +160,7 @@ impl Source {
 /// A chat's events over WebSocket, for its customer or its agent: missed events after
 /// `after`, then live ones; `typing` and `queue_status` frames in between.
 #[utoipa::path(get, path = "/api/v1/chats/{chat_id}/stream", tag = "streams",
-    params(("chat_id" = String, Path), ChatStreamQuery),
+    params(("chat_id" = String, Path), ResumeQuery),
     security(("chat_token" = []), ("agent_token" = [])),
     responses((status = 101, description = "WebSocket: one JSON chat event per text frame"),
         (status = 401), (status = 404)))]
@@ -166,7 +168,7 @@ pub async fn chat_stream(
     state: web::Data<WebState>,
     request: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<ChatStreamQuery>,
+    query: web::Query<ResumeQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let chat_id = path_id("chat id", path.into_inner())?;
@@ -195,15 +197,16 @@ pub async fn chat_stream(
 /// An agent's work over WebSocket: offers, assignments, releases, availability and every event
 /// of their chats, after `after` (their feed sequence), then live.
 #[utoipa::path(get, path = "/api/v1/agents/me/stream", tag = "streams",
-    params(StreamQuery), security(("agent_token" = [])),
+    params(ResumeQuery), security(("agent_token" = [])),
     responses((status = 101, description = "WebSocket: one JSON feed item per text frame"),
         (status = 401)))]
 pub async fn agent_stream(
     state: web::Data<WebState>,
     request: HttpRequest,
-    query: web::Query<StreamQuery>,
+    query: web::Query<ResumeQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let after = super::customer::parse_cursor(query.after.as_deref())?;
     let claims = agent_caller(&state, &request, query.access_token.as_deref()).await?;
     // Presence: record the node the agent now uses (best effort).
     let (agent_id, node) = (claims.agent_id.clone(), state.node_id);
@@ -225,8 +228,11 @@ pub async fn agent_stream(
         state.get_ref().clone(),
         &request,
         body,
-        Source::Agent(claims),
-        query.after,
+        Source::Agent { claims, after },
+        match after {
+            EventCursor::After(seq) => seq,
+            EventCursor::Island(_) => 0,
+        },
     )
 }
 
@@ -447,8 +453,8 @@ impl Stream {
     /// Sends everything after the cursor, in pages.
     async fn deliver(&mut self) -> Sent {
         loop {
-            let cursor = self.cursor;
             let mut chat_after = None;
+            let mut feed_after = None;
             let frames: Result<Vec<(u64, String)>, Option<CloseReason>> = match &self.source {
                 Source::Chat { chat_id, after, .. } => {
                     let (chat_id, after) = (chat_id.clone(), *after);
@@ -474,16 +480,19 @@ impl Stream {
                             .collect()
                     })
                 }
-                Source::Agent(claims) => {
-                    let (agent_id, session_id) =
-                        (claims.agent_id.clone(), claims.session_id.clone());
-                    self.read(move |s, _| {
+                Source::Agent { claims, after } => {
+                    let (agent_id, session_id, after) =
+                        (claims.agent_id.clone(), claims.session_id.clone(), *after);
+                    let page = self.read(move |s, _| {
                         let current = s
                             .agents
                             .get(&agent_id)
                             .is_some_and(|a| a.has_session(&session_id));
-                        match agent_feed(s, &agent_id, cursor, CATCH_UP_PAGE) {
+                        match agent_feed(s, &agent_id, &after, CATCH_UP_PAGE) {
                             Some(Ok(items)) => {
+                                let next = items
+                                    .last()
+                                    .and_then(|e| e.after.parse::<EventCursor>().ok());
                                 let frames: Vec<(u64, String)> = items
                                     .iter()
                                     .filter_map(|e| Some((e.seq, serde_json::to_string(e).ok()?)))
@@ -495,7 +504,7 @@ impl Stream {
                                         "the agent session has ended; log in again",
                                     ));
                                 }
-                                Ok(frames)
+                                Ok((frames, next))
                             }
                             Some(Err(first)) => Err(close(
                                 CloseCode::from(CLOSE_RESUME_TOO_OLD),
@@ -508,8 +517,11 @@ impl Stream {
                                 Err(close(CloseCode::from(CLOSE_SESSION_ENDED), "no such agent"))
                             }
                         }
+                    });
+                    page.await.map(|(frames, next)| {
+                        feed_after = next;
+                        frames
                     })
-                    .await
                 }
                 Source::Supervisor => {
                     self.read(move |s, applied| {
@@ -544,8 +556,12 @@ impl Stream {
                 }
             }
             self.cursor = last;
-            if let (Source::Chat { after, .. }, Some(at)) = (&mut self.source, chat_after) {
-                *after = at;
+            match (&mut self.source, chat_after, feed_after) {
+                (Source::Chat { after, .. }, Some(at), _)
+                | (Source::Agent { after, .. }, _, Some(at)) => {
+                    *after = at;
+                }
+                _ => {}
             }
             // A supervisor gets one snapshot; a chat stream is done with a short page; an agent
             // stream reads once more, which closes it if the session ended with this page.
@@ -651,7 +667,7 @@ impl Stream {
                 },
                 _,
             ) => (chat_id.clone(), caller.clone()),
-            (Source::Agent(claims), Some(chat_id)) => {
+            (Source::Agent { claims, .. }, Some(chat_id)) => {
                 let (chat, me) = (chat_id.clone(), claims.agent_id.clone());
                 let holds = self
                     .state
@@ -672,7 +688,7 @@ impl Stream {
                     },
                 )
             }
-            (Source::Agent(_), None) => {
+            (Source::Agent { .. }, None) => {
                 return self.error("invalid_frame", "typing needs a chat_id").await;
             }
             (Source::Supervisor, _) => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use parley_raft::command::{ActivityId, AgentId, ChatId, QueueId, SkillId};
-use parley_raft::state::{self as st, Activity, ActivityDetail, Agent};
+use parley_raft::state::{self as st, Activity, ActivityDetail, Agent, EventCursor};
 use parley_raft::State;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -91,10 +91,29 @@ pub struct ActivityView {
     pub assigned_at_ms: Option<u64>,
     /// Every transition, oldest first.
     pub history: Vec<Transition>,
+    /// Agents' actions an island took that lost at its merge, oldest first (empty unless a
+    /// site was cut off; see docs/OPERATIONS.md, island mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub island_conflicts: Vec<IslandConflictView>,
     /// For chats.
     pub chat: Option<ChatSummary>,
     /// For callbacks.
     pub callback: Option<CallbackSummary>,
+}
+
+/// An agent's action an island acknowledged that lost at the merge.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IslandConflictView {
+    /// The agent who acted.
+    pub agent_id: AgentId,
+    /// `accept`, `transfer` or `complete`.
+    pub action: String,
+    /// When the island took it, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The island node that took it.
+    pub island_node: u64,
+    /// Why it lost: `assigned_elsewhere`, `ended` or `not_held`.
+    pub reason: String,
 }
 
 /// A chat's details for its agent.
@@ -159,6 +178,17 @@ pub fn activity_view(state: &State, activity: &Activity) -> ActivityView {
         enqueued_at_ms: activity.enqueued_at_ms,
         assigned_at_ms: activity.assigned_at_ms,
         history: activity.history.iter().map(Transition::from).collect(),
+        island_conflicts: activity
+            .island_conflicts
+            .iter()
+            .map(|c| IslandConflictView {
+                agent_id: c.agent_id.clone(),
+                action: c.action.clone(),
+                at_ms: c.at_ms,
+                island_node: c.origin,
+                reason: c.reason.clone(),
+            })
+            .collect(),
         chat,
         callback,
     }
@@ -190,8 +220,14 @@ pub struct AgentView {
     pub load: BTreeMap<Channel, u32>,
     /// Idle since, ms since the Unix epoch (longest idle is routed first).
     pub idle_since_ms: u64,
-    /// The agent's last feed sequence number: resume streams from here.
+    /// The agent's last feed sequence number (provisional on an island).
     pub feed_last_seq: u64,
+    /// The cursor to resume the agent's feed and stream from (pass it as `after`): the last
+    /// feed sequence number, or on an island an island cursor.
+    pub feed_after: String,
+    /// Whether the agent holds more work of some channel than their limit (possible after an
+    /// island merged: assigned work is never taken back): no new offers until below it.
+    pub over_limit: bool,
     /// The activities the agent holds.
     pub activities: Vec<ActivityView>,
 }
@@ -224,6 +260,10 @@ pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
         load,
         idle_since_ms: agent.idle_since_ms,
         feed_last_seq: agent.feed_last_seq(),
+        feed_after: state.feed_cursor(&agent.spec.id).to_string(),
+        over_limit: agent.spec.limits.iter().any(|(channel, limit)| {
+            state.load(agent, *channel) > usize::try_from(*limit).unwrap_or(usize::MAX)
+        }),
         activities: agent
             .work
             .iter()
@@ -236,8 +276,13 @@ pub fn agent_view(state: &State, agent: &Agent) -> AgentView {
 /// One event of an agent's feed as streams deliver it: chat events carry the event itself.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AgentFeedItem {
-    /// Position in the agent's feed.
+    /// Position in the agent's feed (provisional on an island: see `after`).
     pub seq: u64,
+    /// The cursor to resume after this event, on any node: its `seq`, or an island cursor
+    /// (`i.<node>.<epoch>.<fork>.<seq>`) for an event an island's view numbered. From an
+    /// island cursor, a node other than that island resumes at the island's fork: the
+    /// client is sent again, as merged, what it saw on the island.
+    pub after: String,
     /// When it happened.
     pub at_ms: u64,
     /// What happened.
@@ -248,18 +293,18 @@ pub struct AgentFeedItem {
     pub event: Option<ChatEvent>,
 }
 
-/// Agent feed events after `after`, materialized; `Err(first retained)` when they are gone.
+/// Agent feed events after `after`, materialized (see `State::feed_page`); `Err(first
+/// retained)` when they are gone.
 pub fn agent_feed(
     state: &State,
     agent_id: &str,
-    after: u64,
+    after: &EventCursor,
     limit: usize,
 ) -> Option<Result<Vec<AgentFeedItem>, u64>> {
-    let agent = state.agents.get(agent_id)?;
-    Some(agent.feed_after(after, limit).map(|events| {
+    Some(state.feed_page(agent_id, after, limit)?.map(|events| {
         events
             .into_iter()
-            .map(|e| {
+            .map(|(e, at)| {
                 let event = match &e.body {
                     st::AgentEventBody::ChatEvent { chat_id, chat_seq } => state
                         .chats
@@ -270,6 +315,7 @@ pub fn agent_feed(
                 };
                 AgentFeedItem {
                     seq: e.seq,
+                    after: at.to_string(),
                     at_ms: e.at_ms,
                     body: AgentEventBody::from(&e.body),
                     event,

@@ -280,6 +280,7 @@ impl IslandServer {
             at_ms: physical_ms,
             op,
             seq: None,
+            agent: None,
         };
         let mut next = State::clone(&view.state);
         let outcome = next.apply_island(self.id, epoch, &mut write);
@@ -523,7 +524,7 @@ impl IslandServer {
     /// yet applied on top, each with the sequence number its client was answered with.
     async fn rebuild(&self, epoch: u64) -> Result<View, ProposeError> {
         let (mut state, applied) = self.store.read(|s, applied| (s.clone(), applied.copied()));
-        state.routing_paused = true;
+        state.on_island_view = true;
         let mut from = state
             .islands_merged
             .get(&self.id)

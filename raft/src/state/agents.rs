@@ -13,6 +13,7 @@ impl State {
         origin: u64,
         login: &Login,
     ) -> Result<Outcome, Rejection> {
+        let stamp = self.own_stamp(at_ms, origin);
         let agent =
             self.agents
                 .get_mut(&login.agent_id)
@@ -37,6 +38,9 @@ impl State {
             since_ms: at_ms,
             node: origin,
         });
+        if stamp.is_some() {
+            agent.own_stamp = stamp;
+        }
         agent.push_feed(
             &mut self.touched,
             at_ms,
@@ -75,6 +79,7 @@ impl State {
     pub(super) fn logout(
         &mut self,
         at_ms: u64,
+        origin: u64,
         session: &AgentSession,
     ) -> Result<Outcome, Rejection> {
         let Some(agent) = self.agents.get(&session.agent_id) else {
@@ -104,8 +109,12 @@ impl State {
         for id in offers {
             self.return_offer(at_ms, &id, "logged_out");
         }
+        let stamp = self.own_stamp(at_ms, origin);
         if let Some(agent) = self.agents.get_mut(&session.agent_id) {
             agent.session = None;
+            if stamp.is_some() {
+                agent.own_stamp = stamp;
+            }
             agent.ready.clear();
             agent.not_ready_reason = None;
             agent.push_feed(
@@ -123,14 +132,19 @@ impl State {
     pub(super) fn set_availability(
         &mut self,
         at_ms: u64,
+        origin: u64,
         set: &SetAvailability,
     ) -> Result<Outcome, Rejection> {
         self.check_session(&set.session)?;
+        let stamp = self.own_stamp(at_ms, origin);
         let Some(agent) = self.agents.get_mut(&set.session.agent_id) else {
             return Err(Rejection::UnknownAgent {
                 agent_id: set.session.agent_id.clone(),
             });
         };
+        if stamp.is_some() {
+            agent.own_stamp = stamp;
+        }
         let was_ready = agent.ready.values().any(|r| *r);
         for (channel, ready) in &set.channels {
             agent.ready.insert(*channel, *ready);

@@ -181,6 +181,7 @@ impl State {
                 }],
                 detail: ActivityDetail::Chat,
                 request_key: Some(request_key.clone()),
+                island_conflicts: Vec::new(),
             }),
         );
         self.waiting.insert((at_ms, chat_id.clone()));

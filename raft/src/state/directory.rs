@@ -246,6 +246,7 @@ impl State {
                         work: BTreeSet::new(),
                         feed: VecDeque::new(),
                         feed_next_seq: 1,
+                        own_stamp: None,
                     },
                 );
             }

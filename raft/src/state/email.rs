@@ -757,6 +757,7 @@ impl State {
                 }],
                 detail,
                 request_key: None,
+                island_conflicts: Vec::new(),
             }),
         );
         self.waiting.insert((at_ms, activity_id.to_owned()));

@@ -72,6 +72,9 @@ pub fn check_input(op: &Op) -> Result<(), Rejection> {
             for write in &chunk.writes {
                 super::island::island_takes(&write.op)?;
                 check_input(&write.op)?;
+                if let Some(agent_id) = &write.agent {
+                    check_directory_id("agent", agent_id)?;
+                }
             }
             Ok(())
         }

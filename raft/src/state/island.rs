@@ -4,12 +4,15 @@
 //! # The island's view
 //!
 //! An island serves from a copy of the state as it last applied it (the **fork**), with its own
-//! writes applied on top by [`State::apply_island`]. The copy routes nothing
-//! ([`State::routing_paused`]): work from before the split stays where it was, so it is never
-//! routed by both sides, and a chat started on the island waits in its queue until the merge.
-//! Every chat event an island write adds is marked ([`IslandMark`]) with the island (origin
-//! node, island epoch), the island's hybrid logical clock and the sequence number the island's
-//! clients saw it under.
+//! writes applied on top by [`State::apply_island`]. The copy routes only what the island owns
+//! ([`State::on_island_view`]): chats started on the island, offered only to agents who acted
+//! on the island (signed in, said they are there, changed their availability or worked).
+//! Work from before the split stays where it was (ISLAND.md rule 6), so it is never routed by
+//! both sides; a chat of before the split already assigned to an agent on the island is
+//! worked there as before. An island fires no timers: an offer made there waits for its agent
+//! (or their sign-out) until the merge. Every chat event an island write adds is marked
+//! ([`IslandMark`]) with the island (origin node, island epoch), the island's hybrid logical
+//! clock and the sequence number the island's clients saw it under.
 //!
 //! # The merge ([`Op::MergeIsland`](crate::command::Op))
 //!
@@ -25,6 +28,26 @@
 //! - **end**: the end wins: an open chat ends; an ended one stays as it is.
 //! - **survey**: the first rating wins.
 //! - **callback request**: deduplicated by request id, as always.
+//! - **an agent's sign-in, sign-out and availability** (rule 4): last writer wins, by the
+//!   agent's own actions' clock, then node ([`OwnStamp`]); an island's sign-in that lost
+//!   leaves the cluster side's session in place. A sign-out is refused while the agent holds
+//!   assigned work on the merged side.
+//! - **an agent's accept** (rules 2 and 3): work nobody works on the cluster side (queued, or
+//!   offered to another agent, whose offer is withdrawn) is offered to the island's agent and
+//!   accepted; work an agent of the cluster side works stays theirs unless the chat's latest
+//!   customer message was taken by this island, in which case that agent is released
+//!   (`merged_transfer`, capacity back) and the island's agent works it. Ended work stays
+//!   ended. Assigned work is never revoked for a limit: an agent over a limit after the merge
+//!   gets no new offers until below it.
+//! - **transfer, complete**: as on the cluster, by the agent whatever their session (an
+//!   island's session may have lost to a later sign-in), when they hold the work on the
+//!   merged side; a completion of work that ended meanwhile changes nothing (the end wins).
+//! - **an agent's action that lost** (an accept of work the cluster side's agent keeps or that
+//!   ended there; a transfer or completion of work the agent does not hold on the merged side)
+//!   is kept on its activity as an [`IslandConflict`] (who, what, when, which island, why),
+//!   not dropped and not refused: the island acknowledged it, and CouchDB's rule holds here
+//!   too, losers are kept. A lost accept also tells the agent's feed the work is not theirs
+//!   (`Released`, `merged_transfer`), so their console lets go of it.
 //!
 //! A write the merged state cannot take (its chat was retired meanwhile, say) is listed in the
 //! outcome with why, never dropped unseen. Sequence numbers are given at merge, after the
@@ -41,15 +64,89 @@
 //! or after the merge, with exactly the events it missed. An island cursor becomes a plain
 //! sequence number again once no island event it covers lies ahead.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
-use super::{ChatEvent, ChatStatus, EventBody, State};
+use super::{
+    ActivityStatus, AgentEvent, AgentEventBody, ChatEvent, ChatStatus, EventBody, IslandConflict,
+    State,
+};
 use crate::command::{
-    Command, EndChat, IslandChunk, IslandWrite, Op, Outcome, Participant, PostMessage,
-    RefusedWrite, Rejection, StartChat, SubmitSurvey,
+    ActivityAction, AgentId, AgentSession, Command, EndChat, IslandChunk, IslandWrite, Login, Op,
+    Outcome, Participant, PostMessage, RefusedWrite, Rejection, StartChat, SubmitSurvey,
 };
 use crate::island::Stamp;
 use crate::types::NodeId;
+
+/// Why a merge offered work to an island's agent who took it on the island.
+pub const MERGED_ACCEPT: &str = "merged_accept";
+/// Why a merge took work from an agent: the other side's agent works it.
+pub const MERGED_TRANSFER: &str = "merged_transfer";
+/// An island's action lost: an agent of the cluster side works the activity, and its
+/// customer wrote there last.
+pub const CONFLICT_ASSIGNED_ELSEWHERE: &str = "assigned_elsewhere";
+/// An island's action lost: the activity ended on the cluster side.
+pub const CONFLICT_ENDED: &str = "ended";
+/// An island's action lost: the agent did not hold the activity on the merged side.
+pub const CONFLICT_NOT_HELD: &str = "not_held";
+
+/// The latest of `chat`'s customer messages, by clock then node (see [`event_stamp`]).
+fn latest_customer_message(chat: &super::Chat) -> Option<&ChatEvent> {
+    chat.events
+        .iter()
+        .filter(|event| {
+            matches!(
+                &event.body,
+                EventBody::Message {
+                    from: Participant::Customer,
+                    ..
+                }
+            )
+        })
+        .max_by_key(|event| event_stamp(event))
+}
+
+/// When a chat event was taken: an island's by its clock and node; the cluster's by the
+/// proposer's clock, before any island event of the same ms (node 0).
+fn event_stamp(event: &ChatEvent) -> OwnStamp {
+    match event.island {
+        Some(mark) => OwnStamp {
+            hlc: mark.hlc,
+            origin: mark.origin,
+        },
+        None => OwnStamp {
+            hlc: Stamp {
+                wall_ms: event.at_ms,
+                logical: 0,
+            },
+            origin: 0,
+        },
+    }
+}
+
+/// The agent an agent's action is by, if `op` is one.
+fn acting_agent(op: &Op) -> Option<&AgentId> {
+    match op {
+        Op::Login(login) => Some(&login.agent_id),
+        Op::Presence(session) | Op::Logout(session) => Some(&session.agent_id),
+        Op::SetAvailability(set) => Some(&set.session.agent_id),
+        Op::Accept(action) => Some(&action.session.agent_id),
+        Op::Transfer(transfer) => Some(&transfer.action.session.agent_id),
+        Op::Complete(complete) => Some(&complete.action.session.agent_id),
+        _ => None,
+    }
+}
+
+/// The activity an agent's accept, transfer or completion is on, if `op` is one.
+fn work_acted_on(op: &Op) -> Option<&str> {
+    match op {
+        Op::Accept(action) => Some(&action.activity_id),
+        Op::Transfer(transfer) => Some(&transfer.action.activity_id),
+        Op::Complete(complete) => Some(&complete.action.activity_id),
+        _ => None,
+    }
+}
 
 /// Where an event added by an island came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +180,30 @@ pub struct IslandCursor {
 pub(crate) struct ViewFork {
     /// The island node whose view this is.
     origin: NodeId,
+    /// Its island epoch.
+    epoch: u64,
     /// Per chat, its last sequence number when the view forked (0: started on the island).
-    chats: std::collections::BTreeMap<crate::command::ChatId, u64>,
+    chats: BTreeMap<crate::command::ChatId, u64>,
+    /// The agents who acted on the island: the only ones its routing offers work to.
+    agents: BTreeSet<AgentId>,
+    /// Work from before the split an agent on the island transferred to another agent there:
+    /// the island made that offer, so it takes its accept.
+    offered: BTreeSet<crate::command::ActivityId>,
+    /// Per agent, the last sequence number of their feed when the view forked: feed events
+    /// after it are numbered provisionally (see [`State::feed_page`]).
+    feeds: BTreeMap<AgentId, u64>,
+}
+
+/// When, and through which node, an agent last signed in or out or changed their
+/// availability themselves: the island's clock for an island write, the proposer's clock
+/// (logical part 0) otherwise. Ordered by clock, then node, so every node picks the same
+/// latest (ISLAND.md rule 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnStamp {
+    /// The clock.
+    pub hlc: Stamp,
+    /// The node that took the action.
+    pub origin: NodeId,
 }
 
 /// Where a client stands in a chat's events (the `after` of the events API and streams).
@@ -160,6 +279,10 @@ pub(crate) struct Marking {
     pending: Option<IslandMark>,
     /// The sequence number the marked event got, once it was added.
     added: Option<u64>,
+    /// The write's clock and island, for an agent's own actions.
+    stamp: Option<OwnStamp>,
+    /// Whether the write is being merged (not applied to an island's view).
+    merging: bool,
 }
 
 impl Marking {
@@ -180,34 +303,61 @@ impl Marking {
         Some(mark)
     }
 
-    fn start(&mut self, mark: IslandMark) {
+    /// Whether an island write is being merged.
+    pub(crate) fn merging(&self) -> bool {
+        self.merging
+    }
+
+    /// Holds the mark back while the merge adds events of its own (not the island write's).
+    fn suspend(&mut self) -> Option<IslandMark> {
+        self.pending.take()
+    }
+
+    fn resume(&mut self, held: Option<IslandMark>) {
+        if self.pending.is_none() && self.added.is_none() {
+            self.pending = held;
+        }
+    }
+
+    fn start(&mut self, mark: IslandMark, merging: bool) {
         self.pending = Some(mark);
         self.added = None;
+        self.stamp = Some(OwnStamp {
+            hlc: mark.hlc,
+            origin: mark.origin,
+        });
+        self.merging = merging;
     }
 
     fn finish(&mut self) -> Option<u64> {
         self.pending = None;
+        self.stamp = None;
+        self.merging = false;
         self.added.take()
     }
 }
 
-/// Whether an island takes `op`: the customer's side of chats and callbacks. Everything else
-/// (agents' actions, directory and membership changes, timers) waits for the cluster.
+/// Whether an island takes `op`: the customer's side of chats and callbacks, and agents'
+/// sign-in, availability and work. Directory and membership changes, cluster settings and
+/// timers wait for the cluster.
 pub fn island_takes(op: &Op) -> Result<(), Rejection> {
     let what = match op {
         Op::StartChat(_)
         | Op::PostMessage(_)
         | Op::EndChat(_)
         | Op::SubmitSurvey(_)
-        | Op::RequestCallback(_) => return Ok(()),
+        | Op::RequestCallback(_)
+        | Op::Login(_)
+        | Op::Presence(_)
+        | Op::Logout(_)
+        | Op::SetAvailability(_)
+        | Op::Accept(_)
+        | Op::Transfer(_)
+        | Op::Complete(_) => return Ok(()),
         Op::SeedDirectory(_) | Op::Upsert(_) | Op::Remove(_) => "a directory change",
         Op::SetRetention(_) | Op::SetClusterVersion { .. } | Op::SetUnreachable { .. } => {
             "a cluster setting"
         }
-        Op::Login(_) | Op::Presence(_) | Op::Logout(_) | Op::SetAvailability(_) => {
-            "an agent's sign-in or availability"
-        }
-        Op::Accept(_) | Op::Transfer(_) | Op::Complete(_) => "an agent's action on work",
         Op::Tick => "a timer",
         Op::MergeIsland(_) => "a merge",
         // Leases and the mail cursor need the quorum: an island would fetch what the cluster
@@ -229,6 +379,16 @@ impl State {
         if let Err(rejection) = island_takes(&write.op) {
             return Outcome::Rejected(rejection);
         }
+        let needs = crate::version::island_op_cluster_version(&write.op);
+        if needs > self.cluster_version.0 {
+            return Outcome::Rejected(Rejection::Island {
+                what: format!(
+                    "an agent's action (an island takes it at cluster version {needs}; the \
+                     cluster is at {})",
+                    self.cluster_version.0
+                ),
+            });
+        }
         let chat_id = match &write.op {
             Op::StartChat(op) => Some(&op.chat_id),
             Op::PostMessage(op) => Some(&op.chat_id),
@@ -236,30 +396,100 @@ impl State {
             Op::SubmitSurvey(op) => Some(&op.chat_id),
             _ => None,
         };
-        let view = self.island_view.get_or_insert_with(|| ViewFork {
-            origin,
-            chats: std::collections::BTreeMap::new(),
-        });
-        if let Some(chat_id) = chat_id {
-            if !view.chats.contains_key(chat_id) {
-                let fork = self.chats.get(chat_id).map_or(0, |c| c.last_seq());
-                view.chats.insert(chat_id.clone(), fork);
+        if self.island_view.is_none() {
+            // The first island write: the view is the fork still.
+            let feeds = self
+                .agents
+                .iter()
+                .map(|(id, agent)| (id.clone(), agent.feed_last_seq()))
+                .collect();
+            self.island_view = Some(ViewFork {
+                origin,
+                epoch,
+                chats: BTreeMap::new(),
+                agents: BTreeSet::new(),
+                offered: BTreeSet::new(),
+                feeds,
+            });
+        }
+        if let Op::Accept(action) = &write.op {
+            // An offer from before the split is the cluster's to time out and route again
+            // (ISLAND.md rule 6): the island takes accepts of the chats it started and of the
+            // offers it made itself (a transfer between two agents on the island).
+            let offered_here = self
+                .island_view
+                .as_ref()
+                .is_some_and(|view| view.offered.contains(&action.activity_id));
+            if !self.island_owns(&action.activity_id) && !offered_here {
+                return Outcome::Rejected(Rejection::Island {
+                    what: format!(
+                        "accepting {}, offered before the site was cut off,",
+                        action.activity_id
+                    ),
+                });
             }
         }
-        self.island_write.start(IslandMark {
-            origin,
-            epoch,
-            seq: write.seq.unwrap_or(0),
-            hlc: write.hlc,
-        });
+        let chat_fork = chat_id.map(|id| (id, self.chats.get(id).map_or(0, |c| c.last_seq())));
+        let agents_on_islands = self.cluster_version.0 >= crate::version::AGENTS_ON_ISLANDS;
+        if agents_on_islands && write.seq.is_none() && write.agent.is_none() {
+            write.agent = chat_id
+                .and_then(|id| self.chats.get(id))
+                .and_then(|chat| chat.agent_id.clone());
+        }
+        if let Some(view) = self.island_view.as_mut() {
+            if let Some((chat_id, fork)) = chat_fork {
+                view.chats.entry(chat_id.clone()).or_insert(fork);
+            }
+        }
+        self.island_write.start(
+            IslandMark {
+                origin,
+                epoch,
+                seq: write.seq.unwrap_or(0),
+                hlc: write.hlc,
+            },
+            false,
+        );
         let outcome = self.apply(&Command {
             at_ms: write.at_ms,
             origin,
             op: write.op.clone(),
         });
         let added = self.island_write.finish();
+        let outcome = match (outcome, work_acted_on(&write.op)) {
+            // The island knows the state of work from before the split only as it was then:
+            // the cluster side may have moved it to this agent since. Not a conflict the
+            // island can decide; the agent retries on the cluster.
+            (Outcome::Rejected(Rejection::Conflict { .. }), Some(activity_id))
+                if !self.island_owns(activity_id) =>
+            {
+                Outcome::Rejected(Rejection::Island {
+                    what: format!(
+                        "an action on {activity_id}, work from before the site was cut off that \
+                         this island does not hold,"
+                    ),
+                })
+            }
+            (outcome, _) => outcome,
+        };
         if write.seq.is_none() {
             write.seq = added;
+        }
+        if !matches!(outcome, Outcome::Rejected(_)) {
+            // The agent is on the island: its routing may offer them work.
+            if let (Some(agent_id), Some(view)) =
+                (acting_agent(&write.op), self.island_view.as_mut())
+            {
+                view.agents.insert(agent_id.clone());
+            }
+            if let (Op::Transfer(transfer), Some(view)) = (&write.op, self.island_view.as_mut()) {
+                if matches!(
+                    transfer.target,
+                    crate::command::TransferTarget::Agent { .. }
+                ) {
+                    view.offered.insert(transfer.action.activity_id.clone());
+                }
+            }
         }
         outcome
     }
@@ -276,13 +506,16 @@ impl State {
                 skipped += 1;
                 continue;
             }
-            self.island_write.start(IslandMark {
-                origin: chunk.origin,
-                epoch: chunk.epoch,
-                seq: write.seq.unwrap_or(0),
-                hlc: write.hlc,
-            });
-            let result = self.merge_write(write);
+            self.island_write.start(
+                IslandMark {
+                    origin: chunk.origin,
+                    epoch: chunk.epoch,
+                    seq: write.seq.unwrap_or(0),
+                    hlc: write.hlc,
+                },
+                true,
+            );
+            let result = self.merge_write(chunk.origin, chunk.epoch, write);
             self.island_write.finish();
             match result {
                 Ok(()) => merged += 1,
@@ -311,17 +544,365 @@ impl State {
         }
     }
 
-    fn merge_write(&mut self, write: &IslandWrite) -> Result<(), Rejection> {
+    fn merge_write(
+        &mut self,
+        origin: NodeId,
+        epoch: u64,
+        write: &IslandWrite,
+    ) -> Result<(), Rejection> {
         let at = write.at_ms;
         match &write.op {
             Op::StartChat(start) => self.merge_start(at, start),
-            Op::PostMessage(post) => self.merge_message(at, post),
+            Op::PostMessage(post) => self.merge_message(at, post, write.agent.as_ref()),
             Op::EndChat(end) => self.merge_end(at, end),
             Op::SubmitSurvey(survey) => self.merge_survey(at, survey),
             Op::RequestCallback(request) => self.request_callback(at, request).map(|_| ()),
+            Op::Login(login) => self.merge_login(at, origin, login),
+            Op::Presence(session) => {
+                if self.has_session(session) {
+                    self.presence(at, origin, session)?;
+                }
+                Ok(())
+            }
+            Op::Logout(session) => {
+                if self.has_session(session) && self.island_stamp_wins(&session.agent_id) {
+                    self.logout(at, origin, session)?;
+                }
+                Ok(())
+            }
+            Op::SetAvailability(set) => {
+                self.known_agent(&set.session.agent_id)?;
+                if self.island_stamp_wins(&set.session.agent_id) {
+                    self.set_availability(at, origin, set)?;
+                }
+                Ok(())
+            }
+            Op::Accept(action) => {
+                let lost = self.merge_accept(at, origin, action)?;
+                if let Some(reason) = lost {
+                    let conflict = IslandConflict {
+                        agent_id: action.session.agent_id.clone(),
+                        action: "accept".to_owned(),
+                        at_ms: at,
+                        origin,
+                        epoch,
+                        reason: reason.to_owned(),
+                    };
+                    self.island_action_lost(&action.activity_id, conflict, true);
+                }
+                Ok(())
+            }
+            Op::Transfer(transfer) => {
+                let action = &transfer.action;
+                match self.transfer(at, transfer) {
+                    Ok(_) => Ok(()),
+                    Err(Rejection::Conflict { .. }) if !self.holds(action) => {
+                        let conflict = IslandConflict {
+                            agent_id: action.session.agent_id.clone(),
+                            action: "transfer".to_owned(),
+                            at_ms: at,
+                            origin,
+                            epoch,
+                            reason: self.why_not_held(&action.activity_id).to_owned(),
+                        };
+                        self.island_action_lost(&action.activity_id, conflict, false);
+                        Ok(())
+                    }
+                    Err(rejection) => Err(rejection),
+                }
+            }
+            Op::Complete(complete) => {
+                let action = &complete.action;
+                let ended = self
+                    .activities
+                    .get(&action.activity_id)
+                    .is_some_and(|a| a.status.is_terminal());
+                if ended || !self.holds(action) {
+                    // Ended on the cluster side meanwhile (the end wins, ISLAND.md rule 2), or
+                    // worked there by another agent (rule 3): kept as a conflict.
+                    if self.activities.contains_key(&action.activity_id) {
+                        let conflict = IslandConflict {
+                            agent_id: action.session.agent_id.clone(),
+                            action: "complete".to_owned(),
+                            at_ms: at,
+                            origin,
+                            epoch,
+                            reason: self.why_not_held(&action.activity_id).to_owned(),
+                        };
+                        self.island_action_lost(&action.activity_id, conflict, false);
+                        return Ok(());
+                    }
+                }
+                self.complete(at, complete).map(|_| ())
+            }
             // `check_input` refuses a chunk holding anything else.
             other => island_takes(other),
         }
+    }
+
+    fn known_agent(&self, agent_id: &str) -> Result<&super::Agent, Rejection> {
+        self.agents
+            .get(agent_id)
+            .ok_or_else(|| Rejection::UnknownAgent {
+                agent_id: agent_id.to_owned(),
+            })
+    }
+
+    fn has_session(&self, session: &AgentSession) -> bool {
+        self.agents
+            .get(&session.agent_id)
+            .is_some_and(|agent| agent.has_session(&session.session_id))
+    }
+
+    /// Whether the island write being merged is later than the agent's own last sign-in,
+    /// sign-out or availability change (ISLAND.md rule 4: last writer by clock, then node).
+    fn island_stamp_wins(&self, agent_id: &str) -> bool {
+        let Some(stamp) = self.island_write.stamp else {
+            return false;
+        };
+        self.agents
+            .get(agent_id)
+            .is_some_and(|agent| agent.own_stamp.is_none_or(|own| stamp > own))
+    }
+
+    /// An island sign-in: taken if it is the agent's latest own action; otherwise the later
+    /// session on the cluster side stays and the island's is over (the agent signs in again;
+    /// what they did on the island is merged all the same).
+    fn merge_login(&mut self, at_ms: u64, origin: NodeId, login: &Login) -> Result<(), Rejection> {
+        let agent = self.known_agent(&login.agent_id)?;
+        if agent.has_session(&login.session_id) || !self.island_stamp_wins(&login.agent_id) {
+            return Ok(());
+        }
+        self.login(at_ms, origin, login).map(|_| ())
+    }
+
+    /// Whether the agent of `action` holds its activity on the merged side.
+    fn holds(&self, action: &ActivityAction) -> bool {
+        self.activities.get(&action.activity_id).is_some_and(|a| {
+            matches!(&a.status, ActivityStatus::Assigned { agent_id } if *agent_id == action.session.agent_id)
+        })
+    }
+
+    /// Why an agent's island action on `activity_id` did not take (see [`IslandConflict`]).
+    fn why_not_held(&self, activity_id: &str) -> &'static str {
+        match self.activities.get(activity_id).map(|a| &a.status) {
+            Some(status) if status.is_terminal() => CONFLICT_ENDED,
+            Some(ActivityStatus::Assigned { .. }) => CONFLICT_ASSIGNED_ELSEWHERE,
+            _ => CONFLICT_NOT_HELD,
+        }
+    }
+
+    /// Keeps an island's action that lost at the merge on its activity (ISLAND.md rule 3:
+    /// losers are kept, not dropped); with `release`, the agent's feed says the work is not
+    /// theirs (`merged_transfer`), so their console lets go of what the island gave them.
+    fn island_action_lost(&mut self, activity_id: &str, conflict: IslandConflict, release: bool) {
+        let at_ms = conflict.at_ms;
+        let agent_id = conflict.agent_id.clone();
+        tracing::info!(
+            activity_id,
+            agent_id,
+            action = conflict.action,
+            reason = conflict.reason,
+            origin = conflict.origin,
+            "an island's action lost at the merge; kept as a conflict"
+        );
+        let Some(activity) = self
+            .activities
+            .get_mut(activity_id)
+            .map(std::sync::Arc::make_mut)
+        else {
+            return;
+        };
+        if activity.island_conflicts.len() >= crate::limits::ISLAND_CONFLICTS_PER_ACTIVITY_MAX {
+            activity.island_conflicts.remove(0);
+        }
+        activity.island_conflicts.push(conflict);
+        if release {
+            if let Some(agent) = self.agents.get_mut(&agent_id) {
+                agent.push_feed(
+                    &mut self.touched,
+                    at_ms,
+                    AgentEventBody::Released {
+                        activity_id: activity_id.to_owned(),
+                        reason: MERGED_TRANSFER.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// An island's accept (ISLAND.md rules 2 and 3): work nobody on the cluster side works
+    /// (queued, or offered to someone) is offered to the island's agent and accepted; work an
+    /// agent of the cluster side works goes to the side that holds its customer's latest
+    /// message since the split, the other agent getting a `merged_transfer` release; ended
+    /// work stays ended. Answers why the island's accept lost, if it did.
+    fn merge_accept(
+        &mut self,
+        at_ms: u64,
+        origin: NodeId,
+        action: &ActivityAction,
+    ) -> Result<Option<&'static str>, Rejection> {
+        self.known_agent(&action.session.agent_id)?;
+        let me = &action.session.agent_id;
+        let activity =
+            self.activities
+                .get(&action.activity_id)
+                .ok_or_else(|| Rejection::UnknownActivity {
+                    activity_id: action.activity_id.clone(),
+                })?;
+        let id = activity.id.clone();
+        match activity.status.clone() {
+            ActivityStatus::Assigned { agent_id } if agent_id == *me => return Ok(None),
+            ActivityStatus::Offered { agent_id, .. } if agent_id == *me => {}
+            ActivityStatus::Offered { .. } => {
+                self.return_offer(at_ms, &id, MERGED_TRANSFER);
+                self.offer(at_ms, &id, me, MERGED_ACCEPT);
+            }
+            ActivityStatus::Queued => self.offer(at_ms, &id, me, MERGED_ACCEPT),
+            ActivityStatus::Assigned { agent_id } => {
+                if !self.customer_last_on_island(&id, origin) {
+                    // The cluster side's agent keeps it: its customer wrote there last.
+                    return Ok(Some(CONFLICT_ASSIGNED_ELSEWHERE));
+                }
+                self.take_from_agent(at_ms, &id, &agent_id, MERGED_TRANSFER);
+                self.offer(at_ms, &id, me, MERGED_ACCEPT);
+            }
+            ActivityStatus::Completed { .. } | ActivityStatus::Abandoned => {
+                return Ok(Some(CONFLICT_ENDED));
+            }
+            ActivityStatus::Scheduled => return Ok(Some(CONFLICT_NOT_HELD)),
+        }
+        self.accept(at_ms, action).map(|_| None)
+    }
+
+    /// Whether the latest customer message of chat `chat_id`, by clock then node, was taken by
+    /// island `origin`.
+    fn customer_last_on_island(&self, chat_id: &str, origin: NodeId) -> bool {
+        self.chats
+            .get(chat_id)
+            .and_then(|chat| latest_customer_message(chat))
+            .is_some_and(|event| event.island.is_some_and(|mark| mark.origin == origin))
+    }
+
+    /// Whether the island write being merged is later, by clock then node, than every
+    /// customer message `chat` holds.
+    fn island_write_is_latest(&self, chat: &super::Chat) -> bool {
+        let Some(stamp) = self.island_write.stamp else {
+            return false;
+        };
+        latest_customer_message(chat).is_none_or(|event| event_stamp(event) < stamp)
+    }
+
+    /// Gives open chat `chat_id` to `agent_id` at a merge: whoever holds it (an offer, or
+    /// the chat) lets go (`merged_transfer`), and the agent is offered it and accepts.
+    fn give_to(&mut self, at_ms: u64, chat_id: &str, agent_id: &AgentId) {
+        let Some(status) = self.activities.get(chat_id).map(|a| a.status.clone()) else {
+            return;
+        };
+        // The events this adds are the merge's; the island write's mark is for its message.
+        let held = self.island_write.suspend();
+        match status {
+            ActivityStatus::Assigned { agent_id: holder } => {
+                self.take_from_agent(at_ms, chat_id, &holder, MERGED_TRANSFER);
+            }
+            ActivityStatus::Offered { .. } => {
+                self.return_offer(at_ms, chat_id, MERGED_TRANSFER);
+            }
+            ActivityStatus::Queued => {}
+            _ => {
+                self.island_write.resume(held);
+                return;
+            }
+        }
+        self.offer(at_ms, chat_id, agent_id, MERGED_ACCEPT);
+        let session_id = self
+            .agents
+            .get(agent_id)
+            .and_then(|a| a.session.as_ref())
+            .map(|s| s.session_id.clone())
+            .unwrap_or_default();
+        let action = ActivityAction {
+            session: AgentSession {
+                agent_id: agent_id.clone(),
+                session_id,
+            },
+            activity_id: chat_id.to_owned(),
+        };
+        if let Err(rejection) = self.accept(at_ms, &action) {
+            tracing::warn!(
+                chat_id,
+                agent_id,
+                %rejection,
+                "a merged chat could not be given to its island agent"
+            );
+        }
+        self.island_write.resume(held);
+    }
+
+    /// Takes assigned work away from `agent_id` (who gets their capacity back), the chat's
+    /// customer told the agent left, and puts it back into its queue at its old place.
+    fn take_from_agent(&mut self, at_ms: u64, activity_id: &str, agent_id: &str, reason: &str) {
+        let held = self.island_write.suspend();
+        if self.chats.contains_key(activity_id) {
+            self.push_chat_event(
+                activity_id,
+                at_ms,
+                EventBody::AgentLeft {
+                    agent_id: agent_id.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            );
+            self.disarm_inactivity(activity_id);
+            if let Some(chat) = self
+                .chats
+                .get_mut(activity_id)
+                .map(std::sync::Arc::make_mut)
+            {
+                chat.agent_id = None;
+            }
+        }
+        let enqueued_at_ms = self
+            .activities
+            .get(activity_id)
+            .map_or(at_ms, |a| a.enqueued_at_ms);
+        self.release(at_ms, activity_id, reason);
+        self.enqueue(at_ms, activity_id, enqueued_at_ms, reason);
+        self.island_write.resume(held);
+    }
+
+    /// The agent's own stamp for an action at `at_ms` through `origin` (see [`OwnStamp`]);
+    /// none below the cluster version that merges agents' actions, whose releases keep none.
+    pub(super) fn own_stamp(&self, at_ms: u64, origin: NodeId) -> Option<OwnStamp> {
+        if self.cluster_version.0 < crate::version::AGENTS_ON_ISLANDS {
+            return None;
+        }
+        Some(self.island_write.stamp.unwrap_or(OwnStamp {
+            hlc: Stamp {
+                wall_ms: at_ms,
+                logical: 0,
+            },
+            origin,
+        }))
+    }
+
+    /// Whether routing may offer `agent` work in this state: on the cluster, while the leader
+    /// reaches the node they are connected through; on an island's view, once they acted on
+    /// the island.
+    pub(super) fn routable(&self, agent: &super::Agent) -> bool {
+        if self.on_island_view {
+            return self
+                .island_view
+                .as_ref()
+                .is_some_and(|view| view.agents.contains(&agent.spec.id));
+        }
+        !self.agent_unreachable(agent)
+    }
+
+    /// Whether an island's view routes `activity_id`: a chat started on the island.
+    pub(super) fn island_owns(&self, activity_id: &str) -> bool {
+        self.island_view
+            .as_ref()
+            .is_some_and(|view| view.chats.get(activity_id) == Some(&0))
     }
 
     fn merge_start(&mut self, at_ms: u64, start: &StartChat) -> Result<(), Rejection> {
@@ -354,12 +935,29 @@ impl State {
         Ok(())
     }
 
-    fn merge_message(&mut self, at_ms: u64, post: &PostMessage) -> Result<(), Rejection> {
+    fn merge_message(
+        &mut self,
+        at_ms: u64,
+        post: &PostMessage,
+        island_agent: Option<&AgentId>,
+    ) -> Result<(), Rejection> {
         let chat = self.known_chat(&post.chat_id)?;
         let key = format!("{}/{}", post.sender.key(), post.client_msg_id);
         if chat.client_msg_ids.contains_key(&key) {
             return Ok(());
         }
+        if let (Participant::Customer, Some(island_agent), ChatStatus::Open) =
+            (&post.sender, island_agent, chat.status)
+        {
+            let moved = chat.agent_id.as_ref() != Some(island_agent);
+            if moved && self.agents.contains_key(island_agent) && self.island_write_is_latest(chat)
+            {
+                // The customer wrote to the island's agent, later than to anyone on the
+                // cluster side (ISLAND.md rule 3): the island's agent works the chat.
+                self.give_to(at_ms, &post.chat_id, island_agent);
+            }
+        }
+        let chat = self.known_chat(&post.chat_id)?;
         if chat.status == ChatStatus::Open {
             if let Participant::Agent { agent_id } = &post.sender {
                 if chat.agent_id.as_ref() != Some(agent_id) {
@@ -512,5 +1110,83 @@ impl State {
             }
         }
         Some(page)
+    }
+    /// Where a client holding `cursor` resumes `agent_id`'s feed: the plain sequence number
+    /// after which every event is new to it, or may be (see [`State::feed_page`]).
+    pub fn feed_resume(&self, agent_id: &str, cursor: &EventCursor) -> u64 {
+        let own = self.island_feed_fork(agent_id);
+        match (cursor, own) {
+            (EventCursor::After(after), Some((_, _, fork))) => (*after).min(fork),
+            (EventCursor::After(after), None) => *after,
+            (EventCursor::Island(c), Some((origin, epoch, fork)))
+                if (c.origin, c.epoch, c.fork) == (origin, epoch, fork) =>
+            {
+                c.seq
+            }
+            (EventCursor::Island(c), Some((_, _, fork))) => c.fork.min(fork),
+            (EventCursor::Island(c), None) => c.fork,
+        }
+    }
+
+    /// A page of `agent_id`'s feed for a client at `cursor`: at most `limit` events, oldest
+    /// first, each with the cursor that stands after it; `Err(first kept)` when the events
+    /// after the cursor are no longer kept; `None` for an unknown agent.
+    ///
+    /// On an island's view, the agent's feed events after the fork are numbered
+    /// provisionally, and their cursors name the island (`i.<origin>.<epoch>.<fork>.<seq>`).
+    /// Such a cursor resumes exactly on the same view; anywhere else (the cluster after the
+    /// merge, another island) it resumes at the fork, so the client sees again, as merged,
+    /// what it saw on the island: an agent's feed tells them of changes to their work, and a
+    /// console takes an event it has seen twice as it took it once. A plain cursor past the
+    /// fork on a view resumes at the fork the same way.
+    pub fn feed_page(
+        &self,
+        agent_id: &str,
+        cursor: &EventCursor,
+        limit: usize,
+    ) -> Option<Result<Vec<(AgentEvent, EventCursor)>, u64>> {
+        let agent = self.agents.get(agent_id)?;
+        let after = self.feed_resume(agent_id, cursor);
+        let own = self.island_feed_fork(agent_id);
+        Some(agent.feed_after(after, limit).map(|events| {
+            events
+                .into_iter()
+                .map(|event| {
+                    let at = match own {
+                        Some((origin, epoch, fork)) if event.seq > fork => {
+                            EventCursor::Island(IslandCursor {
+                                origin,
+                                epoch,
+                                fork,
+                                seq: event.seq,
+                            })
+                        }
+                        _ => EventCursor::After(event.seq),
+                    };
+                    (event, at)
+                })
+                .collect()
+        }))
+    }
+
+    /// The cursor after `agent_id`'s last feed event (see [`State::feed_page`]).
+    pub fn feed_cursor(&self, agent_id: &str) -> EventCursor {
+        let last = self.agents.get(agent_id).map_or(0, |a| a.feed_last_seq());
+        match self.island_feed_fork(agent_id) {
+            Some((origin, epoch, fork)) if last > fork => EventCursor::Island(IslandCursor {
+                origin,
+                epoch,
+                fork,
+                seq: last,
+            }),
+            _ => EventCursor::After(last),
+        }
+    }
+
+    /// On an island's view: the island, and the agent's last feed number when it forked.
+    fn island_feed_fork(&self, agent_id: &str) -> Option<(NodeId, u64, u64)> {
+        let view = self.island_view.as_ref()?;
+        let fork = view.feeds.get(agent_id).copied()?;
+        Some((view.origin, view.epoch, fork))
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! A chat assigned to an unreachable agent goes back to its queue, at its old place, once its
 //! customer writes on this side (ISLAND.md rule 3): the customer is here, the agent is not.
-//! Never on an island's view (it routes nothing) nor for a message an island merges (its
-//! customer wrote on the island, where the agent may be too).
+//! Never on an island's view (it leaves work of before the split alone) nor for a message an
+//! island merges (its customer wrote on the island, where the agent may be too).
 
 use std::collections::BTreeSet;
 
@@ -30,7 +30,7 @@ impl State {
     /// Puts chat `chat_id` back into its queue if the agent it is assigned to is unreachable
     /// (see the module docs); called when its customer wrote.
     pub(super) fn reroute_from_unreachable(&mut self, at_ms: u64, chat_id: &str) {
-        if self.routing_paused || self.island_write.active() {
+        if self.on_island_view || self.island_write.active() {
             return;
         }
         let Some(agent_id) = self.chats.get(chat_id).and_then(|c| c.agent_id.clone()) else {

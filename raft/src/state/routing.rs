@@ -53,7 +53,9 @@ impl State {
             .ok_or_else(|| Rejection::UnknownAgent {
                 agent_id: session.agent_id.clone(),
             })?;
-        if !agent.has_session(&session.session_id) {
+        // A merged island write counts by the agent: their island session may have lost to a
+        // later sign-in on the cluster side, and what they did on the island is kept.
+        if !agent.has_session(&session.session_id) && !self.island_write.merging() {
             return Err(Rejection::SessionEnded);
         }
         Ok(())
@@ -74,7 +76,7 @@ impl State {
             .copied()
             .unwrap_or(0);
         agent.session.is_some()
-            && !self.agent_unreachable(agent)
+            && self.routable(agent)
             && agent.ready.get(&activity.channel).copied().unwrap_or(false)
             && (!needs_skills
                 || queue
@@ -87,14 +89,15 @@ impl State {
 
     /// Offers waiting activities to free agents until no more match.
     pub(super) fn route(&mut self, at_ms: u64) {
-        if self.routing_paused
-            || self.waiting.is_empty()
-            || !self.agents.values().any(|a| self.has_room(a))
-        {
+        if self.waiting.is_empty() || !self.agents.values().any(|a| self.has_room(a)) {
             return;
         }
         let waiting: Vec<(u64, ActivityId)> = self.waiting.iter().cloned().collect();
         for (_, activity_id) in waiting {
+            if self.on_island_view && !self.island_owns(&activity_id) {
+                // Work from before the split waits for the merge (ISLAND.md rule 6).
+                continue;
+            }
             let Some(activity) = self.activities.get(&activity_id) else {
                 continue;
             };
@@ -113,7 +116,7 @@ impl State {
     /// Whether the agent could take any work now (logged in, ready for a channel with room).
     fn has_room(&self, agent: &super::Agent) -> bool {
         agent.session.is_some()
-            && !self.agent_unreachable(agent)
+            && self.routable(agent)
             && agent.ready.iter().any(|(channel, ready)| {
                 *ready
                     && self.load(agent, *channel)
@@ -123,7 +126,7 @@ impl State {
 
     /// Offers an activity to an agent: out of the waiting list, into the agent's work, with
     /// an offer timer.
-    fn offer(&mut self, at_ms: u64, activity_id: &str, agent_id: &str, reason: &str) {
+    pub(super) fn offer(&mut self, at_ms: u64, activity_id: &str, agent_id: &str, reason: &str) {
         let Some(activity) = self.activities.get_mut(activity_id).map(Arc::make_mut) else {
             return;
         };
@@ -326,6 +329,7 @@ impl State {
                     due_at_ms,
                 },
                 request_key: Some(request_key.clone()),
+                island_conflicts: Vec::new(),
             }),
         );
         self.requests
@@ -463,7 +467,8 @@ impl State {
                         agent_id: agent_id.clone(),
                     });
                 }
-                if !self.eligible(agent_id, activity, false) {
+                // A merged transfer was checked by the island that took it.
+                if !self.island_write.merging() && !self.eligible(agent_id, activity, false) {
                     return Err(Rejection::conflict(format!(
                         "agent {agent_id} is not logged in, not ready for {} or at their limit",
                         activity.channel.as_str()

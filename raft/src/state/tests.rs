@@ -1067,6 +1067,8 @@ mod golden;
 
 mod island;
 
+mod island_agents;
+
 #[test]
 fn agents_connected_through_an_unreachable_member_get_no_new_work_until_reached() {
     let mut state = seeded();

@@ -1,6 +1,8 @@
-//! Island mode in the state: an island's view routes nothing and marks what it adds; a merge
-//! applies each island write once, by the rules of `state::island`, whichever order islands
-//! merge in; an island cursor resumes with exactly the events its client did not see.
+//! Island mode in the state: an island's view routes only its own chats to agents on the
+//! island and marks what it adds; a merge applies each island write once, by the rules of
+//! `state::island` (agents' actions included), whichever order islands merge in; an island
+//! cursor resumes with exactly the events its client did not see, an island feed cursor with
+//! at least them.
 
 use super::*;
 use crate::command::{IslandChunk, IslandWrite};
@@ -9,17 +11,17 @@ use crate::state::{EventCursor, IslandCursor, IslandMark};
 use crate::types::NodeId;
 
 /// An island forked from a state: its view and its journal.
-struct Island {
+pub(super) struct Island {
     origin: NodeId,
     epoch: u64,
-    view: State,
-    journal: Vec<IslandWrite>,
+    pub(super) view: State,
+    pub(super) journal: Vec<IslandWrite>,
 }
 
 impl Island {
-    fn fork(state: &State, origin: NodeId, epoch: u64) -> Self {
+    pub(super) fn fork(state: &State, origin: NodeId, epoch: u64) -> Self {
         let mut view = state.clone();
-        view.routing_paused = true;
+        view.on_island_view = true;
         Self {
             origin,
             epoch,
@@ -29,7 +31,7 @@ impl Island {
     }
 
     /// Takes a write as an island node does: applied to the view, journaled unless refused.
-    fn take(&mut self, at_ms: u64, op: Op) -> Outcome {
+    pub(super) fn take(&mut self, at_ms: u64, op: Op) -> Outcome {
         let mut write = IslandWrite {
             position: self.journal.len() as u64,
             hlc: Stamp {
@@ -39,6 +41,7 @@ impl Island {
             at_ms,
             op,
             seq: None,
+            agent: None,
         };
         let outcome = self.view.apply_island(self.origin, self.epoch, &mut write);
         if !matches!(outcome, Outcome::Rejected(_)) {
@@ -58,12 +61,16 @@ impl Island {
         })
     }
 
-    fn all(&self) -> Op {
+    pub(super) fn all(&self) -> Op {
         self.chunk(0..self.journal.len())
     }
 }
 
-fn merge(state: &mut State, at: u64, chunk: Op) -> (u32, u32, Vec<crate::command::RefusedWrite>) {
+pub(super) fn merge(
+    state: &mut State,
+    at: u64,
+    chunk: Op,
+) -> (u32, u32, Vec<crate::command::RefusedWrite>) {
     match apply_ok(state, at, chunk) {
         Outcome::IslandMerged {
             merged,
@@ -76,14 +83,20 @@ fn merge(state: &mut State, at: u64, chunk: Op) -> (u32, u32, Vec<crate::command
 }
 
 /// A seeded cluster at the cluster version island merges need.
-fn island_ready() -> State {
+pub(super) fn island_ready() -> State {
     let mut state = seeded();
-    apply_ok(&mut state, 2, Op::SetClusterVersion { version: 2 });
+    apply_ok(
+        &mut state,
+        2,
+        Op::SetClusterVersion {
+            version: crate::version::CLUSTER_VERSION_MAX,
+        },
+    );
     state
 }
 
 /// A cluster where alice works chat `c1` (three events) when the site is cut off.
-fn before_split() -> State {
+pub(super) fn before_split() -> State {
     let mut state = island_ready();
     login_ready(&mut state, 10, "alice");
     apply_ok(&mut state, 20, start("c1", "r1"));
@@ -93,7 +106,7 @@ fn before_split() -> State {
     state
 }
 
-fn texts(state: &State, chat_id: &str) -> Vec<String> {
+pub(super) fn texts(state: &State, chat_id: &str) -> Vec<String> {
     state.chats[chat_id]
         .events
         .iter()
@@ -105,14 +118,14 @@ fn texts(state: &State, chat_id: &str) -> Vec<String> {
 }
 
 #[test]
-fn an_island_view_routes_nothing_marks_what_it_adds_and_refuses_the_rest() {
+fn an_island_view_routes_only_to_agents_on_the_island_marks_what_it_adds_and_refuses_the_rest() {
     let fork = before_split();
     let mut island = Island::fork(&fork, 4, 2);
     island.take(100, start("c2", "r2"));
     assert_eq!(
         status(&island.view, "c2"),
         ActivityStatus::Queued,
-        "alice has room, but an island routes nothing"
+        "alice has room, but she did not act on the island"
     );
     let posted = island.take(110, post("c1", "m2", "still there?"));
     assert_eq!(
@@ -146,14 +159,9 @@ fn an_island_view_routes_nothing_marks_what_it_adds_and_refuses_the_rest() {
         "events from before the split stay unmarked"
     );
     for refused in [
-        Op::Accept(action("alice", "c2")),
         Op::Tick,
         Op::Remove(DirectoryKey::Queue("sales".into())),
-        Op::SetAvailability(SetAvailability {
-            session: session("alice"),
-            channels: BTreeMap::from([(Channel::Chat, false)]),
-            reason: None,
-        }),
+        Op::SetClusterVersion { version: 3 },
     ] {
         let outcome = island.take(120, refused.clone());
         assert!(
@@ -555,8 +563,12 @@ fn merge_chunks_are_checked_before_anything_changes() {
     island.take(101, post("c1", "m3", "y"));
     let mut reversed = island.journal.clone();
     reversed.reverse();
-    let agent_action = IslandWrite {
-        op: Op::Accept(action("alice", "c1")),
+    let timer = IslandWrite {
+        op: Op::Tick,
+        ..island.journal[0].clone()
+    };
+    let bad_agent = IslandWrite {
+        agent: Some("not an id".into()),
         ..island.journal[0].clone()
     };
     let too_long = IslandWrite {
@@ -567,7 +579,13 @@ fn merge_chunks_are_checked_before_anything_changes() {
         ),
         ..island.journal[0].clone()
     };
-    for writes in [Vec::new(), reversed, vec![agent_action], vec![too_long]] {
+    for writes in [
+        Vec::new(),
+        reversed,
+        vec![timer],
+        vec![bad_agent],
+        vec![too_long],
+    ] {
         let mut state = fork.clone();
         let digest = state.digest().unwrap();
         let outcome = state.apply(&command(
