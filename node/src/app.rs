@@ -297,6 +297,9 @@ pub struct ClusterView {
     /// Island writes the cluster could not take at merge since this node started (each is
     /// logged with why).
     pub island_merge_refused: u64,
+    /// Agents' island actions that lost at merge and were kept as conflicts on their
+    /// activities, since this node started (each logged).
+    pub island_merge_conflicts: u64,
     /// The replicated cluster version, as applied here.
     pub cluster_version: u32,
     /// What this node's release reads, writes and implements.
@@ -362,6 +365,7 @@ impl Handler<GetClusterView> for AppActor {
                 island_journal_entries: status.island_journal.journal_entries,
                 island_merged_writes: status.island_journal.merged_total,
                 island_merge_refused: status.island_journal.refused_total,
+                island_merge_conflicts: status.island_journal.conflicts_total,
                 cluster_version: replica.read_applied(|state, _| state.cluster_version.0),
                 versions: parley_raft::version::SUPPORTED.into(),
             })

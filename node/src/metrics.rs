@@ -72,6 +72,7 @@ pub struct Metrics {
     island_journal_entries: Gauge,
     island_merged_writes: Counter,
     island_merge_refused: Counter,
+    island_merge_conflicts: Counter,
     last_log_index: Gauge,
     commit_index: Gauge,
     applied_index: Gauge,
@@ -152,6 +153,12 @@ impl Metrics {
             "island_merge_refused",
             "Island writes the cluster could not take at merge (each logged with why)",
             island_merge_refused.clone(),
+        );
+        let island_merge_conflicts = Counter::default();
+        registry.register(
+            "island_merge_conflicts",
+            "Agents' island actions that lost at merge, kept as conflicts on their activities",
+            island_merge_conflicts.clone(),
         );
         let last_log_index = Gauge::default();
         registry.register(
@@ -296,6 +303,7 @@ impl Metrics {
             island_journal_entries,
             island_merged_writes,
             island_merge_refused,
+            island_merge_conflicts,
             last_log_index,
             commit_index,
             applied_index,
@@ -413,6 +421,10 @@ impl Metrics {
             (
                 &self.island_merge_refused,
                 status.island_journal.refused_total,
+            ),
+            (
+                &self.island_merge_conflicts,
+                status.island_journal.conflicts_total,
             ),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));

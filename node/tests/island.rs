@@ -300,10 +300,14 @@ async fn an_island_takes_customer_writes_and_merges_them_when_the_quorum_returns
     // The quorum returns: the journal is merged and emptied, and every node has every write.
     cluster.spawn(1);
     cluster.spawn(2);
-    view_until(&cluster, 3, READY, |v| {
+    let view = view_until(&cluster, 3, READY, |v| {
         v["island"] == false && v["island_journal_entries"] == 0
     })
     .await;
+    assert_eq!(
+        view["island_merge_conflicts"], 0,
+        "nothing alice did lost: {view}"
+    );
     assert_eq!(
         cluster.metric(3, "parley_island_merged_writes_total").await,
         9

@@ -624,6 +624,10 @@ pub enum Outcome {
         /// Writes the merged state could not take, with why (kept in the outcome and logged,
         /// never silently dropped).
         refused: Vec<RefusedWrite>,
+        /// Of the writes merged, agents' actions that lost to the cluster side and were kept
+        /// on their activity as island conflicts.
+        #[serde(default)]
+        conflicts: u32,
         /// The origin's next journal position not merged yet.
         next_position: u64,
     },
@@ -855,6 +859,7 @@ mod tests {
                         chat_id: "gone".into(),
                     },
                 }],
+                conflicts: 1,
                 next_position: 8,
             },
             Outcome::ChatStarted {

@@ -106,6 +106,8 @@ pub struct IslandJournalStatus {
     pub merged_total: u64,
     /// Island writes the merged state could not take since start (each logged).
     pub refused_total: u64,
+    /// Agents' island actions kept as conflicts at merge since start (each logged).
+    pub conflicts_total: u64,
     /// While an island: the node keeping its site's island journal (see
     /// [`crate::island::site`]).
     pub keeper: Option<NodeId>,
@@ -129,6 +131,7 @@ pub struct IslandServer {
     changes: watch::Sender<u64>,
     merged_total: Arc<AtomicU64>,
     refused_total: Arc<AtomicU64>,
+    conflicts_total: Arc<AtomicU64>,
     /// The island epoch of the last write taken into this node's own journal (0: none since
     /// start), for the keeper rule.
     last_taken_epoch: Arc<AtomicU64>,
@@ -166,6 +169,7 @@ impl IslandServer {
             changes: watch::Sender::new(0),
             merged_total: Arc::default(),
             refused_total: Arc::default(),
+            conflicts_total: Arc::default(),
             last_taken_epoch: Arc::default(),
             keeper: watch::Sender::new(None),
             db,
@@ -203,6 +207,7 @@ impl IslandServer {
             journal_entries: self.journal.bounds().len(),
             merged_total: self.merged_total.load(Ordering::Relaxed),
             refused_total: self.refused_total.load(Ordering::Relaxed),
+            conflicts_total: self.conflicts_total.load(Ordering::Relaxed),
             keeper: self.keeper(),
         }
     }
@@ -626,10 +631,13 @@ impl IslandServer {
                 merged,
                 skipped,
                 refused,
+                conflicts,
                 next_position,
             } => {
                 self.merged_total
                     .fetch_add(u64::from(merged), Ordering::Relaxed);
+                self.conflicts_total
+                    .fetch_add(u64::from(conflicts), Ordering::Relaxed);
                 self.refused_total
                     .fetch_add(refused.len() as u64, Ordering::Relaxed);
                 for write in &refused {
@@ -645,6 +653,7 @@ impl IslandServer {
                     merged,
                     skipped,
                     refused = refused.len(),
+                    conflicts,
                     "island writes merged"
                 );
                 self.journal

@@ -283,6 +283,8 @@ pub(crate) struct Marking {
     stamp: Option<OwnStamp>,
     /// Whether the write is being merged (not applied to an island's view).
     merging: bool,
+    /// Agents' island actions kept as conflicts by the merge of the current chunk.
+    lost: u32,
 }
 
 impl Marking {
@@ -499,6 +501,7 @@ impl State {
         let mut merged = 0u32;
         let mut skipped = 0u32;
         let mut refused = Vec::new();
+        self.island_write.lost = 0;
         let next = self.islands_merged.get(&chunk.origin).copied().unwrap_or(0);
         let mut next_position = next;
         for write in &chunk.writes {
@@ -536,10 +539,12 @@ impl State {
             next_position = write.position + 1;
         }
         self.islands_merged.insert(chunk.origin, next_position);
+        let conflicts = std::mem::take(&mut self.island_write.lost);
         Outcome::IslandMerged {
             merged,
             skipped,
             refused,
+            conflicts,
             next_position,
         }
     }
@@ -717,6 +722,7 @@ impl State {
             activity.island_conflicts.remove(0);
         }
         activity.island_conflicts.push(conflict);
+        self.island_write.lost = self.island_write.lost.saturating_add(1);
         if release {
             if let Some(agent) = self.agents.get_mut(&agent_id) {
                 agent.push_feed(

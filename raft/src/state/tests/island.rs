@@ -76,8 +76,20 @@ pub(super) fn merge(
             merged,
             skipped,
             refused,
+            conflicts,
             ..
-        } => (merged, skipped, refused),
+        } => {
+            let kept: usize = state
+                .activities
+                .values()
+                .map(|a| a.island_conflicts.len())
+                .sum();
+            assert!(
+                conflicts as usize <= kept,
+                "{conflicts} conflicts counted, {kept} kept"
+            );
+            (merged, skipped, refused)
+        }
         other => panic!("a merge answered {other:?}"),
     }
 }
