@@ -187,10 +187,12 @@ async fn node(config: Config) -> anyhow::Result<()> {
     )
     .start();
     let shutdown = CancellationToken::new();
+    let email_status = crate::email::status::Status::default();
     let email = crate::email::start(
         replica.clone(),
         clock.clone(),
         config.email.clone(),
+        email_status.clone(),
         shutdown.clone(),
     );
     let _services = ServicesActor::new(replica.clone(), clock).start();
@@ -212,6 +214,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
         queue_positions: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
         email_mac: config.email.mac.clone(),
+        email_status,
         replica: replica.clone(),
         origins: Origins::new(config.web.allowed_origins.clone(), replica.clone()),
         pages: config.web.pages,

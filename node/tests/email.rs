@@ -4,6 +4,10 @@
 //!
 //! Without those servers the tests fail under CI (`CI` set) and are skipped, saying so,
 //! elsewhere. Each test uses its own mailbox user (`box1`..`box8`), so they run in parallel.
+//!
+//! The servers also speak TLS with a certificate from a private test CA (`MAIL_TEST_CA`):
+//! STARTTLS on the IMAP and SMTP ports, implicit TLS on the IMAPS and SMTPS ones. The TLS
+//! tests give the nodes that CA as `email.ca_file`, or not, to see the connection refused.
 
 mod support;
 
@@ -19,7 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Clone, Debug)]
 struct Mail {
     imap_port: u16,
+    imaps_port: u16,
     smtp_port: u16,
+    smtps_port: u16,
+    /// The test CA's certificate (PEM) the servers' certificate chains to.
+    ca: String,
     domain: String,
     password: String,
 }
@@ -31,7 +39,10 @@ fn mail() -> Option<Mail> {
     let found = (|| {
         Some(Mail {
             imap_port: var("MAIL_TEST_IMAP_PORT")?.parse().ok()?,
+            imaps_port: var("MAIL_TEST_IMAPS_PORT")?.parse().ok()?,
             smtp_port: var("MAIL_TEST_SMTP_PORT")?.parse().ok()?,
+            smtps_port: var("MAIL_TEST_SMTPS_PORT")?.parse().ok()?,
+            ca: var("MAIL_TEST_CA")?,
             domain: var("MAIL_TEST_DOMAIN")?,
             password: var("MAIL_TEST_PASSWORD")?,
         })
@@ -118,8 +129,19 @@ async fn inbox(mail: &Mail, user: &str) -> Vec<String> {
     mails
 }
 
+/// How the nodes reach the test mail servers.
+struct Servers {
+    imap_port: u16,
+    /// `tls`, `starttls` or `plain`.
+    imap_tls: &'static str,
+    smtp_port: u16,
+    smtp_tls: &'static str,
+    /// `email.ca_file` of every node.
+    ca_file: Option<String>,
+}
+
 /// A cluster of three with an email queue, agent alice able to take email, and mailbox `id`
-/// on `user`'s account reading `folder`, SMTP through `smtp_port`.
+/// on `user`'s account reading `folder`, IMAP in plaintext, SMTP through `smtp_port`.
 async fn cluster_with_mailbox(
     mail: &Mail,
     user: &str,
@@ -127,10 +149,31 @@ async fn cluster_with_mailbox(
     smtp_port: u16,
     poll: &str,
 ) -> Cluster {
-    let extra = format!(
+    let servers = Servers {
+        imap_port: mail.imap_port,
+        imap_tls: "plain",
+        smtp_port,
+        smtp_tls: "plain",
+        ca_file: None,
+    };
+    cluster_with_servers(mail, user, folder, &servers, poll).await
+}
+
+/// [`cluster_with_mailbox`] reaching the servers as `servers` says.
+async fn cluster_with_servers(
+    mail: &Mail,
+    user: &str,
+    folder: &str,
+    servers: &Servers,
+    poll: &str,
+) -> Cluster {
+    let mut extra = format!(
         "\n[email]\nlease = \"3s\"\npoll_interval = \"{poll}\"\nio_timeout = \"5s\"\n\
          retry_backoff_max = \"1s\"\n"
     );
+    if let Some(ca_file) = &servers.ca_file {
+        extra.push_str(&format!("ca_file = {}\n", json!(ca_file)));
+    }
     let cluster = Cluster::start_ready(3, &extra, Duration::from_secs(30)).await;
     // The email channel needs cluster version 3, which a new cluster reaches on its own.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -169,12 +212,12 @@ async fn cluster_with_mailbox(
         json!({"name": "Alice", "skills": ["sales"], "limits": {"chat": 2, "email": 5}}),
     )
     .await;
-    let server = |port: u16| {
-        json!({"host": "127.0.0.1", "port": port, "tls": "plain",
+    let server = |port: u16, tls: &str| {
+        json!({"host": "127.0.0.1", "port": port, "tls": tls,
                "username": format!("{user}@{}", mail.domain),
                "password_env": "MAIL_TEST_PASSWORD"})
     };
-    let mut smtp = server(smtp_port);
+    let mut smtp = server(servers.smtp_port, servers.smtp_tls);
     // Postfix takes submissions from loopback without a login.
     smtp["username"] = json!("");
     smtp.as_object_mut().map(|o| o.remove("password_env"));
@@ -183,7 +226,7 @@ async fn cluster_with_mailbox(
         &format!("/api/v1/admin/mailboxes/{user}"),
         json!({"address": format!("{user}@{}", mail.domain), "display_name": "Support",
                "queue": "mail", "folder": folder,
-               "imap": server(mail.imap_port), "smtp": smtp}),
+               "imap": server(servers.imap_port, servers.imap_tls), "smtp": smtp}),
     )
     .await;
     cluster
@@ -691,4 +734,228 @@ async fn a_reply_while_smtp_is_down_is_sent_once_it_is_up() {
         .count();
     assert_eq!(copies, 1, "sent exactly once");
     let _ = session.logout().await;
+}
+
+/// Deletes every mail of `user`'s INBOX (a test run again against the same servers starts
+/// from an empty folder; UIDs go on from where they were).
+async fn empty_inbox(mail: &Mail, user: &str) {
+    let mut session = imap(mail, user).await;
+    let folder = session.select("INBOX").await.expect("select");
+    if folder.exists > 0 {
+        let _: Vec<_> = session
+            .store("1:*", "+FLAGS.SILENT (\\Deleted)")
+            .await
+            .expect("store")
+            .try_collect()
+            .await
+            .expect("store");
+        let _: Vec<_> = session
+            .expunge()
+            .await
+            .expect("expunge")
+            .try_collect()
+            .await
+            .expect("expunge");
+    }
+    let _ = session.logout().await;
+}
+
+/// A customer mail arrives in `user`'s mailbox (through Postfix when `through_smtp`, else
+/// appended over IMAP), is taken in as one case, and the agent's reply reaches the customer's
+/// real mailbox once.
+async fn one_mail_in_and_a_reply_out(
+    cluster: &Cluster,
+    mail: &Mail,
+    user: &str,
+    through_smtp: bool,
+) {
+    let address = format!("{user}@{}", mail.domain);
+    let customer = format!("customer@{}", mail.domain);
+    let agent = ready_for_email(cluster, 1).await;
+    let id = format!("tls.{}@example.com", uuid::Uuid::new_v4());
+    let raw = raw_mail(&customer, &address, "Over TLS", &id, "", "Is this private?");
+    if through_smtp {
+        smtp_send(mail, &customer, &address, &raw).await;
+    } else {
+        let mut session = imap(mail, user).await;
+        append(&mut session, "INBOX", None, &raw).await;
+        let _ = session.logout().await;
+    }
+    let work = email_work(cluster, &agent, 1).await;
+    let activity = work[0]["id"].as_str().expect("activity id").to_owned();
+    let (status, body) = cluster
+        .act(1, &agent.token, &activity, "accept", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = format!("Yes, over TLS {}", uuid::Uuid::new_v4());
+    let (status, body) = cluster
+        .api(
+            1,
+            reqwest::Method::POST,
+            &format!("/api/v1/emails/{activity}/reply"),
+            Some(&agent.token),
+            Some(json!({"client_id": "tls-1", "text": text})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    case_until(cluster, &agent, &activity, Duration::from_secs(30), |c| {
+        c["messages"][1]["delivery"] == "sent"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let copies = loop {
+        let copies = inbox(mail, "customer")
+            .await
+            .into_iter()
+            .filter(|m| m.contains(&text))
+            .count();
+        if copies > 0 || Instant::now() > deadline {
+            break copies;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(copies, 1, "the reply arrives exactly once");
+    let view = mailbox_view(cluster, 1, user).await;
+    assert!(view["last_uid"].is_u64(), "{view}");
+    assert_eq!(view["cases"], 1, "one case: {view}");
+    assert_eq!(email_work(cluster, &agent, 1).await.len(), 1);
+    let holder = view["fetch_holder"]["node"]
+        .as_u64()
+        .expect("a fetch holder");
+    let on_holder = mailbox_view(cluster, holder, user).await;
+    assert!(on_holder["fetch_error"].is_null(), "{on_holder}");
+}
+
+/// IMAP with STARTTLS and SMTP with STARTTLS to servers whose certificate comes from a private
+/// CA, trusted through `email.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_to_servers_of_a_private_ca_trusted_through_ca_file() {
+    let Some(mail) = mail() else { return };
+    let user = "box6";
+    empty_inbox(&mail, user).await;
+    let servers = Servers {
+        imap_port: mail.imap_port,
+        imap_tls: "starttls",
+        smtp_port: mail.smtp_port,
+        smtp_tls: "starttls",
+        ca_file: Some(mail.ca.clone()),
+    };
+    let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
+    let view = mailbox_view(&cluster, 1, user).await;
+    assert_eq!(view["imap"]["tls"], "starttls", "{view}");
+    assert_eq!(view["imap"]["port"], mail.imap_port);
+    one_mail_in_and_a_reply_out(&cluster, &mail, user, true).await;
+}
+
+/// IMAP and SMTP with TLS from the first byte (IMAPS, SMTPS), the private CA trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_to_servers_of_a_private_ca_trusted_through_ca_file() {
+    let Some(mail) = mail() else { return };
+    let user = "box7";
+    empty_inbox(&mail, user).await;
+    let servers = Servers {
+        imap_port: mail.imaps_port,
+        imap_tls: "tls",
+        smtp_port: mail.smtps_port,
+        smtp_tls: "tls",
+        ca_file: Some(mail.ca.clone()),
+    };
+    let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
+    one_mail_in_and_a_reply_out(&cluster, &mail, user, false).await;
+}
+
+/// Without `email.ca_file` the private CA's certificate is not trusted: the TLS connection is
+/// refused, the fetch lease holder's mailbox view says so, and nothing is taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ca_file_an_untrusted_certificate_is_refused_and_reported() {
+    let Some(mail) = mail() else { return };
+    let user = "box8";
+    let address = format!("{user}@{}", mail.domain);
+    empty_inbox(&mail, user).await;
+    let mut session = imap(&mail, user).await;
+    let id = format!("untrusted.{}@example.com", uuid::Uuid::new_v4());
+    append(
+        &mut session,
+        "INBOX",
+        None,
+        &raw_mail("carol@example.com", &address, "Hello", &id, "", "x"),
+    )
+    .await;
+    let _ = session.logout().await;
+    let servers = Servers {
+        imap_port: mail.imap_port,
+        imap_tls: "starttls",
+        smtp_port: mail.smtp_port,
+        smtp_tls: "starttls",
+        ca_file: None,
+    };
+    let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
+    let mut since_ms = 0;
+    // STARTTLS first, then TLS from the first byte (IMAPS): the mailbox changed through the API.
+    for (imap_port, imap_tls) in [(mail.imap_port, "starttls"), (mail.imaps_port, "tls")] {
+        if imap_tls == "tls" {
+            let (status, body) = cluster
+                .api(
+                    1,
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/admin/mailboxes/{user}"),
+                    Some(ADMIN_TOKEN),
+                    Some(json!({"address": address, "queue": "mail",
+                        "imap": {"host": "127.0.0.1", "port": imap_port, "tls": imap_tls,
+                                 "username": address, "password_env": "MAIL_TEST_PASSWORD"},
+                        "smtp": {"host": "127.0.0.1", "port": mail.smtp_port,
+                                 "tls": "starttls"}})),
+                )
+                .await;
+            assert!(status.is_success(), "{status} {body}");
+        }
+        // The view of the node whose fetcher failed (the lease holder; it may move when the
+        // mailbox changes or under load).
+        let failed = node_reporting(&cluster, user, Duration::from_secs(30), |m| {
+            m["imap"]["tls"] == imap_tls
+                && m["fetch_error"]["at_ms"]
+                    .as_u64()
+                    .is_some_and(|at| at > since_ms)
+        })
+        .await;
+        assert!(failed["fetch_error"]["node"].is_u64(), "{failed}");
+        let error = failed["fetch_error"]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("imap tls") && error.contains("certificate"),
+            "{imap_tls}: {failed}"
+        );
+        assert!(failed["last_uid"].is_null(), "{imap_tls}: {failed}");
+        assert_eq!(failed["cases"], 0, "{imap_tls}: {failed}");
+        since_ms = failed["fetch_error"]["at_ms"].as_u64().unwrap_or(0);
+    }
+    // Further tries (the pause doubles from 1 s) take nothing in either.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = mailbox_view(&cluster, 1, user).await;
+    assert!(view["last_uid"].is_null(), "{view}");
+    assert_eq!(view["cases"], 0, "{view}");
+}
+
+/// The mailbox view of the first node of three whose view satisfies `want`, within `within`.
+async fn node_reporting(
+    cluster: &Cluster,
+    id: &str,
+    within: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut views = Vec::new();
+        for via in 1..=3 {
+            let view = mailbox_view(cluster, via, id).await;
+            if want(&view) {
+                return view;
+            }
+            views.push(view);
+        }
+        if Instant::now() > deadline {
+            cluster.dump_logs();
+            panic!("no node's view of mailbox {id} got there: {views:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -5,11 +5,12 @@
 //! variable and `password_file` a file, read by each node when it connects. Only that
 //! reference is replicated.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parley_raft::command::email::{MailboxSpec, SecretRef, ServerSpec, TlsMode};
 use parley_raft::Rejection;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::{check_range_ms, invalid, ConfigError};
@@ -37,6 +38,10 @@ pub struct RawEmail {
     /// not be reached for (the pause doubles from 1s). Default `5m` (1s to 1h).
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
+    /// A PEM file of CA certificates trusted for the mail servers' TLS (IMAP and SMTP), in
+    /// addition to the public roots: for mail servers whose certificates come from a private
+    /// CA. Read once at startup; it must hold at least one certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RawEmail {
@@ -46,6 +51,7 @@ impl Default for RawEmail {
             poll_interval: Duration::from_secs(30),
             io_timeout: Duration::from_secs(30),
             retry_backoff_max: Duration::from_secs(300),
+            ca_file: None,
         }
     }
 }
@@ -60,8 +66,8 @@ pub struct RawServer {
     /// 587 otherwise.
     #[serde(default)]
     pub port: Option<u16>,
-    /// `tls` (TLS from the first byte, default), `starttls` (SMTP only) or `plain` (no TLS;
-    /// with a password only for a server on loopback).
+    /// `tls` (TLS from the first byte, default), `starttls` (plain first, then STARTTLS before
+    /// any credential) or `plain` (no TLS; with a password only for a server on loopback).
     #[serde(default = "default_tls")]
     pub tls: TlsMode,
     /// Login name; leave out for an SMTP server that needs none.
@@ -116,6 +122,9 @@ pub struct EmailConfig {
     pub io_timeout: Duration,
     /// See [`RawEmail::retry_backoff_max`].
     pub retry_backoff_max: Duration,
+    /// The CA certificates of `email.ca_file` (DER), trusted for the mail servers' TLS in
+    /// addition to the public roots; empty without it.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// The mailboxes to seed.
     pub mailboxes: Vec<MailboxSpec>,
     /// The key of the MACs in our Message-IDs and subject tags (from the cluster secret, so
@@ -174,6 +183,10 @@ impl RawEmail {
             1_000,
             3_600_000,
         )?;
+        let extra_roots = match &self.ca_file {
+            Some(path) => extra_roots(path)?,
+            None => Vec::new(),
+        };
         let mut specs = Vec::new();
         for (i, raw) in mailboxes.iter().enumerate() {
             let field = format!("mailboxes[{i}]");
@@ -184,12 +197,6 @@ impl RawEmail {
                 ));
             }
             let imap = server(&format!("{field}.imap"), &raw.imap, 993, 143)?;
-            if imap.tls == TlsMode::Starttls {
-                return Err(invalid(
-                    format!("{field}.imap.tls"),
-                    "IMAP takes tls or plain (STARTTLS is not supported for IMAP)",
-                ));
-            }
             let spec = MailboxSpec {
                 id: raw.id.clone(),
                 address: raw.address.clone(),
@@ -212,8 +219,31 @@ impl RawEmail {
             poll_interval: self.poll_interval,
             io_timeout: self.io_timeout,
             retry_backoff_max: self.retry_backoff_max,
+            extra_roots,
             mailboxes: specs,
             mac: ThreadMac::from_cluster_secret(cluster_secret),
         })
     }
+}
+
+/// The CA certificates of `email.ca_file`: readable, PEM, at least one, each usable as a root.
+fn extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    const FIELD: &str = "email.ca_file";
+    let pem = parley_raft::tls::read_file(path).map_err(|e| invalid(FIELD, e.to_string()))?;
+    let certificates = parley_raft::tls::parse_certificates(path, &pem)
+        .map_err(|e| invalid(FIELD, e.to_string()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for (i, certificate) in certificates.iter().enumerate() {
+        store.add(certificate.clone()).map_err(|e| {
+            invalid(
+                FIELD,
+                format!(
+                    "{}: certificate {} cannot be a trusted root: {e}",
+                    path.display(),
+                    i + 1
+                ),
+            )
+        })?;
+    }
+    Ok(certificates)
 }

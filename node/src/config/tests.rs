@@ -595,3 +595,68 @@ fn secrets_can_be_read_from_files() {
         assert!(message.contains(expected), "{expected}: {message}");
     }
 }
+
+/// [`GOOD`] with an `[email]` section trusting `ca_file`.
+fn with_email_ca(ca_file: &str) -> String {
+    format!("{GOOD}\n[email]\nca_file = \"{ca_file}\"\n")
+}
+
+#[test]
+fn the_email_ca_file_is_read_and_must_hold_a_certificate() {
+    let config = load_with_certs(&with_email_ca("certs/ca.pem")).unwrap();
+    assert_eq!(config.email.extra_roots.len(), 1);
+    assert!(
+        load(GOOD, &[]).unwrap().email.extra_roots.is_empty(),
+        "none by default"
+    );
+
+    let problem = load_with_certs(&with_email_ca("certs/nowhere.pem"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problem.contains("invalid email.ca_file") && problem.contains("nowhere.pem"),
+        "{problem}"
+    );
+
+    // A key file holds no certificate.
+    let problem = load_with_certs(&with_email_ca("certs/node-2.key"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        problem.contains("invalid email.ca_file") && problem.contains("no PEM certificate"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn imap_takes_starttls_on_port_143() {
+    let text = format!(
+        "{GOOD}
+[[queues]]
+id = \"mail\"
+name = \"Mail\"
+channel = \"email\"
+
+[[mailboxes]]
+id = \"support\"
+address = \"support@example.com\"
+queue = \"mail\"
+[mailboxes.imap]
+host = \"imap.example.com\"
+tls = \"starttls\"
+username = \"support@example.com\"
+password_env = \"SUPPORT_IMAP_PASSWORD\"
+[mailboxes.smtp]
+host = \"smtp.example.com\"
+tls = \"tls\"
+"
+    );
+    let config = load(&text, &[]).unwrap();
+    let mailbox = &config.email.mailboxes[0];
+    assert_eq!(
+        mailbox.imap.tls,
+        parley_raft::command::email::TlsMode::Starttls
+    );
+    assert_eq!(mailbox.imap.port, 143);
+    assert_eq!(mailbox.smtp.port, 465);
+}

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{self, Held};
+use super::status::Job;
 use super::{parse, secret, Context, EmailError};
 
 /// Most mails taken in per search before new ones are looked for again.
@@ -52,7 +53,11 @@ pub async fn run(ctx: Context, spec: MailboxSpec, stop: CancellationToken) {
     );
     let mut pause = Duration::from_secs(1);
     loop {
-        // Wait until this node holds the lease.
+        // Wait until this node holds the lease; a failure seen while it held it is no longer
+        // this node's to report.
+        if lease_rx.borrow().is_none() {
+            ctx.status.clear(&spec.id, Job::Fetch);
+        }
         while lease_rx.borrow().is_none() {
             tokio::select! {
                 changed = lease_rx.changed() => if changed.is_err() { return },
@@ -63,6 +68,8 @@ pub async fn run(ctx: Context, spec: MailboxSpec, stop: CancellationToken) {
             Ok(()) => pause = Duration::from_secs(1),
             Err(error) => {
                 tracing::warn!(mailbox = %spec.id, %error, "fetching mail; will retry");
+                ctx.status
+                    .failed(&spec.id, Job::Fetch, ctx.clock.now_ms(), &error.to_string());
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = stop.cancelled() => return,
@@ -94,44 +101,71 @@ where
     }
 }
 
-/// Opens a TCP (and TLS) connection to the IMAP server.
-pub async fn connect(spec: &MailboxSpec, io_timeout: Duration) -> Result<Box<dyn Io>, EmailError> {
+/// A connection to the IMAP server, ready for the client.
+pub struct Connected {
+    /// The stream the client talks over.
+    pub stream: Box<dyn Io>,
+    /// Whether the server's greeting was read already (STARTTLS reads it on the plain
+    /// connection; no second greeting comes over TLS).
+    pub greeted: bool,
+}
+
+/// Opens a TCP connection to the IMAP server and, as its `tls` says, TLS from the first byte,
+/// STARTTLS (see [`super::starttls`]) or nothing. TLS trusts the public roots and
+/// `extra_roots` (`email.ca_file`).
+pub async fn connect(
+    spec: &MailboxSpec,
+    io_timeout: Duration,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Connected, EmailError> {
     let server = &spec.imap;
-    let tcp = within(
+    let name = rustls::pki_types::ServerName::try_from(server.host.clone()).map_err(|_| {
+        EmailError::Imap {
+            step: "tls",
+            problem: "the host is not a valid TLS server name".to_owned(),
+        }
+    });
+    let mut tcp = within(
         io_timeout,
         "connect",
         TcpStream::connect((server.host.as_str(), server.port)),
     )
     .await?;
-    match server.tls {
-        TlsMode::Plain => Ok(Box::new(tcp)),
-        TlsMode::Tls | TlsMode::Starttls => {
-            let name =
-                rustls::pki_types::ServerName::try_from(server.host.clone()).map_err(|_| {
-                    EmailError::Imap {
-                        step: "tls",
-                        problem: "the host is not a valid TLS server name".to_owned(),
-                    }
-                })?;
-            let connector = tokio_rustls::TlsConnector::from(super::tls_client_config()?);
-            let tls = within(io_timeout, "tls", connector.connect(name, tcp)).await?;
-            Ok(Box::new(tls))
+    let greeted = match server.tls {
+        TlsMode::Plain => {
+            return Ok(Connected {
+                stream: Box::new(tcp),
+                greeted: false,
+            })
         }
-    }
+        TlsMode::Tls => false,
+        TlsMode::Starttls => {
+            super::starttls::negotiate(&mut tcp, io_timeout).await?;
+            true
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(super::tls_client_config(extra_roots)?);
+    let tls = within(io_timeout, "tls", connector.connect(name?, tcp)).await?;
+    Ok(Connected {
+        stream: Box::new(tls),
+        greeted,
+    })
 }
 
 /// Connects, logs in and selects the folder: the session and the folder's UIDVALIDITY.
 async fn open(ctx: &Context, spec: &MailboxSpec) -> Result<(Session, u32, bool), EmailError> {
     let io = ctx.config.io_timeout;
-    let stream = connect(spec, io).await?;
-    let mut client = async_imap::Client::new(stream);
-    within(io, "greeting", async {
-        client
-            .read_response()
-            .await
-            .and_then(|r| r.ok_or_else(|| std::io::Error::other("connection closed")))
-    })
-    .await?;
+    let connected = connect(spec, io, &ctx.config.extra_roots).await?;
+    let mut client = async_imap::Client::new(connected.stream);
+    if !connected.greeted {
+        within(io, "greeting", async {
+            client
+                .read_response()
+                .await
+                .and_then(|r| r.ok_or_else(|| std::io::Error::other("connection closed")))
+        })
+        .await?;
+    }
     let password = secret::resolve(spec.imap.password.as_ref())?;
     let mut session = within(io, "login", async {
         client
@@ -160,6 +194,7 @@ async fn session(
     stop: &CancellationToken,
 ) -> Result<(), EmailError> {
     let (mut session, validity, idle) = open(ctx, spec).await?;
+    ctx.status.clear(&spec.id, Job::Fetch);
     tracing::info!(mailbox = %spec.id, uid_validity = validity, idle, "fetching mail");
     loop {
         if !take_in_new(ctx, spec, &mut session, validity, lease_rx).await? {

@@ -9,8 +9,13 @@
 //! - [`parse`]: a fetched mail into what the cluster keeps of it;
 //! - [`lease`]: taking, renewing and handing over a lease;
 //! - [`fetch`]: the fetcher of one mailbox (IDLE, polling, UID-based, `BODY.PEEK`);
+//! - [`starttls`]: IMAP STARTTLS, up to the point where TLS starts;
 //! - [`send`]: the sender of one mailbox (lettre over SMTP submission, retries);
-//! - [`secret`]: reading a mailbox's password where the directory says it is.
+//! - [`secret`]: reading a mailbox's password where the directory says it is;
+//! - [`status`]: the last failure of each mailbox's fetcher and sender on this node.
+//!
+//! TLS to mail servers (IMAP and SMTP alike) trusts the public roots (webpki-roots) and the CA
+//! certificates of `email.ca_file`, with the *ring* provider.
 //!
 //! The supervisor ([`start`]) looks at the directory once a second: it seeds the mailboxes of
 //! this node's config that were never created (once the cluster runs version 3), starts a
@@ -36,6 +41,8 @@ pub mod lease;
 pub mod parse;
 pub mod secret;
 pub mod send;
+pub mod starttls;
+pub mod status;
 
 /// The cluster version the email channel needs.
 pub const EMAIL_CLUSTER_VERSION: u32 = 3;
@@ -88,19 +95,24 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub config: Arc<EmailConfig>,
+    /// The last failures, shown in the mailbox view.
+    pub status: status::Status,
 }
 
-/// Starts the supervisor; it ends on `shutdown`, handing its leases over.
+/// Starts the supervisor; it ends on `shutdown`, handing its leases over. Failures are noted
+/// in `status` (which the web edge shows).
 pub fn start(
     replica: Replica,
     clock: Arc<dyn Clock>,
     config: EmailConfig,
+    status: status::Status,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let ctx = Context {
         replica,
         clock,
         config: Arc::new(config),
+        status,
     };
     tokio::spawn(supervise(ctx, shutdown))
 }
@@ -177,9 +189,21 @@ async fn supervise(ctx: Context, shutdown: CancellationToken) {
                 continue;
             }
             let stop = shutdown.child_token();
+            // A stopped worker's last failure goes with it (the mailbox was removed or changed).
+            let worker = |job: status::Job| {
+                let (ctx, spec, stop) = (ctx.clone(), spec.clone(), stop.clone());
+                async move {
+                    let id = spec.id.clone();
+                    match job {
+                        status::Job::Fetch => fetch::run(ctx.clone(), spec, stop).await,
+                        status::Job::Send => send::run(ctx.clone(), spec, stop).await,
+                    }
+                    ctx.status.clear(&id, job);
+                }
+            };
             let tasks = [
-                tokio::spawn(fetch::run(ctx.clone(), spec.clone(), stop.clone())),
-                tokio::spawn(send::run(ctx.clone(), spec.clone(), stop.clone())),
+                tokio::spawn(worker(status::Job::Fetch)),
+                tokio::spawn(worker(status::Job::Send)),
             ];
             workers.insert(id, Workers { spec, stop, tasks });
         }
@@ -207,9 +231,20 @@ pub fn without_addresses(text: &str) -> String {
         .join(" ")
 }
 
-/// The TLS client configuration for mail servers: the webpki roots, the ring provider.
-fn tls_client_config() -> Result<Arc<rustls::ClientConfig>, EmailError> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// The TLS client configuration for IMAP servers: the webpki roots and `extra_roots` (from
+/// `email.ca_file`), the ring provider.
+fn tls_client_config(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, EmailError> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        // Each was checked when the config was loaded.
+        roots.add(root.clone()).map_err(|e| EmailError::Imap {
+            step: "tls",
+            problem: format!("a certificate of email.ca_file: {e}"),
+        })?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

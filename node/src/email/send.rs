@@ -15,7 +15,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use parley_raft::command::email::{
     send_lease, DeliveryResult, EmailOp, MailboxSpec, RecordDelivery, TlsMode,
@@ -26,6 +26,7 @@ use parley_raft::{Outcome, Rejection};
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{self, Held};
+use super::status::Job;
 use super::{secret, without_addresses, Context};
 
 /// Most replies sent per look at the outbox.
@@ -47,7 +48,11 @@ pub async fn run(ctx: Context, spec: MailboxSpec, stop: CancellationToken) {
         let held = lease_rx.borrow().clone();
         let sent_some = match held {
             Some(held) => send_due(&ctx, &spec, &held, &lease_rx).await,
-            None => false,
+            None => {
+                // A failure seen while this node held the lease is no longer its to report.
+                ctx.status.clear(&spec.id, Job::Send);
+                false
+            }
         };
         if sent_some {
             continue;
@@ -86,6 +91,8 @@ async fn send_due(
         Ok(transport) => transport,
         Err(reason) => {
             tracing::warn!(mailbox = %spec.id, %reason, "cannot send replies");
+            ctx.status
+                .failed(&spec.id, Job::Send, ctx.clock.now_ms(), &reason);
             return false;
         }
     };
@@ -118,6 +125,16 @@ async fn send_due(
             DeliveryResult::Retry { .. } => "retrying",
             DeliveryResult::Failed { .. } => "failed",
         };
+        // A temporary failure is the server's or the connection's; a permanent one is this
+        // reply's (shown on its case).
+        match &result {
+            DeliveryResult::Sent => ctx.status.clear(&spec.id, Job::Send),
+            DeliveryResult::Retry { reason, .. } => {
+                ctx.status
+                    .failed(&spec.id, Job::Send, ctx.clock.now_ms(), reason)
+            }
+            DeliveryResult::Failed { .. } => {}
+        }
         tracing::info!(mailbox = %spec.id, reply = %entry.reply_id, outcome, "reply delivery");
         let op = Op::Email(EmailOp::RecordDelivery(RecordDelivery {
             fence: held.fence(),
@@ -182,8 +199,20 @@ fn transport(
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.clone())
         .port(server.port)
         .timeout(Some(ctx.config.io_timeout));
-    let parameters =
-        || TlsParameters::new(server.host.clone()).map_err(|e| format!("TLS parameters: {e}"));
+    // The public roots (lettre's default, webpki-roots) and those of `email.ca_file`.
+    let parameters = || {
+        ctx.config
+            .extra_roots
+            .iter()
+            .try_fold(
+                TlsParameters::builder(server.host.clone()),
+                |builder, root| {
+                    Ok(builder.add_root_certificate(Certificate::from_der(root.to_vec())?))
+                },
+            )
+            .and_then(|builder| builder.build_rustls())
+            .map_err(|e: lettre::transport::smtp::Error| format!("TLS parameters: {e}"))
+    };
     builder = match server.tls {
         TlsMode::Plain => builder.tls(Tls::None),
         TlsMode::Starttls => builder.tls(Tls::Required(parameters()?)),

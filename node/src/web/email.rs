@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{admin_caller, agent_caller, new_id, path_id, unexpected, written_answer, WebState};
+use crate::email::status::{Job, Status};
 use crate::error::ApiError;
 
 /// Registers the email routes under `/api/v1`.
@@ -38,8 +39,9 @@ pub struct ServerBody {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub port: Option<u16>,
-    /// `tls` (default), `starttls` (SMTP only) or `plain` (no TLS; with a password only for a
-    /// server on loopback).
+    /// `tls` (TLS from the first byte, default), `starttls` (plain first, then STARTTLS before
+    /// the login) or `plain` (no TLS; with a password only for a server on loopback). TLS trusts
+    /// the public roots and each node's `email.ca_file`.
     #[serde(default)]
     #[schema(pattern = "^(tls|starttls|plain)$")]
     pub tls: Option<String>,
@@ -125,6 +127,24 @@ pub struct MailboxView {
     pub outbox: u64,
     /// Cases of this mailbox in memory.
     pub cases: u64,
+    /// The last failure of the fetcher on the node answering (the fetch lease's holder knows;
+    /// other nodes show none), kept until a session opens again.
+    pub fetch_error: Option<MailboxProblem>,
+    /// The last failure to reach the SMTP server, or a reply it refused for now, on the node
+    /// answering (the send lease's holder knows), kept until a reply is sent.
+    pub send_error: Option<MailboxProblem>,
+}
+
+/// A failure of a mailbox's fetcher or sender, as the node answering saw it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxProblem {
+    /// The node that saw it (the one answering).
+    pub node: u64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What went wrong: the step and the server's or the TLS library's answer, without
+    /// addresses (e.g. `imap tls: invalid peer certificate: UnknownIssuer`).
+    pub error: String,
 }
 
 /// A lease's holder.
@@ -163,7 +183,14 @@ fn server_view(server: &ServerSpec) -> ServerBody {
     }
 }
 
-fn mailbox_views(state: &State) -> Vec<MailboxView> {
+fn mailbox_views(state: &State, status: &Status, node: u64) -> Vec<MailboxView> {
+    let problem = |id: &str, job: Job| {
+        status.get(id, job).map(|p| MailboxProblem {
+            node,
+            at_ms: p.at_ms,
+            error: p.error,
+        })
+    };
     let lease = |name: String| {
         state.lease(&name).map(|l| LeaseView {
             node: l.holder,
@@ -199,11 +226,23 @@ fn mailbox_views(state: &State) -> Vec<MailboxView> {
                 .values()
                 .filter(|c| c.mailbox_id == m.spec.id)
                 .count() as u64,
+            fetch_error: problem(&m.spec.id, Job::Fetch),
+            send_error: problem(&m.spec.id, Job::Send),
         })
         .collect()
 }
 
-/// Every mailbox with its cursor and lease holders.
+/// The mailbox list as the admin API answers it.
+async fn mailboxes(state: &WebState) -> Result<Vec<MailboxView>, ApiError> {
+    let status = state.email_status.clone();
+    let node = state.node_id;
+    state
+        .read(move |s, _| mailbox_views(s, &status, node))
+        .await
+}
+
+/// Every mailbox with its cursor, lease holders and, on the node holding a lease, its last
+/// failure.
 #[utoipa::path(get, path = "/api/v1/admin/mailboxes", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, body = Vec<MailboxView>), (status = 401), (status = 403)))]
 pub async fn list_mailboxes(
@@ -211,7 +250,7 @@ pub async fn list_mailboxes(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     admin_caller(&state, &request, None)?;
-    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+    Ok(HttpResponse::Ok().json(mailboxes(&state).await?))
 }
 
 fn server_spec(
@@ -271,12 +310,6 @@ pub async fn put_mailbox(
     let id = path_id("id", path.into_inner())?;
     let body = body.into_inner();
     let imap = server_spec("imap", body.imap, 993, 143)?;
-    if imap.tls == TlsMode::Starttls {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "imap.tls takes tls or plain (STARTTLS is not supported for IMAP)",
-        ));
-    }
     let spec = MailboxSpec {
         display_name: body.display_name.unwrap_or_else(|| id.clone()),
         id,
@@ -287,7 +320,7 @@ pub async fn put_mailbox(
         smtp: server_spec("smtp", body.smtp, 465, 587)?,
     };
     state.write(Op::Email(EmailOp::UpsertMailbox(spec))).await?;
-    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+    Ok(HttpResponse::Ok().json(mailboxes(&state).await?))
 }
 
 /// Remove a mailbox: its mail is no longer fetched, its leases go; its cases stay until they
@@ -305,7 +338,7 @@ pub async fn delete_mailbox(
     state
         .write(Op::Email(EmailOp::RemoveMailbox { mailbox_id }))
         .await?;
-    Ok(HttpResponse::Ok().json(state.read(|s, _| mailbox_views(s)).await?))
+    Ok(HttpResponse::Ok().json(mailboxes(&state).await?))
 }
 
 /// One message of a case.

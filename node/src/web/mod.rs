@@ -85,6 +85,8 @@ pub struct WebState {
     pub rate_limits: Arc<RateLimits>,
     /// The key of the MACs in our Message-IDs and subject tags (replies are stamped with them).
     pub email_mac: crate::email::ids::ThreadMac,
+    /// The last failures of this node's email services, for the mailbox view.
+    pub email_status: crate::email::status::Status,
     /// Which page origins may call this node.
     pub origins: origins::Origins,
     /// Whether this node serves the pages (`web.pages`).

@@ -4,6 +4,9 @@
 # unknown user comes back as a real DSN bounce). Both run as private instances with their own
 # config files under <dir>, listening on loopback only; the system's services are untouched.
 # Postfix delivers nothing off this machine: every domain but the test domain is an error.
+# Both speak TLS with a certificate for 127.0.0.1 and localhost from a private test CA made
+# here with openssl (<dir>/tls/ca.pem): STARTTLS on the plain ports (optional, so plaintext
+# clients keep working) and implicit TLS on IMAPS and SMTPS ports of their own.
 #
 #   servers.sh start <dir>       install if missing, start both, write <dir>/env
 #   servers.sh stop <dir>        stop both
@@ -12,8 +15,11 @@
 #
 # <dir>/env exports what the tests read:
 #   MAIL_TEST_DIR        <dir>
-#   MAIL_TEST_IMAP_PORT  Dovecot IMAP on 127.0.0.1 (plaintext, LOGIN/PLAIN)
-#   MAIL_TEST_SMTP_PORT  Postfix SMTP on 127.0.0.1 (no auth needed from loopback)
+#   MAIL_TEST_IMAP_PORT  Dovecot IMAP on 127.0.0.1 (plaintext LOGIN/PLAIN allowed; STARTTLS)
+#   MAIL_TEST_IMAPS_PORT Dovecot IMAPS on 127.0.0.1 (TLS from the first byte)
+#   MAIL_TEST_SMTP_PORT  Postfix SMTP on 127.0.0.1 (no auth needed from loopback; STARTTLS)
+#   MAIL_TEST_SMTPS_PORT Postfix SMTPS on 127.0.0.1 (TLS from the first byte)
+#   MAIL_TEST_CA         the test CA's certificate (PEM) the servers' certificate chains to
 #   MAIL_TEST_DOMAIN     the domain whose users are listed below
 #   MAIL_TEST_PASSWORD   every user's password
 #   MAIL_TEST_SCRIPT     this script, for smtp-stop / smtp-start
@@ -35,6 +41,7 @@ install_if_missing() {
   [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
   [ -e /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
   [ -x /usr/sbin/postfix ] || missing+=(postfix)
+  command -v openssl >/dev/null || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -66,8 +73,31 @@ wait_port() {
   die "$what did not listen on 127.0.0.1:$port"
 }
 
+# A private CA and a server certificate for 127.0.0.1 and localhost signed by it (EC P-256,
+# valid 30 days; every start makes new ones).
+write_certificates() {
+  local tls=$1/tls
+  mkdir -p "$tls"
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 30 \
+    -subj "/CN=Parley test mail CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>>"$tls/openssl.log" || die "openssl, the test CA: $(tail -n 3 "$tls/openssl.log")"
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+    -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" \
+    2>>"$tls/openssl.log" || die "openssl, the server key: $(tail -n 3 "$tls/openssl.log")"
+  printf '%s\n' "basicConstraints = critical,CA:FALSE" "keyUsage = critical,digitalSignature" \
+    "extendedKeyUsage = serverAuth" "subjectAltName = IP:127.0.0.1,DNS:localhost" \
+    >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -days 30 -extfile "$tls/server.ext" -out "$tls/server.pem" \
+    2>>"$tls/openssl.log" || die "openssl, the server certificate: $(tail -n 3 "$tls/openssl.log")"
+  # The keys are read by the servers' master processes (root); clients get the CA.
+  chmod 0600 "$tls/ca.key" "$tls/server.key"
+  chmod 0644 "$tls/ca.pem" "$tls/server.pem"
+}
+
 write_dovecot() {
-  local dir=$1 imap=$2 lmtp=$3
+  local dir=$1 imap=$2 lmtp=$3 imaps=$4
   mkdir -p "$dir/dovecot/run" "$dir/dovecot/state" "$dir/mail"
   chown mail:mail "$dir/mail"
   : >"$dir/dovecot/users"
@@ -82,7 +112,10 @@ state_dir = $dir/dovecot/state
 log_path = $dir/dovecot/dovecot.log
 protocols = imap lmtp
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <$dir/tls/server.pem
+ssl_key = <$dir/tls/server.key
+# Plaintext logins stay allowed on the plain port (the tests' own clients use it).
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Lu
@@ -104,7 +137,9 @@ service imap-login {
     port = $imap
   }
   inet_listener imaps {
-    port = 0
+    address = 127.0.0.1
+    port = $imaps
+    ssl = yes
   }
 }
 service lmtp {
@@ -123,7 +158,7 @@ EOF
 }
 
 write_postfix() {
-  local dir=$1 smtp=$2 lmtp=$3
+  local dir=$1 smtp=$2 lmtp=$3 smtps=$4
   mkdir -p "$dir/postfix/conf" "$dir/postfix/queue" "$dir/postfix/data"
   chown postfix "$dir/postfix/data"
   cat >"$dir/postfix/conf/main.cf" <<EOF
@@ -161,9 +196,17 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 smtpd_banner = \$myhostname ESMTP
+# STARTTLS offered on the submission port (not required); implicit TLS on the smtps one.
+smtpd_tls_cert_file = $dir/tls/server.pem
+smtpd_tls_key_file = $dir/tls/server.key
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
 EOF
   cat >"$dir/postfix/conf/master.cf" <<EOF
 127.0.0.1:$smtp inet n - n - - smtpd
+127.0.0.1:$smtps inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -196,6 +239,7 @@ start_postfix() {
   # shellcheck disable=SC1091
   . "$dir/env"
   wait_port "$MAIL_TEST_SMTP_PORT" postfix
+  wait_port "$MAIL_TEST_SMTPS_PORT" "postfix smtps"
 }
 
 stop_postfix() {
@@ -221,26 +265,33 @@ cmd_start() {
   chmod 755 "$dir"
   # A server that did not start leaves none running.
   trap 'cmd_stop "$dir"' EXIT
-  local imap lmtp smtp
-  imap=$(free_port); lmtp=$(free_port); smtp=$(free_port)
+  local imap imaps lmtp smtp smtps
+  imap=$(free_port); imaps=$(free_port); lmtp=$(free_port); smtp=$(free_port)
+  smtps=$(free_port)
   cat >"$dir/env" <<EOF
 export MAIL_TEST_DIR=$dir
 export MAIL_TEST_IMAP_PORT=$imap
+export MAIL_TEST_IMAPS_PORT=$imaps
 export MAIL_TEST_SMTP_PORT=$smtp
+export MAIL_TEST_SMTPS_PORT=$smtps
+export MAIL_TEST_CA=$dir/tls/ca.pem
 export MAIL_TEST_DOMAIN=$DOMAIN
 export MAIL_TEST_PASSWORD=$PASSWORD
 export MAIL_TEST_SCRIPT=$SCRIPT
 EOF
-  write_dovecot "$dir" "$imap" "$lmtp"
-  write_postfix "$dir" "$smtp" "$lmtp"
+  write_certificates "$dir"
+  write_dovecot "$dir" "$imap" "$lmtp" "$imaps"
+  write_postfix "$dir" "$smtp" "$lmtp" "$smtps"
   /usr/sbin/dovecot -c "$dir/dovecot/dovecot.conf" \
     || die "dovecot did not start: $(tail -n 5 "$dir/dovecot/dovecot.log" 2>/dev/null)"
   wait_port "$imap" "dovecot imap"
+  wait_port "$imaps" "dovecot imaps"
   cp "$dir/dovecot/run/master.pid" "$dir/dovecot/pid"
   wait_port "$lmtp" "dovecot lmtp"
   start_postfix "$dir"
   trap - EXIT
-  log "dovecot imap 127.0.0.1:$imap, postfix smtp 127.0.0.1:$smtp; env in $dir/env"
+  log "dovecot imap 127.0.0.1:$imap (imaps $imaps), postfix smtp 127.0.0.1:$smtp" \
+    "(smtps $smtps), test CA $dir/tls/ca.pem; env in $dir/env"
 }
 
 cmd_stop() {
