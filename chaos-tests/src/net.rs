@@ -1,6 +1,8 @@
 //! tonic over turmoil's simulated TCP: the [`Connector`] the replicas use to reach each other,
 //! and the accepted-connection stream their gRPC servers serve.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,20 +19,66 @@ use tonic::transport::{Channel, Uri};
 /// The gRPC port every simulated node listens on.
 pub const GRPC_PORT: u16 = 9000;
 
+thread_local! {
+    /// With [`fail_dials_across_cuts`] on: the node links cut now, each as (lower id, higher
+    /// id). The simulation runs every host on one thread.
+    static CUT: RefCell<Option<BTreeSet<(NodeId, NodeId)>>> = const { RefCell::new(None) };
+}
+
+/// Makes a dial across a cut link fail at once instead of waiting for a SYN-ACK that never
+/// comes (`on`), for runs over simulated days: turmoil 0.7 keeps the ephemeral port of every
+/// unanswered connect, so a node dialling a cut-off site for hours runs out of ports. Off (the
+/// default) leaves the simulation as it was, so old seeds replay unchanged.
+pub fn fail_dials_across_cuts(on: bool) {
+    CUT.with(|cut| *cut.borrow_mut() = on.then(BTreeSet::new));
+}
+
+/// Records that the link between nodes `a` and `b` is cut (`cut`) or whole again.
+pub fn link_cut(a: NodeId, b: NodeId, cut: bool) {
+    CUT.with(|links| {
+        if let Some(links) = links.borrow_mut().as_mut() {
+            let pair = (a.min(b), a.max(b));
+            if cut {
+                links.insert(pair);
+            } else {
+                links.remove(&pair);
+            }
+        }
+    });
+}
+
+fn is_cut(a: NodeId, b: NodeId) -> bool {
+    CUT.with(|links| {
+        links
+            .borrow()
+            .as_ref()
+            .is_some_and(|links| links.contains(&(a.min(b), a.max(b))))
+    })
+}
+
 /// Reaches peers over turmoil's simulated network.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SimConnector {
     /// Timeouts and keepalives, as in production.
     pub settings: ChannelSettings,
+    /// The node dialling (a client host: `None`), for [`fail_dials_across_cuts`].
+    pub from: Option<NodeId>,
 }
 
 impl Connector for SimConnector {
-    fn channel(&self, _peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, peer: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let endpoint = self.settings.endpoint(addr)?;
+        let from = self.from;
         Ok(
             // Behind the same pause after failed dials as the production connectors.
             endpoint.connect_with_connector_lazy(DialBackoff::new(tower::service_fn(
-                |uri: Uri| async move {
+                move |uri: Uri| async move {
+                    if from.is_some_and(|from| is_cut(from, peer)) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            "the link is cut (simulated)",
+                        ));
+                    }
                     let host = uri.host().unwrap_or_default().to_owned();
                     let port = uri.port_u16().unwrap_or(GRPC_PORT);
                     let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;

@@ -171,6 +171,7 @@ pub async fn run(
         options,
         Arc::new(SimConnector {
             settings: settings(),
+            from: Some(id),
         }),
         clock.clone(),
     )

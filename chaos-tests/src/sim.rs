@@ -115,6 +115,9 @@ pub struct Spec {
     pub snapshot_every_entries: u64,
     /// Simulated time after which a run that has not finished fails.
     pub time_limit: Duration,
+    /// Dials across a cut link fail at once (see [`crate::net::fail_dials_across_cuts`]):
+    /// for runs over simulated days. Off by default, so old seeds replay unchanged.
+    pub fail_dials_across_cuts: bool,
     /// The simulation's step: every host runs once per step of simulated time. 1 ms by
     /// default; a run over simulated days takes a coarser one (timers fire at step
     /// boundaries, so it must stay well below the heartbeat and election timeouts).
@@ -154,6 +157,7 @@ impl Spec {
             snapshot_every_entries: 500,
             time_limit: Duration::from_secs(600),
             tick: Duration::from_millis(1),
+            fail_dials_across_cuts: false,
         }
     }
 }
@@ -305,6 +309,7 @@ pub fn sim_client(
 ) -> Result<SimNodeClient<tonic::transport::Channel>, tonic::transport::Error> {
     let connector = SimConnector {
         settings: node::settings(),
+        from: None,
     };
     let channel = parley_raft::network::Connector::channel(
         &connector,
@@ -493,6 +498,7 @@ type Shared<T> = Rc<RefCell<T>>;
 /// Runs `spec` and checks the oracle. The report lists any violation.
 pub fn run(spec: &Spec) -> Report {
     count_panics();
+    crate::net::fail_dials_across_cuts(spec.fail_dials_across_cuts);
     let panics_before = PANICS.with(std::cell::Cell::get);
     let hosts = spec.nodes + spec.spares;
     let dirs: Vec<tempfile::TempDir> = (0..hosts)
@@ -1318,7 +1324,10 @@ impl Faults {
                     sim.bounce(host_name(id));
                 }
             }
-            Fault::Partition(a, b) => sim.partition(host_name(*a), host_name(*b)),
+            Fault::Partition(a, b) => {
+                sim.partition(host_name(*a), host_name(*b));
+                crate::net::link_cut(*a, *b, true);
+            }
             Fault::CutSite(site) => {
                 let name = format!("site{}", site + 1);
                 let (inside, outside): (Vec<NodeId>, Vec<NodeId>) =
@@ -1326,6 +1335,7 @@ impl Faults {
                 for a in &inside {
                     for b in &outside {
                         sim.partition(host_name(*a), host_name(*b));
+                        crate::net::link_cut(*a, *b, true);
                     }
                 }
             }
@@ -1339,6 +1349,7 @@ impl Faults {
             Fault::Isolate(id) => {
                 for other in (1..=nodes).filter(|o| o != id) {
                     sim.partition(host_name(*id), host_name(other));
+                    crate::net::link_cut(*id, other, true);
                 }
             }
             Fault::IsolateFollower => {
@@ -1400,6 +1411,7 @@ impl Faults {
                 for a in 1..=nodes {
                     for b in (a + 1)..=nodes {
                         sim.repair(host_name(a), host_name(b));
+                        crate::net::link_cut(a, b, false);
                         sim.set_link_max_message_latency(host_name(a), host_name(b), MAX_LATENCY);
                         sim.set_link_fail_rate(host_name(a), host_name(b), 0.0);
                     }
