@@ -111,6 +111,10 @@ pub type Leaders = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, (Option<NodeI
 /// Every node's island statuses as they changed, `(island, epoch)` in order, across restarts.
 pub type Islands = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, Vec<(bool, u64)>>>>;
 
+/// Each node's island writes not merged yet, as it last reported them (an operator reads
+/// `island_journal_entries` in the cluster view before removing a member).
+pub type Journals = std::rc::Rc<std::cell::RefCell<BTreeMap<NodeId, u64>>>;
+
 /// How long a simulated node goes without a leader before it is an island: over twice the
 /// longest election timeout of five nodes.
 pub const SIM_ISLAND_AFTER: Duration = Duration::from_secs(2);
@@ -123,6 +127,8 @@ pub struct Recorders {
     pub leaders: Leaders,
     /// Each node's island history.
     pub islands: Islands,
+    /// Each node's unmerged island writes.
+    pub journals: Journals,
 }
 
 /// What a run sets on a node beyond its identity: its clock and how much log it keeps.
@@ -150,7 +156,11 @@ pub async fn run(
     recorders: Recorders,
     tuning: Tuning,
 ) -> turmoil::Result {
-    let Recorders { leaders, islands } = recorders;
+    let Recorders {
+        leaders,
+        islands,
+        journals,
+    } = recorders;
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
     options.db = DbOptions {
@@ -212,6 +222,14 @@ pub async fn run(
             }
         });
     }
+    let journal_replica = replica.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            let entries = journal_replica.status().island_journal.journal_entries;
+            journals.borrow_mut().insert(id, entries);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     let mut island = replica.subscribe_island();
     tokio::task::spawn_local(async move {
         loop {

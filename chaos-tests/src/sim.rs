@@ -412,6 +412,31 @@ fn done_where<E>(answer: &Result<Answer, E>) -> Option<Option<NodeId>> {
     }
 }
 
+thread_local! {
+    /// Nodes an operator took out of the clients' rotation (as from a load balancer) before
+    /// removing them from the cluster. The simulation runs every host on one thread.
+    static DRAINED: std::cell::RefCell<BTreeSet<NodeId>> =
+        const { std::cell::RefCell::new(BTreeSet::new()) };
+}
+
+/// Takes node `id` out of the clients' rotation (the runbook's first step before removing a
+/// member: docs/OPERATIONS.md).
+pub fn drain(id: NodeId) {
+    DRAINED.with(|drained| drained.borrow_mut().insert(id));
+}
+
+/// A node for a client's next request: any of the `nodes`, but not one taken out of rotation
+/// while another is left.
+fn client_node(rng: &mut StdRng, nodes: u64) -> NodeId {
+    let drained = DRAINED.with(|drained| drained.borrow().clone());
+    loop {
+        let node = rng.random_range(1..=nodes);
+        if !drained.contains(&node) || drained.len() as u64 >= nodes {
+            return node;
+        }
+    }
+}
+
 /// How often a console retries the node an island gave it work through before moving on.
 const VIA_ATTEMPTS: usize = 10;
 
@@ -423,7 +448,7 @@ async fn submit_until_answered_marked(
     rng: &mut StdRng,
 ) -> Result<Answer, String> {
     loop {
-        let node = rng.random_range(1..=nodes);
+        let node = client_node(rng, nodes);
         match submit_marked(node, op).await {
             Ok(answer) => return Ok(answer),
             Err(SubmitError::Refused(why)) => return Err(why),
@@ -498,6 +523,7 @@ type Shared<T> = Rc<RefCell<T>>;
 /// Runs `spec` and checks the oracle. The report lists any violation.
 pub fn run(spec: &Spec) -> Report {
     count_panics();
+    DRAINED.with(|drained| drained.borrow_mut().clear());
     crate::net::fail_dials_across_cuts(spec.fail_dials_across_cuts);
     let panics_before = PANICS.with(std::cell::Cell::get);
     let hosts = spec.nodes + spec.spares;
@@ -517,6 +543,7 @@ pub fn run(spec: &Spec) -> Report {
     let members = node::members(spec.nodes, &spec.sites);
     let leaders = node::Leaders::default();
     let islands = node::Islands::default();
+    let journals = node::Journals::default();
     let clocks: BTreeMap<NodeId, node::SkewedClock> = (1..=hosts)
         .map(|id| (id, node::SkewedClock::default()))
         .collect();
@@ -531,6 +558,7 @@ pub fn run(spec: &Spec) -> Report {
         let path = dir.path().to_path_buf();
         let leaders = leaders.clone();
         let islands = islands.clone();
+        let journals = journals.clone();
         let limits = spec.agent_limits.clone();
         let site = node::site_of(id, &spec.sites);
         let tuning = node::Tuning {
@@ -548,6 +576,7 @@ pub fn run(spec: &Spec) -> Report {
                 node::Recorders {
                     leaders: leaders.clone(),
                     islands: islands.clone(),
+                    journals: journals.clone(),
                 },
                 tuning.clone(),
             )
@@ -612,6 +641,7 @@ pub fn run(spec: &Spec) -> Report {
         changes: changes.clone(),
         operators: std::cell::Cell::new(0),
         clocks,
+        journals: journals.clone(),
     };
     let everyone_done = |board: &Board| {
         board.customers_done == spec.customers
@@ -986,10 +1016,10 @@ async fn agent_console(
     // Log in and get ready first; then, if the scenario says so, stay away from the console
     // while offers arrive.
     while !spec.agent_delay.is_zero() {
-        let (logged_in, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
+        let (logged_in, window) = submit_timed(client_node(&mut rng, nodes), &login).await;
         if let Some(island) = done_where(&logged_in) {
             record(login_action(), window, island);
-            let (is_ready, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
+            let (is_ready, window) = submit_timed(client_node(&mut rng, nodes), &ready).await;
             if let Some(island) = done_where(&is_ready) {
                 record(ready_action(), window, island);
                 tokio::time::sleep(spec.agent_delay).await;
@@ -1023,7 +1053,7 @@ async fn agent_console(
         }
         // Before the directory is seeded the login is refused; retry.
         if !logged_in {
-            let (answer, window) = submit_timed(rng.random_range(1..=nodes), &login).await;
+            let (answer, window) = submit_timed(client_node(&mut rng, nodes), &login).await;
             let Some(island) = done_where(&answer) else {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
@@ -1032,7 +1062,7 @@ async fn agent_console(
             record(login_action(), window, island);
         }
         if !is_ready {
-            let (answer, window) = submit_timed(rng.random_range(1..=nodes), &ready).await;
+            let (answer, window) = submit_timed(client_node(&mut rng, nodes), &ready).await;
             if let Some(island) = done_where(&answer) {
                 is_ready = true;
                 record(ready_action(), window, island);
@@ -1085,7 +1115,7 @@ async fn agent_console(
         // The console reads its feed through a node; when that is another node than before,
         // it says so (`Op::Presence`), as a real console's stream does, so routing knows the
         // agent is reached through it.
-        let via = rng.random_range(1..=nodes);
+        let via = client_node(&mut rng, nodes);
         if logged_in && presence_node != Some(via) {
             if let Ok(Outcome::Done) = submit(via, &Op::Presence(session.clone())).await {
                 presence_node = Some(via);
@@ -1126,7 +1156,7 @@ async fn agent_console(
                     let node = if from_island {
                         via
                     } else {
-                        rng.random_range(1..=nodes)
+                        client_node(&mut rng, nodes)
                     };
                     let (answer, window) = submit_timed(node, &accept).await;
                     if let Some(island) = done_where(&answer) {
@@ -1273,6 +1303,8 @@ struct Faults {
     operators: std::cell::Cell<u64>,
     /// Every node's clock, by id.
     clocks: BTreeMap<NodeId, node::SkewedClock>,
+    /// Every node's unmerged island writes.
+    journals: node::Journals,
 }
 
 impl Faults {
@@ -1402,8 +1434,9 @@ impl Faults {
                 let operator = self.operators.get() + 1;
                 self.operators.set(operator);
                 let changes = self.changes.clone();
+                let journals = self.journals.clone();
                 sim.client(format!("operator{operator}"), async move {
-                    crate::membership::operate(change, through, changes).await;
+                    crate::membership::operate(change, through, changes, journals).await;
                     Ok(())
                 });
             }
