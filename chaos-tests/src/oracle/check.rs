@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use parley_raft::command::{Channel, TransferTarget};
+use parley_raft::state::island::MERGED_ACCEPT;
 use parley_raft::state::{Activity, ActivityStatus, Agent, AgentEventBody, EventBody};
 
 use super::observe::Observation;
@@ -321,7 +322,7 @@ pub fn holders(observation: &Observation) -> Vec<Violation> {
         violations.extend(history_holders(observation.node, activity));
     }
     for agent in observation.agents.values() {
-        violations.extend(feed_load(observation.node, agent));
+        violations.extend(feed_load(observation.node, agent, &observation.activities));
     }
     violations.extend(final_holders(observation));
     violations
@@ -365,7 +366,7 @@ fn history_holders(node: u64, activity: &Activity) -> Vec<Violation> {
 
 /// An agent's feed, replayed in order: what they hold never exceeds their limit per channel,
 /// and they are assigned only what they were offered.
-fn feed_load(node: u64, agent: &Agent) -> Vec<Violation> {
+fn feed_load(node: u64, agent: &Agent, activities: &BTreeMap<String, Activity>) -> Vec<Violation> {
     let id = &agent.spec.id;
     if !feed_complete(agent) {
         // The oldest events are gone: the load at the start of what is kept is unknown.
@@ -389,10 +390,35 @@ fn feed_load(node: u64, agent: &Agent) -> Vec<Violation> {
                 }
                 let load = held.values().filter(|c| *c == channel).count();
                 let limit = agent.spec.limits.get(channel).copied().unwrap_or(0) as usize;
-                if load > limit {
+                // The one exception (ISLAND.md rule 4, as `State::validate` allows it): a merge
+                // gives an agent the work they took on an island (`merged_accept`) whatever
+                // their load; they get no other offer until below their limit.
+                let merged = activities.get(activity_id.as_str()).is_some_and(|activity| {
+                    activity.history.iter().any(|t| {
+                        t.reason == MERGED_ACCEPT
+                            && t.at_ms == event.at_ms
+                            && matches!(&t.status, ActivityStatus::Offered { agent_id, .. } if agent_id == id)
+                    })
+                });
+                if load > limit && !merged {
+                    // Each held activity with why it was last offered to this agent.
+                    let holding: Vec<String> = held
+                        .keys()
+                        .map(|a| {
+                            let why = activities.get(*a).and_then(|activity| {
+                                activity.history.iter().rev().find_map(|t| match &t.status {
+                                    ActivityStatus::Offered { agent_id, .. } if agent_id == id => {
+                                        Some(t.reason.clone())
+                                    }
+                                    _ => None,
+                                })
+                            });
+                            format!("{a} ({})", why.unwrap_or_default())
+                        })
+                        .collect();
                     violations.push(violation(format!(
                         "G6: node {node} agent {id} held {load} {} activities at feed seq {}, \
-                         over a limit of {limit}",
+                         over a limit of {limit} (holding {holding:?})",
                         channel.as_str(),
                         event.seq
                     )));

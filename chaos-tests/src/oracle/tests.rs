@@ -464,6 +464,24 @@ fn oracle_catches_an_agent_above_their_limit() {
         &observations,
         "G6: node 1 agent alice held 2 chat activities at feed seq 5, over a limit of 1",
     );
+    // ... unless a merge gave it to her: the work she took on an island is hers whatever her
+    // load (ISLAND.md rule 4), and only that offer is excused.
+    {
+        let mut merged = observations.clone();
+        let history = &mut node1(&mut merged)
+            .activities
+            .get_mut(other)
+            .expect("chat-2")
+            .history;
+        history[1].reason = "merged_accept".to_owned();
+        let violations = check_all(&oracle, &merged);
+        assert!(
+            !violations
+                .iter()
+                .any(|v| v.0.contains("held 2 chat activities at feed seq 5")),
+            "{violations:?}"
+        );
+    }
     // ... and at the end, with a third.
     let observation = node1(&mut observations);
     let third = "chat-3";
