@@ -496,6 +496,8 @@ pub fn all() -> Vec<Scenario> {
             incumbent: "repeated failovers; work dropped on each heal",
             // The link between the sites breaks, heals, breaks again 0.4 s into the merge,
             // heals, and breaks once more: islands come and go, merges are cut short and resume.
+            // Customers post through all three cuts (10 messages, 0.8-2 s apart), so the
+            // islands take writes whatever order the run's tasks take.
             spec: |seed| {
                 let mut schedule = Vec::new();
                 let cuts = [(2.0, 5.5), (5.9, 9.5), (12.0, 15.0)];
@@ -505,6 +507,8 @@ pub fn all() -> Vec<Scenario> {
                 }
                 Spec {
                     sites: vec![3, 2],
+                    messages: 10,
+                    message_gap_ms: (800, 2_000),
                     ..Spec::new(5, seed, schedule)
                 }
             },
