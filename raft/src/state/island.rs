@@ -138,6 +138,26 @@ fn acting_agent(op: &Op) -> Option<&AgentId> {
     }
 }
 
+/// The record of an agent's island action (`kind`: accept, transfer, complete) that lost at
+/// the merge, and why.
+fn lost_action(
+    action: &ActivityAction,
+    kind: &str,
+    at_ms: u64,
+    origin: NodeId,
+    epoch: u64,
+    reason: &str,
+) -> IslandConflict {
+    IslandConflict {
+        agent_id: action.session.agent_id.clone(),
+        action: kind.to_owned(),
+        at_ms,
+        origin,
+        epoch,
+        reason: reason.to_owned(),
+    }
+}
+
 /// The activity an agent's accept, transfer or completion is on, if `op` is one.
 fn work_acted_on(op: &Op) -> Option<&str> {
     match op {
@@ -585,14 +605,7 @@ impl State {
             Op::Accept(action) => {
                 let lost = self.merge_accept(at, origin, action)?;
                 if let Some(reason) = lost {
-                    let conflict = IslandConflict {
-                        agent_id: action.session.agent_id.clone(),
-                        action: "accept".to_owned(),
-                        at_ms: at,
-                        origin,
-                        epoch,
-                        reason: reason.to_owned(),
-                    };
+                    let conflict = lost_action(action, "accept", at, origin, epoch, reason);
                     self.island_action_lost(&action.activity_id, conflict, true);
                 }
                 Ok(())
@@ -602,14 +615,8 @@ impl State {
                 match self.transfer(at, transfer) {
                     Ok(_) => Ok(()),
                     Err(Rejection::Conflict { .. }) if !self.holds(action) => {
-                        let conflict = IslandConflict {
-                            agent_id: action.session.agent_id.clone(),
-                            action: "transfer".to_owned(),
-                            at_ms: at,
-                            origin,
-                            epoch,
-                            reason: self.why_not_held(&action.activity_id).to_owned(),
-                        };
+                        let reason = self.why_not_held(&action.activity_id);
+                        let conflict = lost_action(action, "transfer", at, origin, epoch, reason);
                         self.island_action_lost(&action.activity_id, conflict, false);
                         Ok(())
                     }
@@ -626,14 +633,8 @@ impl State {
                     // Ended on the cluster side meanwhile (the end wins, ISLAND.md rule 2), or
                     // worked there by another agent (rule 3): kept as a conflict.
                     if self.activities.contains_key(&action.activity_id) {
-                        let conflict = IslandConflict {
-                            agent_id: action.session.agent_id.clone(),
-                            action: "complete".to_owned(),
-                            at_ms: at,
-                            origin,
-                            epoch,
-                            reason: self.why_not_held(&action.activity_id).to_owned(),
-                        };
+                        let reason = self.why_not_held(&action.activity_id);
+                        let conflict = lost_action(action, "complete", at, origin, epoch, reason);
                         self.island_action_lost(&action.activity_id, conflict, false);
                         return Ok(());
                     }
