@@ -51,12 +51,7 @@ pub fn add(id: NodeId, site: String) -> MemberChange {
 
 /// Sends `change` through the nodes of `through` in turn until one answers with the members
 /// after it, for at most [`CHANGE_PATIENCE`]; records the outcome in `changes`.
-pub async fn operate(
-    change: MemberChange,
-    through: Vec<NodeId>,
-    changes: SharedChanges,
-    journals: crate::node::Journals,
-) {
+pub async fn operate(change: MemberChange, through: Vec<NodeId>, changes: SharedChanges) {
     let started = tokio::time::Instant::now();
     let mut last = String::from("never tried");
     let mut attempt = 0usize;
@@ -68,17 +63,9 @@ pub async fn operate(
         if started.elapsed() > CHANGE_PATIENCE {
             break None;
         }
-        // The runbook (docs/OPERATIONS.md): a member is removed only once its island writes
-        // are merged; a member removed with some strands them (the cluster does not refuse
-        // it yet).
-        if let MemberChange::Remove { id, .. } = &change {
-            let unmerged = journals.borrow().get(id).copied().unwrap_or(0);
-            if unmerged > 0 {
-                last = format!("node {id} holds {unmerged} island writes not merged yet");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-        }
+        // The operator does not wait for the member's island writes to be merged: the
+        // leader refuses the removal (`island_writes_unmerged`, `island_unknown`) until they
+        // are, and the oracle finds every acknowledged island write in the end.
         let via = through[attempt % through.len().max(1)];
         attempt += 1;
         match request(via, Some(&change)).await {

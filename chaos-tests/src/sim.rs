@@ -641,7 +641,6 @@ pub fn run(spec: &Spec) -> Report {
         changes: changes.clone(),
         operators: std::cell::Cell::new(0),
         clocks,
-        journals: journals.clone(),
     };
     let everyone_done = |board: &Board| {
         board.customers_done == spec.customers
@@ -1303,8 +1302,6 @@ struct Faults {
     operators: std::cell::Cell<u64>,
     /// Every node's clock, by id.
     clocks: BTreeMap<NodeId, node::SkewedClock>,
-    /// Every node's unmerged island writes.
-    journals: node::Journals,
 }
 
 impl Faults {
@@ -1434,9 +1431,8 @@ impl Faults {
                 let operator = self.operators.get() + 1;
                 self.operators.set(operator);
                 let changes = self.changes.clone();
-                let journals = self.journals.clone();
                 sim.client(format!("operator{operator}"), async move {
-                    crate::membership::operate(change, through, changes, journals).await;
+                    crate::membership::operate(change, through, changes).await;
                     Ok(())
                 });
             }

@@ -114,8 +114,9 @@ pub enum MemberCommand {
     Remove {
         /// The member.
         id: u64,
-        /// Even where the voters left would not keep a healthy quorum or its site would keep
-        /// no voter (never the last voter).
+        /// Even where the member does not say its island writes are merged (a node gone for
+        /// good: what it took as an island is lost), the voters left would not keep a healthy
+        /// quorum or its site would keep no voter (never the last voter).
         #[arg(long)]
         force: bool,
     },

@@ -385,6 +385,117 @@ fn agent_entry(agents: &Value, agent: &str) -> Option<(Vec<String>, bool)> {
     Some((held, entry["reachable"] == true))
 }
 
+/// A member cut off from the leader serves as an island and takes writes only it can merge:
+/// the leader refuses to remove it (it does not answer whether it holds island writes) unless
+/// forced, and removes it once it is back and its journal is merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_not_removed_while_it_may_hold_unmerged_island_writes() {
+    let cluster = island_cluster().await;
+    let leader = cluster.wait_leader(1, None, READY).await;
+    let target = (1..=3).find(|id| *id != leader).unwrap_or(3);
+    let chat = cluster.start_chat(target, "removal-before").await;
+    cluster
+        .post_until_committed(&[target], &chat, "r-0", "hello", READY)
+        .await;
+    let members = |list: &Value| -> Vec<u64> {
+        list["members"]
+            .as_array()
+            .map(|ms| ms.iter().filter_map(|m| m["id"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+
+    // Every packet to and from the target's gRPC port is dropped: the leader's appends and
+    // probes go unanswered (no reset), so the target hears no leader and becomes an island.
+    let grpc_port = cluster
+        .node(target)
+        .grpc
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {}", cluster.node(target).grpc));
+    let silenced = support::Silenced::port(grpc_port);
+    view_until(&cluster, target, Duration::from_secs(15), |v| {
+        v["island"] == true
+    })
+    .await;
+    let (status, body) = post_message(&cluster, target, &chat, "r-island").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["island"], true, "{body}");
+
+    let remove = format!("/api/v1/admin/members/{target}");
+    let (status, body) = cluster
+        .api(
+            leader,
+            Method::DELETE,
+            &remove,
+            Some(support::ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "island_unknown", "{body}");
+    let (status, list) = cluster
+        .api(
+            leader,
+            Method::GET,
+            "/api/v1/admin/members",
+            Some(support::ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(
+        members(&list),
+        vec![1, 2, 3],
+        "a refused removal changed the members"
+    );
+
+    // Back: the island merges its journal, and then it may go.
+    drop(silenced);
+    view_until(&cluster, target, READY, |v| {
+        v["island"] == false && v["island_journal_entries"] == 0
+    })
+    .await;
+    let deadline = Instant::now() + READY;
+    let list = loop {
+        let (status, body) = cluster
+            .api(
+                leader,
+                Method::DELETE,
+                &remove,
+                Some(support::ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        if status == StatusCode::OK {
+            break body;
+        }
+        // The leader may have changed while the target came back: the request is answered
+        // by whichever node leads, so only a refusal about the target itself is a failure.
+        assert!(
+            Instant::now() < deadline && body["error"]["code"] != "island_writes_unmerged",
+            "{status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let left: Vec<u64> = (1..=3).filter(|id| *id != target).collect();
+    assert_eq!(members(&list), left, "{list}");
+    // The island write is in the cluster, on the nodes left.
+    for id in left {
+        let deadline = Instant::now() + READY;
+        while !messages(&cluster, id, &chat)
+            .await
+            .contains(&("r-island".to_owned(), Some(target)))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} lacks the island write"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quorum_side_routes_no_new_work_to_agents_it_cannot_reach() {
     let mut cluster = island_cluster().await;

@@ -337,12 +337,41 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
         "a refused removal changed the membership"
     );
 
-    // The silent learner can go.
-    let (status, list) = admin(
+    // The silent voter itself: the voters left would keep a healthy quorum, but it does not
+    // answer whether it holds island writes (it may be cut off and serving as an island).
+    let (status, body) = admin(
+        &cluster,
+        leader,
+        reqwest::Method::DELETE,
+        "/api/v1/admin/members/3",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("island_unknown")),
+        "{body}"
+    );
+
+    // The silent learner neither: it goes only when forced, as a node gone for good.
+    let (status, body) = admin(
         &cluster,
         other,
         reqwest::Method::DELETE,
         "/api/v1/admin/members/4",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("island_unknown")),
+        "{body}"
+    );
+    let (status, list) = admin(
+        &cluster,
+        other,
+        reqwest::Method::DELETE,
+        "/api/v1/admin/members/4?force=true",
         None,
     )
     .await;

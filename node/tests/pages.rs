@@ -7,7 +7,6 @@ mod browser;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use browser::{Browser, Driver, HostPage};
@@ -249,51 +248,6 @@ async fn a_chat_between_widget_and_console_survives_killing_both_their_nodes() {
     agent.close().await;
 }
 
-/// iptables rules that drop every packet to and from a local TCP port (a silent node: no reset,
-/// no answer), removed when dropped.
-struct Silenced {
-    port: u16,
-}
-
-impl Silenced {
-    fn port(port: u16) -> Self {
-        for rule in Self::rules(port) {
-            let status = Command::new("iptables")
-                .args(["-I", "INPUT"])
-                .args(&rule)
-                .status()
-                .unwrap_or_else(|e| {
-                    panic!("iptables is needed to drop packets (./dev.sh test installs it): {e}")
-                });
-            assert!(
-                status.success(),
-                "iptables -I INPUT {rule:?} failed (root is needed)"
-            );
-        }
-        Self { port }
-    }
-
-    fn rules(port: u16) -> [Vec<String>; 2] {
-        let rule = |dir: &str| {
-            ["-p", "tcp", dir, &port.to_string(), "-j", "DROP"]
-                .map(str::to_owned)
-                .to_vec()
-        };
-        [rule("--dport"), rule("--sport")]
-    }
-}
-
-impl Drop for Silenced {
-    fn drop(&mut self) {
-        for rule in Self::rules(self.port) {
-            let _ = Command::new("iptables")
-                .args(["-D", "INPUT"])
-                .args(&rule)
-                .status();
-        }
-    }
-}
-
 fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
@@ -322,7 +276,7 @@ async fn pages_leave_a_node_that_went_silent_and_lose_nothing() {
         .await;
 
     let node1 = cluster.node(1).http.clone();
-    let silenced = Silenced::port(port_of(&node1));
+    let silenced = support::Silenced::port(port_of(&node1));
     let cut = Instant::now();
     let mut moved = BTreeMap::new();
     for (page, who) in [(&customer, "customer"), (&agent, "agent")] {

@@ -31,6 +31,8 @@ pub struct Heard {
     /// Whom it named as the keeper of its site's island journal then (`None` while it was not
     /// an island).
     pub keeper: Option<NodeId>,
+    /// Island writes in its journal not merged yet (`None`: its release does not say).
+    pub journal_entries: Option<u64>,
 }
 
 /// What every member last answered; cheap to clone.
@@ -98,21 +100,25 @@ impl Probes {
     }
 }
 
-/// Asks member `id` at `addr` whether it is an island.
-async fn ask(peers: &Peers, id: NodeId, addr: &str) -> Option<Heard> {
-    let mut client = peers.cluster_client(id, addr).ok()?;
+/// Asks member `id` at `addr` whether it is an island, within [`PROBE_TIMEOUT`]; why not if it
+/// did not answer.
+pub(crate) async fn ask(peers: &Peers, id: NodeId, addr: &str) -> Result<Heard, String> {
+    let mut client = peers
+        .cluster_client(id, addr)
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let mut request = tonic::Request::new(pb::ProbeRequest {});
     request.set_timeout(PROBE_TIMEOUT);
     let reply = tokio::time::timeout(PROBE_TIMEOUT, client.probe(request))
         .await
-        .ok()?
-        .ok()?
+        .map_err(|_| format!("no answer within {} ms", PROBE_TIMEOUT.as_millis()))?
+        .map_err(|status| status.message().to_owned())?
         .into_inner();
-    Some(Heard {
+    Ok(Heard {
         at: Instant::now(),
         island: reply.island,
         epoch: reply.island_epoch,
         keeper: (reply.island_keeper != 0).then_some(reply.island_keeper),
+        journal_entries: reply.island_journal_entries,
     })
 }
 
@@ -151,7 +157,7 @@ pub fn start(me: NodeId, raft: Raft, peers: Peers) -> Probes {
             )
             .await;
             for (id, heard) in answers {
-                if let Some(heard) = heard {
+                if let Ok(heard) = heard {
                     recorded.record(id, heard);
                 }
             }

@@ -240,7 +240,6 @@ impl Replica {
         let network = Network::new(options.id, peers.clone(), options.snapshot_chunk_bytes);
         let raft = Raft::new(options.id, config, network, log_store, store.clone()).await?;
         let relays = Relays::start(options.id, peers.clone(), &raft);
-        let members = Members::new(options.id, raft.clone(), peers.clone(), store.clone());
         tokio::spawn(snapshot_by_size(
             raft.clone(),
             db.clone(),
@@ -248,6 +247,13 @@ impl Replica {
         ));
         let island_server =
             IslandServer::open(options.id, db.clone(), store.clone(), clock.clone())?;
+        let members = Members::new(
+            options.id,
+            raft.clone(),
+            peers.clone(),
+            store.clone(),
+            island_server.clone(),
+        );
         let write_timeout = options.proposer.write_timeout;
         let proposer = Proposer::start(
             options.id,

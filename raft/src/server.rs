@@ -424,6 +424,7 @@ impl Cluster for ClusterService {
             } else {
                 0
             },
+            island_journal_entries: Some(self.island_server.status().journal_entries),
         }))
     }
 

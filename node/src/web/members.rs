@@ -118,14 +118,17 @@ pub async fn promote_member(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
-    /// Remove a voter even where the voters left would not keep a healthy quorum or its site
-    /// would have no voter left (never the last voter).
+    /// Remove a member even where it does not say that its island writes are merged (they are
+    /// then lost), and a voter even where the voters left would not keep a healthy quorum or
+    /// its site would have no voter left (never the last voter).
     #[serde(default)]
     pub force: bool,
 }
 
-/// Remove a member. A voter is refused (409) where the voters left would not keep a healthy
-/// quorum (`quorum_at_risk`) or its site would keep no voter (`site_emptied`), unless `force`.
+/// Remove a member. Refused (409) unless `force` where the member is an island or holds island
+/// writes not merged yet (`island_writes_unmerged`) or does not answer whether it does
+/// (`island_unknown`), and for a voter where the voters left would not keep a healthy quorum
+/// (`quorum_at_risk`) or its site would keep no voter (`site_emptied`).
 #[utoipa::path(delete, path = "/api/v1/admin/members/{id}", tag = "admin",
     params(("id" = u64, Path, minimum = 1), RemoveQuery), security(("admin_token" = [])),
     responses((status = 200, body = Members), (status = 404), (status = 409), (status = 503)))]

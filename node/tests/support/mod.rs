@@ -902,3 +902,48 @@ pub async fn send_json(ws: &mut Ws, value: Value) {
     .await
     .expect("sending a frame");
 }
+
+/// iptables rules that drop every packet to and from a local TCP port (a silent node: no reset,
+/// no answer), removed when dropped.
+pub struct Silenced {
+    port: u16,
+}
+
+impl Silenced {
+    pub fn port(port: u16) -> Self {
+        for rule in Self::rules(port) {
+            let status = Command::new("iptables")
+                .args(["-I", "INPUT"])
+                .args(&rule)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("iptables is needed to drop packets (./dev.sh test installs it): {e}")
+                });
+            assert!(
+                status.success(),
+                "iptables -I INPUT {rule:?} failed (root is needed)"
+            );
+        }
+        Self { port }
+    }
+
+    fn rules(port: u16) -> [Vec<String>; 2] {
+        let rule = |dir: &str| {
+            ["-p", "tcp", dir, &port.to_string(), "-j", "DROP"]
+                .map(str::to_owned)
+                .to_vec()
+        };
+        [rule("--dport"), rule("--sport")]
+    }
+}
+
+impl Drop for Silenced {
+    fn drop(&mut self) {
+        for rule in Self::rules(self.port) {
+            let _ = Command::new("iptables")
+                .args(["-D", "INPUT"])
+                .args(&rule)
+                .status();
+        }
+    }
+}

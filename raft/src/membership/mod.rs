@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Classified, ErrorClass};
+use crate::island::IslandServer;
 use crate::network::Peers;
 use crate::types::{NodeId, Raft, StateStore};
 use crate::version;
@@ -99,12 +100,13 @@ pub enum MemberChange {
         /// The learner.
         id: NodeId,
     },
-    /// Remove a member; a voter only where the voters left keep a healthy quorum and every
-    /// site keeps a voter, unless `force`.
+    /// Remove a member: only one that says it holds no island writes not merged yet, and a
+    /// voter only where the voters left keep a healthy quorum and every site keeps a voter,
+    /// unless `force`.
     Remove {
         /// The member.
         id: NodeId,
-        /// Skip the quorum and site checks (never the last voter).
+        /// Skip the island, quorum and site checks (never the last voter).
         #[serde(default)]
         force: bool,
     },
@@ -184,6 +186,35 @@ pub enum Refusal {
         /// Its site.
         site: String,
     },
+    /// The member serves as an island or holds island writes not merged into the cluster yet:
+    /// removed now, they would never be merged.
+    #[error(
+        "node {id} {} ({entries} island writes in its journal not merged into the cluster \
+         yet); wait until it hears the cluster again and its island_journal_entries is 0, or \
+         force (its unmerged island writes are then lost)",
+        if *island { "is serving as an island" } else { "is merging its island journal" }
+    )]
+    IslandWrites {
+        /// The member.
+        id: NodeId,
+        /// Whether it is an island now.
+        island: bool,
+        /// Writes in its island journal.
+        entries: u64,
+    },
+    /// The member did not say whether it holds island writes not merged yet: it may be cut
+    /// off and serving as an island.
+    #[error(
+        "node {id} did not say whether it holds island writes not merged yet ({problem}); it \
+         may be cut off and serving as an island: bring it back, or force if it is gone for \
+         good (whatever it took as an island is then lost)"
+    )]
+    IslandUnknown {
+        /// The member.
+        id: NodeId,
+        /// Why it did not say.
+        problem: String,
+    },
     /// The cluster's only voter.
     #[error("node {id} is the cluster's last voter")]
     LastVoter {
@@ -225,6 +256,8 @@ impl Classified for Refusal {
             Refusal::Quorum { .. } => "quorum_at_risk",
             Refusal::EmptiesSite { .. } => "site_emptied",
             Refusal::LastVoter { .. } => "last_voter",
+            Refusal::IslandWrites { .. } => "island_writes_unmerged",
+            Refusal::IslandUnknown { .. } => "island_unknown",
             Refusal::Release { .. } => "release_unsupported",
             Refusal::InProgress => "membership_change_in_progress",
             Refusal::Changed => "membership_changed",
@@ -293,16 +326,46 @@ pub struct Members {
     peers: Peers,
     /// The applied state, for the cluster version a joining node's release must implement.
     store: StateStore,
+    /// This node's island side, for the island writes it holds when it removes itself.
+    island: IslandServer,
 }
 
 impl Members {
     /// Membership requests of node `id`, forwarded through `peers`.
-    pub fn new(id: NodeId, raft: Raft, peers: Peers, store: StateStore) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        peers: Peers,
+        store: StateStore,
+        island: IslandServer,
+    ) -> Self {
         Self {
             id,
             raft,
             peers,
             store,
+            island,
+        }
+    }
+
+    /// Asks member `id`, just before its removal, whether it holds island writes not merged
+    /// yet (the leader asks its own island side).
+    async fn island_answer(&self, list: &MemberList, id: NodeId) -> rules::JournalAnswer {
+        if id == self.id {
+            return rules::JournalAnswer::Answered {
+                island: false,
+                entries: Some(self.island.status().journal_entries),
+            };
+        }
+        let Some(member) = list.members.iter().find(|m| m.id == id) else {
+            return rules::JournalAnswer::Silent("not a member".to_owned());
+        };
+        match crate::probe::ask(&self.peers, id, &member.grpc_addr).await {
+            Ok(heard) => rules::JournalAnswer::Answered {
+                island: heard.island,
+                entries: heard.journal_entries,
+            },
+            Err(problem) => rules::JournalAnswer::Silent(problem),
         }
     }
 
@@ -455,6 +518,12 @@ impl Members {
         }
         if let Err(answer) = self.check_release(&list, &change).await {
             return answer;
+        }
+        if let MemberChange::Remove { id, force: false } = &change {
+            let answer = self.island_answer(&list, *id).await;
+            if let Err(refusal) = rules::island_writes_merged(*id, &answer) {
+                return LeaderAnswer::Refused(refusal);
+            }
         }
         tracing::info!(?change, "changing the membership");
         let proposal = self.raft.change_membership_if(

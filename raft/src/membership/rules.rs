@@ -165,6 +165,50 @@ pub fn plan(
     }
 }
 
+/// What a member said, asked just before its removal, of the island writes it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalAnswer {
+    /// It answered: whether it is an island now, and how many writes its island journal holds
+    /// that are not merged yet (`None`: its release does not say).
+    Answered {
+        /// Whether it is an island.
+        island: bool,
+        /// Unmerged island writes.
+        entries: Option<u64>,
+    },
+    /// It did not answer, and why.
+    Silent(String),
+}
+
+/// Whether member `id` may be removed as far as island writes go: only when it answered that
+/// it is not an island and holds no unmerged island write. A removed member's island writes
+/// would never be merged (only the node that took them merges them), and a member that does
+/// not answer may be cut off and serving as an island. `force` skips this check.
+pub fn island_writes_merged(id: NodeId, answer: &JournalAnswer) -> Result<(), Refusal> {
+    match answer {
+        JournalAnswer::Silent(problem) => Err(Refusal::IslandUnknown {
+            id,
+            problem: problem.clone(),
+        }),
+        JournalAnswer::Answered { entries: None, .. } => Err(Refusal::IslandUnknown {
+            id,
+            problem: "its release does not report its island journal".to_owned(),
+        }),
+        JournalAnswer::Answered {
+            island: false,
+            entries: Some(0),
+        } => Ok(()),
+        JournalAnswer::Answered {
+            island,
+            entries: Some(entries),
+        } => Err(Refusal::IslandWrites {
+            id,
+            island: *island,
+            entries: *entries,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +370,50 @@ mod tests {
         assert_eq!(
             plan(&list, &remove(7, true)),
             Err(Refusal::NotMember { id: 7 })
+        );
+    }
+
+    #[test]
+    fn a_member_is_removed_only_once_it_says_its_island_writes_are_merged() {
+        let answered = |island, entries| JournalAnswer::Answered { island, entries };
+        assert_eq!(island_writes_merged(3, &answered(false, Some(0))), Ok(()));
+        // Merging after a heal: not an island any more, but writes still to merge.
+        assert_eq!(
+            island_writes_merged(3, &answered(false, Some(12))),
+            Err(Refusal::IslandWrites {
+                id: 3,
+                island: false,
+                entries: 12
+            })
+        );
+        // An island takes writes at any moment, even with an empty journal now.
+        assert_eq!(
+            island_writes_merged(3, &answered(true, Some(0))),
+            Err(Refusal::IslandWrites {
+                id: 3,
+                island: true,
+                entries: 0
+            })
+        );
+        // Cut off (maybe serving as an island), or a release that does not say: unknown.
+        assert!(matches!(
+            island_writes_merged(3, &JournalAnswer::Silent("no answer within 1000 ms".to_owned())),
+            Err(Refusal::IslandUnknown { id: 3, problem }) if problem.contains("1000 ms")
+        ));
+        assert!(matches!(
+            island_writes_merged(3, &answered(false, None)),
+            Err(Refusal::IslandUnknown { id: 3, .. })
+        ));
+        // The refusal tells the operator what to wait for and what forcing costs.
+        let text = Refusal::IslandWrites {
+            id: 3,
+            island: true,
+            entries: 4,
+        }
+        .to_string();
+        assert!(
+            text.contains("serving as an island") && text.contains("4 island writes"),
+            "{text}"
         );
     }
 
