@@ -3,7 +3,7 @@
 //! `node/tests/mail/servers.sh` (`./dev.sh test` does it and exports `MAIL_TEST_*`).
 //!
 //! Without those servers the tests fail under CI (`CI` set) and are skipped, saying so,
-//! elsewhere. Each test uses its own mailbox user (`box1`..`box8`), so they run in parallel.
+//! elsewhere. Each test uses its own mailbox user (`box1`..`box11`), so they run in parallel.
 //!
 //! The servers also speak TLS with a certificate from a private test CA (`MAIL_TEST_CA`):
 //! STARTTLS on the IMAP and SMTP ports, implicit TLS on the IMAPS and SMTPS ones. The TLS
@@ -138,6 +138,8 @@ struct Servers {
     smtp_tls: &'static str,
     /// `email.ca_file` of every node.
     ca_file: Option<String>,
+    /// More config sections for every node (after `[email]`).
+    extra: &'static str,
 }
 
 /// A cluster of three with an email queue, agent alice able to take email, and mailbox `id`
@@ -155,6 +157,7 @@ async fn cluster_with_mailbox(
         smtp_port,
         smtp_tls: "plain",
         ca_file: None,
+        extra: "",
     };
     cluster_with_servers(mail, user, folder, &servers, poll).await
 }
@@ -174,6 +177,7 @@ async fn cluster_with_servers(
     if let Some(ca_file) = &servers.ca_file {
         extra.push_str(&format!("ca_file = {}\n", json!(ca_file)));
     }
+    extra.push_str(servers.extra);
     let cluster = Cluster::start_ready(3, &extra, Duration::from_secs(30)).await;
     // The email channel needs cluster version 3, which a new cluster reaches on its own.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -839,6 +843,7 @@ async fn starttls_to_servers_of_a_private_ca_trusted_through_ca_file() {
         smtp_port: mail.smtp_port,
         smtp_tls: "starttls",
         ca_file: Some(mail.ca.clone()),
+        extra: "",
     };
     let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
     let view = mailbox_view(&cluster, 1, user).await;
@@ -859,6 +864,7 @@ async fn implicit_tls_to_servers_of_a_private_ca_trusted_through_ca_file() {
         smtp_port: mail.smtps_port,
         smtp_tls: "tls",
         ca_file: Some(mail.ca.clone()),
+        extra: "",
     };
     let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
     one_mail_in_and_a_reply_out(&cluster, &mail, user, false).await;
@@ -888,6 +894,7 @@ async fn without_ca_file_an_untrusted_certificate_is_refused_and_reported() {
         smtp_port: mail.smtp_port,
         smtp_tls: "starttls",
         ca_file: None,
+        extra: "",
     };
     let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "2s").await;
     let mut since_ms = 0;
@@ -958,4 +965,168 @@ async fn node_reporting(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A private CA of its own (not the one that signed the test servers' certificate): its
+/// certificate's path in `dir`.
+fn another_ca(dir: &std::path::Path) -> String {
+    parley_node::certs::issue(&parley_node::certs::CertsRequest::new(dir, [1]))
+        .expect("another CA");
+    dir.join("ca.pem").display().to_string()
+}
+
+/// The reply of `view` whose text is `text`.
+fn reply_in<'a>(view: &'a Value, text: &str) -> &'a Value {
+    view["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["text"] == text))
+        .unwrap_or(&Value::Null)
+}
+
+/// The SMTP server's certificate is not signed by a CA the mailbox trusts (the nodes trust the
+/// public roots and another private CA, `email.ca_file`), over STARTTLS then over SMTPS: the
+/// reply is never sent, not in plaintext either (the submission port would take it), its
+/// delivery stays `retrying` with a reason naming the certificate, the send holder's mailbox
+/// view says so, and the customer receives nothing. IMAP over STARTTLS to the same server is
+/// refused the same way and takes nothing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_never_sent_to_an_smtp_server_whose_certificate_is_not_trusted() {
+    let Some(mail) = mail() else { return };
+    let user = "box9";
+    let address = format!("{user}@{}", mail.domain);
+    let customer = format!("customer@{}", mail.domain);
+    empty_inbox(&mail, user).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = Servers {
+        imap_port: mail.imap_port,
+        imap_tls: "plain",
+        smtp_port: mail.smtp_port,
+        smtp_tls: "starttls",
+        ca_file: Some(another_ca(dir.path())),
+        extra: "",
+    };
+    let cluster = cluster_with_servers(&mail, user, "INBOX", &servers, "1s").await;
+    let agent = ready_for_email(&cluster, 1).await;
+    let id = format!("untrusted-smtp.{}@example.com", uuid::Uuid::new_v4());
+    let raw = raw_mail(&customer, &address, "Certificates", &id, "", "Hello?");
+    let mut session = imap(&mail, user).await;
+    append(&mut session, "INBOX", None, &raw).await;
+    let work = email_work(&cluster, &agent, 1).await;
+    let activity = work[0]["id"].as_str().expect("activity id").to_owned();
+    let (status, body) = cluster
+        .act(1, &agent.token, &activity, "accept", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let smtp = |port: u16, tls: &str| json!({"host": "127.0.0.1", "port": port, "tls": tls});
+    let imap_plain = json!({"host": "127.0.0.1", "port": mail.imap_port, "tls": "plain",
+        "username": address, "password_env": "MAIL_TEST_PASSWORD"});
+    let mut texts = Vec::new();
+    let mut since_ms = 0;
+    for (port, tls) in [(mail.smtp_port, "starttls"), (mail.smtps_port, "tls")] {
+        if tls == "tls" {
+            let (status, body) = cluster
+                .api(
+                    1,
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/admin/mailboxes/{user}"),
+                    Some(ADMIN_TOKEN),
+                    Some(
+                        json!({"address": address, "queue": "mail", "imap": imap_plain,
+                        "smtp": smtp(port, tls)}),
+                    ),
+                )
+                .await;
+            assert!(status.is_success(), "{status} {body}");
+        }
+        let text = format!("Over {tls} {}", uuid::Uuid::new_v4());
+        let (status, body) = cluster
+            .api(
+                1,
+                reqwest::Method::POST,
+                &format!("/api/v1/emails/{activity}/reply"),
+                Some(&agent.token),
+                Some(json!({"client_id": format!("cert-{tls}"), "text": text})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // Tried and refused at least twice, each time for the certificate.
+        let view = case_until(&cluster, &agent, &activity, Duration::from_secs(30), |c| {
+            let reply = reply_in(c, &text);
+            reply["delivery"] == "retrying"
+                && reply["delivery_attempts"].as_u64().is_some_and(|n| n >= 2)
+        })
+        .await;
+        let reason = reply_in(&view, &text)["delivery_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!("smtp {tls}: delivery reason: {reason}");
+        assert!(reason.contains("certificate"), "{tls}: {reason}");
+        let failed = node_reporting(&cluster, user, Duration::from_secs(30), |m| {
+            m["smtp"]["tls"] == tls
+                && m["send_error"]["at_ms"]
+                    .as_u64()
+                    .is_some_and(|at| at > since_ms)
+        })
+        .await;
+        let error = failed["send_error"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("certificate"), "{tls}: {failed}");
+        since_ms = failed["send_error"]["at_ms"].as_u64().unwrap_or(0);
+        texts.push(text);
+    }
+    // Never sent, never marked sent: a fallback to plaintext would have delivered by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = case(&cluster, &agent, &activity).await;
+    for text in &texts {
+        assert_eq!(reply_in(&view, text)["delivery"], "retrying", "{view}");
+    }
+    let received = inbox(&mail, "customer")
+        .await
+        .into_iter()
+        .filter(|m| texts.iter().any(|t| m.contains(t.as_str())))
+        .count();
+    assert_eq!(received, 0, "a reply went out despite the certificate");
+    assert_eq!(mailbox_view(&cluster, 1, user).await["outbox"], 2);
+
+    // IMAP over STARTTLS to the same server, trusting the other CA only: refused, nothing
+    // more taken in.
+    let before = mailbox_view(&cluster, 1, user).await;
+    let (status, body) = cluster
+        .api(
+            1,
+            reqwest::Method::PUT,
+            &format!("/api/v1/admin/mailboxes/{user}"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"address": address, "queue": "mail",
+                "imap": {"host": "127.0.0.1", "port": mail.imap_port, "tls": "starttls",
+                         "username": address, "password_env": "MAIL_TEST_PASSWORD"},
+                "smtp": smtp(mail.smtps_port, "tls")})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    // Once the fetcher of the changed mailbox failed (the plaintext one has stopped), a new
+    // mail arrives.
+    let failed = node_reporting(&cluster, user, Duration::from_secs(30), |m| {
+        m["imap"]["tls"] == "starttls" && m["fetch_error"]["error"].is_string()
+    })
+    .await;
+    let error = failed["fetch_error"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("imap tls") && error.contains("certificate"),
+        "{failed}"
+    );
+    let second = format!("untrusted-imap.{}@example.com", uuid::Uuid::new_v4());
+    append(
+        &mut session,
+        "INBOX",
+        None,
+        &raw_mail(&customer, &address, "Again", &second, "", "x"),
+    )
+    .await;
+    // Further sessions (the pause doubles from 1 s) fail the same way.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = mailbox_view(&cluster, 1, user).await;
+    assert_eq!(after["last_uid"], before["last_uid"], "{after}");
+    assert_eq!(after["cases"], 1, "{after}");
+    let _ = session.logout().await;
 }

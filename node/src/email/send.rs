@@ -175,9 +175,17 @@ fn retry(ctx: &Context, entry: &OutboxEntry, reason: String) -> DeliveryResult {
     }
 }
 
-/// A failure reason as recorded: without addresses, bounded.
+/// A failure reason as recorded: without addresses, each part once (lettre nests errors of
+/// one kind: `Connection error: Connection error: invalid peer certificate: UnknownIssuer`),
+/// bounded.
 fn reason_of(error: &str) -> String {
-    let mut reason = without_addresses(error);
+    let mut parts: Vec<&str> = Vec::new();
+    for part in error.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    let mut reason = without_addresses(&parts.join(": "));
     if reason.trim().is_empty() {
         reason = "the SMTP server refused the reply".to_owned();
     }
@@ -253,4 +261,26 @@ fn message(spec: &MailboxSpec, entry: &OutboxEntry) -> Result<Message, String> {
     builder
         .body(entry.text.clone())
         .map_err(|e| format!("the reply could not be built: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_names_each_part_once_without_addresses_within_its_bound() {
+        assert_eq!(
+            reason_of(
+                "Connection error: Connection error: invalid peer certificate: UnknownIssuer"
+            ),
+            "Connection error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            reason_of("permanent error (550): 5.1.1 <a@b.example>: Recipient address rejected"),
+            "permanent error (550): 5.1.1 <address> Recipient address rejected"
+        );
+        assert_eq!(reason_of("  "), "the SMTP server refused the reply");
+        let long = reason_of(&"é".repeat(parley_raft::limits::DELIVERY_REASON_BYTES_MAX));
+        assert!(long.len() <= parley_raft::limits::DELIVERY_REASON_BYTES_MAX);
+    }
 }

@@ -25,12 +25,12 @@
 #   MAIL_TEST_SCRIPT     this script, for smtp-stop / smtp-start
 # (Not PARLEY_*: nodes the tests start inherit the environment, and PARLEY_* overrides their
 # config.)
-# Users (password "secret-password" each): support, customer, other, box1..box8 @ the domain.
+# Users (password "secret-password" each): support, customer, other, box1..box11 @ the domain.
 set -euo pipefail
 
 DOMAIN=example.test
 PASSWORD=secret-password
-USERS=(support customer other box1 box2 box3 box4 box5 box6 box7 box8)
+USERS=(support customer other box1 box2 box3 box4 box5 box6 box7 box8 box9 box10 box11)
 SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 
 log() { printf '[mail] %s\n' "$*" >&2; }
