@@ -111,6 +111,21 @@ pub const MAIL_TEXT_BYTES_MAX: usize = 64 * 1024;
 pub const MAIL_HTML_BYTES_MAX: usize = 128 * 1024;
 /// Most attachments listed per mail.
 pub const MAIL_ATTACHMENTS_MAX: usize = 32;
+/// Largest attachment whose bytes are stored, in bytes; a larger one is listed with
+/// `stored: false`. Its bytes travel base64 in the Raft entry that takes its mail in, which
+/// must replicate within one heartbeat (see docs/ARCHITECTURE.md, "The email channel").
+pub const MAIL_ATTACHMENT_STORED_BYTES_MAX: u64 = 256 * 1024;
+/// Most attachment bytes stored from one mail, in bytes (in the mail's order, each that still
+/// fits; the rest are listed with `stored: false`): 512 KiB of base64, the size of the largest
+/// AppendEntries piece (`network::APPEND_ENTRIES_BYTES_MAX`), so the mail's entry stays under
+/// about 700 KiB with its text and HTML.
+pub const MAIL_ATTACHMENTS_STORED_BYTES_MAX: u64 = 384 * 1024;
+/// Most attachment bytes stored at once, cluster-wide, in bytes: the archive, attachments
+/// included, travels in every snapshot sent to a node (at most `codec::SNAPSHOT_BYTES_MAX`,
+/// built in memory), so beyond this an attachment is listed with `stored: false`.
+pub const ATTACHMENT_STORE_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// Most distinct attachments stored at once, cluster-wide (their index is in memory).
+pub const ATTACHMENTS_STORED_MAX: usize = 100_000;
 /// Largest mail the fetcher takes in whole, in bytes; a larger one is taken in with its
 /// headers and a note instead of its body.
 pub const MAIL_RAW_BYTES_MAX: u64 = 25 * 1024 * 1024;

@@ -3,8 +3,9 @@
 //!
 //! A [`Machine`](crate::Machine) keeps in memory only what is live or recent. What it lets go of
 //! (an ended chat with its transcript, say) it hands to the store as [`ArchiveOp::Put`], with the
-//! time the record expires; a later [`ArchiveOp::PurgeBefore`] deletes every record that expired
-//! by then. Both come out of `apply`, so they are functions of the log: every replica writes the
+//! time the record expires; [`ArchiveOp::Expire`] moves a record's expiry without rewriting it
+//! through the log (a record shared by several owners lives as long as the last of them); a
+//! later [`ArchiveOp::PurgeBefore`] deletes every record that expired by then. Both come out of `apply`, so they are functions of the log: every replica writes the
 //! same archive at the same log index.
 //!
 //! # Layout (column family `archive`)
@@ -15,10 +16,12 @@
 //! # Idempotence
 //!
 //! Every operation can be applied again on top of an archive that already holds it or later
-//! operations: a put writes the same bytes, a purge deletes what is expired. Replaying a suffix
+//! operations: a put writes the same bytes, an expiry change sets the same expiry, a purge
+//! deletes what is expired. Replaying a suffix
 //! of the log after a restart (or after installing a snapshot that carried a newer archive) ends
 //! in the same archive as applying the log once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch, DB};
@@ -43,6 +46,15 @@ pub enum ArchiveOp {
         /// The record (the machine's own encoding, JSON by convention).
         value: String,
         /// When the record expires (ms since the Unix epoch).
+        expires_at_ms: u64,
+    },
+    /// Set the expiry of the record under `key` to `expires_at_ms`, keeping its value; nothing
+    /// when there is no such record (never put, or purged).
+    Expire {
+        /// The record's key.
+        key: String,
+        /// Its new expiry (ms since the Unix epoch; `u64::MAX` for "not before it is moved
+        /// again").
         expires_at_ms: u64,
     },
     /// Delete every record whose expiry is at or before `at_ms`.
@@ -93,12 +105,12 @@ fn put_record(
     batch: &mut WriteBatch,
     handle: &rocksdb::ColumnFamily,
     key: &str,
-    value: &str,
+    value: &[u8],
     expires_at_ms: u64,
 ) {
     let mut stored = Vec::with_capacity(8 + value.len());
     stored.extend_from_slice(&expires_at_ms.to_be_bytes());
-    stored.extend_from_slice(value.as_bytes());
+    stored.extend_from_slice(value);
     batch.put_cf(handle, record_key(key), stored);
     batch.put_cf(handle, expiry_key(expires_at_ms, key), []);
 }
@@ -111,8 +123,19 @@ pub(crate) fn write_ops(
     ops: &[ArchiveOp],
 ) -> Result<(), StoreError> {
     let handle = cf(db, CF_ARCHIVE)?;
-    // Puts of this batch, which the reads below cannot see yet: key to expiry.
-    let mut batch_puts: HashMap<&str, u64> = HashMap::new();
+    // What this batch did to a key, which the reads below cannot see yet: written with this
+    // expiry and value, or deleted (`None`).
+    let mut written: HashMap<String, Option<(u64, Cow<'_, [u8]>)>> = HashMap::new();
+    // The record under `key` as the archive stands before this batch.
+    let stored = |key: &str| -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        db.get_pinned_cf(handle, record_key(key))
+            .map_err(|source| StoreError::Rocks {
+                op: "read archive record",
+                source,
+            })?
+            .map(|old| split_record(&old).map(|(expiry, value)| (expiry, value.to_vec())))
+            .transpose()
+    };
     for op in ops {
         match op {
             ArchiveOp::Put {
@@ -120,32 +143,46 @@ pub(crate) fn write_ops(
                 value,
                 expires_at_ms,
             } => {
-                let old_expiry = match batch_puts.get(key.as_str()) {
-                    Some(expiry) => Some(*expiry),
-                    None => db
-                        .get_pinned_cf(handle, record_key(key))
-                        .map_err(|source| StoreError::Rocks {
-                            op: "read archive record",
-                            source,
-                        })?
-                        .map(|old| split_record(&old).map(|(expiry, _)| expiry))
-                        .transpose()?,
+                let old_expiry = match written.get(key.as_str()) {
+                    Some(this_batch) => this_batch.as_ref().map(|(expiry, _)| *expiry),
+                    None => stored(key)?.map(|(expiry, _)| expiry),
                 };
                 if let Some(old_expiry) = old_expiry.filter(|e| e != expires_at_ms) {
                     batch.delete_cf(handle, expiry_key(old_expiry, key));
                 }
-                put_record(batch, handle, key, value, *expires_at_ms);
-                batch_puts.insert(key, *expires_at_ms);
+                put_record(batch, handle, key, value.as_bytes(), *expires_at_ms);
+                written.insert(
+                    key.clone(),
+                    Some((*expires_at_ms, Cow::Borrowed(value.as_bytes()))),
+                );
+            }
+            ArchiveOp::Expire { key, expires_at_ms } => {
+                let current = match written.remove(key.as_str()) {
+                    Some(this_batch) => this_batch,
+                    None => stored(key)?.map(|(expiry, value)| (expiry, Cow::Owned(value))),
+                };
+                // Absent: never put, or purged already (a replay after the purge).
+                let Some((old_expiry, value)) = current else {
+                    written.insert(key.clone(), None);
+                    continue;
+                };
+                if old_expiry != *expires_at_ms {
+                    batch.delete_cf(handle, expiry_key(old_expiry, key));
+                    put_record(batch, handle, key, &value, *expires_at_ms);
+                }
+                written.insert(key.clone(), Some((*expires_at_ms, value)));
             }
             ArchiveOp::PurgeBefore { at_ms } => {
-                batch_puts.retain(|key, expiry| {
-                    let expired = *expiry <= *at_ms;
-                    if expired {
+                for (key, this_batch) in written.iter_mut() {
+                    let expired = this_batch
+                        .as_ref()
+                        .is_some_and(|(expiry, _)| *expiry <= *at_ms);
+                    if let (true, Some((expiry, _))) = (expired, this_batch.as_ref()) {
                         batch.delete_cf(handle, record_key(key));
                         batch.delete_cf(handle, expiry_key(*expiry, key));
+                        *this_batch = None;
                     }
-                    !expired
-                });
+                }
                 let start = [EXPIRY];
                 let iter = db.iterator_cf(handle, IteratorMode::From(&start, Direction::Forward));
                 for item in iter {
@@ -162,16 +199,16 @@ pub(crate) fn write_ops(
                     if u64::from_be_bytes(*expiry) > *at_ms {
                         break;
                     }
-                    // A record this batch put again under a later expiry keeps its new entry.
-                    let key_text = std::str::from_utf8(key).unwrap_or_default();
-                    let replaced = batch_puts.get(key_text).is_some_and(|e| *e > *at_ms);
+                    let key_text = std::str::from_utf8(key)
+                        .map_err(|_| StoreError::corrupt("archive key is not UTF-8"))?;
                     batch.delete_cf(handle, &ikey);
-                    if !replaced {
-                        let mut rkey = Vec::with_capacity(1 + key.len());
-                        rkey.push(RECORD);
-                        rkey.extend_from_slice(key);
-                        batch.delete_cf(handle, rkey);
+                    // A record this batch wrote (again) keeps what the batch gave it: its
+                    // entry under the old expiry is gone, the new one stays.
+                    if written.contains_key(key_text) {
+                        continue;
                     }
+                    batch.delete_cf(handle, record_key(key_text));
+                    written.insert(key_text.to_owned(), None);
                 }
             }
         }
@@ -254,7 +291,7 @@ pub(crate) fn replace_all(
             batch,
             handle,
             &record.key,
-            &record.value,
+            record.value.as_bytes(),
             record.expires_at_ms,
         );
     }
@@ -262,10 +299,12 @@ pub(crate) fn replace_all(
 }
 
 /// What `ops` (not yet written) say about `key`: `Some(Some(value))` if a put is the last word,
-/// `Some(None)` if a purge after it removed it, `None` if they do not touch it.
+/// `Some(None)` if a purge after it (or after an expiry change of a record written before)
+/// removed it, `None` if they do not decide it.
 pub(crate) fn pending_lookup(ops: &[ArchiveOp], key: &str) -> Option<Option<String>> {
     let mut found: Option<Option<String>> = None;
-    let mut expiry = 0;
+    // The record's expiry as these ops leave it, when they set it.
+    let mut expiry: Option<u64> = None;
     for op in ops {
         match op {
             ArchiveOp::Put {
@@ -274,12 +313,17 @@ pub(crate) fn pending_lookup(ops: &[ArchiveOp], key: &str) -> Option<Option<Stri
                 expires_at_ms,
             } if k == key => {
                 found = Some(Some(value.clone()));
-                expiry = *expires_at_ms;
+                expiry = Some(*expires_at_ms);
             }
-            ArchiveOp::PurgeBefore { at_ms }
-                if matches!(found, Some(Some(_))) && expiry <= *at_ms =>
-            {
+            ArchiveOp::Expire {
+                key: k,
+                expires_at_ms,
+            } if k == key && found != Some(None) => {
+                expiry = Some(*expires_at_ms);
+            }
+            ArchiveOp::PurgeBefore { at_ms } if expiry.is_some_and(|e| e <= *at_ms) => {
                 found = Some(None);
+                expiry = None;
             }
             _ => {}
         }

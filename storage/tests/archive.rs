@@ -18,6 +18,16 @@ fn retire(index: u64, key: &str, expires_at_ms: u64) -> common::Entry {
     )
 }
 
+/// Moves the expiry of archived `key` to `expires_at_ms`, at `index`.
+fn expire(index: u64, key: &str, expires_at_ms: u64) -> common::Entry {
+    put(
+        1,
+        index,
+        &format!("expire:{key}"),
+        &expires_at_ms.to_string(),
+    )
+}
+
 /// Purges what expired by `at_ms`, at `index`.
 fn purge(index: u64, at_ms: u64) -> common::Entry {
     put(1, index, "purge", &at_ms.to_string())
@@ -153,4 +163,64 @@ async fn the_snapshot_sent_to_a_node_carries_the_archive_and_replaces_its_own() 
         follower.archived("k1").await.unwrap().as_deref(),
         Some("v1")
     );
+}
+
+#[tokio::test]
+async fn an_expiry_change_keeps_the_value_and_decides_which_purge_deletes_it() {
+    let (dir, db) = fresh(DbOptions::default());
+    let sm = Sm::open(db).await.unwrap();
+    sm.apply_entries(vec![put(1, 1, "a", "1"), put(1, 2, "b", "2")])
+        .await
+        .unwrap();
+    // Archived "until moved again", then moved within the same batch and read before it is
+    // written (pending) and after.
+    sm.apply_entries(vec![retire(3, "a", u64::MAX), expire(4, "a", 500)])
+        .await
+        .unwrap();
+    assert_eq!(sm.archived("a").await.unwrap().as_deref(), Some("1"));
+    // Its old expiry's purge leaves it; only a purge past the new one deletes it.
+    sm.apply_entries(vec![retire(5, "b", 100), purge(6, 400)])
+        .await
+        .unwrap();
+    assert_eq!(sm.archived("b").await.unwrap(), None);
+    assert_eq!(sm.archived("a").await.unwrap().as_deref(), Some("1"));
+    // Moved later in one batch and earlier in the next: the last expiry decides.
+    sm.apply_entries(vec![expire(7, "a", 2_000)]).await.unwrap();
+    sm.apply_entries(vec![expire(8, "a", 900), purge(9, 1_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        sm.archived("a").await.unwrap(),
+        None,
+        "purged at its last expiry"
+    );
+    // Moving the expiry of a purged record brings nothing back, also after a restart.
+    sm.apply_entries(vec![expire(10, "a", 5_000)])
+        .await
+        .unwrap();
+    assert_eq!(sm.archived("a").await.unwrap(), None);
+    drop(sm);
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let sm = Sm::open(db).await.unwrap();
+    assert_eq!(sm.archived("a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_expiry_change_survives_a_restart_and_a_purge_walks_the_new_expiry_only() {
+    let (dir, db) = fresh(DbOptions::default());
+    let sm = Sm::open(db).await.unwrap();
+    sm.apply_entries(vec![put(1, 1, "a", "kept")])
+        .await
+        .unwrap();
+    sm.apply_entries(vec![retire(2, "a", 100)]).await.unwrap();
+    sm.apply_entries(vec![expire(3, "a", 10_000)])
+        .await
+        .unwrap();
+    drop(sm);
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let sm = Sm::open(db).await.unwrap();
+    sm.apply_entries(vec![purge(4, 9_999)]).await.unwrap();
+    assert_eq!(sm.archived("a").await.unwrap().as_deref(), Some("kept"));
+    sm.apply_entries(vec![purge(5, 10_000)]).await.unwrap();
+    assert_eq!(sm.archived("a").await.unwrap(), None);
 }

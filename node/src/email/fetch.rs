@@ -10,7 +10,11 @@
 //!   cluster has; the next holder starts after it, and a mail proposed twice (by the dead
 //!   holder and its successor) is applied once.
 //! - A new UIDVALIDITY (the folder was recreated) starts again from UID 1; the cluster
-//!   recognises what it has by Message-ID.
+//!   recognises what it has by Message-ID: before proposing a mail, the fetcher looks its
+//!   Message-ID up in memory, then in the archive (a retired case leaves its Message-IDs
+//!   there), and stamps the case it found into the command, which `apply` cannot read.
+//! - A mail whose command carries attachment bytes waits for the node's one slot for such
+//!   mails: an entry carries at most one of them per node (see `limits.rs`).
 //! - Every network step is bounded by `email.io_timeout`; a failed session is retried after a
 //!   pause that doubles up to 30 s.
 
@@ -19,8 +23,11 @@ use std::time::Duration;
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::Fetch;
 use futures::TryStreamExt;
-use parley_raft::command::email::{fetch_lease, EmailOp, IngestEmail, MailboxSpec, TlsMode};
+use parley_raft::command::email::{
+    fetch_lease, message_id_key, EmailOp, IngestEmail, MailboxSpec, TlsMode,
+};
 use parley_raft::command::Op;
+use parley_raft::state::email::ArchivedMessageId;
 use parley_raft::{limits, Outcome, Rejection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -308,8 +315,29 @@ async fn take_in_new(
                     .map(|m| m.spec.address.clone())
                     .collect()
             });
-            let (email, hints) = parse::parse(&raw, truncated, &ctx.config.mac, &own);
+            let parse::Parsed {
+                email,
+                hints,
+                contents,
+            } = parse::parse(&raw, truncated, &ctx.config.mac, &own);
+            drop(raw);
             let kind = email.kind;
+            let known_case = known_case(ctx, &email.message_id).await?;
+            // One mail with attachment bytes in flight per node (see the module docs).
+            let _slot = if contents.is_empty() {
+                None
+            } else {
+                Some(
+                    ctx.attachment_slot
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| EmailError::Propose {
+                            problem: "the node is shutting down".to_owned(),
+                        })?,
+                )
+            };
+            let attachment_base64_bytes: usize = contents.iter().map(|c| c.base64.len()).sum();
             let op = Op::Email(EmailOp::Ingest(Box::new(IngestEmail {
                 fence: held.fence(),
                 mailbox_id: spec.id.clone(),
@@ -319,12 +347,17 @@ async fn take_in_new(
                 hints,
                 new_case_id: super::ids::new_case_id(),
                 new_activity_id: uuid::Uuid::new_v4().to_string(),
+                known_case,
+                contents,
             })));
+            let proposed = std::time::Instant::now();
             match ctx.replica.propose(op).await {
                 Ok(Outcome::EmailIngested {
                     case_id, duplicate, ..
                 }) => {
-                    tracing::info!(mailbox = %spec.id, uid, ?kind, case = ?case_id, duplicate, "mail taken in");
+                    let commit_ms = proposed.elapsed().as_millis();
+                    tracing::info!(mailbox = %spec.id, uid, ?kind, case = ?case_id, duplicate,
+                        attachment_base64_bytes, commit_ms, "mail taken in");
                 }
                 Ok(Outcome::Rejected(Rejection::LeaseLost { .. })) => return Ok(false),
                 Ok(other) => {
@@ -340,6 +373,32 @@ async fn take_in_new(
             }
         }
     }
+}
+
+/// The case holding `message_id`: one in memory, else a retired one whose record the archive
+/// still has. Read in that order, a case retiring meanwhile is found in one or the other (it
+/// leaves memory and enters the archive in the same step).
+async fn known_case(ctx: &Context, message_id: &str) -> Result<Option<String>, EmailError> {
+    let in_memory = ctx
+        .replica
+        .read(|state, _| state.email.message_ids.get(message_id).cloned());
+    if in_memory.is_some() {
+        return Ok(in_memory);
+    }
+    let archived = ctx
+        .replica
+        .store()
+        .archived(&message_id_key(message_id))
+        .await
+        .map_err(|e| EmailError::Archive {
+            problem: e.to_string(),
+        })?;
+    archived
+        .map(|json| serde_json::from_str::<ArchivedMessageId>(&json).map(|r| r.case_id))
+        .transpose()
+        .map_err(|e| EmailError::Archive {
+            problem: format!("an archived Message-ID record does not decode: {e}"),
+        })
 }
 
 /// The mail with `uid`: whole, or its header only when larger than the bound (`true`).

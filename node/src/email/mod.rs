@@ -84,6 +84,12 @@ pub enum EmailError {
         /// The outcome.
         what: String,
     },
+    /// This node's archive could not be read.
+    #[error("reading the archive: {problem}")]
+    Archive {
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// What every email task needs.
@@ -97,6 +103,9 @@ pub struct Context {
     pub config: Arc<EmailConfig>,
     /// The last failures, shown in the mailbox view.
     pub status: status::Status,
+    /// The one slot for a mail whose command carries attachment bytes, shared by this
+    /// node's fetchers: a Raft entry then carries at most one such mail per node.
+    pub attachment_slot: Arc<tokio::sync::Semaphore>,
 }
 
 /// Starts the supervisor; it ends on `shutdown`, handing its leases over. Failures are noted
@@ -113,6 +122,7 @@ pub fn start(
         clock,
         config: Arc::new(config),
         status,
+        attachment_slot: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     tokio::spawn(supervise(ctx, shutdown))
 }

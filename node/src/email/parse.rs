@@ -6,25 +6,38 @@
 //! - Bodies: the first text part; the first HTML part sanitized (ammonia: no scripts, styles,
 //!   event handlers or remote-loading attributes) and, when there is no text part, turned into
 //!   text.
+//! - Attachments: each listed (name, type, size, BLAKE3); the bytes of those within
+//!   `limits::MAIL_ATTACHMENT_STORED_BYTES_MAX` go along for storing, in the mail's order while
+//!   they fit `limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX` together, once per hash (`apply`
+//!   says which were stored and why the others were not).
 //! - Kind: a DSN (`multipart/report; report-type=delivery-status`, or from `MAILER-DAEMON`) is
 //!   a bounce; `Auto-Submitted` other than `no`, `X-Autoreply`, `X-Autorespond`,
 //!   `Precedence: bulk|junk|list|auto_reply`, or mail from one of our own mailboxes is an
 //!   auto-reply. Neither ever opens a case.
 
+use base64::Engine;
 use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders};
-use parley_raft::command::email::{AttachmentMeta, InboundEmail, MailKind, ThreadHints};
+use parley_raft::command::email::{
+    AttachmentContent, AttachmentMeta, InboundEmail, MailKind, ThreadHints,
+};
 use parley_raft::limits;
 
 use super::ids::ThreadMac;
 
+/// A fetched mail as the cluster takes it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// What is kept of it.
+    pub email: InboundEmail,
+    /// The cases it names by MAC.
+    pub hints: ThreadHints,
+    /// The bytes of its attachments to store.
+    pub contents: Vec<AttachmentContent>,
+}
+
 /// Parses `raw`, a whole mail (or only its header when it was too large to take whole:
 /// `truncated`).
-pub fn parse(
-    raw: &[u8],
-    truncated: bool,
-    mac: &ThreadMac,
-    own_addresses: &[String],
-) -> (InboundEmail, ThreadHints) {
+pub fn parse(raw: &[u8], truncated: bool, mac: &ThreadMac, own_addresses: &[String]) -> Parsed {
     let size_bytes = raw.len() as u64;
     let Some(message) = MessageParser::new().parse(raw) else {
         let email = InboundEmail {
@@ -40,7 +53,11 @@ pub fn parse(
             kind: MailKind::Normal,
             size_bytes,
         };
-        return (email, ThreadHints::default());
+        return Parsed {
+            email,
+            hints: ThreadHints::default(),
+            contents: Vec::new(),
+        };
     };
     let message_id = message
         .message_id()
@@ -95,29 +112,40 @@ pub fn parse(
             limits::MAIL_RAW_BYTES_MAX / (1024 * 1024)
         );
     }
-    let attachments = message
-        .attachments()
-        .take(limits::MAIL_ATTACHMENTS_MAX)
-        .map(|part| {
-            let contents = part.contents();
-            let content_type = part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_owned(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".to_owned());
-            AttachmentMeta {
-                name: clip(
-                    &clean_line(part.attachment_name().unwrap_or_default()),
-                    limits::NAME_BYTES_MAX,
-                ),
-                content_type: clip(&content_type, limits::NAME_BYTES_MAX),
-                size_bytes: contents.len() as u64,
-                blake3: blake3::hash(contents).to_hex().to_string(),
-            }
-        })
-        .collect();
+    let mut attachments = Vec::new();
+    let mut contents: Vec<AttachmentContent> = Vec::new();
+    let mut budget = limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX;
+    for part in message.attachments().take(limits::MAIL_ATTACHMENTS_MAX) {
+        let bytes = part.contents();
+        let size_bytes = bytes.len() as u64;
+        let blake3 = blake3::hash(bytes).to_hex().to_string();
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{sub}", ct.ctype()),
+                None => ct.ctype().to_owned(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
+        let fits = size_bytes <= limits::MAIL_ATTACHMENT_STORED_BYTES_MAX && size_bytes <= budget;
+        if fits && !contents.iter().any(|c| c.blake3 == blake3) {
+            budget -= size_bytes;
+            contents.push(AttachmentContent {
+                blake3: blake3.clone(),
+                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            });
+        }
+        attachments.push(AttachmentMeta {
+            name: clip(
+                &clean_line(part.attachment_name().unwrap_or_default()),
+                limits::NAME_BYTES_MAX,
+            ),
+            content_type: clip(&content_type, limits::NAME_BYTES_MAX),
+            size_bytes,
+            blake3,
+            stored: false,
+            not_stored: None,
+        });
+    }
     let hints = ThreadHints {
         our_message_case: in_reply_to
             .iter()
@@ -142,7 +170,11 @@ pub fn parse(
         kind,
         size_bytes,
     };
-    (email, hints)
+    Parsed {
+        email,
+        hints,
+        contents,
+    }
 }
 
 fn kind(message: &Message<'_>, from: &str, own_addresses: &[String]) -> MailKind {
@@ -289,7 +321,7 @@ mod tests {
             Subject: Where is my order?\r\nMessage-ID: <abc@example.com>\r\n\
             In-Reply-To: <prev@example.com>\r\nReferences: <a@x> <prev@example.com>\r\n\r\n\
             Hello, it has not arrived.\r\n";
-        let (email, hints) = parse(raw, false, &mac(), &[]);
+        let Parsed { email, hints, .. } = parse(raw, false, &mac(), &[]);
         assert_eq!(email.message_id, "abc@example.com");
         assert_eq!(email.in_reply_to, vec!["prev@example.com"]);
         assert_eq!(email.references, vec!["a@x", "prev@example.com"]);
@@ -305,11 +337,11 @@ mod tests {
     fn html_is_sanitized_and_a_mail_without_an_id_gets_a_stable_one() {
         let raw = b"From: a@example.com\r\nSubject: hi\r\nContent-Type: text/html\r\n\r\n\
             <p onclick=\"x()\">Hello <script>alert(1)</script><b>there</b></p>\r\n";
-        let (email, _) = parse(raw, false, &mac(), &[]);
+        let email = parse(raw, false, &mac(), &[]).email;
         assert!(!email.html.contains("script") && !email.html.contains("onclick"));
         assert!(email.html.contains("<b>there</b>"));
         assert!(email.text.contains("Hello") && email.text.contains("there"));
-        let (again, _) = parse(raw, false, &mac(), &[]);
+        let again = parse(raw, false, &mac(), &[]).email;
         assert_eq!(email.message_id, again.message_id);
         assert!(email.message_id.ends_with(".invalid"));
     }
@@ -325,22 +357,25 @@ mod tests {
              --b\r\nContent-Type: text/plain\r\n\r\nIt failed.\r\n\
              --b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ours}>\r\n--b--\r\n"
         );
-        let (email, hints) = parse(dsn.as_bytes(), false, &mac, &[]);
+        let Parsed { email, hints, .. } = parse(dsn.as_bytes(), false, &mac, &[]);
         assert_eq!(email.kind, MailKind::Bounce);
         assert_eq!(hints.our_message_case.as_deref(), Some("0123456789ab"));
         let auto = b"From: carol@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: Away\r\n\r\nAway.\r\n";
-        assert_eq!(parse(auto, false, &mac, &[]).0.kind, MailKind::AutoReply);
+        assert_eq!(
+            parse(auto, false, &mac, &[]).email.kind,
+            MailKind::AutoReply
+        );
         let own = b"From: support@example.test\r\nSubject: loop\r\n\r\nx\r\n";
         let own_addresses = vec!["Support@example.test".to_owned()];
         assert_eq!(
-            parse(own, false, &mac, &own_addresses).0.kind,
+            parse(own, false, &mac, &own_addresses).email.kind,
             MailKind::AutoReply
         );
         // A normal mail quoting our id in its body does not thread by it.
         let quoted = format!("From: c@example.com\r\nSubject: x\r\n\r\n> {ours}\r\n");
         assert_eq!(
             parse(quoted.as_bytes(), false, &mac, &[])
-                .1
+                .hints
                 .our_message_case,
             None
         );
@@ -352,8 +387,75 @@ mod tests {
         let raw = format!(
             "From: c@example.com\r\nSubject: long\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
         );
-        let (email, _) = parse(raw.as_bytes(), false, &mac(), &[]);
+        let email = parse(raw.as_bytes(), false, &mac(), &[]).email;
         assert!(email.text.len() <= limits::MAIL_TEXT_BYTES_MAX);
         assert!(email.text.ends_with("longer]"));
+    }
+
+    /// A mail with the given attachments (name, bytes), base64 parts.
+    fn with_attachments(files: &[(&str, &[u8])]) -> String {
+        let mut raw = String::from(
+            "From: c@example.com\r\nSubject: files\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n",
+        );
+        for (name, bytes) in files {
+            raw.push_str(&format!(
+                "--b\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Disposition: attachment; filename=\"{name}\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ));
+        }
+        raw.push_str("--b--\r\n");
+        raw
+    }
+
+    #[test]
+    fn attachment_bytes_go_along_within_the_limits_once_per_hash() {
+        let max = limits::MAIL_ATTACHMENT_STORED_BYTES_MAX as usize;
+        let small = vec![1u8; 1000];
+        let large = vec![2u8; max + 1];
+        let half = vec![3u8; max];
+        let other_half = vec![4u8; max];
+        let overflow = vec![5u8; 10];
+        let raw = with_attachments(&[
+            ("small.bin", &small[..]),
+            ("same.bin", &small[..]),
+            ("large.bin", &large[..]),
+            ("half.bin", &half[..]),
+            ("other.bin", &other_half[..]),
+            ("overflow.bin", &overflow[..]),
+        ]);
+        let parsed = parse(raw.as_bytes(), false, &mac(), &[]);
+        let names: Vec<&str> = parsed
+            .email
+            .attachments
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "small.bin",
+                "same.bin",
+                "large.bin",
+                "half.bin",
+                "other.bin",
+                "overflow.bin"
+            ]
+        );
+        let hash = |bytes: &[u8]| blake3::hash(bytes).to_hex().to_string();
+        assert_eq!(parsed.email.attachments[2].size_bytes, large.len() as u64);
+        // Once per hash; the large one never; then in order while they fit the mail's total
+        // (384 KiB): the second of the limit's size does not (1000 bytes are taken), the 10
+        // bytes do.
+        let sent: Vec<String> = parsed.contents.iter().map(|c| c.blake3.clone()).collect();
+        assert_eq!(sent, [hash(&small), hash(&half), hash(&overflow)]);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&parsed.contents[0].base64)
+            .unwrap();
+        assert_eq!(decoded, small);
+        assert!(parsed.email.attachments.iter().all(|a| !a.stored));
     }
 }

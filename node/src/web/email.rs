@@ -4,20 +4,32 @@
 //! A reply is recorded once per client id into the replicated outbox; the answer comes once it
 //! is committed, before it is sent. The case view shows each reply's delivery: `queued`,
 //! `retrying` (with the reason), `sent`, or `failed` (with the reason).
+//!
+//! A case and its stored attachments are read by the agent its activity is offered or assigned
+//! to (agent token) and by supervisors (admin credential), who also read those of a retired
+//! activity from the archive. Attachments are served as downloads only: `Content-Disposition:
+//! attachment` with a cleaned file name, `X-Content-Type-Options: nosniff`, a sandboxing CSP,
+//! and the listed type only when it is one no browser runs (else `application/octet-stream`).
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_raft::command::email::{
-    EmailOp, MailboxSpec, QueueReply, SecretRef, ServerSpec, TlsMode,
+    attachment_key, AttachmentMeta, EmailOp, MailboxSpec, QueueReply, SecretRef, ServerSpec,
+    TlsMode,
 };
 use parley_raft::command::{AgentSession, Op, Outcome};
+use parley_raft::state::email::{is_blake3_hex, AttachmentRecord};
 use parley_raft::state::{ActivityDetail, Case, Delivery, Direction};
 use parley_raft::{limits, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{admin_caller, agent_caller, new_id, path_id, unexpected, written_answer, WebState};
+use super::{
+    admin_caller, agent_caller, bearer, new_id, path_id, unexpected, written_answer, WebState,
+};
 use crate::email::status::{Job, Status};
 use crate::error::ApiError;
+use crate::token::AGENT_TOKEN_PREFIX;
 
 /// Registers the email routes under `/api/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -25,6 +37,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/mailboxes/{id}", web::put().to(put_mailbox))
         .route("/admin/mailboxes/{id}", web::delete().to(delete_mailbox))
         .route("/emails/{activity_id}", web::get().to(case_of))
+        .route(
+            "/emails/{activity_id}/attachments/{blake3}",
+            web::get().to(attachment),
+        )
         .route("/emails/{activity_id}/reply", web::post().to(reply));
 }
 
@@ -385,8 +401,14 @@ pub struct AttachmentView {
     pub content_type: String,
     /// Size in bytes.
     pub size_bytes: u64,
-    /// BLAKE3 of the content, hex.
+    /// BLAKE3 of the content, hex: `GET /api/v1/emails/{activity_id}/attachments/{blake3}`
+    /// downloads it when `stored`.
     pub blake3: String,
+    /// Whether its bytes are stored (downloadable).
+    pub stored: bool,
+    /// Why not, when not (too large, the mail's attachments too large together, the
+    /// attachment store full).
+    pub not_stored: Option<String>,
 }
 
 /// An email case as its agent sees it.
@@ -459,6 +481,8 @@ fn case_view(case: &Case, activity_id: &str) -> CaseView {
                             content_type: a.content_type.clone(),
                             size_bytes: a.size_bytes,
                             blake3: a.blake3.clone(),
+                            stored: a.stored,
+                            not_stored: a.not_stored.clone(),
                         })
                         .collect(),
                     agent_id: m.agent_id.clone(),
@@ -472,44 +496,265 @@ fn case_view(case: &Case, activity_id: &str) -> CaseView {
     }
 }
 
-/// The case of an email activity, for the agent it is offered or assigned to.
+/// Who reads a case: the agent holding its activity, or a supervisor.
+enum CaseReader {
+    Agent(String),
+    Supervisor,
+}
+
+/// The caller of a case read: an agent token, or the admin credential (supervisors).
+async fn case_reader(state: &WebState, request: &HttpRequest) -> Result<CaseReader, ApiError> {
+    if bearer(request, None)?.starts_with(AGENT_TOKEN_PREFIX) {
+        let claims = agent_caller(state, request, None).await?;
+        return Ok(CaseReader::Agent(claims.agent_id));
+    }
+    admin_caller(state, request, None)?;
+    Ok(CaseReader::Supervisor)
+}
+
+/// The case of email activity `activity_id` as `reader` may read it: in memory (an agent only
+/// while the activity is offered or assigned to them), or, for a supervisor, from the
+/// archive record of the activity it was retired with.
+async fn readable_case(
+    state: &WebState,
+    reader: &CaseReader,
+    activity_id: &str,
+) -> Result<Case, ApiError> {
+    let id = activity_id.to_owned();
+    let me = match reader {
+        CaseReader::Agent(agent_id) => Some(agent_id.clone()),
+        CaseReader::Supervisor => None,
+    };
+    let found = state
+        .read(move |s, _| {
+            let activity = s.activities.get(&id)?;
+            let ActivityDetail::Email { case_id, .. } = &activity.detail else {
+                return Some(Err(()));
+            };
+            if me.is_some() && activity.status.holder() != me.as_ref() {
+                return Some(Err(()));
+            }
+            s.email.cases.get(case_id).map(|case| Ok(Case::clone(case)))
+        })
+        .await?;
+    let unknown = || {
+        ApiError::not_found(
+            "unknown_activity",
+            format!("unknown email activity {activity_id}"),
+        )
+    };
+    match (found, reader) {
+        (Some(Ok(case)), _) => Ok(case),
+        (Some(Err(())), CaseReader::Agent(_)) => Err(ApiError::forbidden(
+            "this is not an email activity offered or assigned to you",
+        )),
+        (Some(Err(())), CaseReader::Supervisor) => Err(unknown()),
+        (None, CaseReader::Agent(_)) => Err(unknown()),
+        (None, CaseReader::Supervisor) => state
+            .replica
+            .archived(activity_id)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?
+            .and_then(|retired| retired.case)
+            .ok_or_else(unknown),
+    }
+}
+
+/// The case of an email activity, for the agent it is offered or assigned to, or a supervisor
+/// (admin credential; also a retired activity's, from the archive, for as long as it is kept).
 #[utoipa::path(get, path = "/api/v1/emails/{activity_id}", tag = "agent",
-    params(("activity_id" = String, Path)), security(("agent_token" = [])),
+    params(("activity_id" = String, Path)), security(("agent_token" = []), ("admin_token" = [])),
     responses((status = 200, body = CaseView), (status = 401), (status = 403), (status = 404)))]
 pub async fn case_of(
     state: web::Data<WebState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let claims = agent_caller(&state, &request, None).await?;
+    let reader = case_reader(&state, &request).await?;
     let activity_id = path_id("activity_id", path.into_inner())?;
-    let id = activity_id.clone();
-    let me = claims.agent_id.clone();
-    let view = state
-        .read(move |s, _| {
-            let activity = s.activities.get(&id)?;
-            let ActivityDetail::Email { case_id, .. } = &activity.detail else {
-                return Some(Err(()));
-            };
-            if activity.status.holder() != Some(&me) {
-                return Some(Err(()));
-            }
-            s.email
-                .cases
-                .get(case_id)
-                .map(|case| Ok(case_view(case, &id)))
+    let case = readable_case(&state, &reader, &activity_id).await?;
+    Ok(HttpResponse::Ok().json(case_view(&case, &activity_id)))
+}
+
+/// Path of an attachment download.
+#[derive(Debug, Deserialize)]
+pub struct AttachmentPath {
+    activity_id: String,
+    blake3: String,
+}
+
+/// Types served as listed: ones browsers display or hand to a viewer without running code.
+/// Any other type (HTML, SVG, XML, scripts, unknown) is served as `application/octet-stream`.
+const SAFE_CONTENT_TYPES: &[&str] = &[
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/wav",
+    "image/bmp",
+    "image/gif",
+    "image/jpeg",
+    "image/png",
+    "image/tiff",
+    "image/webp",
+    "text/csv",
+    "text/plain",
+    "video/mp4",
+    "video/mpeg",
+    "video/webm",
+];
+
+/// The `Content-Type` an attachment is served with.
+pub fn served_content_type(listed: &str) -> &'static str {
+    let listed = listed.trim().to_ascii_lowercase();
+    SAFE_CONTENT_TYPES
+        .iter()
+        .find(|safe| **safe == listed)
+        .copied()
+        .unwrap_or("application/octet-stream")
+}
+
+/// The `Content-Disposition` an attachment is served with: always `attachment`; the file name
+/// without any path, control characters, direction overrides, quotes or characters file
+/// systems refuse, at most
+/// 100 characters, not starting with a dot; an ASCII `filename` (others as `_`) and the exact
+/// one as `filename*` (RFC 6266, RFC 8187).
+pub fn attachment_disposition(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(c, '"' | '\\' | ':' | '*' | '?' | '<' | '>' | '|' | ';')
+                // Direction marks and overrides (a name that reads as another extension).
+                && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
         })
-        .await?;
-    match view {
-        Some(Ok(view)) => Ok(HttpResponse::Ok().json(view)),
-        Some(Err(())) => Err(ApiError::forbidden(
-            "this is not an email activity offered or assigned to you",
-        )),
-        None => Err(ApiError::not_found(
-            "unknown_activity",
-            format!("unknown email activity {activity_id}"),
-        )),
+        .take(100)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim();
+    let cleaned = if cleaned.is_empty() {
+        "attachment"
+    } else {
+        cleaned
+    };
+    let ascii: String = cleaned
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(cleaned.len() * 3);
+    for byte in cleaned.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
     }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Download a stored attachment of an email activity's case, for the agent the activity is
+/// offered or assigned to, or a supervisor (admin credential; also a retired activity's, while
+/// the archive keeps it). Always a download (`Content-Disposition: attachment`, `nosniff`); the
+/// listed type only when browsers run nothing of it, else `application/octet-stream`. 404 when
+/// the case lists no such attachment (`unknown_attachment`), its bytes were not stored
+/// (`attachment_not_stored`, with why) or have expired (`attachment_expired`).
+#[utoipa::path(get, path = "/api/v1/emails/{activity_id}/attachments/{blake3}", tag = "agent",
+    params(("activity_id" = String, Path),
+        ("blake3" = String, Path, description = "The attachment's BLAKE3, as the case lists it",
+            pattern = "^[0-9a-f]{64}$")),
+    security(("agent_token" = []), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "The attachment's bytes", content_type = "application/octet-stream"),
+        (status = 401), (status = 403), (status = 404)))]
+pub async fn attachment(
+    state: web::Data<WebState>,
+    request: HttpRequest,
+    path: web::Path<AttachmentPath>,
+) -> Result<HttpResponse, ApiError> {
+    let reader = case_reader(&state, &request).await?;
+    let AttachmentPath {
+        activity_id,
+        blake3,
+    } = path.into_inner();
+    let activity_id = path_id("activity_id", activity_id)?;
+    if !is_blake3_hex(&blake3) {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            "blake3 must be 64 lowercase hex digits",
+        ));
+    }
+    let case = readable_case(&state, &reader, &activity_id).await?;
+    let listed: Vec<&AttachmentMeta> = case
+        .messages
+        .iter()
+        .flat_map(|m| &m.attachments)
+        .filter(|a| a.blake3 == blake3)
+        .collect();
+    let Some(meta) = listed
+        .iter()
+        .find(|a| a.stored)
+        .or_else(|| listed.first())
+        .copied()
+    else {
+        return Err(ApiError::not_found(
+            "unknown_attachment",
+            format!("the case lists no attachment {blake3}"),
+        ));
+    };
+    if !meta.stored {
+        return Err(ApiError::not_found(
+            "attachment_not_stored",
+            format!(
+                "the bytes of {} were not stored: {}",
+                meta.name,
+                meta.not_stored.as_deref().unwrap_or("no reason recorded")
+            ),
+        ));
+    }
+    let record = state
+        .replica
+        .store()
+        .archived(&attachment_key(&blake3))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the archive: {e}")))?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "attachment_expired",
+                format!("the bytes of {} are no longer kept", meta.name),
+            )
+        })?;
+    let bytes = serde_json::from_str::<AttachmentRecord>(&record)
+        .ok()
+        .and_then(|r| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(r.base64)
+                .ok()
+        })
+        .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
+        .ok_or_else(|| ApiError::internal(format!("the stored bytes of {blake3} are damaged")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(served_content_type(&meta.content_type))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            attachment_disposition(&meta.name),
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .body(bytes))
 }
 
 /// Body of `POST /api/v1/emails/{activity_id}/reply`.
@@ -623,4 +868,60 @@ pub async fn reply(
         replayed,
         case,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_types_browsers_run_nothing_of_are_served_as_listed() {
+        assert_eq!(served_content_type("application/PDF"), "application/pdf");
+        assert_eq!(served_content_type("image/png"), "image/png");
+        for risky in [
+            "text/html",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/javascript",
+            "text/html; charset=utf-8",
+            "",
+        ] {
+            assert_eq!(
+                served_content_type(risky),
+                "application/octet-stream",
+                "{risky}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_download_name_carries_no_path_quote_or_control_character() {
+        assert_eq!(
+            attachment_disposition("../../etc/\"passwd\"\r\n.txt"),
+            "attachment; filename=\"passwd.txt\"; filename*=UTF-8''passwd.txt"
+        );
+        assert_eq!(
+            attachment_disposition("C:\\Users\\x\\Rechnung März.pdf"),
+            "attachment; filename=\"Rechnung M_rz.pdf\"; \
+             filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf"
+        );
+        assert_eq!(
+            attachment_disposition(".."),
+            "attachment; filename=\"attachment\"; filename*=UTF-8''attachment"
+        );
+        assert_eq!(
+            attachment_disposition(""),
+            "attachment; filename=\"attachment\"; filename*=UTF-8''attachment"
+        );
+        let long = attachment_disposition(&"a".repeat(500));
+        assert!(long.len() < 260, "{long}");
+        assert_eq!(
+            attachment_disposition("x\u{7f}y\u{202e}fdp.exe"),
+            "attachment; filename=\"xyfdp.exe\"; filename*=UTF-8''xyfdp.exe"
+        );
+        // Every byte is one a header may carry.
+        let value = attachment_disposition("\u{3042}\u{1F600} \t.pdf");
+        assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{value}");
+    }
 }

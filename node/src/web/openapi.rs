@@ -37,6 +37,7 @@ use super::{admin, agent, backup, customer, diagnostics, email, members, pages, 
         agent::transfer,
         agent::complete,
         email::case_of,
+        email::attachment,
         email::reply,
         email::list_mailboxes,
         email::put_mailbox,
@@ -143,7 +144,12 @@ impl Modify for EdgeAnswers {
                         Some(RefOr::T(Schema::Object(object)))
                             if object.schema_type == SchemaType::Type(Type::Integer)
                     );
-                    if parameter.parameter_in == ParameterIn::Path && !numeric {
+                    // A path parameter with a shape of its own (an attachment's hash) keeps it.
+                    let shaped = matches!(
+                        &parameter.schema,
+                        Some(RefOr::T(Schema::Object(object))) if object.pattern.is_some()
+                    );
+                    if parameter.parameter_in == ParameterIn::Path && !numeric && !shaped {
                         parameter.schema = Some(
                             ObjectBuilder::new()
                                 .schema_type(Type::String)

@@ -136,7 +136,8 @@ pub enum MailKind {
     Bounce,
 }
 
-/// An attachment's metadata (its bytes stay out of the in-memory state).
+/// An attachment's metadata (its bytes stay out of the in-memory state; when stored, they are
+/// in the archive under [`attachment_key`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentMeta {
     /// File name, if given.
@@ -147,6 +148,23 @@ pub struct AttachmentMeta {
     pub size_bytes: u64,
     /// BLAKE3 of the decoded bytes, hex.
     pub blake3: String,
+    /// Whether its bytes are stored and can be downloaded: decided by `apply` (what a
+    /// proposer says here is ignored).
+    #[serde(default)]
+    pub stored: bool,
+    /// Why its bytes are not stored (too large, the mail's attachments too large together,
+    /// the attachment store full), decided by `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_stored: Option<String>,
+}
+
+/// The bytes of an attachment to store, carried by the command that takes its mail in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentContent {
+    /// BLAKE3 of the bytes, lowercase hex (checked by `apply` against the bytes).
+    pub blake3: String,
+    /// The bytes, standard base64 with padding.
+    pub base64: String,
 }
 
 /// A mail as parsed by the fetching node.
@@ -206,6 +224,16 @@ pub struct IngestEmail {
     pub new_case_id: CaseId,
     /// Id for a new activity, if one is created.
     pub new_activity_id: ActivityId,
+    /// The case the proposer found holding this mail's Message-ID: in memory, or retired and
+    /// still in the archive (which `apply` cannot read). `apply` takes a mail whose
+    /// Message-ID a case in memory or this case holds as a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_case: Option<CaseId>,
+    /// The bytes of the attachments to store: those within
+    /// [`crate::limits::MAIL_ATTACHMENT_STORED_BYTES_MAX`], and together within
+    /// [`crate::limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX`]; one entry per distinct hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<AttachmentContent>,
 }
 
 /// An agent's reply.
@@ -256,6 +284,16 @@ pub struct RecordDelivery {
     pub reply_id: ReplyId,
     /// What happened.
     pub result: DeliveryResult,
+}
+
+/// The archive key of a stored attachment's bytes, by its BLAKE3 (hex).
+pub fn attachment_key(blake3: &str) -> String {
+    format!("email/attachment/{blake3}")
+}
+
+/// The archive key of a retired case's Message-ID (see [`IngestEmail::known_case`]).
+pub fn message_id_key(message_id: &str) -> String {
+    format!("email/message-id/{message_id}")
 }
 
 /// The lease name of a mailbox's fetcher.

@@ -2,9 +2,12 @@
 //!
 //! - **Taking mail in exactly once** ([`EmailOp::Ingest`]): each mailbox has a replicated
 //!   cursor (UIDVALIDITY, last UID taken in). A mail at or below the cursor under the same
-//!   UIDVALIDITY is a duplicate; so is a mail whose Message-ID a case in memory already holds
-//!   (the same mail delivered twice, or re-fetched after a UIDVALIDITY change). Only the
-//!   holder of the mailbox's fetch lease may advance the cursor (see [`super::lease`]).
+//!   UIDVALIDITY is a duplicate; so is a mail whose Message-ID a case holds, in memory or
+//!   retired to the archive (the same mail delivered twice, or re-fetched after a UIDVALIDITY
+//!   change). `apply` cannot read the archive: the proposer looks the Message-ID up (memory,
+//!   then the archive record [`message_id_key`] a retired case left) and stamps the case it
+//!   found into the command ([`IngestEmail::known_case`]). Only the holder of the mailbox's
+//!   fetch lease may advance the cursor (see [`super::lease`]).
 //! - **Threading**, in order: a case named by one of our own Message-IDs (checked by the
 //!   proposer's MAC), then any In-Reply-To/References id a case holds, then a case named by the
 //!   subject tag (MAC checked by the proposer). A normal mail that threads to nothing opens a
@@ -17,7 +20,17 @@
 //!   client id into the case and the outbox; the send lease's holder sends it (at least once)
 //!   and records each attempt; a reply leaves the outbox once sent or failed for good. A case
 //!   is retired with its current activity, but never while one of its replies is still in the
-//!   outbox (its retirement waits).
+//!   outbox (its retirement waits). Each of its Message-IDs is then archived to it
+//!   ([`message_id_key`]), expiring with the activity's record.
+//! - **Attachments**: the command taking a mail in carries the bytes of the attachments within
+//!   the limits (`limits::MAIL_ATTACHMENT*_STORED_BYTES_MAX`); `apply` checks each against its
+//!   BLAKE3 and puts it in the archive under [`attachment_key`], once per hash however many
+//!   mails carry it. The state keeps only metadata and an index of what is stored
+//!   ([`StoredAttachment`]): a record is kept "until moved" (`u64::MAX`) while a message in
+//!   memory lists it, and when the last one retires its expiry becomes the latest archive
+//!   expiry of the cases that listed it (`ArchiveOp::Expire`). A purge drops the index entries
+//!   of what it deleted. Cluster-wide, at most `limits::ATTACHMENT_STORE_BYTES_MAX` bytes are
+//!   stored; an attachment not stored is listed with `stored: false` and the reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,12 +43,13 @@ use super::{
     AgentEventBody, InvariantViolation, State, Timer, Transition,
 };
 use crate::command::email::{
-    AttachmentMeta, DeliveryResult, EmailOp, InboundEmail, IngestEmail, MailKind, MailboxSpec,
-    QueueReply, RecordDelivery, SecretRef, ServerSpec, TlsMode,
+    attachment_key, message_id_key, AttachmentMeta, DeliveryResult, EmailOp, InboundEmail,
+    IngestEmail, MailKind, MailboxSpec, QueueReply, RecordDelivery, SecretRef, ServerSpec, TlsMode,
 };
 use crate::command::{ActivityId, CaseId, Channel, MailboxId, Outcome, Rejection, ReplyId};
 use crate::limits;
 use crate::types::NodeId;
+use parley_storage::ArchiveOp;
 
 /// The email channel's part of the state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +70,50 @@ pub struct EmailState {
     /// Replies not yet sent or failed for good, by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outbox: BTreeMap<ReplyId, OutboxEntry>,
+    /// Attachments whose bytes are in the archive, by BLAKE3 (hex).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, StoredAttachment>,
+    /// The stored attachments' bytes together.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attachment_bytes: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// An attachment whose bytes are in the archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAttachment {
+    /// Its size, in bytes.
+    pub size_bytes: u64,
+    /// How many messages in memory list it as stored; while any does, its record does not
+    /// expire.
+    pub in_memory: u32,
+    /// The latest archive expiry of the retired cases that listed it (0 before one retired);
+    /// its record's expiry once `in_memory` is 0.
+    pub expires_at_ms: u64,
+}
+
+/// The archive record of a stored attachment ([`attachment_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// The bytes, standard base64.
+    pub base64: String,
+}
+
+/// The archive record of a retired case's Message-ID ([`message_id_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedMessageId {
+    /// The case that held it.
+    pub case_id: CaseId,
+    /// The activity the case was retired with (its archive record holds the case).
+    pub activity_id: ActivityId,
+}
+
+/// Whether `hash` is a BLAKE3 in lowercase hex.
+pub fn is_blake3_hex(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl EmailState {
@@ -67,6 +125,8 @@ impl EmailState {
             && self.cases.is_empty()
             && self.message_ids.is_empty()
             && self.outbox.is_empty()
+            && self.attachments.is_empty()
+            && self.attachment_bytes == 0
     }
 }
 
@@ -389,9 +449,127 @@ fn check_inbound(email: &InboundEmail) -> Result<(), Rejection> {
             &attachment.content_type,
             limits::NAME_BYTES_MAX,
         )?;
-        bounded("attachments.blake3", &attachment.blake3, 64)?;
+        if !is_blake3_hex(&attachment.blake3) {
+            return Err(Rejection::invalid(
+                "attachments.blake3",
+                "must be 64 lowercase hex digits",
+            ));
+        }
     }
     Ok(())
+}
+
+/// Longest base64 text of `bytes` bytes (padded).
+fn base64_len(bytes: u64) -> u64 {
+    bytes.div_ceil(3).saturating_mul(4)
+}
+
+fn check_contents(ingest: &IngestEmail) -> Result<(), Rejection> {
+    if ingest.contents.len() > limits::MAIL_ATTACHMENTS_MAX {
+        return Err(Rejection::invalid(
+            "contents",
+            format!("more than {}", limits::MAIL_ATTACHMENTS_MAX),
+        ));
+    }
+    let mut total: u64 = 0;
+    for (index, content) in ingest.contents.iter().enumerate() {
+        if !is_blake3_hex(&content.blake3) {
+            return Err(Rejection::invalid(
+                "contents.blake3",
+                "must be 64 lowercase hex digits",
+            ));
+        }
+        if ingest.contents[..index]
+            .iter()
+            .any(|c| c.blake3 == content.blake3)
+        {
+            return Err(Rejection::invalid("contents", "one entry per hash"));
+        }
+        if !ingest
+            .email
+            .attachments
+            .iter()
+            .any(|a| a.blake3 == content.blake3)
+        {
+            return Err(Rejection::invalid(
+                "contents",
+                "bytes of an attachment the mail does not list",
+            ));
+        }
+        let length = content.base64.len() as u64;
+        if length > base64_len(limits::MAIL_ATTACHMENT_STORED_BYTES_MAX) {
+            return Err(Rejection::invalid(
+                "contents",
+                format!(
+                    "an attachment larger than {} bytes",
+                    limits::MAIL_ATTACHMENT_STORED_BYTES_MAX
+                ),
+            ));
+        }
+        total = total.saturating_add(length);
+    }
+    if total > base64_len(limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX) {
+        return Err(Rejection::invalid(
+            "contents",
+            format!(
+                "more than {} bytes of attachments",
+                limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of `ingest`'s contents, each checked against its hash and the size its
+/// attachments list: hash to bytes length.
+fn verify_contents(ingest: &IngestEmail) -> Result<BTreeMap<&str, u64>, Rejection> {
+    use base64::Engine;
+    let mut verified = BTreeMap::new();
+    for content in &ingest.contents {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&content.base64)
+            .map_err(|_| Rejection::invalid("contents.base64", "is not standard base64"))?;
+        if blake3::hash(&bytes).to_hex().as_str() != content.blake3 {
+            return Err(Rejection::invalid(
+                "contents",
+                format!("the bytes do not hash to {}", content.blake3),
+            ));
+        }
+        let size = bytes.len() as u64;
+        let listed_otherwise = ingest
+            .email
+            .attachments
+            .iter()
+            .any(|a| a.blake3 == content.blake3 && a.size_bytes != size);
+        if listed_otherwise || size > limits::MAIL_ATTACHMENT_STORED_BYTES_MAX {
+            return Err(Rejection::invalid(
+                "contents",
+                format!("the bytes of {} are not the size listed", content.blake3),
+            ));
+        }
+        verified.insert(content.blake3.as_str(), size);
+    }
+    let total: u64 = verified.values().sum();
+    if total > limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX {
+        return Err(Rejection::invalid(
+            "contents",
+            format!(
+                "more than {} bytes of attachments",
+                limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX
+            ),
+        ));
+    }
+    Ok(verified)
+}
+
+/// In KiB, for reasons shown to people.
+fn kib(bytes: u64) -> u64 {
+    bytes / 1024
+}
+
+/// In MiB, for reasons shown to people.
+fn mib(bytes: u64) -> u64 {
+    bytes / (1024 * 1024)
 }
 
 fn check_lease_name(name: &str) -> Result<(), Rejection> {
@@ -437,6 +615,10 @@ pub(super) fn check_email_input(op: &EmailOp) -> Result<(), Rejection> {
             check_directory_id("mailbox_id", &ingest.mailbox_id)?;
             check_client_id("new_case_id", &ingest.new_case_id)?;
             check_client_id("new_activity_id", &ingest.new_activity_id)?;
+            if let Some(case) = &ingest.known_case {
+                check_client_id("known_case", case)?;
+            }
+            check_contents(ingest)?;
             for case in [&ingest.hints.our_message_case, &ingest.hints.subject_case]
                 .into_iter()
                 .flatten()
@@ -605,7 +787,18 @@ impl State {
         }
         let thread = self.thread(ingest);
         let email = &ingest.email;
-        let known = self.email.message_ids.get(&email.message_id).cloned();
+        // A case in memory holding it, else the retired one the proposer found in the archive.
+        let known = self
+            .email
+            .message_ids
+            .get(&email.message_id)
+            .cloned()
+            .or_else(|| ingest.known_case.clone());
+        let verified = if known.is_none() {
+            verify_contents(ingest)?
+        } else {
+            BTreeMap::new()
+        };
         let new_case = known.is_none()
             && email.kind == MailKind::Normal
             && thread.as_ref().is_none_or(|id| {
@@ -630,14 +823,15 @@ impl State {
             });
         }
         if let Some(case_id) = known {
-            // The same mail again (delivered twice, or re-fetched under a new UIDVALIDITY).
+            // The same mail again (delivered twice, or re-fetched under a new UIDVALIDITY),
+            // its case in memory or retired.
             return Ok(Outcome::EmailIngested {
                 case_id: Some(case_id),
                 activity_id: None,
                 duplicate: true,
             });
         }
-        let message = |seq: u64| CaseMessage {
+        let message = |seq: u64, attachments: Vec<AttachmentMeta>| CaseMessage {
             seq,
             at_ms,
             direction: Direction::Inbound,
@@ -647,12 +841,13 @@ impl State {
             subject: email.subject.clone(),
             text: email.text.clone(),
             html: email.html.clone(),
-            attachments: email.attachments.clone(),
+            attachments,
             agent_id: None,
             reply_id: None,
             delivery: None,
         };
         if new_case {
+            let attachments = self.store_attachments(ingest, &verified);
             let case_id = ingest.new_case_id.clone();
             let activity_id = ingest.new_activity_id.clone();
             self.email.cases.insert(
@@ -665,7 +860,7 @@ impl State {
                     subject: email.subject.clone(),
                     created_at_ms: at_ms,
                     activity_id: activity_id.clone(),
-                    messages: vec![message(1)],
+                    messages: vec![message(1, attachments)],
                     replies: BTreeMap::new(),
                 }),
             );
@@ -688,11 +883,15 @@ impl State {
                 duplicate: false,
             });
         };
+        if !self.email.cases.contains_key(&case_id) {
+            return Ok(duplicate);
+        }
+        let attachments = self.store_attachments(ingest, &verified);
         let Some(case) = self.email.cases.get_mut(&case_id).map(Arc::make_mut) else {
             return Ok(duplicate);
         };
         let seq = case.messages.len() as u64 + 1;
-        case.messages.push(message(seq));
+        case.messages.push(message(seq, attachments));
         let current = case.activity_id.clone();
         self.email
             .message_ids
@@ -720,6 +919,146 @@ impl State {
             activity_id: created,
             duplicate: false,
         })
+    }
+
+    /// The attachment list of a mail being recorded: each marked stored or not (with why), the
+    /// bytes of those newly stored put in the archive, the index counting the message.
+    fn store_attachments(
+        &mut self,
+        ingest: &IngestEmail,
+        verified: &BTreeMap<&str, u64>,
+    ) -> Vec<AttachmentMeta> {
+        let mut list = Vec::with_capacity(ingest.email.attachments.len());
+        for meta in &ingest.email.attachments {
+            let mut meta = meta.clone();
+            let hash = meta.blake3.clone();
+            let not_stored = if let Some(stored) = self
+                .email
+                .attachments
+                .get_mut(&hash)
+                .filter(|stored| stored.size_bytes == meta.size_bytes)
+            {
+                // Stored before (this mail's bytes or another's): counted once more.
+                if stored.in_memory == 0 {
+                    self.archive_outbox.push(ArchiveOp::Expire {
+                        key: attachment_key(&hash),
+                        expires_at_ms: u64::MAX,
+                    });
+                }
+                stored.in_memory = stored.in_memory.saturating_add(1);
+                None
+            } else if self.email.attachments.contains_key(&hash) {
+                Some("its size is not that of the stored bytes of the same hash".to_owned())
+            } else if meta.size_bytes > limits::MAIL_ATTACHMENT_STORED_BYTES_MAX {
+                Some(format!(
+                    "larger than the {} KiB an attachment may be to be stored",
+                    kib(limits::MAIL_ATTACHMENT_STORED_BYTES_MAX)
+                ))
+            } else if !verified.contains_key(hash.as_str()) {
+                Some(format!(
+                    "the mail's attachments together are larger than the {} KiB stored per mail",
+                    kib(limits::MAIL_ATTACHMENTS_STORED_BYTES_MAX)
+                ))
+            } else if self.email.attachments.len() >= limits::ATTACHMENTS_STORED_MAX
+                || self.email.attachment_bytes.saturating_add(meta.size_bytes)
+                    > limits::ATTACHMENT_STORE_BYTES_MAX
+            {
+                Some(format!(
+                    "the attachment store is full ({} MiB or {} attachments)",
+                    mib(limits::ATTACHMENT_STORE_BYTES_MAX),
+                    limits::ATTACHMENTS_STORED_MAX
+                ))
+            } else {
+                let base64 = ingest
+                    .contents
+                    .iter()
+                    .find(|c| c.blake3 == hash)
+                    .map(|c| c.base64.clone())
+                    .unwrap_or_default();
+                match serde_json::to_string(&AttachmentRecord { base64 }) {
+                    Ok(value) => {
+                        self.archive_outbox.push(ArchiveOp::Put {
+                            key: attachment_key(&hash),
+                            value,
+                            expires_at_ms: u64::MAX,
+                        });
+                        self.email.attachments.insert(
+                            hash.clone(),
+                            StoredAttachment {
+                                size_bytes: meta.size_bytes,
+                                in_memory: 1,
+                                expires_at_ms: 0,
+                            },
+                        );
+                        self.email.attachment_bytes =
+                            self.email.attachment_bytes.saturating_add(meta.size_bytes);
+                        None
+                    }
+                    // Encoding a string cannot fail; if it did, the same on every replica.
+                    Err(_) => Some("its bytes could not be encoded".to_owned()),
+                }
+            };
+            meta.stored = not_stored.is_none();
+            meta.not_stored = not_stored;
+            list.push(meta);
+        }
+        list
+    }
+
+    /// When a case is retired (its current activity `activity_id` goes to the archive with it,
+    /// expiring at `expires_at_ms`): its Message-IDs are archived to it, so the same mail is
+    /// not taken in again while the case is in the archive, and its stored attachments are
+    /// counted out of memory; one no message in memory lists any more expires with the latest
+    /// case that listed it.
+    pub(super) fn archive_case(&mut self, activity_id: &str, case: &Case, expires_at_ms: u64) {
+        let record = ArchivedMessageId {
+            case_id: case.id.clone(),
+            activity_id: activity_id.to_owned(),
+        };
+        if let Ok(value) = serde_json::to_string(&record) {
+            for message in &case.messages {
+                self.archive_outbox.push(ArchiveOp::Put {
+                    key: message_id_key(&message.message_id),
+                    value: value.clone(),
+                    expires_at_ms,
+                });
+            }
+        }
+        let mut released: Vec<String> = Vec::new();
+        for meta in case.messages.iter().flat_map(|m| &m.attachments) {
+            if !meta.stored {
+                continue;
+            }
+            if let Some(stored) = self.email.attachments.get_mut(&meta.blake3) {
+                stored.in_memory = stored.in_memory.saturating_sub(1);
+                stored.expires_at_ms = stored.expires_at_ms.max(expires_at_ms);
+                if stored.in_memory == 0 && !released.contains(&meta.blake3) {
+                    released.push(meta.blake3.clone());
+                }
+            }
+        }
+        for hash in released {
+            if let Some(stored) = self.email.attachments.get(&hash) {
+                self.archive_outbox.push(ArchiveOp::Expire {
+                    key: attachment_key(&hash),
+                    expires_at_ms: stored.expires_at_ms,
+                });
+            }
+        }
+    }
+
+    /// With a purge of the archive at `at_ms`: forgets the attachments whose records it
+    /// deleted.
+    pub(super) fn purge_attachments(&mut self, at_ms: u64) {
+        let mut freed: u64 = 0;
+        self.email.attachments.retain(|_, stored| {
+            let expired = stored.in_memory == 0 && stored.expires_at_ms <= at_ms;
+            if expired {
+                freed = freed.saturating_add(stored.size_bytes);
+            }
+            !expired
+        });
+        self.email.attachment_bytes = self.email.attachment_bytes.saturating_sub(freed);
     }
 
     /// Creates a case's email activity in `queue_id` and routes.
@@ -1095,6 +1434,44 @@ impl State {
                     return fail(format!("live email activity {id} has no case"));
                 }
             }
+        }
+        let mut listed: BTreeMap<&str, u32> = BTreeMap::new();
+        for meta in self
+            .email
+            .cases
+            .values()
+            .flat_map(|c| &c.messages)
+            .flat_map(|m| &m.attachments)
+            .filter(|a| a.stored)
+        {
+            *listed.entry(meta.blake3.as_str()).or_default() += 1;
+        }
+        let mut bytes: u64 = 0;
+        for (hash, stored) in &self.email.attachments {
+            bytes = bytes.saturating_add(stored.size_bytes);
+            let in_memory = listed.remove(hash.as_str()).unwrap_or(0);
+            if in_memory != stored.in_memory {
+                return fail(format!(
+                    "attachment {hash} is counted in {} messages in memory, listed by {in_memory}",
+                    stored.in_memory
+                ));
+            }
+            if in_memory == 0 && stored.expires_at_ms == 0 {
+                return fail(format!(
+                    "attachment {hash} is listed nowhere and has no expiry"
+                ));
+            }
+        }
+        if let Some(hash) = listed.keys().next() {
+            return fail(format!(
+                "attachment {hash} is listed as stored but not indexed"
+            ));
+        }
+        if bytes != self.email.attachment_bytes {
+            return fail(format!(
+                "stored attachments sum to {bytes} bytes, counted {}",
+                self.email.attachment_bytes
+            ));
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! When an activity is over (completed or abandoned; its chat, if any, has ended with it) a
 //! [`Timer::Retire`] is armed `retention.hot_ms` later. When it fires, the activity, its chat
 //! and its idempotency key leave the state, and the pair goes to the archive as one
-//! [`Retired`] record that expires `retention.archive_ms` later. A [`Timer::PurgeArchive`]
+//! [`Retired`] record that expires `retention.archive_ms` later (a case retired with its email
+//! activity also leaves its Message-IDs and moves its attachments' expiry, see
+//! [`super::email`]). A [`Timer::PurgeArchive`]
 //! deletes expired records; it re-arms itself until everything archived has expired.
 //!
 //! All of it is driven by commands (`Tick` carries the time), so every replica retires and
@@ -130,6 +132,14 @@ impl State {
                 self.requests.remove(key);
             }
         }
+        let expires_at_ms = at_ms.saturating_add(self.retention.archive_ms);
+        if let Some(case) = &case {
+            self.archive_case(activity_id, case, expires_at_ms);
+        }
+        if expires_at_ms > self.archived_until_ms {
+            self.archived_until_ms = expires_at_ms;
+        }
+        self.arm_purge(at_ms);
         let record = Retired {
             activity,
             chat,
@@ -141,16 +151,11 @@ impl State {
             // archive rather than kept in memory forever, the same way on every replica.
             Err(_) => return,
         };
-        let expires_at_ms = at_ms.saturating_add(self.retention.archive_ms);
         self.archive_outbox.push(ArchiveOp::Put {
             key: archive_key(activity_id),
             value,
             expires_at_ms,
         });
-        if expires_at_ms > self.archived_until_ms {
-            self.archived_until_ms = expires_at_ms;
-        }
-        self.arm_purge(at_ms);
     }
 
     /// Arms the next purge unless one is armed.
@@ -167,6 +172,7 @@ impl State {
     pub(super) fn purge_archive(&mut self, at_ms: u64) {
         self.archive_purge_due_ms = None;
         self.archive_outbox.push(ArchiveOp::PurgeBefore { at_ms });
+        self.purge_attachments(at_ms);
         if self.archived_until_ms > at_ms {
             self.arm_purge(at_ms);
         }

@@ -940,6 +940,9 @@ fn random_workload(retention: Option<Retention>) -> usize {
                 parley_storage::ArchiveOp::PurgeBefore { at_ms } => {
                     archive.retain(|_, (_, expires)| *expires > at_ms);
                 }
+                parley_storage::ArchiveOp::Expire { key, .. } => {
+                    panic!("step {step}: no email here, yet {key}'s expiry moved")
+                }
             }
         }
         // The one-pass positions streams share agree with each activity's own position.

@@ -46,7 +46,8 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<KvC
 /// A toy machine: a sorted map; `apply` returns the previous value.
 ///
 /// Two keys are commands for the archive: `retire:<key>` with value `<expiry ms>` moves
-/// `<key>` out of the map into the archive; `purge` with value `<ms>` purges the archive.
+/// `<key>` out of the map into the archive; `expire:<key>` with value `<expiry ms>` moves an
+/// archived record's expiry; `purge` with value `<ms>` purges the archive.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvMachine {
     pub data: BTreeMap<String, String>,
@@ -71,6 +72,13 @@ impl Machine for KvMachine {
                 expires_at_ms: request.value.parse().unwrap_or(0),
             });
             return Some(value);
+        }
+        if let Some(key) = request.key.strip_prefix("expire:") {
+            self.outbox.push(ArchiveOp::Expire {
+                key: key.to_owned(),
+                expires_at_ms: request.value.parse().unwrap_or(0),
+            });
+            return None;
         }
         if request.key == "purge" {
             self.outbox.push(ArchiveOp::PurgeBefore {

@@ -3,11 +3,13 @@
 
 use super::*;
 use crate::command::email::{
-    fetch_lease, send_lease, AcquireLease, DeliveryResult, EmailOp, Fence, InboundEmail,
-    IngestEmail, MailKind, MailboxSpec, QueueReply, RecordDelivery, SecretRef, ServerSpec,
-    ThreadHints, TlsMode,
+    attachment_key, fetch_lease, message_id_key, send_lease, AcquireLease, AttachmentContent,
+    AttachmentMeta, DeliveryResult, EmailOp, Fence, InboundEmail, IngestEmail, MailKind,
+    MailboxSpec, QueueReply, RecordDelivery, SecretRef, ServerSpec, ThreadHints, TlsMode,
 };
-use crate::state::email::{Delivery, Direction};
+use crate::state::email::{ArchivedMessageId, AttachmentRecord, Delivery, Direction};
+use base64::Engine;
+use parley_storage::ArchiveOp;
 
 const LEASE_MS: u64 = 10_000;
 
@@ -136,7 +138,20 @@ fn ingest(token: u64, validity: u32, uid: u32, email: InboundEmail) -> EmailOp {
         hints: ThreadHints::default(),
         new_case_id: format!("case-{validity}-{uid}"),
         new_activity_id: format!("act-{validity}-{uid}"),
+        known_case: None,
+        contents: Vec::new(),
     }))
+}
+
+/// `op` (an ingest) changed by `change`.
+fn with(op: EmailOp, change: impl FnOnce(&mut IngestEmail)) -> EmailOp {
+    match op {
+        EmailOp::Ingest(mut ingest) => {
+            change(&mut ingest);
+            EmailOp::Ingest(ingest)
+        }
+        other => other,
+    }
 }
 
 fn ingested(outcome: &Outcome) -> (Option<String>, Option<String>, bool) {
@@ -675,4 +690,329 @@ fn mailboxes_feed_email_queues_only_and_keep_their_queue() {
         7,
         Op::Remove(DirectoryKey::Queue("mail".into())),
     );
+}
+
+/// Completes `activity` (alice holds it) at `at`.
+fn complete(state: &mut State, at: u64, activity: &str) {
+    apply_ok(
+        state,
+        at,
+        Op::Complete(Complete {
+            action: action("alice", activity),
+            outcome: None,
+        }),
+    );
+}
+
+#[test]
+fn a_mail_of_a_retired_case_is_not_taken_in_again_while_the_archive_holds_its_message_id() {
+    let mut state = with_mailbox();
+    apply_ok(
+        &mut state,
+        4,
+        Op::SetRetention(Retention {
+            hot_ms: 1_000,
+            archive_ms: 600_000,
+        }),
+    );
+    let (case, activity) = assigned_case(&mut state);
+    complete(&mut state, 30, &activity);
+    state.archive_outbox.clear();
+    apply_ok(&mut state, 2_000, Op::Tick);
+    assert!(!state.email.cases.contains_key(&case), "retired");
+    assert!(state.email.message_ids.is_empty());
+    // Its Message-ID is archived to it, expiring with the activity's record.
+    let expiry = 2_000 + 600_000;
+    let put = state
+        .archive_outbox
+        .iter()
+        .find_map(|op| match op {
+            ArchiveOp::Put {
+                key,
+                value,
+                expires_at_ms,
+            } if *key == message_id_key("first@x") => Some((value.clone(), *expires_at_ms)),
+            _ => None,
+        })
+        .expect("the Message-ID was archived");
+    assert_eq!(put.1, expiry);
+    assert_eq!(
+        serde_json::from_str::<ArchivedMessageId>(&put.0).unwrap(),
+        ArchivedMessageId {
+            case_id: case.clone(),
+            activity_id: activity.clone(),
+        }
+    );
+    let activity_record = state.archive_outbox.iter().any(|op| {
+        matches!(op, ArchiveOp::Put { key, expires_at_ms, .. }
+            if *key == crate::state::archive_key(&activity) && *expires_at_ms == expiry)
+    });
+    assert!(activity_record);
+    // The folder is recreated: the same mail under a new UIDVALIDITY, its case found in the
+    // archive by the proposer. A duplicate of that case: the cursor moves, nothing opens.
+    let t = token(&take_lease(&mut state, 20_000, 1, &fetch_lease("support")));
+    let again = with(ingest(t, 2, 1, mail("first@x", "Order")), |i| {
+        i.known_case = Some(case.clone());
+    });
+    assert_eq!(
+        ingested(&on(&mut state, 20_001, 1, again)),
+        (Some(case.clone()), None, true)
+    );
+    assert!(state.email.cases.is_empty());
+    let cursor = state.email.mailboxes["support"].cursor.unwrap();
+    assert_eq!((cursor.uid_validity, cursor.last_uid), (2, 1));
+    assert_eq!(
+        state
+            .activities
+            .values()
+            .filter(|a| a.channel == Channel::Email)
+            .count(),
+        0
+    );
+    // A new mail answering the retired case opens a case of its own: only cases in memory
+    // are threaded to (as before retention had them).
+    let mut answer = mail("answer@x", "Re: Order");
+    answer.in_reply_to = vec!["first@x".into()];
+    let (opened, created, dup) = ingested(&on(&mut state, 20_002, 1, ingest(t, 2, 2, answer)));
+    assert!(!dup);
+    assert!(created.is_some());
+    assert_ne!(opened, Some(case));
+    assert_eq!(state.email.cases.len(), 1);
+}
+
+fn attachment(name: &str, bytes: &[u8]) -> (AttachmentMeta, AttachmentContent) {
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    (
+        AttachmentMeta {
+            name: name.into(),
+            content_type: "application/pdf".into(),
+            size_bytes: bytes.len() as u64,
+            blake3: hash.clone(),
+            stored: false,
+            not_stored: None,
+        },
+        AttachmentContent {
+            blake3: hash,
+            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        },
+    )
+}
+
+fn puts_of(state: &State, key: &str) -> Vec<(String, u64)> {
+    state
+        .archive_outbox
+        .iter()
+        .filter_map(|op| match op {
+            ArchiveOp::Put {
+                key: k,
+                value,
+                expires_at_ms,
+            } if k == key => Some((value.clone(), *expires_at_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expiries_of(state: &State, key: &str) -> Vec<u64> {
+    state
+        .archive_outbox
+        .iter()
+        .filter_map(|op| match op {
+            ArchiveOp::Expire {
+                key: k,
+                expires_at_ms,
+            } if k == key => Some(*expires_at_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn attachment_bytes_are_checked_stored_once_by_hash_and_bounded() {
+    let mut state = with_mailbox();
+    apply_ok(
+        &mut state,
+        4,
+        Op::SetRetention(Retention {
+            hot_ms: 1_000,
+            archive_ms: 600_000,
+        }),
+    );
+    ready_for_email(&mut state, 5);
+    let t = token(&take_lease(&mut state, 10, 1, &fetch_lease("support")));
+    let invoice = vec![7u8; 1000];
+    let (meta, content) = attachment("invoice.pdf", &invoice);
+    let big = limits::MAIL_ATTACHMENT_STORED_BYTES_MAX + 1;
+    let too_big = AttachmentMeta {
+        name: "video.mp4".into(),
+        content_type: "video/mp4".into(),
+        size_bytes: big,
+        blake3: "ab".repeat(32),
+        stored: false,
+        not_stored: None,
+    };
+    let mut first = mail("one@x", "Invoice");
+    first.attachments = vec![meta.clone(), too_big];
+
+    // Bytes that do not hash to what they claim are refused, and nothing moves.
+    let (_, other) = attachment("invoice.pdf", b"something else");
+    let forged = with(ingest(t, 1, 1, first.clone()), |i| {
+        i.contents = vec![AttachmentContent {
+            blake3: meta.blake3.clone(),
+            base64: other.base64.clone(),
+        }];
+    });
+    assert!(matches!(
+        state.apply(&command(20, Op::Email(forged))),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    let not_base64 = with(ingest(t, 1, 1, first.clone()), |i| {
+        i.contents = vec![AttachmentContent {
+            blake3: meta.blake3.clone(),
+            base64: "not base64!".into(),
+        }];
+    });
+    assert!(matches!(
+        state.apply(&command(20, Op::Email(not_base64))),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    assert!(state.email.mailboxes["support"].cursor.is_none());
+    assert!(state.email.cases.is_empty() && state.archive_outbox.is_empty());
+
+    // Stored: put once under its hash, kept while a message in memory lists it; the one over
+    // the limit is listed, not stored, with why.
+    let op = with(ingest(t, 1, 1, first), |i| {
+        i.contents = vec![content.clone()]
+    });
+    let (case1, activity1, _) = ingested(&on(&mut state, 21, 1, op));
+    let (case1, activity1) = (case1.unwrap(), activity1.unwrap());
+    let key = attachment_key(&meta.blake3);
+    let puts = puts_of(&state, &key);
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].1, u64::MAX);
+    let record: AttachmentRecord = serde_json::from_str(&puts[0].0).unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(record.base64)
+            .unwrap(),
+        invoice
+    );
+    let listed = &state.email.cases[&case1].messages[0].attachments;
+    assert!(listed[0].stored && listed[0].not_stored.is_none());
+    assert!(!listed[1].stored);
+    assert!(
+        listed[1]
+            .not_stored
+            .as_deref()
+            .is_some_and(|why| why.contains("larger than the 256 KiB")),
+        "{listed:?}"
+    );
+    assert_eq!(state.email.attachment_bytes, 1000);
+
+    // The same bytes in another mail: not put again, counted twice.
+    state.archive_outbox.clear();
+    let mut second = mail("two@x", "Same invoice");
+    second.attachments = vec![meta.clone()];
+    let op = with(ingest(t, 1, 2, second), |i| {
+        i.contents = vec![content.clone()]
+    });
+    let (case2, activity2, _) = ingested(&on(&mut state, 22, 1, op));
+    assert_ne!(case2.as_ref(), Some(&case1));
+    assert!(puts_of(&state, &key).is_empty());
+    assert_eq!(state.email.attachments[&meta.blake3].in_memory, 2);
+    assert_eq!(state.email.attachment_bytes, 1000);
+
+    // A mail whose attachments' bytes the proposer left out (over the mail's total): listed
+    // with why, unless the same bytes are stored already.
+    let (lone, _) = attachment("lone.pdf", &[1u8; 10]);
+    let mut third = mail("three@x", "Two files");
+    third.attachments = vec![lone, meta.clone()];
+    let (case3, activity3, _) = ingested(&on(&mut state, 23, 1, ingest(t, 1, 3, third)));
+    let listed = &state.email.cases[case3.as_ref().unwrap()].messages[0].attachments;
+    assert!(!listed[0].stored);
+    assert!(listed[0]
+        .not_stored
+        .as_deref()
+        .is_some_and(|why| why.contains("together")));
+    assert!(listed[1].stored, "the same bytes are stored");
+    assert_eq!(state.email.attachments[&meta.blake3].in_memory, 3);
+
+    // Over the mail's total: refused at the edge of apply.
+    let (m1, c1) = attachment("a", &vec![1u8; 150_000]);
+    let (m2, c2) = attachment("b", &vec![2u8; 150_000]);
+    let (m3, c3) = attachment("c", &vec![3u8; 150_000]);
+    let mut heavy = mail("heavy@x", "Heavy");
+    heavy.attachments = vec![m1, m2, m3];
+    let op = with(ingest(t, 1, 4, heavy), |i| i.contents = vec![c1, c2, c3]);
+    let refused = state.apply(&command(24, Op::Email(op.clone())));
+    assert!(
+        matches!(&refused, Outcome::Rejected(Rejection::Invalid { field, .. }) if field == "contents"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        check_input(&Op::Email(op)),
+        Err(match refused {
+            Outcome::Rejected(r) => r,
+            _ => unreachable!(),
+        })
+    );
+
+    // Retired one by one: the record stays "until moved" until the last message listing it
+    // retires, then expires with the latest case's archive record.
+    let activities = [activity1, activity2.unwrap(), activity3.unwrap()];
+    for activity in &activities {
+        apply_ok(&mut state, 30, Op::Accept(action("alice", activity)));
+        complete(&mut state, 31, activity);
+    }
+    state.archive_outbox.clear();
+    apply_ok(&mut state, 1_500, Op::Tick);
+    assert!(state.email.cases.is_empty());
+    assert_eq!(expiries_of(&state, &key), vec![1_500 + 600_000]);
+    assert_eq!(state.email.attachments[&meta.blake3].in_memory, 0);
+    // Taken in again by a new mail before it expired: kept again "until moved".
+    state.archive_outbox.clear();
+    let t = token(&take_lease(&mut state, 20_000, 1, &fetch_lease("support")));
+    let mut fourth = mail("four@x", "Again");
+    fourth.attachments = vec![meta.clone()];
+    let op = with(ingest(t, 1, 5, fourth), |i| {
+        i.contents = vec![content.clone()]
+    });
+    let (_, activity4, _) = ingested(&on(&mut state, 20_001, 1, op));
+    assert!(puts_of(&state, &key).is_empty(), "not put again");
+    assert_eq!(expiries_of(&state, &key), vec![u64::MAX]);
+    // Retired later: expires with the later case.
+    let activity4 = activity4.unwrap();
+    apply_ok(&mut state, 20_002, Op::Accept(action("alice", &activity4)));
+    complete(&mut state, 20_003, &activity4);
+    state.archive_outbox.clear();
+    apply_ok(&mut state, 22_000, Op::Tick);
+    assert_eq!(expiries_of(&state, &key), vec![22_000 + 600_000]);
+    // The purge at its expiry forgets it.
+    for at in (30_000..=720_000).step_by(30_000) {
+        apply_ok(&mut state, at, Op::Tick);
+    }
+    assert!(state.email.attachments.is_empty());
+    assert_eq!(state.email.attachment_bytes, 0);
+    assert!(state.validate().is_ok());
+}
+
+#[test]
+fn a_full_attachment_store_lists_new_attachments_as_not_stored() {
+    let mut state = with_mailbox();
+    let t = token(&take_lease(&mut state, 10, 1, &fetch_lease("support")));
+    // As if the store were nearly full (the index would say so).
+    state.email.attachment_bytes = limits::ATTACHMENT_STORE_BYTES_MAX - 10;
+    let (meta, content) = attachment("a.pdf", &[9u8; 100]);
+    let mut email = mail("full@x", "Full");
+    email.attachments = vec![meta];
+    let op = with(ingest(t, 1, 1, email), |i| i.contents = vec![content]);
+    let outcome = state.apply(&command(20, Op::Email(op)));
+    let (case, _, _) = ingested(&outcome);
+    let listed = &state.email.cases[&case.unwrap()].messages[0].attachments;
+    assert!(!listed[0].stored);
+    assert!(listed[0]
+        .not_stored
+        .as_deref()
+        .is_some_and(|why| why.contains("full")));
+    assert!(state.archive_outbox.is_empty(), "nothing put");
 }

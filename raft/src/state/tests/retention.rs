@@ -43,6 +43,7 @@ fn archived(ops: &[ArchiveOp]) -> (Vec<(String, Retired, u64)>, Vec<u64>) {
                 *expires_at_ms,
             )),
             ArchiveOp::PurgeBefore { at_ms } => purges.push(*at_ms),
+            ArchiveOp::Expire { key, .. } => panic!("no attachment here, yet {key} moved"),
         }
     }
     (puts, purges)
