@@ -2,8 +2,9 @@
 # Parley's two entry points for a fresh machine:
 #
 #   ./dev.sh cluster   build and run a local 3-node cluster with demo data (Ctrl-C stops it)
-#   ./dev.sh test      install what is missing, then run every check and test (what CI runs),
-#                      the API contract test (schemathesis, from PyPI) last
+#   ./dev.sh test      install what is missing, then run every check and test (what CI runs):
+#                      the demo of `./dev.sh cluster` checked end to end (deploy/local/
+#                      demo-check.sh), the API contract test (schemathesis, from PyPI) last
 #   ./dev.sh chaos     the chaos suites with progress and a summary (./dev.sh chaos --help)
 #   ./dev.sh chaos-replay --seed N   rerun a seed exactly (a build with tokio's seeded scheduler)
 #   ./dev.sh bench     every benchmark: Parley, etcd and NATS JetStream side by side, end-to-end
@@ -108,31 +109,33 @@ cmd_cluster() {
   log "building parley (the first build compiles RocksDB: 15-30 minutes on 2 cores)"
   # The same feature selection as the tests, so RocksDB is compiled once for both.
   cargo build --workspace --all-targets
-  local bin state pids=()
+  local bin state dir pids=()
+  # The demo's configs and data: deploy/local, or a copy of it (the test command's demo check).
+  dir="${DEV_DEMO_DIR:-deploy/local}"
   bin="$(target_dir)/debug/parley"
-  state="deploy/local/data"
-  mkdir -p "$state"
-  if [ ! -f deploy/local/certs/ca.pem ]; then
-    log "making the demo cluster's CA and node certificates (deploy/local/certs)"
-    "$bin" certs --dir deploy/local/certs --nodes 1,2,3 --name localhost,127.0.0.1 >/dev/null
+  mkdir -p "$dir/data"
+  state="$(cd "$dir/data" && pwd)"
+  if [ ! -f "$dir/certs/ca.pem" ]; then
+    log "making the demo cluster's CA and node certificates ($dir/certs)"
+    "$bin" certs --dir "$dir/certs" --nodes 1,2,3 --name localhost,127.0.0.1 >/dev/null
   fi
   for i in 1 2 3; do
-    (cd deploy/local && "$bin" check-config --config "node$i.toml" >/dev/null)
+    (cd "$dir" && "$bin" check-config --config "node$i.toml" >/dev/null)
   done
   # Mail servers first: the nodes read the mailbox password from MAIL_TEST_PASSWORD.
-  node/tests/mail/servers.sh start "$PWD/$state/mail"
+  node/tests/mail/servers.sh start "$state/mail"
   # shellcheck disable=SC1091
   . "$state/mail/env"
   stop() {
     log "stopping the cluster"
-    node/tests/mail/servers.sh stop "$PWD/$state/mail" || true
+    node/tests/mail/servers.sh stop "$state/mail" || true
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     exit 0
   }
   trap stop INT TERM
   for i in 1 2 3; do
-    (cd deploy/local && exec "$bin" serve --config "node$i.toml") >>"$state/node$i.log" 2>&1 &
+    (cd "$dir" && exec "$bin" serve --config "node$i.toml") >>"$state/node$i.log" 2>&1 &
     pids+=($!)
   done
   log "waiting for the nodes to elect a leader"
@@ -148,7 +151,7 @@ cmd_cluster() {
   cat <<MSG
 
 Parley is running: 3 nodes on loopback, demo queues 'sales', 'support' and 'callbacks',
-demo agents alice, bob and carmen (password: parley-demo), admin token in deploy/local/*.toml.
+demo agents alice, bob and carmen (password: parley-demo), admin token in $dir/*.toml.
 
   node 1   http://127.0.0.1:8001    gRPC 127.0.0.1:9001    log $state/node1.log
   node 2   http://127.0.0.1:8002    gRPC 127.0.0.1:9002    log $state/node2.log
@@ -157,7 +160,7 @@ demo agents alice, bob and carmen (password: parley-demo), admin token in deploy
   pages (any node serves them; sign in as alice / parley-demo):
     customer chat:  http://127.0.0.1:8001/chat?queue=sales
     agent console:  http://127.0.0.1:8002/agent
-    wallboard:      http://127.0.0.1:8003/supervisor   (admin token: see deploy/local/node1.toml)
+    wallboard:      http://127.0.0.1:8003/supervisor   (admin token: see $dir/node1.toml)
     admin:          http://127.0.0.1:8001/admin
 
   cluster view:  curl -s http://127.0.0.1:8001/api/v1/cluster
@@ -190,9 +193,34 @@ cmd_test() {
   ensure_browser
   log "cargo test (unit, openraft storage suite, multi-process kill -9 tests, pages in Chromium)"
   cargo test --workspace -- --nocapture
+  cmd_demo_check
   deploy/test.sh "$(target_dir)/debug/parley"  # Kubernetes and systemd files, offline
   log "API contract (schemathesis against a running node's OpenAPI document)"
   node/tests/api-contract/run.sh "$(target_dir)/debug/parley"
+}
+
+# The product command checked as a user would try it: `./dev.sh cluster` on a copy of the demo
+# configs (its own data, certificates and mail servers), then deploy/local/demo-check.sh (pages,
+# a chat, an email to the demo mailbox answered by alice and arriving in the customer's
+# mailbox), then stopped as Ctrl-C stops it.
+cmd_demo_check() {
+  local dir cluster rc=0
+  dir="$(mktemp -d /tmp/parley-demo.XXXXXX)"
+  # The mail servers' own users must reach their directories under it.
+  chmod 755 "$dir"
+  cp deploy/local/node*.toml "$dir/"
+  log "demo check: ./dev.sh cluster in $dir"
+  DEV_DEMO_DIR="$dir" ./dev.sh cluster >"$dir/cluster.log" 2>&1 &
+  cluster=$!
+  deploy/local/demo-check.sh "$dir" "$cluster" || rc=$?
+  kill -TERM "$cluster" 2>/dev/null || true
+  wait "$cluster" 2>/dev/null || true
+  if [ "$rc" -ne 0 ]; then
+    log "demo check failed; the cluster's output and node logs:"
+    tail -n 40 "$dir/cluster.log" "$dir"/data/node*.log >&2 || true
+    return "$rc"
+  fi
+  rm -rf "$dir"
 }
 
 cmd_lint() {
