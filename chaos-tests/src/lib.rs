@@ -3,6 +3,8 @@
 //! services actor, driven by simulated customers, under a seeded fault schedule, checked by an
 //! oracle that recorded every acknowledged write.
 //!
+//! - [`lease`]: the mailbox fetcher's lease on every simulated node (the production keeper)
+//!   and the fenced commands its holder proposes.
 //! - [`membership`]: operators' membership changes in a simulation, retried until accepted.
 //! - [`live`]: the live fault runner against real `parley serve` processes.
 //! - [`netns`]: a private network of namespaces for a live cluster, and partitions in it.
@@ -15,6 +17,7 @@
 //!   holds, and the checks of one against the other (G1–G4, G6, G7).
 //! - [`proto`]: the generated code of the test-only `SimNode` service (`proto/sim.proto`).
 
+pub mod lease;
 pub mod live;
 pub mod membership;
 pub mod net;

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use crate::proto::sim_node_server::{SimNode, SimNodeServer};
 use crate::proto::{
-    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, MembersReply, MembersRequest,
-    SimReply, SimWrite,
+    AgentFeedReply, AgentFeedRequest, InspectReply, InspectRequest, LeaseHistoryReply,
+    LeaseHistoryRequest, MembersReply, MembersRequest, SimReply, SimWrite,
 };
 use actix::{Actor, Addr};
 use openraft::async_runtime::WatchReceiver;
+use openraft::storage::RaftLogReader;
+use openraft::EntryPayload;
 use parley_node::app::{AppActor, Query, Write};
 use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
 use parley_node::metrics::Metrics;
@@ -24,8 +26,8 @@ use parley_raft::command::{Directory, Retention};
 use parley_raft::network::ChannelSettings;
 use parley_raft::proposer::Clock;
 use parley_raft::state::{ActivityStatus, EventCursor};
-use parley_raft::{NodeId, NodeInfo, Op, Replica, ReplicaOptions};
-use parley_storage::{DbOptions, FsyncPolicy, IoMode};
+use parley_raft::{NodeId, NodeInfo, Op, Replica, ReplicaOptions, State, TypeConfig};
+use parley_storage::{DbOptions, FsyncPolicy, IoMode, LogStore};
 use tonic::{Request, Response, Status};
 
 use crate::net::{incoming, SimConnector, GRPC_PORT};
@@ -129,6 +131,8 @@ pub struct Recorders {
     pub islands: Islands,
     /// Each node's unmerged island writes.
     pub journals: Journals,
+    /// The lease workload's records (what each node holds, fenced commands' answers).
+    pub leases: crate::lease::Records,
 }
 
 /// What a run sets on a node beyond its identity: its clock and how much log it keeps.
@@ -141,6 +145,8 @@ pub struct Tuning {
     pub log_entries_kept_after_snapshot: u64,
     /// Entries between two snapshots.
     pub snapshot_every_entries: u64,
+    /// The lease workload, if the run has one.
+    pub lease: Option<crate::lease::Workload>,
 }
 
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
@@ -160,6 +166,7 @@ pub async fn run(
         leaders,
         islands,
         journals,
+        leases,
     } = recorders;
     let mut options = ReplicaOptions::new(id, members.clone(), data_dir);
     // RocksDB calls run inline: the simulation is single threaded and must stay deterministic.
@@ -212,6 +219,9 @@ pub async fn run(
     let server = parley_raft::server::router(raft, cluster, check, settings())
         .add_service(SimNodeServer::new(sim))
         .serve_with_incoming(incoming(listener));
+    if let Some(workload) = tuning.lease {
+        crate::lease::start(id, replica.clone(), clock.clone(), workload, leases);
+    }
     let _services = parley_node::services::ServicesActor::new(replica.clone(), clock).start();
     if !members.is_empty() {
         let replica = replica.clone();
@@ -403,6 +413,59 @@ impl SimNode for SimService {
             },
         };
         Ok(Response::new(reply))
+    }
+
+    async fn lease_history(
+        &self,
+        request: Request<LeaseHistoryRequest>,
+    ) -> Result<Response<LeaseHistoryReply>, Status> {
+        let name = request.into_inner().name;
+        let (applied, digest) = self
+            .replica
+            .read_applied(|state, applied| (applied.map(|id| id.index), state.digest()));
+        let digest = digest.map_err(|e| Status::internal(e.to_string()))?;
+        let Some(applied) = applied else {
+            return Ok(Response::new(LeaseHistoryReply {
+                applied_index: 0,
+                digest,
+                replayed_digest: String::new(),
+                first_index: 0,
+                entries_json: b"[]".to_vec(),
+            }));
+        };
+        // A reader of its own: the log as persisted, up to the applied (so committed) index,
+        // which no truncation touches.
+        let mut reader = LogStore::<TypeConfig>::new(self.replica.db().clone());
+        let entries = reader
+            .try_get_log_entries(0..=applied)
+            .await
+            .map_err(unavailable)?;
+        let mut state = State::default();
+        let mut applied_commands = Vec::new();
+        for entry in &entries {
+            if let EntryPayload::Normal(batch) = &entry.payload {
+                for command in &batch.commands {
+                    let outcome = state.apply(command);
+                    applied_commands.push((entry.log_id.index, command, outcome));
+                }
+            }
+        }
+        let history = crate::oracle::lease_history::lease_history(
+            &name,
+            applied_commands
+                .iter()
+                .map(|(index, command, outcome)| (*index, *command, outcome)),
+        );
+        Ok(Response::new(LeaseHistoryReply {
+            applied_index: applied,
+            digest,
+            replayed_digest: state
+                .digest()
+                .map_err(|e| Status::internal(e.to_string()))?,
+            first_index: entries.first().map_or(0, |entry| entry.log_id.index),
+            entries_json: serde_json::to_vec(&history)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        }))
     }
 
     async fn inspect(

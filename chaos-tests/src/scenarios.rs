@@ -37,6 +37,10 @@ pub struct Scenario {
     /// Whether some member must have caught up by installing a leader's snapshot (the log it
     /// needed was compacted away meanwhile).
     pub snapshot_installed: bool,
+    /// Whether a fenced command of a holder that lost its lease must have reached the log
+    /// after its successor's take (and been refused there): the case a lease scenario's
+    /// timing is made for.
+    pub lease_writes_superseded: bool,
 }
 
 impl Scenario {
@@ -100,12 +104,57 @@ impl Scenario {
                 unmet.push("no other node was elected after a leader fault".to_owned());
             }
         }
+        if spec.leases.is_some() {
+            let aimed_at_holder = spec
+                .schedule
+                .iter()
+                .filter(|(_, f)| {
+                    matches!(
+                        f,
+                        Fault::IsolateHolder | Fault::HoldHolder | Fault::SkewHolder(_)
+                    )
+                })
+                .count();
+            if report.holder_faults != aimed_at_holder || report.holder_faults_skipped > 0 {
+                unmet.push(format!(
+                    "a fault aimed at the lease's holder found none ({} injected of {}, {} \
+                     skipped)",
+                    report.holder_faults, aimed_at_holder, report.holder_faults_skipped
+                ));
+            }
+            if report.lease.fenced_applied == 0 {
+                unmet.push("no fenced command was accepted".to_owned());
+            }
+            if report.lease.hand_overs == 0 {
+                unmet.push("the lease never changed hands".to_owned());
+            }
+        }
+        if self.lease_writes_superseded && report.lease.fenced_superseded == 0 {
+            unmet.push(
+                "no fenced command of a holder that lost its lease reached the log after the \
+                 take of its successor"
+                    .to_owned(),
+            );
+        }
         unmet
     }
 }
 
 fn at(seconds: f64) -> Duration {
     Duration::from_secs_f64(seconds)
+}
+
+/// The lease scenarios' workload: a 2 s lease (renewed every 667 ms), a mail every 200 ms, and
+/// every log entry kept (the oracle replays the log from its start).
+fn with_leases(spec: Spec) -> Spec {
+    Spec {
+        leases: Some(crate::lease::Workload {
+            duration: Duration::from_secs(2),
+            mail_every: Duration::from_millis(200),
+        }),
+        log_entries_kept_after_snapshot: 1_000_000,
+        ..spec
+    }
 }
 
 /// Every scenario.
@@ -130,6 +179,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "application-node-restored",
@@ -149,6 +199,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "services-node-dies",
@@ -172,6 +223,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "messaging-node-dies",
@@ -196,6 +248,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "messaging-and-application-die",
@@ -220,6 +273,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "all-roles-die-quorum-lost",
@@ -245,6 +299,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "leader-failover",
@@ -269,6 +324,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "follower-cut-off-returns",
@@ -293,6 +349,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "wan-minority-cut-off",
@@ -318,6 +375,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "agent-node-disconnects",
@@ -344,6 +402,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "client-network-drops",
@@ -365,6 +424,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "double-submit",
@@ -385,6 +445,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "node-replaced-under-faults",
@@ -412,6 +473,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "site-cut-off-island-merges",
@@ -438,6 +500,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: Some(1),
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "two-equal-sites-both-islands",
@@ -461,6 +524,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: Some(2),
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "island-node-killed",
@@ -489,6 +553,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "site-link-flaps",
@@ -519,6 +584,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "island-clocks-skewed",
@@ -553,6 +619,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "site-cut-off-random-faults",
@@ -575,6 +642,70 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: false,
             island_journals: None,
             snapshot_installed: false,
+            lease_writes_superseded: false,
+        },
+        Scenario {
+            name: "lease-holder-cut-off",
+            row: "The mail fetcher's node cut off, then paused (its requests arriving late)",
+            incumbent: "two servers fetch the same mailbox: mail taken in twice, or a stale \
+                        server's writes land after its successor's",
+            // The node holding the mailbox's fetch lease is cut off at 4 s for 3.5 s: its 2 s
+            // lease lapses and another node takes it, and the fenced command it was proposing
+            // when cut off, still retried by its proposer (the write timeout is 5 s), reaches
+            // the leader after that take. Then whoever holds the lease at 10 s is paused for
+            // 3.5 s as the others see it: every message to and from it is held, delivered at
+            // once at 13.5 s, and its proposer's retries follow.
+            spec: |seed| {
+                with_leases(Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(4.0), Fault::IsolateHolder),
+                        (at(7.5), Fault::HealAll),
+                        (at(10.0), Fault::HoldHolder),
+                        (at(13.5), Fault::HealAll),
+                    ],
+                ))
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: None,
+            island_writes_taken: false,
+            island_journals: None,
+            snapshot_installed: false,
+            lease_writes_superseded: true,
+        },
+        Scenario {
+            name: "lease-holder-clock-skewed",
+            row: "The mail fetcher's clock stepped back, then its successor's run ahead and it \
+                  is cut off",
+            incumbent: "leases on wall clocks: two servers each believe they hold the mailbox",
+            // At 4 s the holder's clock steps 5 s back: its renewals stamp expiries already
+            // past for the others, one of which takes the lease while the holder still
+            // believes it holds it. At 9 s whoever holds it then runs 5 s fast, and at 10 s it
+            // is cut off until 22 s: the others must wait out the later expiry it stamped
+            // (about 7 s after the cut, on their clocks).
+            spec: |seed| {
+                with_leases(Spec::new(
+                    3,
+                    seed,
+                    vec![
+                        (at(4.0), Fault::SkewHolder(-5_000)),
+                        (at(9.0), Fault::SkewHolder(5_000)),
+                        (at(10.0), Fault::IsolateHolder),
+                        (at(22.0), Fault::HealAll),
+                    ],
+                ))
+            },
+            all_completed: true,
+            offers_time_out: false,
+            leader_survives: false,
+            islands: None,
+            island_writes_taken: false,
+            island_journals: None,
+            snapshot_installed: false,
+            lease_writes_superseded: false,
         },
         Scenario {
             name: "site-cut-off-ten-minutes",
@@ -606,6 +737,7 @@ pub fn all() -> Vec<Scenario> {
             island_writes_taken: true,
             island_journals: Some(1),
             snapshot_installed: true,
+            lease_writes_superseded: false,
         },
     ]
 }
@@ -649,5 +781,6 @@ pub fn long() -> Vec<Scenario> {
         island_writes_taken: true,
         island_journals: Some(1),
         snapshot_installed: true,
+        lease_writes_superseded: false,
     }]
 }

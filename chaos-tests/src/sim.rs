@@ -22,9 +22,11 @@ use rand::{Rng, SeedableRng};
 use crate::membership::{Changes, SharedChanges};
 use crate::net::{SimConnector, GRPC_PORT};
 use crate::node::{self, host_name, SimClock};
+use crate::oracle::lease_acks::FencedAck;
+use crate::oracle::lease_history::{LeaseEntry, LeaseFigures};
 use crate::oracle::{check_all, AgentAction, Observation, Oracle, Violation, Window};
 use crate::proto::sim_node_client::SimNodeClient;
-use crate::proto::{AgentFeedRequest, InspectReply, InspectRequest, SimWrite};
+use crate::proto::{AgentFeedRequest, InspectReply, InspectRequest, LeaseHistoryRequest, SimWrite};
 
 /// The client host of the simulated customers.
 const CUSTOMERS_HOST: &str = "customers";
@@ -76,6 +78,17 @@ pub enum Fault {
     /// Set a node's clock off the true time by this many ms (either sign): a skewed clock,
     /// or, set below its skew before, a clock stepped back. Kept across the node's restarts.
     Skew(NodeId, i64),
+    /// Hold every message between a node and the other nodes, both ways, until the next
+    /// [`Fault::HealAll`] delivers them all at once: a node paused (a stopped process, a
+    /// stalled VM) as the others see it. (The gRPC keepalives on both sides give up on the
+    /// held connections within 2 s; what reaches the others late is the node's retries.)
+    Hold(NodeId),
+    /// [`Fault::Isolate`] the node that holds the run's lease now (see [`Spec::leases`]).
+    IsolateHolder,
+    /// [`Fault::Hold`] the node that holds the run's lease now.
+    HoldHolder,
+    /// [`Fault::Skew`] the clock of the node that holds the run's lease now.
+    SkewHolder(i64),
 }
 
 /// What to simulate.
@@ -122,6 +135,10 @@ pub struct Spec {
     /// default; a run over simulated days takes a coarser one (timers fire at step
     /// boundaries, so it must stay well below the heartbeat and election timeouts).
     pub tick: Duration,
+    /// Every node contends for a mailbox's fetch lease and its holder proposes fenced commands
+    /// (see [`crate::lease`]); the oracle then checks the lease's applied history. `None` by
+    /// default, so old seeds replay unchanged.
+    pub leases: Option<crate::lease::Workload>,
 }
 
 impl Spec {
@@ -131,7 +148,7 @@ impl Spec {
         self.schedule
             .iter()
             .filter_map(|(_, fault)| match fault {
-                Fault::Skew(_, ms) => Some(ms.unsigned_abs()),
+                Fault::Skew(_, ms) | Fault::SkewHolder(ms) => Some(ms.unsigned_abs()),
                 _ => None,
             })
             .max()
@@ -158,7 +175,31 @@ impl Spec {
             time_limit: Duration::from_secs(600),
             tick: Duration::from_millis(1),
             fail_dials_across_cuts: false,
+            leases: None,
         }
+    }
+
+    /// When the schedule's last heal comes: the time after which the lease must be usable
+    /// again (see [`Spec::lease_resume_bound`]).
+    pub fn last_heal(&self) -> Duration {
+        self.schedule
+            .iter()
+            .filter(|(_, fault)| *fault == Fault::HealAll)
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// How soon after the last heal a fenced command must be accepted again: the take-over
+    /// the lease promises (a lease duration plus a second, docs/ARCHITECTURE.md), plus the
+    /// fetcher's longest pause after failed sessions (30 s), plus the largest clock skew (a
+    /// holder whose clock ran ahead stamped a later expiry).
+    pub fn lease_resume_bound(&self) -> Duration {
+        let duration = self.leases.map(|l| l.duration).unwrap_or_default();
+        duration
+            + Duration::from_secs(1)
+            + Duration::from_secs(30)
+            + Duration::from_millis(self.clock_skew_max_ms())
     }
 }
 
@@ -205,6 +246,18 @@ pub struct Report {
     pub islands_entered: BTreeMap<NodeId, u64>,
     /// Snapshots leaders sent that members installed (counted since each node's last start).
     pub snapshots_installed: u64,
+    /// With a lease workload: what the lease's applied history shows (on the first member).
+    pub lease: crate::oracle::lease_history::LeaseFigures,
+    /// With a lease workload: fenced commands their proposer was answered about without a
+    /// commit (refused by an island, no leader, timed out).
+    pub fenced_not_committed: u64,
+    /// With a lease workload: how long after the last heal the first fenced command was
+    /// answered accepted.
+    pub lease_resumed_after: Option<Duration>,
+    /// Faults aimed at the lease's holder that found one.
+    pub holder_faults: usize,
+    /// Faults aimed at the lease's holder that found none (not injected).
+    pub holder_faults_skipped: usize,
 }
 
 /// A seeded random fault schedule over `window`: crashes and restarts of one node at a time,
@@ -268,7 +321,15 @@ pub fn agent_id(index: usize) -> String {
     format!("agent{}", index + 1)
 }
 
-fn directory(agent_limits: &[u32]) -> Directory {
+fn directory(agent_limits: &[u32], email: bool) -> Directory {
+    let mut directory = chat_directory(agent_limits);
+    if email {
+        directory.queues.push(crate::lease::email_queue());
+    }
+    directory
+}
+
+fn chat_directory(agent_limits: &[u32]) -> Directory {
     Directory {
         departments: Vec::new(),
         skills: Vec::new(),
@@ -524,6 +585,7 @@ type Shared<T> = Rc<RefCell<T>>;
 pub fn run(spec: &Spec) -> Report {
     count_panics();
     DRAINED.with(|drained| drained.borrow_mut().clear());
+    crate::lease::reset();
     crate::net::fail_dials_across_cuts(spec.fail_dials_across_cuts);
     let panics_before = PANICS.with(std::cell::Cell::get);
     let hosts = spec.nodes + spec.spares;
@@ -544,6 +606,7 @@ pub fn run(spec: &Spec) -> Report {
     let leaders = node::Leaders::default();
     let islands = node::Islands::default();
     let journals = node::Journals::default();
+    let leases = crate::lease::Records::default();
     let clocks: BTreeMap<NodeId, node::SkewedClock> = (1..=hosts)
         .map(|id| (id, node::SkewedClock::default()))
         .collect();
@@ -559,24 +622,28 @@ pub fn run(spec: &Spec) -> Report {
         let leaders = leaders.clone();
         let islands = islands.clone();
         let journals = journals.clone();
+        let leases = leases.clone();
         let limits = spec.agent_limits.clone();
+        let email = spec.leases.is_some();
         let site = node::site_of(id, &spec.sites);
         let tuning = node::Tuning {
             clock: clocks.get(&id).cloned().unwrap_or_default(),
             log_entries_kept_after_snapshot: spec.log_entries_kept_after_snapshot,
             snapshot_every_entries: spec.snapshot_every_entries,
+            lease: spec.leases,
         };
         sim.host(host_name(id), move || {
             node::run(
                 id,
                 members.clone(),
-                directory(&limits),
+                directory(&limits, email),
                 path.clone(),
                 site.clone(),
                 node::Recorders {
                     leaders: leaders.clone(),
                     islands: islands.clone(),
                     journals: journals.clone(),
+                    leases: leases.clone(),
                 },
                 tuning.clone(),
             )
@@ -641,11 +708,32 @@ pub fn run(spec: &Spec) -> Report {
         changes: changes.clone(),
         operators: std::cell::Cell::new(0),
         clocks,
+        holders: leases.holders.clone(),
+        held: RefCell::new(Vec::new()),
     };
     let everyone_done = |board: &Board| {
         board.customers_done == spec.customers
             && board.agents_done == spec.agent_limits.len()
             && changes.borrow().pending == 0
+    };
+    // With a lease workload, the run goes on after the last heal until a fenced command was
+    // accepted again (or the bound passed: the oracle then reports it).
+    let epoch_ms = u64::try_from(
+        epoch
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    let heal_ms = epoch_ms + u64::try_from(spec.last_heal().as_millis()).unwrap_or(u64::MAX);
+    let lease_done = |elapsed: Duration| {
+        spec.leases.is_none()
+            || (elapsed >= spec.last_heal()
+                && (elapsed >= spec.last_heal() + spec.lease_resume_bound()
+                    || leases.acks.borrow().iter().any(|ack| {
+                        ack.answer == crate::oracle::lease_acks::FencedAnswer::Applied
+                            && ack.answered_ms >= heal_ms
+                    })))
     };
     // Drive the simulation: inject faults on time until every customer and agent is done and
     // the schedule is spent. A run that is not done a minute before its time limit is stuck:
@@ -669,10 +757,16 @@ pub fn run(spec: &Spec) -> Report {
                     awaiting_election.push(fault);
                 }
                 Injected::NoLeader => report.leader_faults_skipped += 1,
+                Injected::Holder => {
+                    report.faults += 1;
+                    report.holder_faults += 1;
+                }
+                Injected::NoHolder => report.holder_faults_skipped += 1,
             }
         }
         awaiting_election.retain(|fault| !fault.elected_after(&leaders));
-        if everyone_done(&board.borrow()) && schedule.peek().is_none() {
+        if everyone_done(&board.borrow()) && schedule.peek().is_none() && lease_done(sim.elapsed())
+        {
             break;
         }
         if sim.elapsed() >= give_up_at {
@@ -693,8 +787,10 @@ pub fn run(spec: &Spec) -> Report {
             return report;
         }
     }
-    // Heal everything, restart every crashed node, and let the cluster settle.
+    // Heal everything, restart every crashed node, stop the lease workload (its keepers
+    // release the lease) and let the cluster settle.
     faults.inject(&mut sim, &Fault::HealAll, &mut crashed);
+    crate::lease::stop_all();
     for id in std::mem::take(&mut crashed) {
         sim.bounce(host_name(id));
     }
@@ -719,12 +815,14 @@ pub fn run(spec: &Spec) -> Report {
             "a membership change never went through: {failed}"
         )));
     }
+    let acks: Vec<crate::oracle::lease_acks::FencedAck> = leases.acks.borrow().clone();
     {
         let verdict = verdict.clone();
         let members: Vec<NodeId> = changes.borrow().expected.iter().copied().collect();
         let agents = spec.agent_limits.len();
+        let lease_acks = spec.leases.is_some().then(|| acks.clone());
         sim.client("checker", async move {
-            let result = check(&members, agents, &oracle).await;
+            let result = check(&members, agents, &oracle, lease_acks.as_deref()).await;
             *verdict.borrow_mut() = Some(result);
             Ok(())
         });
@@ -765,8 +863,36 @@ pub fn run(spec: &Spec) -> Report {
             report.assigned = settled.assigned;
             report.completed = settled.completed;
             report.offer_timeouts = settled.offer_timeouts;
+            report.lease = settled.lease;
         }
         None => {}
+    }
+    if spec.leases.is_some() {
+        let bound = spec.lease_resume_bound();
+        report
+            .violations
+            .extend(crate::oracle::lease_liveness::fenced_writes_resume(
+                heal_ms,
+                u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                &acks,
+            ));
+        report.fenced_not_committed = acks
+            .iter()
+            .filter(|ack| {
+                matches!(
+                    ack.answer,
+                    crate::oracle::lease_acks::FencedAnswer::NotCommitted(_)
+                )
+            })
+            .count() as u64;
+        report.lease_resumed_after = acks
+            .iter()
+            .filter(|ack| {
+                ack.answer == crate::oracle::lease_acks::FencedAnswer::Applied
+                    && ack.answered_ms >= heal_ms
+            })
+            .map(|ack| Duration::from_millis(ack.answered_ms - heal_ms))
+            .min();
     }
     report
 }
@@ -1258,6 +1384,8 @@ struct Settled {
     completed: u64,
     offer_timeouts: u64,
     digest: String,
+    /// What the lease's applied history shows (on the first member), with a lease workload.
+    lease: crate::oracle::lease_history::LeaseFigures,
     /// Activities not completed at the end, each with its status and last transitions (on
     /// the first node observed).
     unfinished: Vec<String>,
@@ -1287,6 +1415,10 @@ enum Injected {
     Leader(LeaderFault),
     /// A leader fault found no leader to aim at: nothing was done.
     NoLeader,
+    /// A fault aimed at the lease's holder was injected.
+    Holder,
+    /// A fault aimed at the lease's holder found none: nothing was done.
+    NoHolder,
 }
 
 /// What the fault injector needs to know of the run.
@@ -1302,9 +1434,25 @@ struct Faults {
     operators: std::cell::Cell<u64>,
     /// Every node's clock, by id.
     clocks: BTreeMap<NodeId, node::SkewedClock>,
+    /// What each node's lease keeper holds.
+    holders: crate::lease::Holders,
+    /// Nodes whose links are held ([`Fault::Hold`]) until the next heal.
+    held: RefCell<Vec<NodeId>>,
 }
 
 impl Faults {
+    /// The live node that holds the run's lease now (the highest token, if two nodes still
+    /// believe they hold it).
+    fn current_holder(&self, crashed: &[NodeId]) -> Option<NodeId> {
+        self.holders
+            .borrow()
+            .iter()
+            .filter(|(id, _)| !crashed.contains(id))
+            .filter_map(|(id, token)| token.map(|token| (token, *id)))
+            .max()
+            .map(|(_, id)| id)
+    }
+
     /// The leader most live nodes agree on, if any, and the term they see it leading in.
     fn current_leader(&self, crashed: &[NodeId]) -> Option<(NodeId, u64)> {
         let leaders = self.leaders.borrow();
@@ -1402,6 +1550,26 @@ impl Faults {
                 self.inject(sim, &fault, crashed);
                 return Injected::Leader(LeaderFault { victim, term });
             }
+            Fault::Hold(id) => {
+                for other in (1..=nodes).filter(|o| o != id) {
+                    sim.hold(host_name(*id), host_name(other));
+                }
+                self.held.borrow_mut().push(*id);
+            }
+            Fault::IsolateHolder | Fault::HoldHolder | Fault::SkewHolder(_) => {
+                let Some(victim) = self.current_holder(crashed) else {
+                    return Injected::NoHolder;
+                };
+                let fault = match fault {
+                    Fault::IsolateHolder => Fault::Isolate(victim),
+                    Fault::HoldHolder => Fault::Hold(victim),
+                    Fault::SkewHolder(ms) => Fault::Skew(victim, *ms),
+                    _ => return Injected::NoHolder,
+                };
+                tracing::info!(?fault, "aimed at the lease's holder");
+                self.inject(sim, &fault, crashed);
+                return Injected::Holder;
+            }
             Fault::CutClients(id) => {
                 for client in self.client_hosts() {
                     sim.partition(client, host_name(*id));
@@ -1437,6 +1605,13 @@ impl Faults {
                 });
             }
             Fault::HealAll => {
+                // Held messages are delivered first, all at once (a repair alone would leave
+                // them held for good).
+                for id in std::mem::take(&mut *self.held.borrow_mut()) {
+                    for other in (1..=nodes).filter(|o| *o != id) {
+                        sim.release(host_name(id), host_name(other));
+                    }
+                }
                 for a in 1..=nodes {
                     for b in (a + 1)..=nodes {
                         sim.repair(host_name(a), host_name(b));
@@ -1490,6 +1665,7 @@ async fn check(
     members: &[NodeId],
     agents: usize,
     oracle: &Oracle,
+    lease_acks: Option<&[FencedAck]>,
 ) -> Result<Settled, Vec<Violation>> {
     let deadline = Duration::from_secs(60);
     let started = tokio::time::Instant::now();
@@ -1514,6 +1690,22 @@ async fn check(
         if settled {
             let observations: Vec<Observation> = observed.iter().map(|(o, _)| o.clone()).collect();
             let mut violations = check_all(oracle, &observations);
+            let mut lease = LeaseFigures::default();
+            if let Some(acks) = lease_acks {
+                for (position, &id) in members.iter().enumerate() {
+                    match check_lease(id, acks).await {
+                        Ok((figures, mut broken)) => {
+                            if position == 0 {
+                                lease = figures;
+                            }
+                            violations.append(&mut broken);
+                        }
+                        Err(error) => violations.push(Violation(format!(
+                            "reading node {id}'s lease history: {error}"
+                        ))),
+                    }
+                }
+            }
             match crate::membership::request(members[0], None).await {
                 Ok(list) => {
                     let replicated: Vec<NodeId> = list.members.iter().map(|m| m.id).collect();
@@ -1537,6 +1729,7 @@ async fn check(
                     completed: first.completed,
                     offer_timeouts: first.offer_timeouts,
                     digest: first.digest.clone(),
+                    lease,
                     unfinished: unfinished(&observations[0]),
                 }),
                 _ => Err(violations),
@@ -1554,4 +1747,44 @@ async fn check(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Reads node `id`'s lease history (its log replayed) and checks it: the replay is what the
+/// node applied (same digest, from the log's start), grants, fenced commands, and what the
+/// holders were answered (`acks`). Returns what the history shows, and what broke.
+async fn check_lease(
+    id: NodeId,
+    acks: &[FencedAck],
+) -> Result<(LeaseFigures, Vec<Violation>), String> {
+    let name = crate::lease::lease_name();
+    let mut client = sim_client(id).map_err(|e| e.to_string())?;
+    let request = LeaseHistoryRequest { name: name.clone() };
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.lease_history(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|status| status.to_string())?
+        .into_inner();
+    let history: Vec<LeaseEntry> =
+        serde_json::from_slice(&reply.entries_json).map_err(|e| e.to_string())?;
+    let mut broken = Vec::new();
+    if reply.first_index > 1 {
+        broken.push(Violation(format!(
+            "node {id}'s log starts at index {}: the lease history before it is unknown",
+            reply.first_index
+        )));
+    }
+    if reply.replayed_digest != reply.digest {
+        broken.push(Violation(format!(
+            "node {id}: replaying its log to index {} gives digest {}, the node applied {}",
+            reply.applied_index, reply.replayed_digest, reply.digest
+        )));
+    }
+    broken.extend(crate::oracle::lease_tokens::lease_grants(
+        id, &name, &history,
+    ));
+    broken.extend(crate::oracle::fencing::fenced_writes(id, &name, &history));
+    broken.extend(crate::oracle::lease_acks::acknowledged_fenced(
+        id, acks, &history,
+    ));
+    Ok((crate::oracle::lease_history::figures(&history), broken))
 }

@@ -37,6 +37,22 @@ fn every_failure_matrix_row_keeps_the_guarantees() {
                 report.offer_timeouts,
                 started.elapsed()
             );
+            if spec.leases.is_some() {
+                let lease = &report.lease;
+                println!(
+                    "{:<32} lease: {} takes ({} hand-overs), fenced {} accepted, {} refused \
+                     lease_lost ({} superseded on their way), {} not committed, resumed {:?} \
+                     after the heal",
+                    "",
+                    lease.takes,
+                    lease.hand_overs,
+                    lease.fenced_applied,
+                    lease.fenced_lease_lost,
+                    lease.fenced_superseded,
+                    report.fenced_not_committed,
+                    report.lease_resumed_after
+                );
+            }
             assert!(
                 report.violations.is_empty(),
                 "{} (incumbent: {}), seed {seed}: {:#?}",

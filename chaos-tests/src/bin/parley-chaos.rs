@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use parley_chaos::live::{run_live, ClusterSpec, LiveSpec, Network};
+use parley_chaos::oracle::lease_history::LeaseFigures;
 use parley_chaos::oracle::Violation;
 use parley_chaos::scenarios::{self, Scenario};
 use parley_chaos::sim::{random_site_schedule, run, Report, Spec};
@@ -166,6 +167,11 @@ struct Totals {
     island_writes: usize,
     island_actions: usize,
     islands: u64,
+    /// Runs with a lease workload, and what their lease histories showed.
+    lease_runs: u64,
+    lease: LeaseFigures,
+    fenced_not_committed: u64,
+    lease_resumed_max: Duration,
 }
 
 impl Totals {
@@ -183,7 +189,42 @@ impl Totals {
         self.island_writes += report.island_writes_checked;
         self.island_actions += report.island_agent_actions_checked;
         self.islands += report.islands_entered.values().sum::<u64>();
+        if report.lease != LeaseFigures::default() {
+            let (total, run) = (&mut self.lease, &report.lease);
+            self.lease_runs += 1;
+            total.takes += run.takes;
+            total.hand_overs += run.hand_overs;
+            total.renewals += run.renewals;
+            total.acquisitions_refused += run.acquisitions_refused;
+            total.releases += run.releases;
+            total.fenced_applied += run.fenced_applied;
+            total.fenced_lease_lost += run.fenced_lease_lost;
+            total.fenced_superseded += run.fenced_superseded;
+            total.fenced_refused_other += run.fenced_refused_other;
+            self.fenced_not_committed += report.fenced_not_committed;
+            self.lease_resumed_max = self
+                .lease_resumed_max
+                .max(report.lease_resumed_after.unwrap_or_default());
+        }
     }
+}
+
+/// One run's lease figures, for its line.
+fn lease_line(report: &Report) -> String {
+    let l = &report.lease;
+    format!(
+        "lease: {} takes ({} hand-overs), fenced {} accepted, {} refused lease_lost ({} \
+         superseded on their way), {} not committed, resumed {:.1}s after the heal",
+        l.takes,
+        l.hand_overs,
+        l.fenced_applied,
+        l.fenced_lease_lost,
+        l.fenced_superseded,
+        report.fenced_not_committed,
+        report
+            .lease_resumed_after
+            .map_or(f64::NAN, |d| d.as_secs_f64())
+    )
 }
 
 fn main() -> ExitCode {
@@ -288,6 +329,9 @@ fn main() -> ExitCode {
             report.simulated.as_secs_f64(),
             report.digest.get(..12).unwrap_or("-")
         );
+        if spec.leases.is_some() {
+            println!("        {}", lease_line(&report));
+        }
         for violation in &report.violations {
             println!("        {violation}");
         }
@@ -315,6 +359,27 @@ fn main() -> ExitCode {
         totals.simulated.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    if totals.lease_runs > 0 {
+        let l = &totals.lease;
+        println!();
+        println!("| lease runs | takes | hand-overs | renewals | acquisitions refused | releases | fenced accepted | fenced refused lease_lost | of them superseded on their way | fenced refused otherwise | fenced not committed | longest resume after the heal |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            totals.lease_runs,
+            l.takes,
+            l.hand_overs,
+            l.renewals,
+            l.acquisitions_refused,
+            l.releases,
+            l.fenced_applied,
+            l.fenced_lease_lost,
+            l.fenced_superseded,
+            l.fenced_refused_other,
+            totals.fenced_not_committed,
+            totals.lease_resumed_max.as_secs_f64()
+        );
+    }
     if failed.is_empty() {
         return ExitCode::SUCCESS;
     }

@@ -21,10 +21,22 @@
 //! - G7: at one applied index, one digest;
 //! - islands ([`islands`]): epochs only go up, across restarts too; each island starts the next
 //!   epoch; the island clock never goes back (in every chat, one island node's stamps grow
-//!   with the order it took its writes in).
+//!   with the order it took its writes in);
+//! - leases, over a lease's applied history ([`lease_history`]: the log replayed, every take,
+//!   renewal, release and fenced command with what `apply` answered): one holder at a time and
+//!   the token up by one with each take ([`lease_tokens`]); every accepted fenced command
+//!   carried the token in force, came from the holder of record, was stamped before the expiry,
+//!   and follows no other node's take under a higher token; one writer per token
+//!   ([`fencing`]); what holders were answered is in the log ([`lease_acks`]); after the heal,
+//!   fenced commands are accepted again within a bound ([`lease_liveness`]).
 
 pub mod check;
+pub mod fencing;
 pub mod islands;
+pub mod lease_acks;
+pub mod lease_history;
+pub mod lease_liveness;
+pub mod lease_tokens;
 pub mod observe;
 pub mod record;
 #[cfg(test)]
