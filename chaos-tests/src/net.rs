@@ -2,7 +2,7 @@
 //! and the accepted-connection stream their gRPC servers serve.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,6 +23,55 @@ thread_local! {
     /// With [`fail_dials_across_cuts`] on: the node links cut now, each as (lower id, higher
     /// id). The simulation runs every host on one thread.
     static CUT: RefCell<Option<BTreeSet<(NodeId, NodeId)>>> = const { RefCell::new(None) };
+    /// Connections nodes dialled that are still open, by (dialling node, peer): each holds one
+    /// of the dialling host's ephemeral ports.
+    static OPEN_DIALS: RefCell<BTreeMap<(NodeId, NodeId), u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Every second open dialled connection a node holds past this many logs where they go.
+const OPEN_DIALS_REPORTED: u64 = 1_000;
+
+/// Connections dialled by nodes and still open, by (dialling node, peer).
+pub fn open_dials() -> BTreeMap<(NodeId, NodeId), u64> {
+    OPEN_DIALS.with(|open| open.borrow().clone())
+}
+
+/// Counts a connection a node dialled in [`open_dials`] while it is open.
+struct Dialled {
+    link: (NodeId, NodeId),
+}
+
+impl Dialled {
+    fn new(from: NodeId, peer: NodeId) -> Self {
+        let link = (from, peer);
+        let total = OPEN_DIALS.with(|open| {
+            let mut open = open.borrow_mut();
+            *open.entry(link).or_default() += 1;
+            open.iter()
+                .filter(|((node, _), _)| *node == from)
+                .map(|(_, n)| *n)
+                .sum::<u64>()
+        });
+        if total % OPEN_DIALS_REPORTED == 0 {
+            // A diagnostic for long runs (turmoil panics once a host's ports run out).
+            eprintln!(
+                "node {from} holds {total} open dialled connections at {:?} simulated: {:?}",
+                turmoil::sim_elapsed().unwrap_or_default(),
+                open_dials()
+            );
+        }
+        Self { link }
+    }
+}
+
+impl Drop for Dialled {
+    fn drop(&mut self) {
+        OPEN_DIALS.with(|open| {
+            if let Some(n) = open.borrow_mut().get_mut(&self.link) {
+                *n = n.saturating_sub(1);
+            }
+        });
+    }
 }
 
 /// Makes a dial across a cut link fail at once instead of waiting for a SYN-ACK that never
@@ -82,57 +131,65 @@ impl Connector for SimConnector {
                     let host = uri.host().unwrap_or_default().to_owned();
                     let port = uri.port_u16().unwrap_or(GRPC_PORT);
                     let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-                    Ok::<_, io::Error>(TokioIo::new(stream))
+                    let dialled = from.map(|from| Dialled::new(from, peer));
+                    Ok::<_, io::Error>(TokioIo::new(Connection {
+                        stream,
+                        _dialled: dialled,
+                    }))
                 },
             ))),
         )
     }
 }
 
-/// An accepted simulated connection, as tonic's server wants it.
-pub struct Accepted(pub turmoil::net::TcpStream);
+/// A simulated connection, dialled or accepted, as tonic wants it.
+pub struct Connection {
+    stream: turmoil::net::TcpStream,
+    /// For a connection a node dialled: its count in [`open_dials`].
+    _dialled: Option<Dialled>,
+}
 
-impl Connected for Accepted {
+impl Connected for Connection {
     type ConnectInfo = ();
 
     fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
-impl AsyncRead for Accepted {
+impl AsyncRead for Connection {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Accepted {
+impl AsyncWrite for Connection {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
 /// The connections `listener` accepts, forever.
-pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<Accepted>> {
+pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::Result<Connection>> {
     futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener
-            .accept()
-            .await
-            .map(|(stream, _peer)| Accepted(stream));
+        let accepted = listener.accept().await.map(|(stream, _peer)| Connection {
+            stream,
+            _dialled: None,
+        });
         Some((accepted, listener))
     })
 }
