@@ -115,6 +115,9 @@ fn put_record(
     batch.put_cf(handle, expiry_key(expires_at_ms, key), []);
 }
 
+/// What a batch did to a key: wrote it with this expiry and value, or deleted it (`None`).
+type Written<'a> = Option<(u64, Cow<'a, [u8]>)>;
+
 /// Adds `ops` to `batch`, in order. Reads the archive (for a put over an existing key, and for
 /// a purge's walk), so the caller must not interleave another archive writer.
 pub(crate) fn write_ops(
@@ -123,9 +126,8 @@ pub(crate) fn write_ops(
     ops: &[ArchiveOp],
 ) -> Result<(), StoreError> {
     let handle = cf(db, CF_ARCHIVE)?;
-    // What this batch did to a key, which the reads below cannot see yet: written with this
-    // expiry and value, or deleted (`None`).
-    let mut written: HashMap<String, Option<(u64, Cow<'_, [u8]>)>> = HashMap::new();
+    // What this batch did to each key it touched, which the reads below cannot see yet.
+    let mut written: HashMap<String, Written<'_>> = HashMap::new();
     // The record under `key` as the archive stands before this batch.
     let stored = |key: &str| -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         db.get_pinned_cf(handle, record_key(key))
