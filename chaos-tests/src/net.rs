@@ -52,7 +52,7 @@ impl Dialled {
                 .map(|(_, n)| *n)
                 .sum::<u64>()
         });
-        if total % OPEN_DIALS_REPORTED == 0 {
+        if total.is_multiple_of(OPEN_DIALS_REPORTED) {
             // A diagnostic for long runs (turmoil panics once a host's ports run out).
             eprintln!(
                 "node {from} holds {total} open dialled connections at {:?} simulated: {:?}",
