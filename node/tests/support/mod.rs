@@ -241,6 +241,10 @@ impl Cluster {
             .collect();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // The nodes close a keep-alive connection after 5 s idle (actix-web's default); a
+            // request sent on one just then fails (IncompleteMessage). Idle connections are
+            // dropped well before.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
         Self { dir, nodes, client }
