@@ -26,6 +26,34 @@ thread_local! {
     /// Connections nodes dialled that are still open, by (dialling node, peer): each holds one
     /// of the dialling host's ephemeral ports.
     static OPEN_DIALS: RefCell<BTreeMap<(NodeId, NodeId), u64>> = const { RefCell::new(BTreeMap::new()) };
+    /// Dials that failed or were given up before they connected, by (dialling node, peer):
+    /// turmoil keeps the ephemeral port of a connect that got no answer.
+    static UNFINISHED_DIALS: RefCell<BTreeMap<(NodeId, NodeId), u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Dials that failed or were given up before they connected, by (dialling node, peer).
+pub fn unfinished_dials() -> BTreeMap<(NodeId, NodeId), u64> {
+    UNFINISHED_DIALS.with(|unfinished| unfinished.borrow().clone())
+}
+
+/// A dial under way: counted in [`unfinished_dials`] if dropped before [`Dialling::connected`].
+struct Dialling {
+    link: Option<(NodeId, NodeId)>,
+}
+
+impl Dialling {
+    fn connected(mut self) {
+        self.link = None;
+    }
+}
+
+impl Drop for Dialling {
+    fn drop(&mut self) {
+        if let Some(link) = self.link {
+            UNFINISHED_DIALS
+                .with(|unfinished| *unfinished.borrow_mut().entry(link).or_default() += 1);
+        }
+    }
 }
 
 /// Every second open dialled connection a node holds past this many logs where they go.
@@ -130,7 +158,11 @@ impl Connector for SimConnector {
                     }
                     let host = uri.host().unwrap_or_default().to_owned();
                     let port = uri.port_u16().unwrap_or(GRPC_PORT);
+                    let dialling = Dialling {
+                        link: from.map(|from| (from, peer)),
+                    };
                     let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+                    dialling.connected();
                     let dialled = from.map(|from| Dialled::new(from, peer));
                     Ok::<_, io::Error>(TokioIo::new(Connection {
                         stream,

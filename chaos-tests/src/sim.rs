@@ -36,6 +36,8 @@ const AGENTS_HOST: &str = "agents";
 
 /// Largest network latency between hosts outside latency spikes.
 const MAX_LATENCY: Duration = Duration::from_millis(20);
+/// How often a run longer than this reports its progress, in simulated time.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3_600);
 
 /// One fault the schedule injects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -741,7 +743,22 @@ pub fn run(spec: &Spec) -> Report {
     // says where the unfinished work stands.
     let give_up_at = spec.time_limit.saturating_sub(Duration::from_secs(60));
     let mut stuck_at: Option<String> = None;
+    // Runs over simulated hours say how far they got, every simulated hour.
+    let wall_start = std::time::Instant::now();
+    let mut next_progress = (spec.time_limit > PROGRESS_EVERY).then_some(PROGRESS_EVERY);
     loop {
+        if let Some(at) = next_progress.filter(|at| sim.elapsed() >= *at) {
+            eprintln!(
+                "seed {}: {} h simulated after {} s of wall time; dialled connections open {:?}, \
+                 dials failed or given up {:?}",
+                spec.seed,
+                at.as_secs() / 3_600,
+                wall_start.elapsed().as_secs(),
+                crate::net::open_dials(),
+                crate::net::unfinished_dials()
+            );
+            next_progress = Some(at + PROGRESS_EVERY);
+        }
         while let Some((at, _)) = schedule.peek() {
             if sim.elapsed() < *at {
                 break;
