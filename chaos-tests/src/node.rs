@@ -105,6 +105,16 @@ pub fn settings() -> ChannelSettings {
     }
 }
 
+/// [`settings`] with the keepalives `scale` times longer (see `Spec::timers_scale`).
+pub fn scaled_settings(scale: u32) -> ChannelSettings {
+    let base = settings();
+    ChannelSettings {
+        keepalive_interval: base.keepalive_interval * scale,
+        keepalive_timeout: base.keepalive_timeout * scale,
+        ..base
+    }
+}
+
 /// Who each node believes leads and in which term, for faults aimed at the leader and to see
 /// that one was elected after them. Shared by the simulated hosts and the fault injector (one
 /// thread: turmoil runs everything on the caller's).
@@ -147,6 +157,8 @@ pub struct Tuning {
     pub snapshot_every_entries: u64,
     /// The lease workload, if the run has one.
     pub lease: Option<crate::lease::Workload>,
+    /// Node timers multiplied by this (see `Spec::timers_scale`).
+    pub timers_scale: u32,
 }
 
 /// Runs node `id` until the simulation crashes it. Storage is real RocksDB in `data_dir`,
@@ -179,15 +191,17 @@ pub async fn run(
     // Election timeouts staggered by node id with no random spread: openraft draws them from
     // an unseeded generator, so a spread would make runs differ between replays. The node with
     // the shortest timeout among the live ones campaigns first.
-    options.heartbeat_ms = 100;
-    options.election_timeout_min_ms = 300 + 60 * id;
+    let scale = tuning.timers_scale.max(1);
+    options.heartbeat_ms = 100 * u64::from(scale);
+    options.election_timeout_min_ms = (300 + 60 * id) * u64::from(scale);
     options.election_timeout_max_ms = options.election_timeout_min_ms + 1;
-    options.island_after = SIM_ISLAND_AFTER;
+    options.island_after = SIM_ISLAND_AFTER * scale;
+    let settings = scaled_settings(scale);
     let clock: Arc<dyn Clock> = Arc::new(tuning.clock);
     let replica = Replica::open(
         options,
         Arc::new(SimConnector {
-            settings: settings(),
+            settings,
             from: Some(id),
         }),
         clock.clone(),
@@ -216,7 +230,7 @@ pub async fn run(
     // No TLS in the simulation (it is proven against real processes), but the route check
     // runs as in production.
     let check = replica.route_check(false);
-    let server = parley_raft::server::router(raft, cluster, check, settings())
+    let server = parley_raft::server::router(raft, cluster, check, settings)
         .add_service(SimNodeServer::new(sim))
         .serve_with_incoming(incoming(listener));
     if let Some(workload) = tuning.lease {

@@ -137,6 +137,10 @@ pub struct Spec {
     /// default; a run over simulated days takes a coarser one (timers fire at step
     /// boundaries, so it must stay well below the heartbeat and election timeouts).
     pub tick: Duration,
+    /// Every node timer the run depends on (heartbeat, election timeouts, `island_after`, gRPC
+    /// keepalives) multiplied by this: 1 by default; a run over simulated days takes a larger
+    /// one, as a WAN deployment would, so its day costs fewer core-loop turns.
+    pub timers_scale: u32,
     /// Every node contends for a mailbox's fetch lease and its holder proposes fenced commands
     /// (see [`crate::lease`]); the oracle then checks the lease's applied history. `None` by
     /// default, so old seeds replay unchanged.
@@ -176,6 +180,7 @@ impl Spec {
             snapshot_every_entries: 500,
             time_limit: Duration::from_secs(600),
             tick: Duration::from_millis(1),
+            timers_scale: 1,
             fail_dials_across_cuts: false,
             leases: None,
         }
@@ -633,6 +638,7 @@ pub fn run(spec: &Spec) -> Report {
             log_entries_kept_after_snapshot: spec.log_entries_kept_after_snapshot,
             snapshot_every_entries: spec.snapshot_every_entries,
             lease: spec.leases,
+            timers_scale: spec.timers_scale,
         };
         sim.host(host_name(id), move || {
             node::run(
