@@ -6,7 +6,7 @@
 //! `timeouts.drain_wait` → a leader hands leadership over → WebSocket streams close with 1012 →
 //! HTTP stops
 //! taking connections and finishes in-flight requests (bounded by `timeouts.shutdown_grace`) →
-//! gRPC server → Raft.
+//! gRPC server → Raft → the process waits for the database to close before it exits.
 
 use std::sync::Arc;
 
@@ -80,17 +80,39 @@ fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs a node until SIGTERM or SIGINT. Blocks the calling thread.
+/// Runs a node until SIGTERM or SIGINT. Blocks the calling thread, and returns only once the
+/// database has closed.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("parley")
         .build()
         .context("building the tokio runtime")?;
-    actix_rt::System::with_tokio_rt(move || runtime).block_on(node(config))
+    let database = Arc::new(std::sync::OnceLock::new());
+    let result = actix_rt::System::with_tokio_rt(move || runtime)
+        .block_on(node(config, Arc::clone(&database)));
+    // The runtime is gone, and with it every task holding the database; HTTP worker threads
+    // may still be dropping their handles. Leaving while RocksDB closes on another thread
+    // would pull the process from under it, so wait for the close (and for the WAL syncer's
+    // thread to end).
+    if let Some(closed) = database.get() {
+        if !parley_storage::CloseWatch::wait(closed, DB_CLOSE_MAX) {
+            tracing::error!(?DB_CLOSE_MAX, "the database is still open; exiting anyway");
+            return result.and(Err(anyhow::anyhow!(
+                "the database did not close within {DB_CLOSE_MAX:?} of stopping"
+            )));
+        }
+    }
+    result
 }
 
-async fn node(config: Config) -> anyhow::Result<()> {
+/// Longest a stopped node waits for its database to close before it exits.
+const DB_CLOSE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn node(
+    config: Config,
+    database: Arc<std::sync::OnceLock<parley_storage::CloseWatch>>,
+) -> anyhow::Result<()> {
     tracing::info!(
         node_id = config.node_id,
         cluster = %config.cluster_id,
@@ -126,6 +148,7 @@ async fn node(config: Config) -> anyhow::Result<()> {
     let replica = Replica::open(replica_options(&config), connector, clock.clone())
         .await
         .with_context(|| format!("opening the replica in {}", config.data_dir.display()))?;
+    let _ = database.set(replica.db().close_watch());
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await

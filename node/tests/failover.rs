@@ -1,6 +1,8 @@
 //! Real processes: kill -9 the leader mid-traffic, restart it, and check that every
 //! acknowledged message is on every node exactly once, in order, with identical digests.
-//! Then restart the whole cluster and find everything again.
+//! Then restart the whole cluster and find everything again. And a leader that stops
+//! answering without a reset (its host lost): a write a follower forwarded to it is sent to the
+//! leader elected in its place, within the write timeout.
 
 mod support;
 
@@ -297,5 +299,51 @@ async fn a_stopping_node_drains_before_it_closes_anything() {
             .iter()
             .any(|e| e["seq"].as_u64() == Some(seq) && e["client_msg_id"] == "during-drain"),
         "the write taken during the drain is not on node 2: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_lost_leader_is_sent_to_its_successor() {
+    // Peer keepalives far longer than the write timeout (3 s): the follower can learn that its
+    // leader is gone only from the election, as when a host is lost and nothing resets.
+    let mut cluster = Cluster::configure(3, "", "");
+    let slow_keepalives = [
+        ("PARLEY_TIMEOUTS__KEEPALIVE_INTERVAL", "60s"),
+        ("PARLEY_TIMEOUTS__KEEPALIVE_TIMEOUT", "60s"),
+    ];
+    for id in 1..=3 {
+        cluster.spawn_with_env(id, &slow_keepalives);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id, READY).await;
+    }
+    let leader = cluster.wait_leader(1, None, READY).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let chat = cluster.start_chat(follower, "lost-leader").await;
+    cluster
+        .post(follower, &chat, "before", "before the loss")
+        .await
+        .expect("a write before the loss");
+    // A stopped process answers nothing and resets nothing: the forward of the next write
+    // waits on it until the follower hears of the leader elected in its place.
+    cluster.signal(leader, "STOP");
+    let after = cluster
+        .post(follower, &chat, "after", "sent as the leader is lost")
+        .await;
+    cluster.signal(leader, "CONT");
+    let seq = after.unwrap_or_else(|error| {
+        cluster.dump_logs();
+        panic!("the write forwarded to the lost leader was not committed by its successor: {error}")
+    });
+    let successor = cluster.wait_leader(follower, Some(leader), READY).await;
+    let events = cluster
+        .events(successor, &chat)
+        .await
+        .expect("events from the new leader");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["seq"].as_u64() == Some(seq) && e["client_msg_id"] == "after"),
+        "the write is not on the new leader: {events:?}"
     );
 }

@@ -11,6 +11,9 @@
 //!    queue. One RPC, one decode and one apply wait then serve many writes;
 //! 4. when the leader changes or is unknown the proposer waits for a new one and retries, until
 //!    the write timeout. Every command is idempotent (client ids), so a retry never duplicates.
+//!    A forward still waiting on a leader that was replaced is abandoned the moment this node
+//!    learns of the new one: a lost leader's host answers nothing, and its write would
+//!    otherwise wait out the deadline.
 //!
 //! The answer comes only after the entry is committed on a majority and applied here (leader) or
 //! on the leader and, bounded by [`APPLY_WAIT_MAX`], here (forwarded write).
@@ -23,6 +26,8 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
+use openraft::type_config::alias::WatchReceiverOf;
+use openraft::RaftMetrics;
 use parley_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -32,7 +37,7 @@ use crate::command::{Command, Op, Outcome, Request};
 use crate::error::ProposeError;
 use crate::network::Peers;
 use crate::state::check_input;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, TypeConfig};
 
 /// Where the proposer gets wall-clock time. `apply` never reads a clock; this is the only place
 /// time enters the replicated state.
@@ -250,7 +255,18 @@ impl Proposer {
                 }
                 Some(leader) => {
                     sent = true;
-                    match self.forward(leader, command.clone(), deadline).await {
+                    // A leader that was lost answers nothing (its host or link is gone: no
+                    // reset comes back), so the forward is abandoned as soon as this node
+                    // learns of another leader, not at the deadline. Sending the command again
+                    // is safe for the same reason any retry is.
+                    let forwarded = tokio::select! {
+                        forwarded = self.forward(leader, command.clone(), deadline) => forwarded,
+                        next = leader_other_than(&mut metrics, leader) => {
+                            tracing::debug!(leader, next, "leader changed while forwarding");
+                            Ok(LocalOutcome::NotLeader(Some(next)))
+                        }
+                    };
+                    match forwarded {
                         Ok(LocalOutcome::Committed(outcome, _)) => return Ok(outcome),
                         Ok(LocalOutcome::NotLeader(next)) => next.filter(|n| *n != leader),
                         Ok(LocalOutcome::Failed(error)) => return Err(error),
@@ -331,6 +347,26 @@ impl Proposer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Ok(LocalOutcome::Failed(ProposeError::ShuttingDown)),
             Err(_) => Err(ForwardError::Transport("deadline elapsed".to_owned())),
+        }
+    }
+}
+
+/// Resolves once this node knows of a leader other than `leader` (never while no leader is
+/// known, nor if the metrics channel closes).
+async fn leader_other_than(
+    metrics: &mut WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>,
+    leader: NodeId,
+) -> NodeId {
+    loop {
+        if let Some(next) = metrics
+            .borrow_watched()
+            .current_leader
+            .filter(|next| *next != leader)
+        {
+            return next;
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

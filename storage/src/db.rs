@@ -25,6 +25,7 @@ use rocksdb::{
     ColumnFamily, DBCompressionType, FlushOptions, Options, WriteBatch, WriteOptions, DB,
 };
 
+use crate::close::{CloseWatch, OpenDb};
 use crate::error::StoreError;
 use crate::wal_sync::{Durable, WalSyncer};
 
@@ -85,7 +86,7 @@ pub struct DbOptions {
 #[derive(Clone)]
 pub struct Db {
     /// The database; shared by the log store, the state-machine store and their clones.
-    inner: Arc<DB>,
+    inner: Arc<OpenDb>,
     /// The policies chosen at open time.
     opts: DbOptions,
     /// Syncs the WAL for log appends; only with [`FsyncPolicy::Always`] and [`IoMode::Blocking`]
@@ -137,11 +138,9 @@ impl Db {
         )
         .map_err(|source| StoreError::Rocks { op: "open", source })?;
         tracing::debug!(path = %path.display(), fsync = ?opts.fsync, io_mode = ?opts.io_mode, "opened rocksdb");
-        let inner = Arc::new(db);
+        let inner = Arc::new(OpenDb::new(db));
         let syncer = match (opts.fsync, opts.io_mode) {
-            (FsyncPolicy::Always, IoMode::Blocking) => {
-                Some(Arc::new(WalSyncer::start(Arc::downgrade(&inner))?))
-            }
+            (FsyncPolicy::Always, IoMode::Blocking) => Some(Arc::new(WalSyncer::start(&inner)?)),
             _ => None,
         };
         Ok(Db {
@@ -151,6 +150,12 @@ impl Db {
             appends: Arc::new(AtomicU64::new(0)),
             log_bytes: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A watch that tells when this database has closed (every handle dropped, RocksDB's close
+    /// returned): a process waits on it before it exits.
+    pub fn close_watch(&self) -> CloseWatch {
+        self.inner.watch()
     }
 
     /// The policies this database was opened with.

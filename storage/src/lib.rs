@@ -52,6 +52,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod close;
 pub mod db;
 pub mod error;
 pub mod journal;
@@ -61,6 +62,7 @@ mod wal_sync;
 
 pub use archive::{ArchiveOp, ArchivedRecord};
 pub use backup::SnapshotCut;
+pub use close::CloseWatch;
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
 pub use error::StoreError;
 pub use journal::{Journal, JournalBounds, JournalEntry};

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Weak};
 
-use rocksdb::DB;
-
+use crate::close::OpenDb;
 use crate::error::StoreError;
 
 /// Called once the write it follows is durable (or could not be made durable).
@@ -38,18 +37,20 @@ pub(crate) struct WalSyncer {
 }
 
 impl WalSyncer {
-    /// Starts the syncer thread for `db`.
-    pub(crate) fn start(db: Weak<DB>) -> Result<Self, StoreError> {
+    /// Starts the syncer thread for `db`; the database's close waits for it to end.
+    pub(crate) fn start(db: &Arc<OpenDb>) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::sync_channel(SYNC_QUEUE_MAX);
         let syncs = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&syncs);
-        std::thread::Builder::new()
+        let weak = Arc::downgrade(db);
+        let thread = std::thread::Builder::new()
             .name("parley-wal-sync".to_owned())
-            .spawn(move || run(&db, &rx, &counter))
+            .spawn(move || run(&weak, &rx, &counter))
             .map_err(|source| StoreError::Thread {
                 what: "wal syncer",
                 source,
             })?;
+        db.ends_with_close(thread);
         Ok(Self { queue, syncs })
     }
 
@@ -76,7 +77,7 @@ impl WalSyncer {
 }
 
 /// The thread: one sync per batch of waiting callbacks, until every sender is gone.
-fn run(db: &Weak<DB>, rx: &Receiver<Durable>, syncs: &AtomicU64) {
+fn run(db: &Weak<OpenDb>, rx: &Receiver<Durable>, syncs: &AtomicU64) {
     let mut batch: Vec<Durable> = Vec::with_capacity(64);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -106,6 +107,8 @@ fn run(db: &Weak<DB>, rx: &Receiver<Durable>, syncs: &AtomicU64) {
 mod tests {
     use std::sync::Mutex;
 
+    use rocksdb::DB;
+
     use super::*;
     use crate::{Db, DbOptions, FsyncPolicy, IoMode};
 
@@ -122,7 +125,7 @@ mod tests {
     #[test]
     fn one_sync_answers_every_waiting_callback_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let db = Arc::new(OpenDb::new(DB::open_default(dir.path()).unwrap()));
         let (tx, rx) = mpsc::sync_channel(SYNC_QUEUE_MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
         for position in 0..10 {
@@ -143,7 +146,7 @@ mod tests {
     #[test]
     fn a_sync_answers_at_most_its_batch_size() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let db = Arc::new(OpenDb::new(DB::open_default(dir.path()).unwrap()));
         let waiting = SYNC_CALLBACKS_MAX + 5;
         let (tx, rx) = mpsc::sync_channel(waiting);
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -160,7 +163,7 @@ mod tests {
     #[test]
     fn callbacks_of_a_closed_database_get_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let db = Arc::new(OpenDb::new(DB::open_default(dir.path()).unwrap()));
         let weak = Arc::downgrade(&db);
         drop(db);
         let (tx, rx) = mpsc::sync_channel(4);
