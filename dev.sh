@@ -293,6 +293,8 @@ cmd_bench() {
   "$bench" failover --label default
   "$bench" failover --label lan --heartbeat 50ms --election-timeout 150ms,300ms
   "$bench" failover --label sigterm --stop sigterm
+  # Network namespaces and iptables rules: root.
+  as_root "$bench" failover --label host-loss --stop host-loss
   "$bench" disk
   "$bench" island
 }

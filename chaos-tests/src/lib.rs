@@ -6,8 +6,8 @@
 //! - [`lease`]: the mailbox fetcher's lease on every simulated node (the production keeper)
 //!   and the fenced commands its holder proposes.
 //! - [`membership`]: operators' membership changes in a simulation, retried until accepted.
-//! - [`live`]: the live fault runner against real `parley serve` processes.
-//! - [`netns`]: a private network of namespaces for a live cluster, and partitions in it.
+//! - [`live`]: the live fault runner against real `parley serve` processes, each in a network
+//!   namespace of its own when it may (`parley-netns`, the private network and its partitions).
 //! - [`net`]: tonic over turmoil's TCP.
 //! - [`node`]: one simulated node and its test-only `SimNode` service.
 //! - [`sim`]: a run: hosts, customers, faults, the final check.
@@ -21,7 +21,6 @@ pub mod lease;
 pub mod live;
 pub mod membership;
 pub mod net;
-pub mod netns;
 pub mod node;
 pub mod oracle;
 

@@ -5,7 +5,7 @@
 //! every acknowledged message exactly once, in order, pass its own `State::validate`
 //! (`GET /api/v1/admin/validate`), and all nodes show the same digest at the same index.
 //!
-//! Nodes run in network namespaces of their own ([`crate::netns`]) when the runner may create
+//! Nodes run in network namespaces of their own ([`parley_netns`]) when the runner may create
 //! them (root); otherwise on loopback, where partitions cannot be made and are skipped (the
 //! report says so).
 
@@ -17,13 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use parley_netns::{Lab, NetnsError, Space};
 use parley_raft::state::ChatEvent;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::netns::Netns;
 use crate::oracle::{check_all, Observation, Oracle, Violation};
 use crate::target::{Capability, Target, TargetError};
 
@@ -100,7 +100,7 @@ pub enum LiveError {
     NotReady(String),
     /// The private network could not be made or changed.
     #[error("network namespaces: {0}")]
-    Network(#[from] crate::netns::NetnsError),
+    Network(#[from] NetnsError),
     /// The target file or one of its commands failed.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -124,7 +124,7 @@ struct Local {
     parley: PathBuf,
     nodes: Vec<Node>,
     /// The nodes' namespaces; `None` on loopback. Dropped after the processes are killed.
-    net: Option<Netns>,
+    net: Option<Lab>,
     _dir: tempfile::TempDir,
 }
 
@@ -217,7 +217,7 @@ pub fn make_certs(certs: &Path, n: u64) -> Result<(), LiveError> {
 }
 
 impl Local {
-    fn create(parley: &Path, n: u64, net: Option<Netns>) -> Result<Self, LiveError> {
+    fn create(parley: &Path, n: u64, net: Option<Lab>) -> Result<Self, LiveError> {
         let dir =
             tempfile::tempdir().map_err(|e| LiveError::Io("temporary directory".into(), e))?;
         let certs = dir.path().join("certs");
@@ -309,7 +309,7 @@ impl Local {
 
     /// Every node running and not stopped.
     fn revive_all(&mut self) -> Result<(), LiveError> {
-        if let Some(net) = &self.net {
+        if let Some(net) = &mut self.net {
             net.heal()?;
         }
         for id in 1..=self.nodes.len() as u64 {
@@ -339,7 +339,7 @@ impl Drop for Local {
 /// The cluster under test and how its faults are injected.
 enum Control {
     /// Processes started here: signals, and namespaces' packet filters.
-    Local(Local),
+    Local(Box<Local>),
     /// An existing cluster: its fault commands.
     Target(Box<Target>),
 }
@@ -446,7 +446,7 @@ impl Control {
     async fn partition(&mut self, minority: &[u64], majority: &[u64]) -> Result<(), LiveError> {
         match self {
             Control::Local(local) => {
-                if let Some(net) = &local.net {
+                if let Some(net) = &mut local.net {
                     net.partition(&[minority.to_vec(), majority.to_vec()])?;
                 }
                 Ok(())
@@ -464,7 +464,7 @@ impl Control {
     async fn heal(&mut self) -> Result<(), LiveError> {
         match self {
             Control::Local(local) => {
-                if let Some(net) = &local.net {
+                if let Some(net) = &mut local.net {
                     net.heal()?;
                 }
                 Ok(())
@@ -593,15 +593,12 @@ async fn customer(
 }
 
 /// The network `network` asks for: namespaces, or loopback and why partitions are skipped.
-fn make_network(
-    network: Network,
-    nodes: u64,
-) -> Result<(Option<Netns>, Option<String>), LiveError> {
+fn make_network(network: Network, nodes: u64) -> Result<(Option<Lab>, Option<String>), LiveError> {
     match network {
         Network::Loopback => Ok((None, Some("--network loopback".to_owned()))),
-        Network::Netns => Ok((Some(Netns::create(nodes)?), None)),
-        Network::Auto => match crate::netns::probe() {
-            Ok(()) => Ok((Some(Netns::create(nodes)?), None)),
+        Network::Netns => Ok((Some(Lab::create(Space::CHAOS, nodes)?), None)),
+        Network::Auto => match parley_netns::probe(Space::CHAOS) {
+            Ok(()) => Ok((Some(Lab::create(Space::CHAOS, nodes)?), None)),
             Err(why) => Ok((
                 None,
                 Some(format!(
@@ -712,7 +709,7 @@ fn control(spec: &LiveSpec, report: &mut LiveReport) -> Result<Control, LiveErro
             for id in 1..=*nodes {
                 local.spawn(id)?;
             }
-            Ok(Control::Local(local))
+            Ok(Control::Local(Box::new(local)))
         }
         ClusterSpec::Target(target) => {
             report.network = format!(

@@ -1,15 +1,22 @@
 //! Leader failover, measured: a three-node Parley cluster under steady load; in each trial the
-//! leader is stopped, with SIGKILL (`--stop kill9`, a crash) or SIGTERM (`--stop sigterm`, a
-//! graceful restart: the leader hands leadership over, then closes its streams), and the
-//! harness measures
+//! leader is stopped, with SIGKILL (`--stop kill9`, a crash), SIGTERM (`--stop sigterm`, a
+//! graceful restart: the leader hands leadership over, then closes its streams) or by losing its
+//! host (`--stop host-loss`: every node runs in a network namespace of its own, and the leader's
+//! is cut off by dropping every packet in and out of it, so no reset and no FIN reaches anyone,
+//! as when a machine or its link dies; see [`parley_netns`]), and the harness measures
 //!
-//! - **write**: from the signal to the first chat message committed through a surviving node
+//! - **write**: from the stop to the first chat message committed through a surviving node
 //!   (a probe posting every 10 ms, each post with a 1 s deadline): the write stall, and
-//! - **resume**: a customer following the probe chat on the stopped node's WebSocket reconnects
-//!   to a surviving node with `after=<last seq>`; from the signal to the new stream being open,
-//!   and to the first message posted after the signal arriving on it.
+//! - **resume**: a customer following the probe chat on the stopped node's WebSocket, exactly as
+//!   the product's pages follow a stream ([`customer`]: pings every 250 ms, gives up on a stream
+//!   silent for 2 s or closed, reconnects to the next node with `after=<last seq>`); from the
+//!   stop to the customer leaving the lost node, to its stream being open on another node, and
+//!   to the first message posted after the stop arriving on it.
 //!
-//! The stopped node is restarted and caught up before the next trial.
+//! The stopped node is restarted (or its link restored) and caught up before the next trial.
+//! The clients (load, probe, customer) stay in the harness's own namespace.
+
+mod customer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use futures::StreamExt as _;
+use parley_netns::{Lab, Space};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
+use self::customer::{Customer, PageTimers, Seen};
 use super::peers::{
-    open_stream, post_message, start_chat, start_parley, wait_ready, Chat, ClusterArgs, Setup, Ws,
-    PARLEY_QUEUE,
+    loopback_places, post_message, start_chat, start_parley_placed, wait_ready, Chat, ClusterArgs,
+    NodePlace, Setup, PARLEY_QUEUE,
 };
 
 /// How the leader is stopped in each trial.
@@ -35,6 +42,11 @@ pub enum Stop {
     Kill9,
     /// SIGTERM: the node hands leadership over and shuts down gracefully.
     Sigterm,
+    /// The node's host lost: its network namespace cut off, every packet in and out dropped
+    /// (no reset, no FIN), its process still running; the link is restored after the trial.
+    /// Needs root, `ip` and `iptables`.
+    #[serde(rename = "host-loss")]
+    HostLoss,
 }
 
 impl Stop {
@@ -42,12 +54,23 @@ impl Stop {
         match self {
             Stop::Kill9 => "kill",
             Stop::Sigterm => "SIGTERM",
+            Stop::HostLoss => "cut",
         }
     }
 }
 
 /// Longest a node given SIGTERM may take to exit before it is killed.
 const GRACEFUL_EXIT_MAX: Duration = Duration::from_secs(30);
+
+/// Longest the customer may take, from the stop, to receive a new message on another node.
+const RESUME_WITHIN: Duration = Duration::from_secs(60);
+
+/// Longest the customer may take to follow the probe chat on the leader before the stop.
+const FOLLOW_WITHIN: Duration = Duration::from_secs(5);
+
+/// The nodes' listen ports inside their namespaces (each namespace has ports of its own).
+const NETNS_HTTP_PORT: u16 = 8080;
+const NETNS_GRPC_PORT: u16 = 7100;
 
 /// Options of `parley-bench failover`.
 #[derive(Debug, Clone, Args)]
@@ -104,11 +127,13 @@ pub struct Trial {
     pub stop: Stop,
     /// The node stopped.
     pub killed: u64,
-    /// Kill to the first committed write through a survivor, ms.
+    /// Stop to the first committed write through a survivor, ms.
     pub write_ms: f64,
-    /// Kill to the customer's stream open again on a survivor, ms.
+    /// Stop to the customer leaving the stopped node (its stream closed, or silent too long), ms.
+    pub detect_ms: f64,
+    /// Stop to the customer's stream open again on a survivor, ms.
     pub reconnect_ms: f64,
-    /// Kill to the first post-kill message arriving on the new stream, ms.
+    /// Stop to the first message posted after the stop arriving on the new stream, ms.
     pub resume_ms: f64,
 }
 
@@ -172,32 +197,6 @@ async fn post(
     post_message(client, base, chat, id, "failover probe", Some(timeout)).await
 }
 
-async fn open_chat_stream(base: &str, chat: &Chat, after: u64) -> anyhow::Result<Ws> {
-    let path = format!("/api/v1/chats/{}/stream?after={after}", chat.id);
-    open_stream(base, &path, &chat.token, Duration::from_secs(5)).await
-}
-
-/// Reads frames until a chat event with `seq > after`; returns its seq.
-async fn next_event(ws: &mut Ws, after: u64, within: Duration) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let frame = tokio::time::timeout(left, ws.next())
-            .await
-            .context("no event in time")?
-            .context("the stream closed")?
-            .context("reading the stream")?;
-        if let Message::Text(text) = frame {
-            let value: Value = serde_json::from_str(&text).context("a frame that is not JSON")?;
-            if let Some(seq) = value["seq"].as_u64() {
-                if seq > after {
-                    return Ok(seq);
-                }
-            }
-        }
-    }
-}
-
 /// The `q` quantile of `values` (nearest rank); NaN when empty.
 pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
@@ -226,12 +225,23 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
         bail!("--label takes letters, digits and dashes");
     }
     let raft = args.raft_table()?;
+    if args.stop == Stop::HostLoss {
+        parley_netns::preflight().context(
+            "--stop host-loss cannot run here (run it as root with iproute2 and iptables, or use \
+             --stop kill9)",
+        )?;
+    }
     let setup = Setup::new(&args.cluster, "parley-failover-")?;
     setup.require_parley()?;
-    let trials = setup
-        .runtime
-        .block_on(trials(&args, &setup.parley, &setup.dir, &raft))?;
+    let trials = setup.runtime.block_on(async {
+        tokio::select! {
+            trials = trials(&args, &setup.parley, &setup.dir, &raft) => trials,
+            // Dropping the trials removes the cluster and its network on the way out.
+            signal = interrupted() => bail!("stopped by {signal}"),
+        }
+    })?;
     let writes: Vec<f64> = trials.iter().map(|t| t.write_ms).collect();
+    let detections: Vec<f64> = trials.iter().map(|t| t.detect_ms).collect();
     let reconnects: Vec<f64> = trials.iter().map(|t| t.reconnect_ms).collect();
     let resumes: Vec<f64> = trials.iter().map(|t| t.resume_ms).collect();
     let mut table =
@@ -239,6 +249,10 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let verb = args.stop.verb();
     for (name, values) in [
         (format!("{verb} → next committed write"), &writes),
+        (
+            format!("{verb} → customer drops its stream on that node"),
+            &detections,
+        ),
         (
             format!("{verb} → customer stream open on another node"),
             &reconnects,
@@ -274,6 +288,103 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM, naming it, so that a run stopped by hand still drops (and so
+/// removes) its cluster and its network; never, where signals cannot be listened for.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!(
+            "cannot listen for SIGINT and SIGTERM; an interrupted run cleans nothing up"
+        );
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Where the three nodes run: on loopback, or each in its own network namespace of `net`.
+fn places(net: Option<&Lab>) -> anyhow::Result<Vec<NodePlace>> {
+    let Some(net) = net else {
+        return loopback_places(3);
+    };
+    Ok((1..=3)
+        .map(|id| NodePlace {
+            http: format!("{}:{NETNS_HTTP_PORT}", net.addr(id)),
+            grpc: format!("{}:{NETNS_GRPC_PORT}", net.addr(id)),
+            wrapper: net.wrapper(id),
+        })
+        .collect())
+}
+
+/// Waits until the customer, on node 0 of its list, has received the event `seq`.
+async fn follows(customer: &mut Customer, seq: u64, node_id: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FOLLOW_WITHIN;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match customer
+            .next(left)
+            .await
+            .with_context(|| format!("the customer following the probe chat on node {node_id}"))?
+        {
+            Seen::Event {
+                node: 0, seq: s, ..
+            } if s >= seq => return Ok(()),
+            Seen::Open { node: 0, .. } | Seen::Event { node: 0, .. } => {}
+            other => {
+                bail!("the customer could not follow the probe chat on node {node_id}: {other:?}")
+            }
+        }
+    }
+}
+
+/// When the customer left the stopped node, had its stream open on another and received a
+/// new message there.
+struct Resumed {
+    left: Instant,
+    opened: Instant,
+    received: Instant,
+}
+
+/// Follows the customer (on node 0 of its list, stopped at `stopped`) until an event after
+/// `seq` arrives on another node.
+async fn resume(
+    mut customer: Customer,
+    seq: u64,
+    stopped: Instant,
+    node_id: u64,
+) -> anyhow::Result<Resumed> {
+    let deadline = stopped + RESUME_WITHIN;
+    let (mut left, mut opened) = (None, None);
+    loop {
+        let within = deadline.saturating_duration_since(Instant::now());
+        let seen = customer.next(within).await.with_context(|| {
+            format!("the customer of node {node_id} did not resume within {RESUME_WITHIN:?}")
+        })?;
+        match seen {
+            Seen::Closed { node: 0, at } | Seen::Silent { node: 0, at } => {
+                if at < stopped {
+                    bail!("the customer's stream on node {node_id} failed before the stop");
+                }
+                left.get_or_insert(at);
+            }
+            Seen::Open { node, at } if node != 0 => opened = Some(at),
+            Seen::Event { node, seq: s, at } if node != 0 && s > seq => {
+                return Ok(Resumed {
+                    left: left.context("the customer moved without leaving the stopped node")?,
+                    opened: opened.context("an event on a stream that never opened")?,
+                    received: at,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn trials(
     args: &FailoverArgs,
     parley: &std::path::Path,
@@ -282,19 +393,36 @@ async fn trials(
 ) -> anyhow::Result<Vec<Trial>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let mut cluster = start_parley(parley, dir, &http, raft).await?;
+    // Made before the cluster, so dropped after it: the nodes stop, then their network goes.
+    let mut net = match args.stop {
+        Stop::HostLoss => Some(tokio::task::block_in_place(|| {
+            Lab::create(Space::BENCH, 3).context("building the nodes' network namespaces")
+        })?),
+        Stop::Kill9 | Stop::Sigterm => None,
+    };
+    let places = places(net.as_ref())?;
+    let mut cluster = start_parley_placed(parley, dir, &http, raft, &places).await?;
     let urls = cluster.urls.clone();
     println!(
-        "parley-bench failover: {} trials, {} load clients, nodes {}, raft settings: {}",
+        "parley-bench failover: {} trials ({}), {} load clients, nodes {}{}, raft settings: {}",
         args.trials,
+        args.stop.verb(),
         args.load_clients,
         urls.join(" "),
-        if raft.is_empty() {
-            "defaults"
-        } else {
-            raft.trim()
+        match &net {
+            Some(net) => format!(
+                " in network namespaces of their own, clients at {}",
+                net.runner_addr()
+            ),
+            None => String::new(),
+        },
+        // The table always has its header; with nothing under it, the product defaults.
+        match raft.trim() {
+            "" | "[raft]" => "defaults",
+            table => table,
         }
         .replace('\n', ", ")
     );
@@ -331,12 +459,17 @@ async fn trials(
             }
         }));
     }
+    let timers = PageTimers::of_pages()?;
     let mut results = Vec::new();
     for trial in 1..=args.trials {
         let leader = leader(&http, &urls).await?;
         let leader_index = usize::try_from(leader - 1).context("node id")?;
-        let survivor = &urls[(leader_index + 1) % urls.len()];
-        let doomed = &urls[leader_index];
+        // The customer's page lists the nodes from the one about to be stopped; the next in its
+        // list is the survivor the probe writes through.
+        let page_nodes: Vec<String> = (0..urls.len())
+            .map(|k| urls[(leader_index + k) % urls.len()].clone())
+            .collect();
+        let (doomed, survivor) = (&page_nodes[0], &page_nodes[1]);
         let chat = start_chat(
             &http,
             survivor,
@@ -345,34 +478,25 @@ async fn trials(
         )
         .await?;
         let seq = post(&http, survivor, &chat, "before", Duration::from_secs(5)).await?;
-        // The customer follows the chat on the node about to die, caught up to `seq`.
-        let mut ws = open_chat_stream(doomed, &chat, 0).await?;
-        next_event(&mut ws, seq - 1, Duration::from_secs(5)).await?;
+        // The customer follows the chat on the node about to stop, caught up to `seq`.
+        let mut customer = Customer::follow(timers, page_nodes.clone(), chat.clone(), 0);
+        follows(&mut customer, seq, leader).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let killed = Instant::now();
+        let stopped = Instant::now();
         match args.stop {
             Stop::Kill9 => cluster.processes.kill9(leader_index),
             Stop::Sigterm => cluster.processes.sigterm(leader_index)?,
+            Stop::HostLoss => {
+                let net = net.as_mut().context("host loss without a host network")?;
+                tokio::task::block_in_place(|| net.cut(leader))
+                    .with_context(|| format!("cutting node {leader} off"))?;
+            }
         }
-        // The customer notices the close and reconnects elsewhere; meanwhile the probe posts.
-        let resume = {
-            let chat = chat.clone();
-            let survivor = survivor.clone();
-            tokio::spawn(async move {
-                // Drain the dead connection until it reports the close.
-                while let Some(Ok(_)) = ws.next().await {}
-                let mut stream = loop {
-                    match open_chat_stream(&survivor, &chat, seq).await {
-                        Ok(stream) => break stream,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                };
-                let reconnected = killed.elapsed();
-                next_event(&mut stream, seq, Duration::from_secs(30)).await?;
-                anyhow::Ok((reconnected, killed.elapsed()))
-            })
-        };
+        let cut_took = stopped.elapsed();
+        // The customer notices as its page would and reconnects elsewhere; meanwhile the probe
+        // posts.
+        let resuming = tokio::spawn(resume(customer, seq, stopped, leader));
         let mut n = 0;
         let write = loop {
             n += 1;
@@ -386,9 +510,9 @@ async fn trials(
             .await
             .is_ok()
             {
-                break killed.elapsed();
+                break stopped.elapsed();
             }
-            if killed.elapsed() > Duration::from_secs(30) {
+            if stopped.elapsed() > Duration::from_secs(30) {
                 bail!(
                     "trial {trial}: no write committed within 30 s of the {}",
                     args.stop.verb()
@@ -396,40 +520,56 @@ async fn trials(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let (reconnected, resumed) = resume.await.context("the resuming customer panicked")??;
+        let resumed = resuming
+            .await
+            .context("the resuming customer panicked")?
+            .with_context(|| format!("trial {trial}"))?;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let since = |at: Instant| ms(at.saturating_duration_since(stopped));
         let figures = Trial {
             trial,
             stop: args.stop,
             killed: leader,
             write_ms: ms(write),
-            reconnect_ms: ms(reconnected),
-            resume_ms: ms(resumed),
+            detect_ms: since(resumed.left),
+            reconnect_ms: since(resumed.opened),
+            resume_ms: since(resumed.received),
         };
         println!(
-            "  trial {trial:>3}: {} node {leader}, next write after {:>6.0} ms, stream \
-             reopened after {:>5.0} ms, first new message after {:>6.0} ms",
+            "  trial {trial:>3}: {} node {leader} ({:.0} ms), next write after {:>6.0} ms, \
+             customer left it after {:>5.0} ms, stream reopened after {:>5.0} ms, first new \
+             message after {:>6.0} ms",
             args.stop.verb(),
+            ms(cut_took),
             figures.write_ms,
+            figures.detect_ms,
             figures.reconnect_ms,
             figures.resume_ms
         );
         results.push(figures);
-        if args.stop == Stop::Sigterm {
-            let deadline = Instant::now() + GRACEFUL_EXIT_MAX;
-            while !cluster.processes.exited(leader_index) {
-                if Instant::now() > deadline {
-                    println!(
-                        "  trial {trial:>3}: node {leader} did not exit within \
-                         {GRACEFUL_EXIT_MAX:?} of SIGTERM; killed"
-                    );
-                    cluster.processes.kill9(leader_index);
-                    break;
+        match args.stop {
+            Stop::Kill9 => cluster.processes.restart(leader_index)?,
+            Stop::Sigterm => {
+                let deadline = Instant::now() + GRACEFUL_EXIT_MAX;
+                while !cluster.processes.exited(leader_index) {
+                    if Instant::now() > deadline {
+                        println!(
+                            "  trial {trial:>3}: node {leader} did not exit within \
+                             {GRACEFUL_EXIT_MAX:?} of SIGTERM; killed"
+                        );
+                        cluster.processes.kill9(leader_index);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                cluster.processes.restart(leader_index)?;
+            }
+            Stop::HostLoss => {
+                let net = net.as_mut().context("host loss without a host network")?;
+                tokio::task::block_in_place(|| net.restore(leader))
+                    .with_context(|| format!("restoring node {leader}'s link"))?;
             }
         }
-        cluster.processes.restart(leader_index)?;
         wait_ready(&http, &[format!("{doomed}/readyz")], None, "parley").await?;
         caught_up(&http, &urls).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;

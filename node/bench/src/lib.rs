@@ -9,8 +9,8 @@
 //! - [`e2e`]: customer send to agent WebSocket receipt (`parley-bench e2e`).
 //! - [`connections`]: the WebSockets one node holds, memory per chat
 //!   (`parley-bench connections`).
-//! - [`failover`]: kill -9 of the leader under load: next write, stream resume
-//!   (`parley-bench failover`).
+//! - [`failover`]: the leader stopped under load by kill -9, SIGTERM, or the loss of its host
+//!   (its network namespace cut off): next write, stream resume (`parley-bench failover`).
 //! - [`disk`]: bytes on disk per chat message (`parley-bench disk`).
 //! - [`island`]: writes through a node cut off from its quorum, then the merge on heal
 //!   (`parley-bench island`).

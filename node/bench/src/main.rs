@@ -5,6 +5,7 @@
 //! parley-bench compare                       # Parley, etcd and NATS JetStream side by side
 //! parley-bench compare --systems parley --concurrency 64 --duration 30s
 //! parley-bench failover --trials 20          # kill -9 the leader under load, 20 times
+//! parley-bench failover --stop host-loss     # cut the leader's host off (root: namespaces)
 //! parley-bench disk --messages 100000        # bytes on disk per chat message
 //! parley-bench e2e --chats 100,1000,5000     # customer send to agent WebSocket receipt
 //! parley-bench connections --streams 10000   # WebSockets one node holds, memory per chat

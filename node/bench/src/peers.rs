@@ -1,7 +1,8 @@
 //! The clusters the comparison runs: three `parley serve` processes, three etcd members, three
 //! JetStream-enabled nats-server nodes, all on loopback with their data in one directory per
 //! run. Each is started, waited for until it serves, and stopped (SIGTERM, then SIGKILL after a
-//! grace period) when dropped.
+//! grace period) when dropped. Parley's nodes may also be placed elsewhere ([`NodePlace`]: the
+//! failover's host-loss trial runs each in a network namespace of its own).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -296,12 +297,50 @@ pub async fn start_parley(
     client: &reqwest::Client,
     extra: &str,
 ) -> anyhow::Result<ParleyCluster> {
-    let mut processes = Processes::new("parley", dir)?;
-    let ports = free_ports(6)?;
-    let addrs: Vec<(String, String)> = ports
+    start_parley_placed(parley, dir, client, extra, &loopback_places(3)?).await
+}
+
+/// Where one node of a Parley cluster listens, and what runs it.
+#[derive(Debug, Clone)]
+pub struct NodePlace {
+    /// Its HTTP listen address, `ip:port`.
+    pub http: String,
+    /// Its gRPC listen address, `ip:port`.
+    pub grpc: String,
+    /// A program and its first arguments that run `parley` in their turn, put in front of it
+    /// (e.g. `ip netns exec <namespace>`: the node in a network namespace of its own); empty:
+    /// `parley` runs directly.
+    pub wrapper: Vec<std::ffi::OsString>,
+}
+
+/// `n` nodes on loopback, on free ports, run directly.
+pub fn loopback_places(n: usize) -> anyhow::Result<Vec<NodePlace>> {
+    let ports = free_ports(2 * n)?;
+    Ok(ports
         .chunks(2)
-        .map(|p| (format!("127.0.0.1:{}", p[0]), format!("127.0.0.1:{}", p[1])))
+        .map(|p| NodePlace {
+            http: format!("127.0.0.1:{}", p[0]),
+            grpc: format!("127.0.0.1:{}", p[1]),
+            wrapper: Vec::new(),
+        })
+        .collect())
+}
+
+/// Starts one `parley serve` process per place (node ids from 1 in order), configured as
+/// [`start_parley`] does, and waits until every node is ready.
+pub async fn start_parley_placed(
+    parley: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+    extra: &str,
+    places: &[NodePlace],
+) -> anyhow::Result<ParleyCluster> {
+    let mut processes = Processes::new("parley", dir)?;
+    let addrs: Vec<(String, String)> = places
+        .iter()
+        .map(|place| (place.http.clone(), place.grpc.clone()))
         .collect();
+    let ids: Vec<String> = (1..=places.len()).map(|id| id.to_string()).collect();
     let mut peers = String::new();
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         let _ = write!(
@@ -317,7 +356,7 @@ pub async fn start_parley(
         .arg("--dir")
         .arg(&certs)
         .arg("--nodes")
-        .arg("1,2,3")
+        .arg(ids.join(","))
         .arg("--force")
         .output()
         .with_context(|| format!("running {} certs", parley.display()))?;
@@ -344,13 +383,16 @@ pub async fn start_parley(
             data.display()
         );
         fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
-        processes.spawn(
-            &format!("node{id}"),
-            Command::new(parley)
-                .arg("serve")
-                .arg("--config")
-                .arg(&config),
-        )?;
+        let mut command = match places[index].wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(parley);
+                command
+            }
+            None => Command::new(parley),
+        };
+        command.arg("serve").arg("--config").arg(&config);
+        processes.spawn(&format!("node{id}"), &command)?;
     }
     let urls: Vec<String> = addrs.iter().map(|(h, _)| format!("http://{h}")).collect();
     let ready: Vec<String> = urls.iter().map(|u| format!("{u}/readyz")).collect();
