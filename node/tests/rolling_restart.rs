@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{Chat, Cluster};
+use serde_json::Value;
+use support::{post_at, Cluster};
 
 const READY: Duration = Duration::from_secs(60);
 /// The drain window every node runs with here.
@@ -102,7 +102,7 @@ async fn a_rolling_restart_under_load_keeps_every_write_within_the_drain_window(
                         .get(attempt % nodes.len().max(1))
                         .and_then(|via| urls.get(via))
                     {
-                        if let Some(seq) = post(&client, url, &chat, &id).await {
+                        if let Some(seq) = post_at(&client, url, &chat, &id, "rolling").await {
                             break seq;
                         }
                     }
@@ -148,22 +148,6 @@ async fn a_rolling_restart_under_load_keeps_every_write_within_the_drain_window(
     cluster
         .assert_converged(&[1, 2, 3], Duration::from_secs(30))
         .await;
-}
-
-/// Posts one message through the node at `url`; its seq once acknowledged.
-async fn post(client: &reqwest::Client, url: &str, chat: &Chat, id: &str) -> Option<u64> {
-    let response = client
-        .post(format!("{url}/api/v1/chats/{}/messages", chat.chat_id))
-        .bearer_auth(&chat.token)
-        .json(&json!({"client_msg_id": id, "text": "rolling"}))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let body: Value = response.json().await.ok()?;
-    body["seq"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

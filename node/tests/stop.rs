@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::{Chat, Cluster};
+use support::{post_at, Cluster};
 
 const READY: Duration = Duration::from_secs(60);
 /// Stops in all, spread over the three nodes.
@@ -35,7 +34,9 @@ async fn every_stop_under_write_load_exits_cleanly() {
                 let id = format!("m{n}");
                 loop {
                     via += 1;
-                    if let Some(seq) = post(&client, &urls[via % urls.len()], &chat, &id).await {
+                    if let Some(seq) =
+                        post_at(&client, &urls[via % urls.len()], &chat, &id, "stop").await
+                    {
                         acked.insert(id, seq);
                         break;
                     }
@@ -75,21 +76,4 @@ async fn every_stop_under_write_load_exits_cleanly() {
             .assert_chat_complete(via, &chat, &acked, Duration::from_secs(15))
             .await;
     }
-}
-
-/// Posts one message through the node at `url`; its seq once acknowledged.
-async fn post(client: &reqwest::Client, url: &str, chat: &Chat, id: &str) -> Option<u64> {
-    let response = client
-        .post(format!("{url}/api/v1/chats/{}/messages", chat.chat_id))
-        .bearer_auth(&chat.token)
-        .json(&json!({"client_msg_id": id, "text": "stop"}))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let body: Value = response.json().await.ok()?;
-    body["seq"].as_u64()
 }

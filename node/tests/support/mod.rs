@@ -457,6 +457,29 @@ impl Drop for Cluster {
 }
 
 /// A chat opened by a test.
+/// Posts one message to `chat` through the node at `url` (for tasks that hold no [`Cluster`]);
+/// its seq once acknowledged, `None` on any failure.
+pub async fn post_at(
+    client: &reqwest::Client,
+    url: &str,
+    chat: &Chat,
+    client_msg_id: &str,
+    text: &str,
+) -> Option<u64> {
+    let response = client
+        .post(format!("{url}/api/v1/chats/{}/messages", chat.chat_id))
+        .bearer_auth(&chat.token)
+        .json(&json!({"client_msg_id": client_msg_id, "text": text}))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    body["seq"].as_u64()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Chat {
     pub chat_id: String,
