@@ -259,9 +259,13 @@ impl Proposer {
                     // reset comes back), so the forward is abandoned as soon as this node
                     // learns of another leader, not at the deadline. Sending the command again
                     // is safe for the same reason any retry is.
+                    // The leader this node knew of when the forward began: `leader` itself, or,
+                    // when `leader` is a hint from another node's answer, one this node has not
+                    // caught up from yet (never a reason to abandon the forward).
+                    let known = metrics.borrow_watched().current_leader;
                     let forwarded = tokio::select! {
                         forwarded = self.forward(leader, command.clone(), deadline) => forwarded,
-                        next = leader_other_than(&mut metrics, leader) => {
+                        next = leader_other_than(&mut metrics, [Some(leader), known]) => {
                             tracing::debug!(leader, next, "leader changed while forwarding");
                             Ok(LocalOutcome::NotLeader(Some(next)))
                         }
@@ -351,17 +355,17 @@ impl Proposer {
     }
 }
 
-/// Resolves once this node knows of a leader other than `leader` (never while no leader is
-/// known, nor if the metrics channel closes).
+/// Resolves once this node knows of a leader that is none of `leaders` (never while no leader
+/// is known, nor if the metrics channel closes).
 async fn leader_other_than(
     metrics: &mut WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>,
-    leader: NodeId,
+    leaders: [Option<NodeId>; 2],
 ) -> NodeId {
     loop {
         if let Some(next) = metrics
             .borrow_watched()
             .current_leader
-            .filter(|next| *next != leader)
+            .filter(|next| !leaders.contains(&Some(*next)))
         {
             return next;
         }
