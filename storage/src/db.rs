@@ -153,7 +153,7 @@ impl Db {
     }
 
     /// A watch that tells when this database has closed (every handle dropped, RocksDB's close
-    /// returned): a process waits on it before it exits.
+    /// returned, the WAL syncer's thread ended): a process waits on it before it exits.
     pub fn close_watch(&self) -> CloseWatch {
         self.inner.watch()
     }
