@@ -233,3 +233,83 @@ async fn the_cluster_version_is_raised_only_with_every_member_answering() {
         parley_raft::version::SNAPSHOT_FORMAT
     );
 }
+
+/// The log format follows the cluster version: entries proposed before the cluster runs
+/// `BINARY_LOG` are JSON (format 1, what an older release reads), those after it binary
+/// (format 2), and a follower holds both kinds as the leader sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_binary_only_once_the_cluster_version_allows_it() {
+    use openraft::storage::RaftLogReader;
+    use openraft::EntryPayload;
+    use parley_raft::command::Op;
+    use parley_raft::version::{BINARY_LOG, CLUSTER_VERSION_MAX};
+
+    let mut cluster = Cluster::start_ready(3, "", READY).await;
+    let deadline = Instant::now() + READY;
+    while cluster
+        .cluster_view(1)
+        .await
+        .and_then(|view| view["cluster_version"].as_u64())
+        < Some(u64::from(CLUSTER_VERSION_MAX))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster version was not raised"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chat = cluster.start_chat(2, "binary-log").await;
+    for i in 0..5 {
+        cluster
+            .post_until_committed(&[1, 2, 3], &chat, &format!("m{i}"), "after", READY)
+            .await;
+    }
+    cluster.assert_converged(&[1, 2, 3], READY).await;
+    let leader = cluster.wait_leader(1, None, READY).await;
+    let follower = if leader == 3 { 2 } else { 3 };
+    assert!(cluster.terminate(follower).success());
+
+    let db = parley_storage::Db::open(
+        &cluster.data_dir(follower),
+        parley_storage::DbOptions::default(),
+    )
+    .expect("the follower's database");
+    let mut log = parley_storage::LogStore::<parley_raft::types::TypeConfig>::new(db);
+    let entries = log
+        .try_get_log_entries(0..)
+        .await
+        .expect("the follower's log");
+    let mut raised_at = None;
+    let mut formats = Vec::new();
+    for entry in &entries {
+        let EntryPayload::Normal(request) = &entry.payload else {
+            continue;
+        };
+        formats.push((entry.log_id.index, request.format));
+        let raises = request.commands.iter().any(
+            |command| matches!(command.op, Op::SetClusterVersion { version } if version >= BINARY_LOG),
+        );
+        if raises && raised_at.is_none() {
+            raised_at = Some(entry.log_id.index);
+            assert_eq!(
+                request.format, 1,
+                "the raise itself is written before it applies"
+            );
+        }
+        let posts = request.commands.iter().any(
+            |command| matches!(&command.op, Op::PostMessage(post) if post.chat_id == chat.chat_id),
+        );
+        if posts {
+            assert_eq!(request.format, 2, "a message written at cluster version 5");
+        }
+    }
+    let raised_at = raised_at.expect("the follower's log holds the raise");
+    let before: Vec<_> = formats.iter().filter(|(i, _)| *i <= raised_at).collect();
+    assert!(before.iter().all(|(_, format)| *format == 1), "{formats:?}");
+    assert!(
+        formats
+            .iter()
+            .any(|(i, format)| *i > raised_at && *format == 2),
+        "{formats:?}"
+    );
+}

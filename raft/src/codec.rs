@@ -1,7 +1,17 @@
-//! openraft and Parley types to and from the protobuf envelopes of `parley-proto`.
+//! openraft and Parley types to and from the protobuf envelopes of `parley-proto`, and log
+//! entries to and from the bytes the log store keeps.
 //!
-//! openraft's requests and replies travel as JSON inside protobuf `bytes`; see the comment at
-//! the top of `parley.proto` for why. Two things need more than one JSON value:
+//! openraft's requests and replies travel inside protobuf `bytes`; see the comment at the top
+//! of `parley.proto` for why. A payload is in one of two encodings, told apart by its first
+//! byte ([`Encoding`]): JSON (what every release reads; it starts with `{`, `[`, `"` or
+//! whitespace), or Parley's binary encoding: the byte [`BINARY_FORMAT`] (the log format that
+//! introduced it), then MessagePack with named fields, so a field added later with a default
+//! decodes as in JSON. [`decode`] reads either; what is written is chosen by the log format the
+//! cluster runs ([`crate::version::log_format_at`]), so during a rolling upgrade no node sends
+//! or stores what an older one cannot read. Log entries ([`encode_entry`]) are encoded in the
+//! format their batch was written in ([`crate::Request::format`]).
+//!
+//! Two things need more than one value:
 //! - an AppendEntries request too large for one message is cut into pieces that each fit
 //!   ([`encode_append_piece`]), encoded straight from the entries without copying them;
 //! - a snapshot travels as a stream of chunks: [`SnapshotChunks`] cuts one up on the sending
@@ -9,40 +19,123 @@
 
 use openraft::entry::RaftEntry;
 use openraft::raft::AppendEntriesRequest;
+use openraft::EntryPayload;
 use parley_proto::v1 as pb;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Classified, CodecError, ErrorClass};
+use crate::error::{Classified, CodecError, CodecFault, ErrorClass};
 use crate::types::{LogId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Largest snapshot a node accepts from a peer, in bytes (2 GiB). A stream announcing more is
 /// refused before the excess is buffered.
 pub const SNAPSHOT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
+/// The first byte of a payload in the binary encoding: the log format that introduced it. No
+/// JSON text starts with it (a control character).
+pub const BINARY_FORMAT: u8 = 2;
+
+/// How a payload is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON: every release reads it.
+    Json,
+    /// [`BINARY_FORMAT`], then MessagePack with named fields: log format 2 and later.
+    Binary,
+}
+
+impl Encoding {
+    /// The encoding of data written in log format `format`.
+    pub fn of_log_format(format: u32) -> Self {
+        if format >= u32::from(BINARY_FORMAT) {
+            Encoding::Binary
+        } else {
+            Encoding::Json
+        }
+    }
+}
+
 /// Serializes `value` as JSON.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    serde_json::to_vec(value).map_err(|source| CodecError {
+    encode_as(Encoding::Json, value)
+}
+
+/// Serializes `value` in `encoding`.
+pub fn encode_as<T: Serialize>(encoding: Encoding, value: &T) -> Result<Vec<u8>, CodecError> {
+    let fault = |source: CodecFault| CodecError {
         action: "encode",
         what: std::any::type_name::<T>(),
         source,
-    })
+    };
+    match encoding {
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| fault(e.into())),
+        Encoding::Binary => {
+            let mut bytes = vec![BINARY_FORMAT];
+            rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| fault(e.into()))?;
+            Ok(bytes)
+        }
+    }
 }
 
-/// Deserializes JSON produced by [`encode`].
+/// The encoding `bytes` are in, told by their first byte.
+pub fn encoding_of(bytes: &[u8]) -> Result<Encoding, CodecFault> {
+    match bytes.first() {
+        None => Err(CodecFault::Empty),
+        Some(&BINARY_FORMAT) => Ok(Encoding::Binary),
+        // JSON whitespace is a control character too.
+        Some(&byte) if byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r') => {
+            Err(CodecFault::UnknownFormat(byte))
+        }
+        Some(_) => Ok(Encoding::Json),
+    }
+}
+
+/// Deserializes a value [`encode_as`] produced, in either encoding. Never panics, whatever the
+/// bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    serde_json::from_slice(bytes).map_err(|source| CodecError {
+    let fault = |source: CodecFault| CodecError {
         action: "decode",
         what: std::any::type_name::<T>(),
         source,
-    })
+    };
+    match encoding_of(bytes).map_err(fault)? {
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| fault(e.into())),
+        Encoding::Binary => rmp_serde::from_slice(&bytes[1..])
+            .map_err(|e: rmp_serde::decode::Error| fault(e.into())),
+    }
+}
+
+/// The log format `entry` was written in: its batch's, or the first format for the entries
+/// openraft writes itself (blank and membership entries, which every release reads as JSON).
+pub fn entry_log_format(entry: &Entry) -> u32 {
+    match &entry.payload {
+        EntryPayload::Normal(request) => request.format,
+        EntryPayload::Blank | EntryPayload::Membership(_) => crate::version::first_format(),
+    }
+}
+
+/// The bytes the log store keeps for `entry`: the encoding of its log format.
+pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, CodecError> {
+    encode_as(Encoding::of_log_format(entry_log_format(entry)), entry)
+}
+
+/// Parley's log entries in the store: JSON or binary by their log format ([`encode_entry`]);
+/// both read back.
+impl parley_storage::EntryCodec for TypeConfig {
+    fn encode_entry(entry: &Entry) -> Result<Vec<u8>, parley_storage::EntryCodecError> {
+        Ok(encode_entry(entry)?)
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<Entry, parley_storage::EntryCodecError> {
+        Ok(decode(bytes)?)
+    }
 }
 
 /// openraft's log entry type for Parley.
 type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 
 /// The wire form of an [`AppendEntriesRequest`] over borrowed entries: the same field names and
-/// order, so it encodes to exactly the JSON of the owned request and decodes as one.
+/// order, so it encodes to exactly the bytes of the owned request and decodes as one.
 #[derive(Serialize)]
 struct AppendEntriesWire<'a> {
     vote: &'a Vote,
@@ -54,7 +147,8 @@ struct AppendEntriesWire<'a> {
 /// One encoded piece of an AppendEntries request: a prefix of the entries not sent yet.
 #[derive(Debug)]
 pub struct AppendPiece {
-    /// The piece as the JSON of an [`AppendEntriesRequest`].
+    /// The piece as an encoded [`AppendEntriesRequest`]: binary if it carries an entry of a
+    /// binary log format (the cluster writes it, so every member reads it), else JSON.
     pub json: Vec<u8>,
     /// How many entries it carries.
     pub entries: usize,
@@ -63,7 +157,7 @@ pub struct AppendPiece {
 }
 
 /// Encodes the entries of `rpc` from index `start` on (an index into `rpc.entries`) as one
-/// AppendEntries request, keeping as many of them as fit in `bytes_max` bytes of JSON, but at
+/// AppendEntries request, keeping as many of them as fit in `bytes_max` encoded bytes, but at
 /// least one: a single entry larger than the limit is sent alone. The piece's `prev_log_id` is
 /// the entry before `start` (or `rpc.prev_log_id` for `start == 0`), so consecutive pieces
 /// chain. With no entries left the piece is the heartbeat of `rpc` (no entries).
@@ -78,13 +172,24 @@ pub fn encode_append_piece(
         Some(before) => Some(rpc.entries[before].log_id()),
     };
     let rest = &rpc.entries[start..];
+    let encoding = if rest
+        .iter()
+        .any(|entry| Encoding::of_log_format(entry_log_format(entry)) == Encoding::Binary)
+    {
+        Encoding::Binary
+    } else {
+        Encoding::Json
+    };
     let encode_prefix = |n: usize| {
-        encode(&AppendEntriesWire {
-            vote: &rpc.vote,
-            prev_log_id: prev_log_id.as_ref(),
-            entries: &rest[..n],
-            leader_commit: &rpc.leader_commit,
-        })
+        encode_as(
+            encoding,
+            &AppendEntriesWire {
+                vote: &rpc.vote,
+                prev_log_id: prev_log_id.as_ref(),
+                entries: &rest[..n],
+                leader_commit: &rpc.leader_commit,
+            },
+        )
     };
     let mut n = rest.len();
     let mut json = encode_prefix(n)?;
@@ -559,6 +664,105 @@ mod tests {
             (piece.entries, piece.last_log_id),
             (0, Some(log_id(1, 1, 0)))
         );
+    }
+
+    fn binary_entries(n: u64) -> Vec<Entry> {
+        (1..=n)
+            .map(|i| {
+                let command = crate::command::Command {
+                    at_ms: 1_000 + i,
+                    origin: 1,
+                    op: crate::command::Op::Tick,
+                };
+                Entry::new_normal(
+                    log_id(2, 1, i),
+                    crate::command::Request::in_format(2, vec![command]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_stored_in_the_encoding_of_their_log_format() {
+        let json = &entries(1)[0];
+        let binary = &binary_entries(1)[0];
+        let json_bytes = encode_entry(json).unwrap();
+        let binary_bytes = encode_entry(binary).unwrap();
+        assert_eq!(json_bytes[0], b'{');
+        assert_eq!(binary_bytes[0], BINARY_FORMAT);
+        assert_eq!(&decode::<Entry>(&json_bytes).unwrap(), json);
+        assert_eq!(&decode::<Entry>(&binary_bytes).unwrap(), binary);
+        assert!(binary_bytes.len() < encode(binary).unwrap().len());
+
+        // openraft's own entries stay JSON, which every release reads.
+        let blank = Entry::new_blank(log_id(3, 2, 7));
+        assert_eq!(encode_entry(&blank).unwrap()[0], b'{');
+        // Both encodings carry every kind of entry.
+        let membership = Entry::new_membership(
+            log_id(3, 2, 8),
+            openraft::Membership::new_with_defaults(vec![[1u64, 2, 3].into_iter().collect()], [4]),
+        );
+        for entry in [blank, membership] {
+            let bytes = encode_as(Encoding::Binary, &entry).unwrap();
+            assert_eq!(decode::<Entry>(&bytes).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn a_payload_names_its_encoding_and_unknown_ones_are_refused() {
+        assert!(matches!(encoding_of(b""), Err(CodecFault::Empty)));
+        assert_eq!(encoding_of(b"{}").unwrap(), Encoding::Json);
+        assert_eq!(encoding_of(b" \n{}").unwrap(), Encoding::Json);
+        assert_eq!(
+            encoding_of(&[BINARY_FORMAT, 0x80]).unwrap(),
+            Encoding::Binary
+        );
+        assert!(matches!(
+            encoding_of(&[3, 0x80]),
+            Err(CodecFault::UnknownFormat(3))
+        ));
+        let error = decode::<Entry>(&[7, 1, 2, 3]).unwrap_err();
+        assert!(error.to_string().contains("format 7"), "{error}");
+        assert_eq!(error.code(), "malformed_payload");
+        assert!(decode::<Entry>(&[]).is_err());
+    }
+
+    #[test]
+    fn damaged_binary_is_an_error_not_a_panic() {
+        let bytes = encode_entry(&binary_entries(1)[0]).unwrap();
+        for cut in 1..bytes.len() {
+            assert!(decode::<Entry>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        for i in 1..flipped.len() {
+            flipped[i] ^= 0xff;
+            // Decodes to something else or fails; never panics.
+            let _ = decode::<Entry>(&flipped);
+            flipped[i] ^= 0xff;
+        }
+        assert!(decode::<Entry>(&[BINARY_FORMAT]).is_err());
+        assert!(decode::<crate::command::Command>(&[BINARY_FORMAT, 0xc1]).is_err());
+    }
+
+    /// A piece with an entry of a binary log format is binary; it decodes to the same request.
+    #[test]
+    fn append_pieces_of_binary_entries_are_binary() {
+        let rpc = request(binary_entries(30));
+        let whole = encode_append_piece(&rpc, 0, usize::MAX).unwrap();
+        assert_eq!(whole.json[0], BINARY_FORMAT);
+        let back: AppendEntriesRequest<TypeConfig> = decode(&whole.json).unwrap();
+        assert_eq!(back.entries, rpc.entries);
+        assert_eq!(
+            (back.vote, back.prev_log_id, back.leader_commit),
+            (rpc.vote, rpc.prev_log_id, rpc.leader_commit)
+        );
+        // Smaller than the same request in JSON, and cut into pieces the same way.
+        assert!(whole.json.len() < encode(&rpc).unwrap().len());
+        let piece = encode_append_piece(&rpc, 10, whole.json.len() / 4).unwrap();
+        assert!(piece.entries >= 1 && piece.entries < 20);
+        let back: AppendEntriesRequest<TypeConfig> = decode(&piece.json).unwrap();
+        assert_eq!(back.prev_log_id, Some(log_id(2, 1, 10)));
+        assert_eq!(back.entries[..], rpc.entries[10..10 + piece.entries]);
     }
 
     /// Pieces fit the limit (or carry one entry), chain through `prev_log_id` and together

@@ -42,12 +42,15 @@ pub struct Request {
 }
 
 impl Request {
-    /// A batch of `commands` in this release's log format.
+    /// A batch of `commands` in log format 1 (JSON), which every release reads.
     pub fn new(commands: Vec<Command>) -> Self {
-        Self {
-            format: crate::version::LOG_FORMAT,
-            commands,
-        }
+        Self::in_format(crate::version::first_format(), commands)
+    }
+
+    /// A batch of `commands` in log format `format` ([`crate::version::log_format_at`] names
+    /// the one a cluster writes).
+    pub fn in_format(format: u32, commands: Vec<Command>) -> Self {
+        Self { format, commands }
     }
 }
 

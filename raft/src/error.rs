@@ -181,7 +181,27 @@ pub struct CodecError {
     pub what: &'static str,
     /// The underlying error.
     #[source]
-    pub source: serde_json::Error,
+    pub source: CodecFault,
+}
+
+/// What went wrong inside a [`CodecError`].
+#[derive(Debug, thiserror::Error)]
+pub enum CodecFault {
+    /// The JSON encoding failed.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// The binary encoding (MessagePack) failed to encode.
+    #[error("{0}")]
+    BinaryEncode(#[from] rmp_serde::encode::Error),
+    /// The binary encoding (MessagePack) failed to decode.
+    #[error("{0}")]
+    BinaryDecode(#[from] rmp_serde::decode::Error),
+    /// The payload is empty.
+    #[error("the payload is empty")]
+    Empty,
+    /// The payload's first byte names a binary format this release does not read.
+    #[error("the payload is in format {0}, which this release does not read")]
+    UnknownFormat(u8),
 }
 
 /// What kind of failure an error is, with its stable code: the one table from which both the

@@ -32,7 +32,7 @@ use parley_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::codec;
+use crate::codec::{self, Encoding};
 use crate::command::{Command, Op, Outcome, Request};
 use crate::error::ProposeError;
 use crate::network::Peers;
@@ -145,6 +145,10 @@ struct Forwarding {
     reply: oneshot::Sender<Result<LocalOutcome, ForwardError>>,
 }
 
+/// The log format the cluster writes now ([`crate::version::log_format_at`] of the replicated
+/// cluster version): batches are proposed, and commands forwarded, in it.
+pub type WriteFormat = Arc<dyn Fn() -> u32 + Send + Sync>;
+
 /// Proposes commands; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
@@ -168,10 +172,11 @@ impl Proposer {
         raft: Raft,
         peers: Peers,
         clock: Arc<dyn Clock>,
+        format: WriteFormat,
         options: ProposerOptions,
     ) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_commands_max.max(1));
-        tokio::spawn(run_batches(raft.clone(), rx, options));
+        tokio::spawn(run_batches(raft.clone(), rx, Arc::clone(&format), options));
         let (forwards, forward_rx) = mpsc::channel(options.queue_commands_max.max(1));
         let forward_stats = Arc::new(ForwardStats::default());
         tokio::spawn(run_forwards(
@@ -179,6 +184,7 @@ impl Proposer {
             peers,
             forward_rx,
             Arc::clone(&forward_stats),
+            format,
             options,
         ));
         Self {
@@ -418,6 +424,7 @@ async fn run_forwards(
     peers: Peers,
     mut rx: mpsc::Receiver<Forwarding>,
     stats: Arc<ForwardStats>,
+    format: WriteFormat,
     options: ProposerOptions,
 ) {
     let inflight = Arc::new(Semaphore::new(options.forward_inflight_max.max(1)));
@@ -439,6 +446,7 @@ async fn run_forwards(
                 .push(forwarding);
         }
         let permit = Arc::new(permit);
+        let encoding = Encoding::of_log_format(format());
         for (leader, group) in by_leader {
             stats.rpcs.fetch_add(1, Ordering::Relaxed);
             stats.writes.fetch_add(
@@ -446,7 +454,7 @@ async fn run_forwards(
                 Ordering::Relaxed,
             );
             let (raft, peers, permit) = (raft.clone(), peers.clone(), Arc::clone(&permit));
-            tokio::spawn(forward_batch(raft, peers, leader, group, permit));
+            tokio::spawn(forward_batch(raft, peers, leader, group, encoding, permit));
         }
     }
 }
@@ -459,12 +467,13 @@ async fn forward_batch(
     peers: Peers,
     leader: NodeId,
     group: Vec<Forwarding>,
+    encoding: Encoding,
     permit: Arc<OwnedSemaphorePermit>,
 ) {
     let Some(deadline) = group.iter().map(|forwarding| forwarding.deadline).max() else {
         return;
     };
-    let sent = send_forward(&raft, &peers, leader, &group, deadline).await;
+    let sent = send_forward(&raft, &peers, leader, &group, encoding, deadline).await;
     drop(permit);
     let results = match sent {
         Ok(results) => results,
@@ -505,6 +514,7 @@ async fn send_forward(
     peers: &Peers,
     leader: NodeId,
     group: &[Forwarding],
+    encoding: Encoding,
     deadline: Instant,
 ) -> Result<Vec<Result<LocalOutcome, ForwardError>>, ForwardError> {
     let addr = {
@@ -522,7 +532,7 @@ async fn send_forward(
         .map_err(|e| ForwardError::Transport(e.to_string()))?;
     let commands_json = group
         .iter()
-        .map(|forwarding| codec::encode(&forwarding.command))
+        .map(|forwarding| codec::encode_as(encoding, &forwarding.command))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ForwardError::Transport(e.to_string()))?;
     let timeout = deadline.saturating_duration_since(Instant::now());
@@ -586,7 +596,12 @@ async fn wait_applied(raft: &Raft, index: u64, deadline: Instant) {
 }
 
 /// The batch task: takes everything waiting, proposes it as one entry, answers each command.
-async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: ProposerOptions) {
+async fn run_batches(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    format: WriteFormat,
+    options: ProposerOptions,
+) {
     let inflight = Arc::new(Semaphore::new(options.inflight_batches_max.max(1)));
     let batch_max = options.batch_commands_max.max(1);
     loop {
@@ -609,7 +624,7 @@ async fn run_batches(raft: Raft, mut rx: mpsc::Receiver<Pending>, options: Propo
         // Only completion matters here: a writer is answered once its entry is applied.
         let (responder, applied) = ProgressResponder::complete_only();
         match raft
-            .client_write_ff(Request::new(commands), Some(responder))
+            .client_write_ff(Request::in_format(format(), commands), Some(responder))
             .await
         {
             Err(fatal) => {

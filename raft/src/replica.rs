@@ -255,11 +255,18 @@ impl Replica {
             island_server.clone(),
         );
         let write_timeout = options.proposer.write_timeout;
+        let format: crate::proposer::WriteFormat = {
+            let store = store.clone();
+            Arc::new(move || {
+                crate::version::log_format_at(store.read(|state, _| state.cluster_version.0))
+            })
+        };
         let proposer = Proposer::start(
             options.id,
             raft.clone(),
             peers.clone(),
             clock,
+            format,
             options.proposer,
         );
         let probes = crate::probe::start(options.id, raft.clone(), peers.clone());

@@ -9,16 +9,20 @@
 //!   upgrade finalize`) once every voter's release supports it, so during a rolling upgrade
 //!   new releases write only what the old ones still read.
 //!
-//! This release writes log format 1 and snapshot format 1 and supports cluster version 1.
-//! Golden fixtures of both formats are under `raft/tests/fixtures/`; every later release's
-//! tests decode them.
+//! Log format 1 is JSON; log format 2 holds the same commands in the binary encoding
+//! (`crate::codec`), entries and the messages that carry them between nodes alike. This
+//! release reads log formats 1 and 2 and writes format 2 once the cluster version is
+//! [`BINARY_LOG`] or higher ([`log_format_at`]), format 1 before: during a rolling upgrade from
+//! a release that reads only JSON, nothing binary is written or sent. It writes snapshot
+//! format 1 and implements cluster versions up to [`CLUSTER_VERSION_MAX`]. Golden fixtures of
+//! every format are under `raft/tests/fixtures/`; every later release's tests decode them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::Op;
 
-/// The format of the log entries this release writes.
-pub const LOG_FORMAT: u32 = 1;
+/// The newest format of log entries this release writes (at cluster version [`BINARY_LOG`]).
+pub const LOG_FORMAT: u32 = 2;
 /// The oldest log format this release reads.
 pub const LOG_FORMAT_MIN: u32 = 1;
 /// The format of the snapshots this release writes.
@@ -28,8 +32,10 @@ pub const SNAPSHOT_FORMAT_MIN: u32 = 1;
 /// The highest cluster version this release implements. 2: island merges
 /// ([`Op::MergeIsland`]). 3: the email channel ([`Op::Email`]). 4: agents on islands (an island
 /// takes agents' sign-in, availability and work, a merge applies them, and agents' own actions are
-/// stamped).
-pub const CLUSTER_VERSION_MAX: u32 = 4;
+/// stamped). 5: log entries and forwarded commands in the binary encoding (log format 2).
+pub const CLUSTER_VERSION_MAX: u32 = 5;
+/// The cluster version from which log format 2 (binary) is written.
+pub const BINARY_LOG: u32 = 5;
 /// The cluster version agents on islands need ([`island_op_cluster_version`]).
 pub const AGENTS_ON_ISLANDS: u32 = 4;
 /// The cluster version a new cluster starts at.
@@ -59,6 +65,16 @@ pub const SUPPORTED: Supported = Supported {
     cluster_version_max: CLUSTER_VERSION_MAX,
 };
 
+/// The log format written by a cluster at `cluster_version`: the newest one every release that
+/// implements it reads.
+pub fn log_format_at(cluster_version: u32) -> u32 {
+    if cluster_version >= BINARY_LOG {
+        LOG_FORMAT
+    } else {
+        first_format()
+    }
+}
+
 /// Why a node running `node`'s release cannot be a member of a cluster at `cluster_version`
 /// whose nodes run this release: it must implement the cluster version and read the log and
 /// snapshot formats this release writes. `None` when it can.
@@ -69,9 +85,10 @@ pub fn unfit_to_join(node: &Supported, cluster_version: u32) -> Option<String> {
             node.cluster_version_max
         ));
     }
-    if !(node.log_format_min..=node.log_format).contains(&LOG_FORMAT) {
+    let written = log_format_at(cluster_version);
+    if !(node.log_format_min..=node.log_format).contains(&written) {
         return Some(format!(
-            "its release reads log formats {}-{}; the cluster writes {LOG_FORMAT}",
+            "its release reads log formats {}-{}; the cluster writes {written}",
             node.log_format_min, node.log_format
         ));
     }
@@ -181,6 +198,23 @@ mod tests {
         assert!(reads_snapshot_format(SNAPSHOT_FORMAT));
         assert!(!reads_snapshot_format(SNAPSHOT_FORMAT + 1));
         assert!(!reads_log_format(0));
+    }
+
+    #[test]
+    fn binary_entries_are_written_only_from_their_cluster_version() {
+        assert_eq!(log_format_at(CLUSTER_VERSION_INITIAL), 1);
+        assert_eq!(log_format_at(BINARY_LOG - 1), 1);
+        assert_eq!(log_format_at(BINARY_LOG), 2);
+        assert_eq!(log_format_at(CLUSTER_VERSION_MAX), LOG_FORMAT);
+        // A release that reads only JSON may still join a cluster that writes JSON.
+        let json_only = Supported {
+            log_format: 1,
+            log_format_min: 1,
+            cluster_version_max: BINARY_LOG - 1,
+            ..SUPPORTED
+        };
+        assert_eq!(unfit_to_join(&json_only, BINARY_LOG - 1), None);
+        assert!(unfit_to_join(&json_only, BINARY_LOG).is_some());
     }
 
     #[test]

@@ -48,6 +48,16 @@ pub enum StoreError {
         what: String,
     },
 
+    /// A log entry could not be encoded, or its stored bytes not decoded
+    /// ([`crate::EntryCodec`]).
+    #[error("log entry codec failed ({action}): {source}")]
+    Entry {
+        /// `encode` or `decode`, with the index where known.
+        action: String,
+        /// What the type config's codec reported.
+        source: crate::EntryCodecError,
+    },
+
     /// Data written by a release this one cannot read: a snapshot or log entry of a newer
     /// format. Nothing is applied; the node must be upgraded.
     #[error(
@@ -136,7 +146,7 @@ impl StoreError {
 impl From<StoreError> for std::io::Error {
     fn from(error: StoreError) -> Self {
         let kind = match &error {
-            StoreError::Corrupt { .. } | StoreError::Codec { .. } => {
+            StoreError::Corrupt { .. } | StoreError::Codec { .. } | StoreError::Entry { .. } => {
                 std::io::ErrorKind::InvalidData
             }
             _ => std::io::ErrorKind::Other,

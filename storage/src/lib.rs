@@ -13,7 +13,8 @@
 //! - [`log_store`] — [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader`: log entries in
 //!   `logs`, vote / committed / last-purged pointers in `meta`. One append = one batch, written
 //!   at once and reported durable after the next WAL sync. The newest entries are kept decoded
-//!   in memory for the reads that follow an append (replication, apply).
+//!   in memory for the reads that follow an append (replication, apply). How an entry is
+//!   encoded is the type config's [`EntryCodec`] ([`entry_codec`]).
 //! - `wal_sync` — the WAL syncer thread behind [`Db`]'s group commit: one fsync for every log
 //!   append waiting when it starts.
 //! - [`state_machine`] — [`StateMachineStore`], openraft's `RaftStateMachine` around an in-memory
@@ -54,6 +55,7 @@ pub mod archive;
 pub mod backup;
 pub mod close;
 pub mod db;
+pub mod entry_codec;
 pub mod error;
 pub mod journal;
 pub mod log_store;
@@ -64,6 +66,7 @@ pub use archive::{ArchiveOp, ArchivedRecord};
 pub use backup::SnapshotCut;
 pub use close::CloseWatch;
 pub use db::{Db, DbOptions, FsyncPolicy, IoMode};
+pub use entry_codec::{EntryCodec, EntryCodecError};
 pub use error::StoreError;
 pub use journal::{Journal, JournalBounds, JournalEntry};
 pub use log_store::LogStore;

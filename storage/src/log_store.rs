@@ -4,7 +4,7 @@
 //!
 //! | column family | key                         | value                              |
 //! |---------------|-----------------------------|------------------------------------|
-//! | `logs`        | log index, 8 bytes big-endian | JSON of the entry (`C::Entry`)   |
+//! | `logs`        | log index, 8 bytes big-endian | the entry, as `C`'s [`EntryCodec`] encodes it |
 //! | `meta`        | `vote`                      | JSON `VoteOf<C>`                   |
 //! | `meta`        | `committed`                 | JSON `Option<LogIdOf<C>>`          |
 //! | `meta`        | `last_purged`               | JSON `LogIdOf<C>`                  |
@@ -29,17 +29,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::io;
 
+use crate::db::{cf, get_json, to_json, Db, CF_LOGS, CF_META};
+use crate::entry_codec::EntryCodec;
+use crate::error::StoreError;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::type_config::alias::{LogIdOf, VoteOf};
 use openraft::vote::RaftVote;
 use openraft::{OptionalSend, RaftTypeConfig};
 use rocksdb::{Direction, IteratorMode, DB};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use crate::db::{cf, get_json, to_json, Db, CF_LOGS, CF_META};
-use crate::error::StoreError;
 
 /// `meta` key of the persisted vote.
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
@@ -215,12 +213,9 @@ fn key_index(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// Decodes an entry stored under `index`, checking that it really is the entry for `index`.
-fn decode_entry<C: RaftTypeConfig>(index: u64, value: &[u8]) -> Result<C::Entry, StoreError>
-where
-    C::Entry: DeserializeOwned,
-{
-    let entry: C::Entry = serde_json::from_slice(value).map_err(|source| StoreError::Codec {
-        what: "log entry",
+fn decode_entry<C: EntryCodec>(index: u64, value: &[u8]) -> Result<C::Entry, StoreError> {
+    let entry = C::decode_entry(value).map_err(|source| StoreError::Entry {
+        action: format!("decode the entry under key {index}"),
         source,
     })?;
     let stored = entry.index();
@@ -263,14 +258,11 @@ fn inclusive_range(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> 
 ///
 /// Entries missing at the front (purged) are allowed; a gap after the first returned entry is a
 /// hole in the log and reported as corruption.
-fn read_entries<C: RaftTypeConfig>(
+fn read_entries<C: EntryCodec>(
     db: &DB,
     start: u64,
     end: Option<u64>,
-) -> Result<Vec<C::Entry>, StoreError>
-where
-    C::Entry: DeserializeOwned,
-{
+) -> Result<Vec<C::Entry>, StoreError> {
     let logs = cf(db, CF_LOGS)?;
     let start_key = index_key(start);
     let mut out = Vec::new();
@@ -301,10 +293,7 @@ where
 }
 
 /// Reads the log id of the last stored entry, if any.
-fn last_log_id<C: RaftTypeConfig>(db: &DB) -> Result<Option<LogIdOf<C>>, StoreError>
-where
-    C::Entry: DeserializeOwned,
-{
+fn last_log_id<C: EntryCodec>(db: &DB) -> Result<Option<LogIdOf<C>>, StoreError> {
     let logs = cf(db, CF_LOGS)?;
     let Some(item) = db.iterator_cf(logs, IteratorMode::End).next() else {
         return Ok(None);
@@ -320,8 +309,8 @@ where
 
 impl<C> RaftLogReader<C> for LogStore<C>
 where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned + Clone,
+    C: EntryCodec,
+    C::Entry: Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -353,8 +342,8 @@ where
 
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned + Clone,
+    C: EntryCodec,
+    C::Entry: Clone,
 {
     type LogReader = Self;
 
@@ -428,7 +417,11 @@ where
         let encoded: Result<Vec<(u64, Vec<u8>)>, StoreError> = entries
             .iter()
             .map(|entry| -> Result<(u64, Vec<u8>), StoreError> {
-                Ok((entry.index(), to_json(entry, "log entry")?))
+                let bytes = C::encode_entry(entry).map_err(|source| StoreError::Entry {
+                    action: format!("encode the entry with index {}", entry.index()),
+                    source,
+                })?;
+                Ok((entry.index(), bytes))
             })
             .collect();
         let encoded = match encoded {

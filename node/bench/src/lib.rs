@@ -1,7 +1,8 @@
 //! Parley's benchmark harness: the suites behind docs/BENCHMARKS.md, each starting its own
 //! clusters on this machine from the `parley` binary next to `parley-bench` (or `--parley`),
 //! and a load generator against a cluster that is already running. It talks to Parley only the
-//! way a client does (HTTP, WebSocket, `/metrics`) and never links the server.
+//! way a client does (HTTP, WebSocket, `/metrics`) and never links the server, save one suite
+//! that measures Parley's log entry codec in process.
 //!
 //! # Layout
 //! - [`compare`]: Parley, etcd and NATS JetStream side by side (`parley-bench compare`); etcd
@@ -12,6 +13,8 @@
 //! - [`failover`]: the leader stopped under load by kill -9, SIGTERM, or the loss of its host
 //!   (its network namespace cut off): next write, stream resume (`parley-bench failover`).
 //! - [`disk`]: bytes on disk per chat message (`parley-bench disk`).
+//! - [`codec`]: the log entry encodings, JSON and binary, side by side: bytes and time per entry
+//!   (`parley-bench codec`; in process, no cluster).
 //! - [`island`]: writes through a node cut off from its quorum, then the merge on heal
 //!   (`parley-bench island`).
 //! - [`load`]: committed messages per second and commit latency against a running cluster
@@ -25,6 +28,7 @@
 //! - [`etcd`]: the generated client for `proto/etcd_kv.proto`, a trimmed copy of etcd's
 //!   `KV.Put`.
 
+pub mod codec;
 pub mod compare;
 pub mod connections;
 pub mod disk;

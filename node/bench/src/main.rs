@@ -7,6 +7,7 @@
 //! parley-bench failover --trials 20          # kill -9 the leader under load, 20 times
 //! parley-bench failover --stop host-loss     # cut the leader's host off (root: namespaces)
 //! parley-bench disk --messages 100000        # bytes on disk per chat message
+//! parley-bench codec                         # log entries in JSON and binary: bytes, time
 //! parley-bench e2e --chats 100,1000,5000     # customer send to agent WebSocket receipt
 //! parley-bench connections --streams 10000   # WebSockets one node holds, memory per chat
 //! parley-bench load --concurrency 1,16,64    # against a running cluster (./dev.sh cluster)
@@ -15,6 +16,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use parley_bench::codec::{self, CodecArgs};
 use parley_bench::compare::{self, CompareArgs};
 use parley_bench::connections::{self, ConnectionsArgs};
 use parley_bench::disk::{self, DiskArgs};
@@ -42,6 +44,8 @@ enum Command {
     Failover(FailoverArgs),
     /// Bytes on disk per chat message, against the incumbent's sizing formula.
     Disk(DiskArgs),
+    /// Log entries in JSON and in the binary encoding: bytes and time to encode and decode.
+    Codec(CodecArgs),
     /// Writes through a node cut off from its quorum (island mode), then the merge on heal.
     Island(IslandArgs),
     /// Customer send to agent WebSocket receipt at 100, 1,000 and 5,000 open chats.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Failover(args) => failover::run(args),
         Command::Disk(args) => disk::run(args),
+        Command::Codec(args) => codec::run(args),
         Command::Island(args) => island::run(args),
         Command::E2e(args) => e2e::run(args),
         Command::Connections(args) => connections::run(args),

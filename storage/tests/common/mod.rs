@@ -34,6 +34,17 @@ openraft::declare_raft_types!(
 /// The toy config's log entry.
 pub type Entry = EntryOf<KvConfig>;
 
+/// The toy config stores its entries as JSON.
+impl parley_storage::EntryCodec for KvConfig {
+    fn encode_entry(entry: &Entry) -> Result<Vec<u8>, parley_storage::EntryCodecError> {
+        parley_storage::entry_codec::json::encode(entry)
+    }
+
+    fn decode_entry(bytes: &[u8]) -> Result<Entry, parley_storage::EntryCodecError> {
+        parley_storage::entry_codec::json::decode(bytes)
+    }
+}
+
 /// The toy config's vote.
 pub type Vote = openraft::type_config::alias::VoteOf<KvConfig>;
 
