@@ -19,7 +19,7 @@ use actix::{Actor, Addr};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogReader;
 use openraft::EntryPayload;
-use parley_node::app::{AppActor, Query, Write};
+use parley_node::app::{self, AppActor};
 use parley_node::messaging::{Feed, MessagingActor, WaitForEvents};
 use parley_node::metrics::Metrics;
 use parley_raft::command::{Directory, Retention};
@@ -214,9 +214,9 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     // As `parley serve` wires them: the app actor seeds this node's directory at start.
     let messaging = MessagingActor::new(replica.clone(), metrics.clone(), relay_rx).start();
-    let app = AppActor::new(
+    let _app = AppActor::new(
         replica.clone(),
-        metrics,
+        metrics.clone(),
         directory,
         Retention::default(),
         site,
@@ -224,7 +224,7 @@ pub async fn run(
     .start();
     let sim = SimService {
         replica: replica.clone(),
-        app,
+        metrics,
         messaging,
     };
     // No TLS in the simulation (it is proven against real processes), but the route check
@@ -303,7 +303,7 @@ const FEED_WAIT_MAX: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SimService {
     replica: Replica,
-    app: Addr<AppActor>,
+    metrics: Arc<Metrics>,
     messaging: Addr<MessagingActor>,
 }
 
@@ -316,7 +316,8 @@ impl SimNode for SimService {
     async fn submit(&self, request: Request<SimWrite>) -> Result<Response<SimReply>, Status> {
         let op: Op = serde_json::from_slice(&request.into_inner().op_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let reply = match self.app.send(Write(op)).await.map_err(unavailable)? {
+        // As the HTTP edge writes: on the calling task, through the app's commit.
+        let reply = match app::commit(&self.replica, &self.metrics, op).await {
             Ok(written) => SimReply {
                 outcome_json: serde_json::to_vec(&written.outcome)
                     .map_err(|e| Status::internal(e.to_string()))?,
@@ -346,14 +347,10 @@ impl SimNode for SimService {
             .parse()
             .map_err(|e: String| Status::invalid_argument(e))?;
         let agent_id = request.agent_id.clone();
-        let head = self
-            .app
-            .send(Query::new(move |state, _| {
-                let last = state.agents.get(&agent_id).map_or(0, |a| a.feed_last_seq());
-                state.feed_resume(&agent_id, &after).max(last)
-            }))
-            .await
-            .map_err(unavailable)?;
+        let head = self.replica.read(|state, _| {
+            let last = state.agents.get(&agent_id).map_or(0, |a| a.feed_last_seq());
+            state.feed_resume(&agent_id, &after).max(last)
+        });
         let wait = self
             .messaging
             .send(WaitForEvents {
@@ -368,12 +365,8 @@ impl SimNode for SimService {
         let _ = tokio::time::timeout(wait_for, wait).await;
         let agent_id = request.agent_id;
         let page = self
-            .app
-            .send(Query::new(move |state, _| {
-                state.feed_page(&agent_id, &after, 1_000)
-            }))
-            .await
-            .map_err(unavailable)?;
+            .replica
+            .read(|state, _| state.feed_page(&agent_id, &after, 1_000));
         let reply = match page {
             None => return Err(Status::not_found("unknown agent")),
             Some(Err(first_kept)) => AgentFeedReply {

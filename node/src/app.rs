@@ -1,7 +1,11 @@
-//! The app actor: validates client requests, builds commands, proposes them and answers reads.
+//! The app: [`commit`], the write every request handler calls (answered only after commit: the
+//! proposer waits for it), and the app actor, which seeds the config's directory and answers
+//! readiness, the cluster view and metrics.
 //!
-//! Writes are answered only after commit (the proposer waits for it). Reads are served from
-//! this node's applied state.
+//! A write or a read of a request runs on the HTTP worker that took the request, not in the
+//! actor: the replica is shared, its proposer queues are the only hand-over to the Raft tasks,
+//! and a read takes the applied state's read lock. A round trip through one actor's mailbox
+//! would add two thread hops to every request and make one thread the path of all of them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +13,7 @@ use std::time::Instant;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
 use parley_raft::command::{Directory, Op, Retention};
 use parley_raft::replica::ReplicaStatus;
-use parley_raft::{Outcome, ProposeError, Replica, State};
+use parley_raft::{Outcome, ProposeError, Replica};
 use serde::Serialize;
 
 use crate::api::Member;
@@ -175,7 +179,7 @@ pub struct Written {
 }
 
 /// Proposes `op` and records the write's outcome and latency.
-async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Written, ApiError> {
+pub async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Written, ApiError> {
     let started = Instant::now();
     let result = replica.propose_marked(op).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -197,50 +201,6 @@ async fn commit(replica: &Replica, metrics: &Metrics, op: Op) -> Result<Written,
             metrics.observe_write("failed", seconds);
             Err(error.into())
         }
-    }
-}
-
-/// Commit one command (or, on an island, take it into the island journal) and return its
-/// outcome; a rejection becomes an [`ApiError`].
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Written, ApiError>")]
-pub struct Write(pub Op);
-
-impl Handler<Write> for AppActor {
-    type Result = ResponseFuture<Result<Written, ApiError>>;
-
-    fn handle(&mut self, msg: Write, _ctx: &mut Self::Context) -> Self::Result {
-        let replica = self.replica.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move { commit(&replica, &metrics, msg.0).await })
-    }
-}
-
-/// A function reading the applied state and this node's applied index.
-pub type ReadFn<R> = Box<dyn FnOnce(&State, Option<u64>) -> R + Send>;
-
-/// A read of this node's applied state.
-pub struct Query<R>(pub ReadFn<R>);
-
-impl<R: 'static> Message for Query<R> {
-    type Result = R;
-}
-
-impl<R> Query<R> {
-    /// A query running `f`.
-    pub fn new(f: impl FnOnce(&State, Option<u64>) -> R + Send + 'static) -> Self {
-        Self(Box::new(f))
-    }
-}
-
-impl<R: 'static> Handler<Query<R>> for AppActor {
-    type Result = actix::MessageResult<Query<R>>;
-
-    fn handle(&mut self, msg: Query<R>, _ctx: &mut Self::Context) -> Self::Result {
-        actix::MessageResult(
-            self.replica
-                .read(|state, applied| (msg.0)(state, applied.map(|id| id.index))),
-        )
     }
 }
 

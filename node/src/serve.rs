@@ -226,6 +226,7 @@ async fn node(
     let ready_app = app.clone();
     let web_state = WebState {
         app,
+        metrics: metrics.clone(),
         messaging,
         chat_tokens: ChatTokens::new(config.token_keys.clone(), config.chat_token_ttl),
         agent_tokens: AgentTokens::new(config.token_keys.clone()),

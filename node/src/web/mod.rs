@@ -30,9 +30,10 @@ use parley_raft::{ErrorClass, Outcome, Replica, State};
 use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppActor, CheckReady, GetClusterView, Query, RenderMetrics, Write, Written};
+use crate::app::{AppActor, CheckReady, GetClusterView, RenderMetrics, Written};
 use crate::error::ApiError;
 use crate::messaging::{Feed, MessagingActor, WaitForEvents};
+use crate::metrics::Metrics;
 use crate::token::{AgentClaims, AgentTokens, ChatTokens, AGENT_TOKEN_PREFIX};
 use rate_limits::RateLimits;
 
@@ -59,8 +60,10 @@ pub const EVENTS_PAGE_DEFAULT: usize = 100;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct WebState {
-    /// The app actor.
+    /// The app actor (readiness, the cluster view, metrics).
     pub app: Addr<AppActor>,
+    /// Write counters and latency.
+    pub metrics: Arc<Metrics>,
     /// The messaging actor.
     pub messaging: Addr<MessagingActor>,
     /// Chat tokens.
@@ -79,7 +82,7 @@ pub struct WebState {
     pub node_id: u64,
     /// Waiting customers' queue positions, shared by their streams.
     pub queue_positions: Arc<QueuePositions>,
-    /// The replica, for reading retired activities from the archive.
+    /// The replica: writes and reads of the applied state and the archive.
     pub replica: Replica,
     /// Abuse limits: logins, chat starts, password checks in flight.
     pub rate_limits: Arc<RateLimits>,
@@ -140,7 +143,7 @@ impl WebState {
 
     /// Commits `op` or, on an island, takes it into the island journal; says which.
     pub async fn write_marked(&self, op: Op) -> Result<Written, ApiError> {
-        self.app.send(Write(op)).await.map_err(mailbox)?
+        crate::app::commit(&self.replica, &self.metrics, op).await
     }
 
     /// Runs `f` on the state that holds `activity_id`: the applied state while the activity is
@@ -172,7 +175,9 @@ impl WebState {
         &self,
         f: impl FnOnce(&State, Option<u64>) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
-        self.app.send(Query::new(f)).await.map_err(mailbox)
+        Ok(self
+            .replica
+            .read(|state, applied| f(state, applied.map(|id| id.index))))
     }
 }
 
