@@ -339,6 +339,31 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
 
     // The silent voter itself: the voters left would keep a healthy quorum, but it does not
     // answer whether it holds island writes (it may be cut off and serving as an island).
+    // First the precondition: the leader has heard from the other voter within the bound (on
+    // a loaded machine an acknowledgement can come late; then the refusal is quorum_at_risk).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, list) = admin(
+            &cluster,
+            leader,
+            reqwest::Method::GET,
+            "/api/v1/admin/members",
+            None,
+        )
+        .await;
+        let other_ms = list["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == other))
+            .and_then(|m| m["last_ack_ms"].as_u64());
+        if other_ms.is_some_and(|ms| ms <= parley_raft::limits::MEMBER_ACK_MS_MAX) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {other} does not count as healthy: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, body) = admin(
         &cluster,
         leader,
