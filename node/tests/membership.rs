@@ -61,6 +61,41 @@ fn ids(list: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Waits (15 s at most) until the member list of node `leader` shows node `id`'s milliseconds
+/// since its last acknowledgement (never acknowledged: `u64::MAX`) passing `check`; `what`
+/// names the awaited condition in the failure.
+async fn wait_member_ack(
+    cluster: &Cluster,
+    leader: u64,
+    id: u64,
+    what: &str,
+    check: impl Fn(u64) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, list) = admin(
+            cluster,
+            leader,
+            reqwest::Method::GET,
+            "/api/v1/admin/members",
+            None,
+        )
+        .await;
+        let ack_ms = list["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+            .map(|m| m["last_ack_ms"].as_u64().unwrap_or(u64::MAX));
+        if ack_ms.is_some_and(&check) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} does not count as {what}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The admin API's answer to a membership request: (status, body).
 async fn admin(
     cluster: &Cluster,
@@ -286,29 +321,10 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
     let leader = cluster.wait_leader(1, Some(3), READY).await;
     let other = if leader == 1 { 2 } else { 1 };
     // The leader counts node 3 out once it has been silent past the acknowledgement bound.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, list) = admin(
-            &cluster,
-            leader,
-            reqwest::Method::GET,
-            "/api/v1/admin/members",
-            None,
-        )
-        .await;
-        let silent_ms = list["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["id"] == 3))
-            .map(|m| m["last_ack_ms"].as_u64().unwrap_or(u64::MAX));
-        if silent_ms.is_some_and(|ms| ms > parley_raft::limits::MEMBER_ACK_MS_MAX) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 3 still counts as healthy: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_member_ack(&cluster, leader, 3, "silent", |ms| {
+        ms > parley_raft::limits::MEMBER_ACK_MS_MAX
+    })
+    .await;
     let (status, body) = admin(
         &cluster,
         leader,
@@ -341,29 +357,10 @@ async fn changes_that_would_hurt_the_cluster_are_refused() {
     // answer whether it holds island writes (it may be cut off and serving as an island).
     // First the precondition: the leader has heard from the other voter within the bound (on
     // a loaded machine an acknowledgement can come late; then the refusal is quorum_at_risk).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, list) = admin(
-            &cluster,
-            leader,
-            reqwest::Method::GET,
-            "/api/v1/admin/members",
-            None,
-        )
-        .await;
-        let other_ms = list["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["id"] == other))
-            .and_then(|m| m["last_ack_ms"].as_u64());
-        if other_ms.is_some_and(|ms| ms <= parley_raft::limits::MEMBER_ACK_MS_MAX) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {other} does not count as healthy: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_member_ack(&cluster, leader, other, "healthy", |ms| {
+        ms <= parley_raft::limits::MEMBER_ACK_MS_MAX
+    })
+    .await;
     let (status, body) = admin(
         &cluster,
         leader,
