@@ -291,7 +291,7 @@ cmd_bench() {
   "$bench" e2e
   "$bench" connections
   "$bench" failover --label default
-  "$bench" failover --label lan --heartbeat 50ms --election-timeout 150ms,300ms
+  "$bench" failover --label lan --heartbeat 30ms --election-timeout 100ms,200ms
   "$bench" failover --label sigterm --stop sigterm
   # Network namespaces and iptables rules: root.
   as_root "$bench" failover --label host-loss --stop host-loss

@@ -175,7 +175,7 @@ pub struct RawRaft {
     /// Lower bound of the randomized election timeout; must exceed `heartbeat`. Default `300ms`.
     #[serde(with = "humantime_serde")]
     pub election_timeout_min: Duration,
-    /// Upper bound of the randomized election timeout. Default `600ms`.
+    /// Upper bound of the randomized election timeout. Default `400ms`.
     #[serde(with = "humantime_serde")]
     pub election_timeout_max: Duration,
     /// Build a snapshot after this many log entries. Default 10000.
@@ -200,7 +200,7 @@ impl Default for RawRaft {
         Self {
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
+            election_timeout_max: Duration::from_millis(400),
             snapshot_every_entries: 10_000,
             snapshot_every_log_bytes: 64 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,

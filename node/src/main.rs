@@ -8,6 +8,12 @@ use parley_node::{config::Config, serve};
 
 mod probe;
 
+/// With the `mimalloc` feature the binary allocates through mimalloc instead of the system
+/// allocator (docs/BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Parley: a highly available contact-center engine.
 #[derive(Parser)]
 #[command(name = "parley", version, about)]

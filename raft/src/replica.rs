@@ -81,7 +81,7 @@ impl ReplicaOptions {
             db: DbOptions::default(),
             heartbeat_ms: 100,
             election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            election_timeout_max_ms: 400,
             snapshot_every_entries: 10_000,
             snapshot_every_log_bytes: 64 * 1024 * 1024,
             snapshot_chunk_bytes: 1024 * 1024,

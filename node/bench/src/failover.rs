@@ -90,7 +90,7 @@ pub struct FailoverArgs {
     /// The nodes' Raft heartbeat (default: the product default, 100ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub heartbeat: Option<Duration>,
-    /// The nodes' election timeout range, `MIN,MAX` (default: 300ms,600ms).
+    /// The nodes' election timeout range, `MIN,MAX` (default: the product default, 300ms,400ms).
     #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
     pub election_timeout: Vec<Duration>,
     /// A name for this configuration in the output files (`failover-<label>.csv`).

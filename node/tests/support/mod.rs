@@ -107,7 +107,7 @@ admin_token = "{ADMIN_TOKEN}"
 [raft]
 heartbeat = "100ms"
 election_timeout_min = "300ms"
-election_timeout_max = "600ms"
+election_timeout_max = "400ms"
 {raft_extra}
 
 {rate_limits}
