@@ -6,10 +6,12 @@
 //! as when a machine or its link dies; see [`parley_netns`]), and the harness measures
 //!
 //! - **write**: from the stop to the first chat message committed through a surviving node
-//!   (a probe posting every 10 ms, each post with a 1 s deadline): the write stall, and
+//!   (a probe posting every 10 ms, each post with a 1 s deadline), and the **stall**: the
+//!   longest time without a committed probe write from the stop on (after a SIGTERM the
+//!   draining leader still serves for `drain_wait`, and the stall comes at its hand-over), and
 //! - **resume**: a customer following the probe chat on the stopped node's WebSocket, exactly as
 //!   the product's pages follow a stream ([`customer`]: pings every 250 ms, gives up on a stream
-//!   silent for 2 s or closed, reconnects to the next node with `after=<last seq>`); from the
+//!   silent for 1.5 s or closed, reconnects to the next node with `after=<last seq>`); from the
 //!   stop to the customer leaving the lost node, to its stream being open on another node, and
 //!   to the first message posted after the stop arriving on it.
 //!
@@ -118,6 +120,39 @@ impl FailoverArgs {
     }
 }
 
+/// The probe's committed writes after a stop.
+struct Probe {
+    /// Posts made.
+    attempts: u64,
+    /// Stop to the first committed write.
+    first: Option<Duration>,
+    /// The last commit (the stop before the first).
+    last: Instant,
+    /// The longest time between two commits, the stop counting as one.
+    longest: Duration,
+    stopped: Instant,
+}
+
+impl Probe {
+    fn new(stopped: Instant) -> Self {
+        Self {
+            attempts: 0,
+            first: None,
+            last: stopped,
+            longest: Duration::ZERO,
+            stopped,
+        }
+    }
+
+    /// A probe write committed (its answer arrived) at `at`.
+    fn committed(&mut self, at: Instant) {
+        self.first
+            .get_or_insert_with(|| at.saturating_duration_since(self.stopped));
+        self.longest = self.longest.max(at.saturating_duration_since(self.last));
+        self.last = at;
+    }
+}
+
 /// One trial's figures.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Trial {
@@ -129,6 +164,11 @@ pub struct Trial {
     pub killed: u64,
     /// Stop to the first committed write through a survivor, ms.
     pub write_ms: f64,
+    /// The longest time without a committed probe write, from the stop until the customer
+    /// resumed (after a SIGTERM: until a write committed after the node exited), ms: the write
+    /// stall. After a kill or a host loss it is usually the time to the first write.
+    #[serde(default)]
+    pub stall_ms: f64,
     /// Stop to the customer leaving the stopped node (its stream closed, or silent too long), ms.
     pub detect_ms: f64,
     /// Stop to the customer's stream open again on a survivor, ms.
@@ -241,6 +281,7 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
         }
     })?;
     let writes: Vec<f64> = trials.iter().map(|t| t.write_ms).collect();
+    let stalls: Vec<f64> = trials.iter().map(|t| t.stall_ms).collect();
     let detections: Vec<f64> = trials.iter().map(|t| t.detect_ms).collect();
     let reconnects: Vec<f64> = trials.iter().map(|t| t.reconnect_ms).collect();
     let resumes: Vec<f64> = trials.iter().map(|t| t.resume_ms).collect();
@@ -249,6 +290,10 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let verb = args.stop.verb();
     for (name, values) in [
         (format!("{verb} → next committed write"), &writes),
+        (
+            format!("{verb}: longest time without a committed write"),
+            &stalls,
+        ),
         (
             format!("{verb} → customer drops its stream on that node"),
             &detections,
@@ -495,35 +540,65 @@ async fn trials(
         }
         let cut_took = stopped.elapsed();
         // The customer notices as its page would and reconnects elsewhere; meanwhile the probe
-        // posts.
-        let resuming = tokio::spawn(resume(customer, seq, stopped, leader));
-        let mut n = 0;
-        let write = loop {
-            n += 1;
-            if post(
+        // posts every 10 ms until the customer has resumed and, after a SIGTERM, the stopped node
+        // has exited and a write committed after that (a draining leader still serves for
+        // `drain_wait`; the stall comes when it hands over).
+        let mut resuming = tokio::spawn(resume(customer, seq, stopped, leader));
+        let mut probe = Probe::new(stopped);
+        let mut exited_at = None;
+        let resumed = loop {
+            let n = probe.attempts + 1;
+            probe.attempts = n;
+            let posted = post(
                 &http,
                 survivor,
                 &chat,
                 &format!("after-{n}"),
                 Duration::from_secs(1),
             )
-            .await
-            .is_ok()
-            {
-                break stopped.elapsed();
+            .await;
+            if posted.is_ok() {
+                probe.committed(Instant::now());
             }
-            if stopped.elapsed() > Duration::from_secs(30) {
+            if args.stop == Stop::Sigterm
+                && exited_at.is_none()
+                && cluster.processes.exited(leader_index)
+            {
+                exited_at = Some(Instant::now());
+            }
+            let writes_done = match args.stop {
+                Stop::Kill9 | Stop::HostLoss => probe.first.is_some(),
+                Stop::Sigterm => exited_at.is_some_and(|exit| probe.last > exit),
+            };
+            if writes_done && resuming.is_finished() {
+                break (&mut resuming)
+                    .await
+                    .context("the resuming customer panicked")?
+                    .with_context(|| format!("trial {trial}"))?;
+            }
+            if probe.first.is_none() && stopped.elapsed() > Duration::from_secs(30) {
                 bail!(
                     "trial {trial}: no write committed within 30 s of the {}",
                     args.stop.verb()
                 );
             }
+            if stopped.elapsed() > RESUME_WITHIN + Duration::from_secs(5) {
+                resuming.abort();
+                bail!(
+                    "trial {trial}: {} {RESUME_WITHIN:?} after the {}",
+                    if writes_done {
+                        "the customer had not resumed"
+                    } else {
+                        "the stopped node had not exited, or no write committed after it did,"
+                    },
+                    args.stop.verb()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let resumed = resuming
-            .await
-            .context("the resuming customer panicked")?
-            .with_context(|| format!("trial {trial}"))?;
+        let write = probe
+            .first
+            .context("the probe stopped before a write committed")?;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let since = |at: Instant| ms(at.saturating_duration_since(stopped));
         let figures = Trial {
@@ -531,17 +606,19 @@ async fn trials(
             stop: args.stop,
             killed: leader,
             write_ms: ms(write),
+            stall_ms: ms(probe.longest),
             detect_ms: since(resumed.left),
             reconnect_ms: since(resumed.opened),
             resume_ms: since(resumed.received),
         };
         println!(
             "  trial {trial:>3}: {} node {leader} ({:.0} ms), next write after {:>6.0} ms, \
-             customer left it after {:>5.0} ms, stream reopened after {:>5.0} ms, first new \
+             longest without a write {:>6.0} ms, customer left it after {:>5.0} ms, stream reopened after {:>5.0} ms, first new \
              message after {:>6.0} ms",
             args.stop.verb(),
             ms(cut_took),
             figures.write_ms,
+            figures.stall_ms,
             figures.detect_ms,
             figures.reconnect_ms,
             figures.resume_ms
