@@ -305,11 +305,14 @@ async fn a_stopping_node_drains_before_it_closes_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_to_a_lost_leader_is_sent_to_its_successor() {
     // Peer keepalives far longer than the write timeout (3 s): the follower can learn that its
-    // leader is gone only from the election, as when a host is lost and nothing resets.
+    // leader is gone only from the election, as when a host is lost and nothing resets. One
+    // forward RPC in flight at most: the forward stuck on the lost leader must give its place
+    // back when the successor is known, or the retry waits behind it until the deadline.
     let mut cluster = Cluster::configure(3, "", "");
     let slow_keepalives = [
         ("PARLEY_TIMEOUTS__KEEPALIVE_INTERVAL", "60s"),
         ("PARLEY_TIMEOUTS__KEEPALIVE_TIMEOUT", "60s"),
+        ("PARLEY_RAFT__FORWARD_INFLIGHT_MAX", "1"),
     ];
     for id in 1..=3 {
         cluster.spawn_with_env(id, &slow_keepalives);

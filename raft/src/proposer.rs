@@ -12,8 +12,9 @@
 //! 4. when the leader changes or is unknown the proposer waits for a new one and retries, until
 //!    the write timeout. Every command is idempotent (client ids), so a retry never duplicates.
 //!    A forward still waiting on a leader that was replaced is abandoned the moment this node
-//!    learns of the new one: a lost leader's host answers nothing, and its write would
-//!    otherwise wait out the deadline.
+//!    learns of the new one, and its RPC's in-flight place given back: a lost leader's host
+//!    answers nothing, and its writes (and every forward queued behind them) would otherwise
+//!    wait out the deadline.
 //!
 //! The answer comes only after the entry is committed on a majority and applied here (leader) or
 //! on the leader and, bounded by [`APPLY_WAIT_MAX`], here (forwarded write).
@@ -473,8 +474,28 @@ async fn forward_batch(
     let Some(deadline) = group.iter().map(|forwarding| forwarding.deadline).max() else {
         return;
     };
-    let sent = send_forward(&raft, &peers, leader, &group, encoding, deadline).await;
+    // A lost leader answers nothing: once this node learns of another leader the RPC is dropped
+    // and its in-flight place given back at once, so forwards to the successor are not held up
+    // behind it until the deadline. Each caller then retries with the new leader (its own
+    // watch sees the change too).
+    let mut metrics = raft.metrics();
+    let known = metrics.borrow_watched().current_leader;
+    let sent = tokio::select! {
+        sent = send_forward(&raft, &peers, leader, &group, encoding, deadline) => Some(sent),
+        next = leader_other_than(&mut metrics, [Some(leader), known]) => {
+            tracing::debug!(leader, next, "leader changed; forward abandoned");
+            None
+        }
+    };
     drop(permit);
+    let Some(sent) = sent else {
+        for forwarding in group {
+            let _ = forwarding.reply.send(Ok(LocalOutcome::NotLeader(
+                raft.metrics().borrow_watched().current_leader,
+            )));
+        }
+        return;
+    };
     let results = match sent {
         Ok(results) => results,
         Err(error) => {
