@@ -18,8 +18,8 @@ use parley_raft::command::{
 };
 use parley_raft::limits;
 use parley_raft::state::{check_agent_spec, check_directory_id, check_queue_spec};
-use parley_raft::Rejection;
 use parley_raft::{NodeId, NodeInfo};
+use parley_raft::{Rejection, ReplicaOptions};
 use parley_storage::FsyncPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -196,17 +196,19 @@ pub struct RawRaft {
 }
 
 impl Default for RawRaft {
+    /// The replica's own defaults ([`ReplicaOptions::new`]), so the two never disagree.
     fn default() -> Self {
+        let replica = ReplicaOptions::new(0, BTreeMap::new(), PathBuf::new());
         Self {
-            heartbeat: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(400),
-            snapshot_every_entries: 10_000,
-            snapshot_every_log_bytes: 64 * 1024 * 1024,
-            snapshot_chunk_bytes: 1024 * 1024,
-            log_entries_kept_after_snapshot: 1_000,
-            inflight_batches_max: 2,
-            forward_inflight_max: 4,
+            heartbeat: Duration::from_millis(replica.heartbeat_ms),
+            election_timeout_min: Duration::from_millis(replica.election_timeout_min_ms),
+            election_timeout_max: Duration::from_millis(replica.election_timeout_max_ms),
+            snapshot_every_entries: replica.snapshot_every_entries,
+            snapshot_every_log_bytes: replica.snapshot_every_log_bytes,
+            snapshot_chunk_bytes: replica.snapshot_chunk_bytes,
+            log_entries_kept_after_snapshot: replica.log_entries_kept_after_snapshot,
+            inflight_batches_max: replica.proposer.inflight_batches_max,
+            forward_inflight_max: replica.proposer.forward_inflight_max,
         }
     }
 }

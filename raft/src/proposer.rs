@@ -382,6 +382,13 @@ async fn leader_other_than(
     }
 }
 
+/// Why a forward RPC gave no results.
+enum ForwardEnd {
+    /// This node learnt of another leader first; the RPC was dropped.
+    Abandoned(NodeId),
+    Failed(ForwardError),
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 enum ForwardError {
     #[error("leader {0} has no known address")]
@@ -481,24 +488,26 @@ async fn forward_batch(
     let mut metrics = raft.metrics();
     let known = metrics.borrow_watched().current_leader;
     let sent = tokio::select! {
-        sent = send_forward(&raft, &peers, leader, &group, encoding, deadline) => Some(sent),
+        sent = send_forward(&raft, &peers, leader, &group, encoding, deadline) => {
+            sent.map_err(ForwardEnd::Failed)
+        }
         next = leader_other_than(&mut metrics, [Some(leader), known]) => {
             tracing::debug!(leader, next, "leader changed; forward abandoned");
-            None
+            Err(ForwardEnd::Abandoned(next))
         }
     };
     drop(permit);
-    let Some(sent) = sent else {
-        for forwarding in group {
-            let _ = forwarding.reply.send(Ok(LocalOutcome::NotLeader(
-                raft.metrics().borrow_watched().current_leader,
-            )));
-        }
-        return;
-    };
     let results = match sent {
         Ok(results) => results,
-        Err(error) => {
+        Err(ForwardEnd::Abandoned(next)) => {
+            for forwarding in group {
+                let _ = forwarding
+                    .reply
+                    .send(Ok(LocalOutcome::NotLeader(Some(next))));
+            }
+            return;
+        }
+        Err(ForwardEnd::Failed(error)) => {
             for forwarding in group {
                 let _ = forwarding.reply.send(Err(error.clone()));
             }

@@ -16,6 +16,9 @@
 //! a release that reads only JSON, nothing binary is written or sent. It writes snapshot
 //! format 1 and implements cluster versions up to [`CLUSTER_VERSION_MAX`]. Golden fixtures of
 //! every format are under `raft/tests/fixtures/`; every later release's tests decode them.
+//!
+//! What a cluster version means is fixed from the first release on: a change to what `apply`
+//! does with an existing operation raises [`CLUSTER_VERSION_MAX`] and gates the change on it.
 
 use serde::{Deserialize, Serialize};
 

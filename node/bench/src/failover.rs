@@ -122,8 +122,6 @@ impl FailoverArgs {
 
 /// The probe's committed writes after a stop.
 struct Probe {
-    /// Posts made.
-    attempts: u64,
     /// Stop to the first committed write.
     first: Option<Duration>,
     /// The last commit (the stop before the first).
@@ -136,7 +134,6 @@ struct Probe {
 impl Probe {
     fn new(stopped: Instant) -> Self {
         Self {
-            attempts: 0,
             first: None,
             last: stopped,
             longest: Duration::ZERO,
@@ -546,14 +543,14 @@ async fn trials(
         let mut resuming = tokio::spawn(resume(customer, seq, stopped, leader));
         let mut probe = Probe::new(stopped);
         let mut exited_at = None;
+        let mut attempt = 0u64;
         let resumed = loop {
-            let n = probe.attempts + 1;
-            probe.attempts = n;
+            attempt += 1;
             let posted = post(
                 &http,
                 survivor,
                 &chat,
-                &format!("after-{n}"),
+                &format!("after-{attempt}"),
                 Duration::from_secs(1),
             )
             .await;
