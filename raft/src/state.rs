@@ -19,7 +19,7 @@
 //! - [`lease`](self::lease): leases with fencing tokens, for services that run on one node at
 //!   a time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -480,8 +480,20 @@ pub struct Chat {
     /// The chat's events; `events[i].seq == i + 1` always.
     pub events: Vec<ChatEvent>,
     /// `sender key/client message id` to the seq it was given, so a retried post is not
-    /// applied twice.
-    pub client_msg_ids: BTreeMap<String, u64>,
+    /// applied twice. Hashed: every post looks its id up, and ids of one client often share a
+    /// long prefix, which a sorted map compares over and over. Serialized in key order, so a
+    /// snapshot and the digest do not depend on the hash.
+    #[serde(serialize_with = "serialize_sorted")]
+    pub client_msg_ids: HashMap<String, u64>,
+}
+
+/// Serializes a hashed map as a map in key order.
+fn serialize_sorted<S: serde::Serializer>(
+    map: &HashMap<String, u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let sorted: BTreeMap<&String, &u64> = map.iter().collect();
+    serializer.collect_map(sorted)
 }
 
 /// A customer's rating.

@@ -1,6 +1,6 @@
 //! Chat sessions: start, messages, end, survey.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::touched::Touch;
@@ -160,7 +160,7 @@ impl State {
                     },
                     island: self.island_write.take_mark(1),
                 }],
-                client_msg_ids: BTreeMap::new(),
+                client_msg_ids: HashMap::new(),
             }),
         );
         self.activities.insert(

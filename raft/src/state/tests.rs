@@ -796,6 +796,33 @@ fn digest_is_stable_and_sensitive() {
 }
 
 #[test]
+fn client_message_ids_serialize_in_key_order_whatever_the_hash() {
+    // Two hashed maps with the same ids, filled in opposite orders (each with its own hash
+    // keys), encode exactly as the sorted map does: snapshots and digests do not depend on
+    // the hash.
+    let ids: Vec<String> = (0..200).map(|i| format!("customer/m-{i}")).collect();
+    let numbered: Vec<(String, u64)> = ids.iter().cloned().zip(1..).collect();
+    let forward: HashMap<String, u64> = numbered.iter().cloned().collect();
+    let backward: HashMap<String, u64> = numbered.iter().rev().cloned().collect();
+    let sorted: BTreeMap<&String, &u64> = forward.iter().collect();
+    let expected = serde_json::to_string(&sorted).unwrap();
+    for map in [&forward, &backward] {
+        let mut out = Vec::new();
+        serialize_sorted(map, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+    // A chat's digest after many posts survives a snapshot round trip (decoded into a new map).
+    let mut state = seeded();
+    apply_ok(&mut state, 10, start("c1", "r1"));
+    for (i, id) in ids.iter().take(50).enumerate() {
+        apply_ok(&mut state, 11 + i as u64, post("c1", id, "text"));
+    }
+    let restored: State = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(restored.digest().unwrap(), state.digest().unwrap());
+    assert_eq!(restored.chats["c1"].client_msg_ids.len(), 50);
+}
+
+#[test]
 fn agent_feed_keeps_a_bounded_tail() {
     let mut state = seeded();
     login_ready(&mut state, 10, "alice");
