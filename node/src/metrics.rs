@@ -187,7 +187,7 @@ impl Metrics {
         let snapshot_bytes = Gauge::default();
         registry.register(
             "raft_snapshot_bytes",
-            "Bytes of the last snapshot built or installed here (0: none since start)",
+            "Bytes of the snapshot file this node persisted or built last, the archive not included (0: none)",
             snapshot_bytes.clone(),
         );
         let write_latency_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));

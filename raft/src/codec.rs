@@ -14,8 +14,9 @@
 //! Two things need more than one value:
 //! - an AppendEntries request too large for one message is cut into pieces that each fit
 //!   ([`encode_append_piece`]), encoded straight from the entries without copying them;
-//! - a snapshot travels as a stream of chunks: [`SnapshotChunks`] cuts one up on the sending
-//!   side, [`SnapshotAssembly`] checks and reassembles it on the receiving side.
+//! - a snapshot travels as a stream of chunks: [`SnapshotChunks`] reads one from its file on the
+//!   sending side, [`SnapshotAssembly`] checks the stream and writes it to a file on the
+//!   receiving side; neither holds more than a chunk in memory.
 
 use openraft::entry::RaftEntry;
 use openraft::raft::AppendEntriesRequest;
@@ -24,11 +25,13 @@ use parley_proto::v1 as pb;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use parley_storage::{SnapshotDir, SnapshotFile};
+
 use crate::error::{Classified, CodecError, CodecFault, ErrorClass};
 use crate::types::{LogId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
-/// Largest snapshot a node accepts from a peer, in bytes (2 GiB). A stream announcing more is
-/// refused before the excess is buffered.
+/// Largest snapshot a node accepts from a peer, in bytes (2 GiB). A stream growing beyond it
+/// is refused before the excess is written.
 pub const SNAPSHOT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The first byte of a payload in the binary encoding: the log format that introduced it. No
@@ -211,13 +214,16 @@ pub fn encode_append_piece(
     })
 }
 
-/// A snapshot cut into the chunks of the `InstallSnapshot` stream, produced lazily: the first
-/// carries the vote and metadata, the last is marked `done`, and the offsets are contiguous.
+/// A snapshot file cut into the chunks of the `InstallSnapshot` stream, read from the file
+/// one chunk at a time (off the async workers): the first carries the vote and metadata, the
+/// last is marked `done`, and the offsets are contiguous. A read that fails ends the chunks
+/// early, without a `done` chunk, so the peer refuses the stream as incomplete; the failure is
+/// logged.
 pub struct SnapshotChunks {
     /// The encoded vote and metadata, until the first chunk takes them.
     header: Option<(Vec<u8>, Vec<u8>)>,
-    data: Vec<u8>,
-    offset: usize,
+    data: SnapshotFile,
+    offset: u64,
     chunk_bytes: usize,
     finished: bool,
 }
@@ -228,7 +234,7 @@ impl SnapshotChunks {
     pub fn new(
         vote: &Vote,
         meta: &SnapshotMeta,
-        data: Vec<u8>,
+        data: SnapshotFile,
         chunk_bytes: usize,
     ) -> Result<Self, CodecError> {
         Ok(Self {
@@ -241,34 +247,46 @@ impl SnapshotChunks {
     }
 
     /// The snapshot's size in bytes.
-    pub fn total_bytes(&self) -> usize {
+    pub fn total_bytes(&self) -> u64 {
         self.data.len()
     }
-}
 
-impl Iterator for SnapshotChunks {
-    type Item = pb::SnapshotChunk;
-
-    fn next(&mut self) -> Option<pb::SnapshotChunk> {
+    /// The next chunk; `None` after the last one or after a read failed.
+    pub async fn next_chunk(&mut self) -> Option<pb::SnapshotChunk> {
         if self.finished {
             return None;
         }
-        let end = self
-            .offset
-            .saturating_add(self.chunk_bytes)
-            .min(self.data.len());
-        let data = self.data[self.offset..end].to_vec();
+        let data = match self.data.read_chunk(self.offset, self.chunk_bytes).await {
+            Ok(data) => data,
+            Err(error) => {
+                self.finished = true;
+                tracing::error!(
+                    offset = self.offset,
+                    %error,
+                    "reading the snapshot file being sent failed; the transfer ends incomplete"
+                );
+                return None;
+            }
+        };
+        let end = self.offset + data.len() as u64;
         let (vote_json, meta_json) = self.header.take().unwrap_or_default();
         let chunk = pb::SnapshotChunk {
             vote_json,
             meta_json,
-            offset: self.offset as u64,
+            offset: self.offset,
             data,
-            done: end == self.data.len(),
+            done: end >= self.data.len(),
         };
         self.offset = end;
         self.finished = chunk.done;
         Some(chunk)
+    }
+
+    /// The chunks as a stream.
+    pub fn into_stream(self) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {
+        futures::stream::unfold(self, |mut chunks| async move {
+            chunks.next_chunk().await.map(|chunk| (chunk, chunks))
+        })
     }
 }
 
@@ -315,12 +333,16 @@ pub enum SnapshotStreamError {
         /// The bytes received.
         received: u64,
     },
+    /// The file the snapshot is received into could not be created or written.
+    #[error("snapshot spool file: {0}")]
+    Spool(#[source] std::io::Error),
 }
 
 impl Classified for SnapshotStreamError {
     fn class(&self) -> ErrorClass {
         match self {
             SnapshotStreamError::TooLarge { .. } => ErrorClass::PayloadTooLarge,
+            SnapshotStreamError::Spool(_) => ErrorClass::Unavailable,
             _ => ErrorClass::InvalidArgument,
         }
     }
@@ -328,6 +350,7 @@ impl Classified for SnapshotStreamError {
     fn code(&self) -> &'static str {
         match self {
             SnapshotStreamError::TooLarge { .. } => "snapshot_too_large",
+            SnapshotStreamError::Spool(_) => "snapshot_spool",
             _ => "malformed_payload",
         }
     }
@@ -338,46 +361,49 @@ impl Classified for SnapshotStreamError {
 pub struct AssembledSnapshot {
     /// The sending leader's vote.
     pub vote: Vote,
-    /// The snapshot: its metadata and its bytes.
+    /// The snapshot: its metadata and its file.
     pub snapshot: Snapshot,
 }
 
-/// Reassembles a streamed snapshot chunk by chunk, refusing anything but the stream
-/// [`SnapshotChunks`] produces: a header on the first chunk only, contiguous offsets, at most
-/// the byte limit in all, nothing after the chunk marked done. Never panics on any input.
+/// Reassembles a streamed snapshot chunk by chunk into a file, refusing anything but the
+/// stream [`SnapshotChunks`] produces: a header on the first chunk only, contiguous offsets, at
+/// most the byte limit in all, nothing after the chunk marked done. Never panics on any input.
+/// Writes are blocking: call [`SnapshotAssembly::push`] off the async workers.
 #[derive(Debug)]
 pub struct SnapshotAssembly {
     header: Option<(Vote, SnapshotMeta)>,
-    data: Vec<u8>,
+    /// The node's snapshot directory.
+    dir: SnapshotDir,
+    /// The file the bytes go to: unnamed, in `dir`.
+    spool: std::fs::File,
+    received: u64,
     done: bool,
     bytes_max: u64,
 }
 
-impl Default for SnapshotAssembly {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl SnapshotAssembly {
-    /// An empty assembly taking at most [`SNAPSHOT_BYTES_MAX`] bytes.
-    pub fn new() -> Self {
-        Self::with_limit(SNAPSHOT_BYTES_MAX)
+    /// An empty assembly taking at most [`SNAPSHOT_BYTES_MAX`] bytes into an unnamed file in
+    /// `dir`.
+    pub fn new(dir: &SnapshotDir) -> Result<Self, SnapshotStreamError> {
+        Self::with_limit(dir, SNAPSHOT_BYTES_MAX)
     }
 
-    /// An empty assembly taking at most `bytes_max` bytes.
-    pub fn with_limit(bytes_max: u64) -> Self {
-        Self {
+    /// An empty assembly taking at most `bytes_max` bytes into an unnamed file in `dir`.
+    pub fn with_limit(dir: &SnapshotDir, bytes_max: u64) -> Result<Self, SnapshotStreamError> {
+        let spool = dir.unnamed().map_err(SnapshotStreamError::Spool)?;
+        Ok(Self {
             header: None,
-            data: Vec::new(),
+            dir: dir.clone(),
+            spool,
+            received: 0,
             done: false,
             bytes_max,
-        }
+        })
     }
 
     /// The bytes received so far.
     pub fn received_bytes(&self) -> u64 {
-        self.data.len() as u64
+        self.received
     }
 
     /// Whether the chunk marked done has arrived.
@@ -411,7 +437,7 @@ impl SnapshotAssembly {
                 offset: chunk.offset,
             });
         }
-        let expected = self.received_bytes();
+        let expected = self.received;
         if chunk.offset != expected {
             return Err(SnapshotStreamError::OutOfOrder {
                 expected,
@@ -425,23 +451,26 @@ impl SnapshotAssembly {
                 got,
             });
         }
-        self.data.extend_from_slice(&chunk.data);
+        std::io::Write::write_all(&mut self.spool, &chunk.data)
+            .map_err(SnapshotStreamError::Spool)?;
+        self.received = got;
         self.done = chunk.done;
         Ok(self.done)
     }
 
-    /// The snapshot, once the chunk marked done has arrived.
+    /// The snapshot, once the chunk marked done has arrived. Its file is checked by the store
+    /// when it is installed (frame by frame, each against its checksum).
     pub fn finish(self) -> Result<AssembledSnapshot, SnapshotStreamError> {
         match self.header {
             Some((vote, meta)) if self.done => Ok(AssembledSnapshot {
                 vote,
                 snapshot: Snapshot {
                     meta,
-                    snapshot: self.data,
+                    snapshot: self.dir.adopt(self.spool, self.received),
                 },
             }),
             Some(_) => Err(SnapshotStreamError::Incomplete {
-                received: self.data.len() as u64,
+                received: self.received,
             }),
             None => Err(SnapshotStreamError::MissingHeader {
                 missing: "vote_json",
@@ -453,8 +482,10 @@ impl SnapshotAssembly {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use openraft::type_config::alias::CommittedLeaderIdOf;
     use openraft::StoredMembership;
+    use parley_storage::IoMode;
 
     fn log_id(term: u64, node: u64, index: u64) -> LogId {
         LogId::new(
@@ -473,61 +504,94 @@ mod tests {
         }
     }
 
-    fn assemble(chunks: impl IntoIterator<Item = pb::SnapshotChunk>) -> AssembledSnapshot {
-        let mut assembly = SnapshotAssembly::new();
+    /// A snapshot directory in a fresh temporary directory (kept alive by the guard).
+    fn spool_dir() -> (tempfile::TempDir, SnapshotDir) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(root.path().join("snapshots"), IoMode::Inline).unwrap();
+        (root, dir)
+    }
+
+    /// `data` as a snapshot file of `dir` (the chunks do not look inside it).
+    fn file_of(dir: &SnapshotDir, data: &[u8]) -> SnapshotFile {
+        let mut file = dir.unnamed().unwrap();
+        std::io::Write::write_all(&mut file, data).unwrap();
+        dir.adopt(file, data.len() as u64)
+    }
+
+    fn assemble(
+        dir: &SnapshotDir,
+        chunks: impl IntoIterator<Item = pb::SnapshotChunk>,
+    ) -> AssembledSnapshot {
+        let mut assembly = SnapshotAssembly::new(dir).unwrap();
         for chunk in chunks {
             assembly.push(chunk).unwrap();
         }
         assembly.finish().unwrap()
     }
 
-    #[test]
-    fn snapshot_chunk_round_trips() {
+    async fn chunks_from(
+        dir: &SnapshotDir,
+        vote: &Vote,
+        data: &[u8],
+        chunk_bytes: usize,
+    ) -> Vec<pb::SnapshotChunk> {
+        let file = file_of(dir, data);
+        SnapshotChunks::new(vote, &meta(), file, chunk_bytes)
+            .unwrap()
+            .into_stream()
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn snapshot_chunk_round_trips() {
+        let (_root, dir) = spool_dir();
         let vote = Vote::new_committed(3, 2);
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let chunks: Vec<_> = SnapshotChunks::new(&vote, &meta(), data.clone(), 1024)
-            .unwrap()
-            .collect();
+        let chunks = chunks_from(&dir, &vote, &data, 1024).await;
         assert_eq!(chunks.len(), 10);
         assert!(!chunks[0].vote_json.is_empty() && !chunks[0].meta_json.is_empty());
         assert!(chunks[1..].iter().all(|c| c.vote_json.is_empty()));
         assert_eq!(chunks.iter().filter(|c| c.done).count(), 1);
         assert!(chunks.last().unwrap().done);
-        let back = assemble(chunks);
+        let back = assemble(&dir, chunks);
         assert_eq!(back.vote, vote);
         assert_eq!(back.snapshot.meta, meta());
-        assert_eq!(back.snapshot.snapshot, data);
+        assert_eq!(back.snapshot.snapshot.read_all().unwrap(), data);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a received snapshot has no name until the store keeps it"
+        );
     }
 
-    #[test]
-    fn an_empty_snapshot_is_one_chunk() {
+    #[tokio::test]
+    async fn an_empty_snapshot_is_one_chunk() {
+        let (_root, dir) = spool_dir();
         let vote = Vote::new_committed(1, 1);
-        let chunks: Vec<_> = SnapshotChunks::new(&vote, &meta(), Vec::new(), 1024)
-            .unwrap()
-            .collect();
+        let chunks = chunks_from(&dir, &vote, &[], 1024).await;
         assert_eq!(chunks.len(), 1);
         assert!(chunks[0].done);
-        let back = assemble(chunks);
+        let back = assemble(&dir, chunks);
         assert!(back.snapshot.snapshot.is_empty());
         assert_eq!(back.snapshot.meta, meta());
     }
 
-    fn chunks_of(data: &[u8], chunk_bytes: usize) -> Vec<pb::SnapshotChunk> {
-        SnapshotChunks::new(
+    fn chunks_of(dir: &SnapshotDir, data: &[u8], chunk_bytes: usize) -> Vec<pb::SnapshotChunk> {
+        futures::executor::block_on(chunks_from(
+            dir,
             &Vote::new_committed(3, 2),
-            &meta(),
-            data.to_vec(),
+            data,
             chunk_bytes,
-        )
-        .unwrap()
-        .collect()
+        ))
     }
 
     #[test]
     fn out_of_order_offsets_are_rejected() {
-        let mut chunks = chunks_of(&[7; 300], 100);
+        let (_root, dir) = spool_dir();
+        let mut chunks = chunks_of(&dir, &[7; 300], 100);
         chunks.swap(1, 2);
-        let mut assembly = SnapshotAssembly::new();
+        let mut assembly = SnapshotAssembly::new(&dir).unwrap();
         assembly.push(chunks[0].clone()).unwrap();
         let error = assembly.push(chunks[1].clone()).unwrap_err();
         assert!(matches!(
@@ -539,8 +603,8 @@ mod tests {
         ));
 
         // A repeated chunk is out of order too.
-        let chunks = chunks_of(&[7; 300], 100);
-        let mut assembly = SnapshotAssembly::new();
+        let chunks = chunks_of(&dir, &[7; 300], 100);
+        let mut assembly = SnapshotAssembly::new(&dir).unwrap();
         assembly.push(chunks[0].clone()).unwrap();
         assembly.push(chunks[1].clone()).unwrap();
         assert!(matches!(
@@ -551,9 +615,13 @@ mod tests {
 
     #[test]
     fn a_missing_header_is_rejected() {
-        let mut chunks = chunks_of(&[7; 300], 100);
+        let (_root, dir) = spool_dir();
+        let mut chunks = chunks_of(&dir, &[7; 300], 100);
         chunks[0].meta_json.clear();
-        let error = SnapshotAssembly::new().push(chunks[0].clone()).unwrap_err();
+        let error = SnapshotAssembly::new(&dir)
+            .unwrap()
+            .push(chunks[0].clone())
+            .unwrap_err();
         assert!(matches!(
             error,
             SnapshotStreamError::MissingHeader {
@@ -561,7 +629,10 @@ mod tests {
             }
         ));
         // Starting with the second chunk: no header at all.
-        let error = SnapshotAssembly::new().push(chunks[1].clone()).unwrap_err();
+        let error = SnapshotAssembly::new(&dir)
+            .unwrap()
+            .push(chunks[1].clone())
+            .unwrap_err();
         assert!(matches!(
             error,
             SnapshotStreamError::MissingHeader {
@@ -569,20 +640,21 @@ mod tests {
             }
         ));
         // No chunk at all.
-        assert!(SnapshotAssembly::new().finish().is_err());
+        assert!(SnapshotAssembly::new(&dir).unwrap().finish().is_err());
     }
 
     #[test]
     fn incomplete_and_trailing_chunks_are_rejected() {
-        let chunks = chunks_of(&[7; 300], 100);
-        let mut assembly = SnapshotAssembly::new();
+        let (_root, dir) = spool_dir();
+        let chunks = chunks_of(&dir, &[7; 300], 100);
+        let mut assembly = SnapshotAssembly::new(&dir).unwrap();
         assembly.push(chunks[0].clone()).unwrap();
         assert!(matches!(
             assembly.finish(),
             Err(SnapshotStreamError::Incomplete { received: 100 })
         ));
 
-        let mut assembly = SnapshotAssembly::new();
+        let mut assembly = SnapshotAssembly::new(&dir).unwrap();
         for chunk in chunks.iter().cloned() {
             assembly.push(chunk).unwrap();
         }
@@ -596,8 +668,9 @@ mod tests {
 
     #[test]
     fn an_oversize_snapshot_is_rejected() {
-        let chunks = chunks_of(&[7; 300], 100);
-        let mut assembly = SnapshotAssembly::with_limit(250);
+        let (_root, dir) = spool_dir();
+        let chunks = chunks_of(&dir, &[7; 300], 100);
+        let mut assembly = SnapshotAssembly::with_limit(&dir, 250).unwrap();
         assembly.push(chunks[0].clone()).unwrap();
         assembly.push(chunks[1].clone()).unwrap();
         let error = assembly.push(chunks[2].clone()).unwrap_err();
@@ -609,16 +682,30 @@ mod tests {
             }
         ));
         assert_eq!(error.class(), ErrorClass::PayloadTooLarge);
+        assert_eq!(assembly.received_bytes(), 200, "the excess was not written");
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_made_is_unavailable_not_a_panic() {
+        let (root, dir) = spool_dir();
+        drop(root);
+        let error = SnapshotAssembly::new(&dir).unwrap_err();
+        assert!(matches!(error, SnapshotStreamError::Spool(_)), "{error}");
+        assert_eq!(error.class(), ErrorClass::Unavailable);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
+        let (_root, dir) = spool_dir();
         let chunk = pb::SnapshotChunk {
             vote_json: b"{not json".to_vec(),
             meta_json: b"{}".to_vec(),
             ..Default::default()
         };
-        let error = SnapshotAssembly::new().push(chunk).unwrap_err();
+        let error = SnapshotAssembly::new(&dir)
+            .unwrap()
+            .push(chunk)
+            .unwrap_err();
         assert!(matches!(error, SnapshotStreamError::Header(_)));
         assert_eq!(error.code(), "malformed_payload");
 
@@ -628,7 +715,7 @@ mod tests {
             offset: u64::MAX,
             ..Default::default()
         };
-        assert!(SnapshotAssembly::new().push(chunk).is_err());
+        assert!(SnapshotAssembly::new(&dir).unwrap().push(chunk).is_err());
         assert!(decode::<crate::command::Command>(b"[]").is_err());
         assert!(decode::<AppendEntriesRequest<TypeConfig>>(b"{\"vote\": 1}").is_err());
     }

@@ -374,7 +374,7 @@ fn with_deadline<T>(message: T, ttl: Duration) -> tonic::Request<T> {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = parley_storage::SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -494,7 +494,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
-        let bytes = snapshot.snapshot.len() as u64;
+        let bytes = snapshot.snapshot.len();
         if bytes > SNAPSHOT_BYTES_MAX {
             // The peer would refuse it after the transfer; refuse it before.
             return Err(StreamingError::Network(NetworkError::new(
@@ -514,7 +514,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         // The whole transfer and the peer's install share one deadline (openraft's
         // `install_snapshot_timeout`).
         let ttl = option.soft_ttl();
-        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        let mut request = tonic::Request::new(chunks.into_stream());
         request.set_timeout(ttl);
         tracing::debug!(
             target = self.route.target,

@@ -113,7 +113,8 @@ pub struct ReplicaStatus {
     pub members: BTreeMap<NodeId, NodeInfo>,
     /// The members that vote.
     pub voters: BTreeSet<NodeId>,
-    /// Bytes of the last snapshot built or installed here since start (0: none yet).
+    /// Bytes of the snapshot file this node persisted or built last, the archive not
+    /// included (0: none yet).
     pub snapshot_bytes: u64,
     /// Snapshots a leader sent that were installed here since start.
     pub snapshots_installed: u64,
@@ -550,7 +551,11 @@ impl Replica {
     /// The gRPC services to host for peers.
     pub fn services(&self) -> (RaftService, ClusterService) {
         (
-            RaftService::new(self.raft.clone(), self.contact.clone()),
+            RaftService::new(
+                self.raft.clone(),
+                self.contact.clone(),
+                self.store.snapshot_dir().clone(),
+            ),
             ClusterService::new(
                 self.proposer.clone(),
                 self.members.clone(),

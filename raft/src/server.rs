@@ -18,6 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
 };
 use parley_proto::v1 as pb;
+use parley_storage::SnapshotDir;
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::raft_server::{Raft as RaftRpc, RaftServer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,12 +58,19 @@ pub struct RaftService {
     raft: Raft,
     /// Noted on every AppendEntries a leader sent that was not refused for its vote.
     contact: LeaderContact,
+    /// Where a snapshot a leader sends is received into.
+    snapshots: SnapshotDir,
 }
 
 impl RaftService {
-    /// Serves `raft`, noting leader contact in `contact` (see [`crate::island`]).
-    pub fn new(raft: Raft, contact: LeaderContact) -> Self {
-        Self { raft, contact }
+    /// Serves `raft`, noting leader contact in `contact` (see [`crate::island`]), receiving
+    /// snapshots into files in `snapshots`.
+    pub fn new(raft: Raft, contact: LeaderContact, snapshots: SnapshotDir) -> Self {
+        Self {
+            raft,
+            contact,
+            snapshots,
+        }
     }
 }
 
@@ -95,13 +103,31 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, St
     payload(value).map(Response::new)
 }
 
-/// Receives a snapshot stream to its last chunk.
+/// Receives a snapshot stream to its last chunk, into an unnamed file in `dir`; each chunk is
+/// written off the async workers.
 async fn receive_snapshot(
     mut chunks: Streaming<pb::SnapshotChunk>,
+    dir: SnapshotDir,
 ) -> Result<AssembledSnapshot, Status> {
-    let mut assembly = SnapshotAssembly::new();
+    let stopped =
+        |e: std::io::Error| Status::internal(format!("snapshot_spool: the writer stopped: {e}"));
+    let opened = dir.clone();
+    let mut assembly = dir
+        .run(move || SnapshotAssembly::new(&opened))
+        .await
+        .map_err(stopped)?
+        .map_err(|e| grpc_status(&e))?;
     while let Some(chunk) = chunks.next().await {
-        if assembly.push(chunk?).map_err(|e| grpc_status(&e))? {
+        let chunk = chunk?;
+        let (back, pushed) = dir
+            .run(move || {
+                let pushed = assembly.push(chunk);
+                (assembly, pushed)
+            })
+            .await
+            .map_err(stopped)?;
+        assembly = back;
+        if pushed.map_err(|e| grpc_status(&e))? {
             break;
         }
     }
@@ -248,7 +274,7 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let received = tokio::time::timeout(
             SNAPSHOT_RECEIVE_TIMEOUT,
-            receive_snapshot(request.into_inner()),
+            receive_snapshot(request.into_inner(), self.snapshots.clone()),
         )
         .await
         .map_err(|_| {

@@ -53,8 +53,9 @@ pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A vote: the leader a node voted for and whether a quorum granted it.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 
-/// A whole snapshot as openraft hands it over: its metadata and its bytes.
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// A whole snapshot as openraft hands it over: its metadata and its file.
+pub type Snapshot =
+    openraft::type_config::alias::SnapshotOf<TypeConfig, parley_storage::SnapshotFile>;
 
 /// A snapshot's metadata: the last log id and membership it covers.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;

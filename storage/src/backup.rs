@@ -2,10 +2,11 @@
 //! ([`StateMachineStore::cut`](crate::StateMachineStore::cut)), its bytes, and its restore into
 //! an empty database as the starting state of a new cluster.
 //!
-//! A cut's bytes are those of a snapshot sent to another node: the machine, its log position and
-//! membership, and the whole archive. Restoring writes what a node holds after installing such
-//! a snapshot and purging its log up to it: the persisted snapshot, the archive, a vote at the
-//! snapshot's term and the committed log id. openraft then starts from the snapshot with an
+//! A cut's bytes are a snapshot file as nodes send each other ([`crate::snapshot_file`]): the
+//! machine, its log position and membership, and the whole archive, in checksummed frames. Restoring writes what a node holds after
+//! installing such a snapshot and purging its log up to it: the persisted snapshot (its file
+//! and the record naming it), the archive, a vote at the snapshot's term and the committed log
+//! id. openraft then starts from the snapshot with an
 //! empty log whose next index follows the snapshot's, so the new cluster's log ids continue the
 //! old one's and the machine sees the same indexes it would have seen there.
 
@@ -17,7 +18,11 @@ use crate::archive::{self, ArchiveOp, ArchivedRecord};
 use crate::db::{cf, commit, to_json, Db, CF_ARCHIVE, CF_LOGS, CF_META, CF_SNAPSHOT};
 use crate::error::StoreError;
 use crate::log_store::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
-use crate::state_machine::{decode_payload, SnapshotPayload, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META};
+use crate::snapshot_file::{FrameWriter, Section, SnapshotDir, MAGIC};
+use crate::state_machine::{
+    decode_file_bytes, decode_payload, encode_file, FileRef, SnapshotPayload, KEY_SNAPSHOT_FILE,
+    KEY_SNAPSHOT_META,
+};
 use crate::{FsyncPolicy, Machine};
 
 /// A store's machine, log position, membership and archive at one applied log id.
@@ -39,7 +44,8 @@ pub struct SnapshotCut<C: RaftTypeConfig, M> {
 }
 
 impl<C: RaftTypeConfig, M: Machine> SnapshotCut<C, M> {
-    /// The cut's bytes: a snapshot carrying its archive, as nodes send each other.
+    /// The cut's bytes: a snapshot file carrying its archive, as nodes send each other
+    /// ([`crate::snapshot_file`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {
         let payload = SnapshotPayload::<C, &M> {
             format: self.format,
@@ -47,20 +53,40 @@ impl<C: RaftTypeConfig, M: Machine> SnapshotCut<C, M> {
             last_membership: self.last_membership.clone(),
             machine: &self.machine,
             archive_pending: self.archive_pending.clone(),
-            archive: Some(self.archive.clone()),
+            archive: None,
         };
-        to_json(&payload, "snapshot data")
+        let file = StoreError::snapshot_file;
+        let mut out = FrameWriter::new(Vec::new()).map_err(file("start"))?;
+        serde_json::to_writer(&mut out, &payload).map_err(|source| StoreError::Codec {
+            what: "snapshot data",
+            source,
+        })?;
+        out.start(Section::Archive)
+            .map_err(file("start the archive"))?;
+        serde_json::to_writer(&mut out, &self.archive).map_err(|source| StoreError::Codec {
+            what: "snapshot archive",
+            source,
+        })?;
+        let (bytes, _) = out.finish().map_err(file("finish"))?;
+        Ok(bytes)
     }
 
-    /// Decodes a cut's bytes, refusing a snapshot format this release does not read, a
-    /// snapshot without a log position (an empty store) and one without its archive (a node's
+    /// Decodes a cut's bytes (a snapshot file, or the JSON cuts were before snapshot files),
+    /// refusing a snapshot format this release does not read, a damaged file, a snapshot
+    /// without a log position (an empty store) and one without its archive (a node's
     /// persisted snapshot, which is not a whole backup).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
-        let payload: SnapshotPayload<C, M> = decode_payload(bytes)?;
+        let (payload, archive): (SnapshotPayload<C, M>, _) = if bytes.starts_with(MAGIC) {
+            decode_file_bytes(bytes)?
+        } else {
+            let mut payload: SnapshotPayload<C, M> = decode_payload(bytes)?;
+            let archive = payload.archive.take();
+            (payload, archive)
+        };
         let Some(last_applied) = payload.last_applied else {
             return Err(StoreError::corrupt("the snapshot covers no log entry"));
         };
-        let Some(archive) = payload.archive else {
+        let Some(archive) = archive else {
             return Err(StoreError::corrupt(
                 "the snapshot carries no archive: it is a node's own snapshot, not a backup",
             ));
@@ -104,43 +130,50 @@ where
             cut.last_applied
         )));
     }
-    let meta = SnapshotMetaOf::<C> {
-        last_log_id: Some(cut.last_applied.clone()),
-        last_membership: cut.last_membership.clone(),
-    };
-    let committed = Some(cut.last_applied.clone());
-    let local = SnapshotPayload::<C, &M> {
-        format: cut.format,
-        last_applied: Some(cut.last_applied.clone()),
-        last_membership: cut.last_membership.clone(),
-        machine: &cut.machine,
-        archive_pending: Vec::new(),
-        archive: None,
-    };
-    let data = to_json(&local, "snapshot data")?;
-    let meta_bytes = to_json(&meta, "snapshot meta")?;
-    let vote_bytes = to_json(&vote, "vote")?;
-    let committed_bytes = to_json(&committed, "committed log id")?;
-    let SnapshotCut {
-        archive: records,
-        archive_pending: pending,
-        ..
-    } = cut;
+    let dir = db.snapshot_dir().clone();
     db.run(move |raw| {
         refuse_unless_empty(raw)?;
+        let meta = SnapshotMetaOf::<C> {
+            last_log_id: Some(cut.last_applied.clone()),
+            last_membership: cut.last_membership.clone(),
+        };
+        let committed = Some(cut.last_applied.clone());
+        let local = SnapshotPayload::<C, &M> {
+            format: cut.format,
+            last_applied: Some(cut.last_applied.clone()),
+            last_membership: cut.last_membership.clone(),
+            machine: &cut.machine,
+            archive_pending: Vec::new(),
+            archive: None,
+        };
+        let mut pending = dir.create()?;
+        let bytes = encode_file(&mut pending, &local, None)?;
+        pending.sync()?;
+        let name = SnapshotDir::file_name(cut.last_applied.index, 0);
+        pending.keep(&dir, &name, bytes)?;
+
         let mut batch = WriteBatch::default();
         let snapshot_cf = cf(raw, CF_SNAPSHOT)?;
-        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
-        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
+        batch.put_cf(
+            snapshot_cf,
+            KEY_SNAPSHOT_META,
+            to_json(&meta, "snapshot meta")?,
+        );
+        batch.put_cf(
+            snapshot_cf,
+            KEY_SNAPSHOT_FILE,
+            to_json(&FileRef { name, bytes }, "snapshot file")?,
+        );
+        let committed = to_json(&committed, "committed log id")?;
         let meta_cf = cf(raw, CF_META)?;
-        batch.put_cf(meta_cf, KEY_VOTE, vote_bytes);
-        batch.put_cf(meta_cf, KEY_COMMITTED, &committed_bytes);
-        batch.put_cf(meta_cf, KEY_LAST_PURGED, committed_bytes);
-        archive::replace_all(raw, &mut batch, &records)?;
+        batch.put_cf(meta_cf, KEY_VOTE, to_json(&vote, "vote")?);
+        batch.put_cf(meta_cf, KEY_COMMITTED, &committed);
+        batch.put_cf(meta_cf, KEY_LAST_PURGED, committed);
+        archive::replace_all(raw, &mut batch, &cut.archive)?;
         commit(raw, batch, FsyncPolicy::Always, "restore snapshot")?;
         // A second batch: the reads a put makes must see the records above.
         let mut batch = WriteBatch::default();
-        archive::write_ops(raw, &mut batch, &pending)?;
+        archive::write_ops(raw, &mut batch, &cut.archive_pending)?;
         commit(raw, batch, FsyncPolicy::Always, "restore pending archive")
     })
     .await

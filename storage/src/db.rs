@@ -21,12 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamily, DBCompressionType, FlushOptions, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
 
 use crate::close::{CloseWatch, OpenDb};
 use crate::error::StoreError;
+use crate::snapshot_file::SnapshotDir;
 use crate::wal_sync::{Durable, WalSyncer};
 
 /// Column family holding small metadata values: `vote`, `committed`, `last_purged` (JSON).
@@ -42,6 +41,16 @@ pub(crate) const CF_JOURNAL: &str = "island_journal";
 
 /// Most bytes of WAL files kept before the column families pinning the oldest are flushed.
 const WAL_TOTAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// The directory, inside the database's, that holds the snapshot files
+/// ([`crate::snapshot_file`]).
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Nice value of the threads snapshots are built on ([`Db::run_background`]). Under Linux's
+/// scheduler a thread at nice 10 weighs 110 against 1,024 for the node's other threads: when
+/// they want the cores it gets about a tenth of a core's share, when they do not it gets all
+/// of it.
+pub const BACKGROUND_THREAD_NICE: i32 = 10;
 
 /// Whether writes are fsynced before they are reported durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,6 +107,8 @@ pub struct Db {
     /// Bytes of encoded log entries appended so far (shared by clones): what a snapshot
     /// triggered by size measures.
     log_bytes: Arc<AtomicU64>,
+    /// Where the snapshot files are kept.
+    snapshots: SnapshotDir,
 }
 
 impl std::fmt::Debug for Db {
@@ -137,6 +148,7 @@ impl Db {
             [CF_META, CF_LOGS, CF_SNAPSHOT, CF_ARCHIVE, CF_JOURNAL],
         )
         .map_err(|source| StoreError::Rocks { op: "open", source })?;
+        let snapshots = SnapshotDir::open(path.join(SNAPSHOT_DIR_NAME), opts.io_mode)?;
         tracing::debug!(path = %path.display(), fsync = ?opts.fsync, io_mode = ?opts.io_mode, "opened rocksdb");
         let inner = Arc::new(OpenDb::new(db));
         let syncer = match (opts.fsync, opts.io_mode) {
@@ -149,7 +161,13 @@ impl Db {
             syncer,
             appends: Arc::new(AtomicU64::new(0)),
             log_bytes: Arc::new(AtomicU64::new(0)),
+            snapshots,
         })
+    }
+
+    /// The directory of this database's snapshot files.
+    pub fn snapshot_dir(&self) -> &SnapshotDir {
+        &self.snapshots
     }
 
     /// A watch that tells when this database has closed (every handle dropped, RocksDB's close
@@ -249,6 +267,39 @@ impl Db {
             IoMode::Blocking => {
                 let db = Arc::clone(&self.inner);
                 tokio::task::spawn_blocking(move || f(&db)).await?
+            }
+        }
+    }
+
+    /// Runs `f` against the database at a lower priority than the node's other work: on a
+    /// thread of its own at nice [`BACKGROUND_THREAD_NICE`] in production (named
+    /// `parley-{what}`), inline under the deterministic simulator. For long jobs that must not
+    /// take the cores from the write path, such as building a snapshot.
+    pub(crate) async fn run_background<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&DB) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+    {
+        match self.opts.io_mode {
+            IoMode::Inline => f(&self.inner),
+            IoMode::Blocking => {
+                let db = Arc::clone(&self.inner);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name(format!("parley-{what}"))
+                    .spawn(move || {
+                        lower_priority(what);
+                        let result = f(&db);
+                        // Released before the answer: whoever hears it may close the database.
+                        drop(db);
+                        // The caller may have gone (openraft shutting down): nothing to tell.
+                        let _ = tx.send(result);
+                    })
+                    .map_err(|source| StoreError::Thread { what, source })?;
+                rx.await.map_err(|_| StoreError::ThreadStopped { what })?
             }
         }
     }
@@ -354,35 +405,29 @@ pub(crate) fn commit(
         .map_err(|source| StoreError::Rocks { op, source })
 }
 
-/// Writes `batch`, whose every write goes to column family `cf_name`, around the WAL: into the
-/// memtable only, then flushed to a table file before returning (RocksDB syncs table files it
-/// flushes), whatever the [`FsyncPolicy`]; with [`FsyncPolicy::Always`] the WAL is synced
-/// first, so every write before this one is durable before it is. For large values written rarely (snapshots): they
-/// never pass through the WAL the log's appends share and sync, so a snapshot's megabytes do not
-/// queue before the next append's write or lengthen its sync.
-pub(crate) fn commit_around_wal(
-    db: &DB,
-    batch: WriteBatch,
-    cf_name: &'static str,
-    fsync: FsyncPolicy,
-    op: &'static str,
-) -> Result<(), StoreError> {
-    if fsync == FsyncPolicy::Always {
-        // What this value relies on and was written through the WAL without a sync (the
-        // archive's writes, for a snapshot) is made durable first: one WAL sync covers every
-        // write before it.
-        db.flush_wal(true)
-            .map_err(|source| StoreError::Rocks { op, source })?;
+/// Lowers the calling thread's priority to nice [`BACKGROUND_THREAD_NICE`] (never raises it:
+/// a node started nicer stays so); logs and goes on where the system refuses.
+#[cfg(target_os = "linux")]
+fn lower_priority(what: &'static str) {
+    // SAFETY: `getpriority` and `setpriority` take plain integers and touch no memory of ours.
+    // Under Linux, `PRIO_PROCESS` with `who` 0 names the calling thread alone (nice values are
+    // per thread). `getpriority` cannot fail for the calling thread.
+    let rc = unsafe {
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, current.max(BACKGROUND_THREAD_NICE))
+    };
+    if rc != 0 {
+        tracing::warn!(
+            thread = what,
+            error = %std::io::Error::last_os_error(),
+            "could not lower the priority of a background thread"
+        );
     }
-    let mut write_opts = WriteOptions::default();
-    write_opts.disable_wal(true);
-    db.write_opt(batch, &write_opts)
-        .map_err(|source| StoreError::Rocks { op, source })?;
-    let mut flush = FlushOptions::default();
-    flush.set_wait(true);
-    db.flush_cf_opt(cf(db, cf_name)?, &flush)
-        .map_err(|source| StoreError::Rocks { op, source })
 }
+
+/// Priorities are left as they are off Linux.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_what: &'static str) {}
 
 /// Looks up a column family handle, failing with a typed error if it is absent.
 pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a ColumnFamily, StoreError> {
@@ -442,4 +487,66 @@ fn dir_size(path: &Path) -> Result<u64, StoreError> {
 /// The `meta` key of the node-local value `name`.
 fn local_key(name: &str) -> Vec<u8> {
     format!("local/{name}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's name and nice value, from `/proc/thread-self/stat`.
+    fn thread_name_and_nice() -> (String, i64) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // `pid (comm) state ...`: the name may hold spaces, so split after its closing paren.
+        let open = stat.find('(').unwrap();
+        let close = stat.rfind(')').unwrap();
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Field 19 of the whole line (nice) is the 17th after the name.
+        (name, fields[16].parse().unwrap())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn background_work_runs_at_a_lower_priority_on_a_thread_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let (_, caller_nice) = thread_name_and_nice();
+        let (name, nice) = db
+            .run_background("snapshot", |_| Ok(thread_name_and_nice()))
+            .await
+            .unwrap();
+        assert_eq!(name, "parley-snapshot");
+        // Raising the nice value needs no privilege; a process already nicer stays so.
+        assert_eq!(nice, caller_nice.max(i64::from(BACKGROUND_THREAD_NICE)));
+        assert_eq!(
+            thread_name_and_nice().1,
+            caller_nice,
+            "the caller is untouched"
+        );
+
+        let failed = db
+            .run_background("snapshot", |_| -> Result<(), StoreError> {
+                Err(StoreError::corrupt("a failure comes back"))
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Corrupt { .. })),
+            "{failed:?}"
+        );
+
+        let inline = Db::open(
+            &dir.path().join("inline"),
+            DbOptions {
+                io_mode: IoMode::Inline,
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        let here = std::thread::current().id();
+        let ran_on = inline
+            .run_background("snapshot", |_| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_eq!(ran_on, here, "inline under the simulator");
+    }
 }

@@ -123,6 +123,23 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A thread of the store stopped before it answered (it panicked).
+    #[error("the {what} thread stopped before it answered")]
+    ThreadStopped {
+        /// Which thread.
+        what: &'static str,
+    },
+
+    /// A snapshot file could not be written or read, or is damaged.
+    #[error("snapshot file: {op} failed: {source}")]
+    SnapshotFile {
+        /// What was being done, e.g. `"write the machine"`.
+        op: &'static str,
+        /// The error; `InvalidData` for a damaged file (a checksum that fails, a file cut
+        /// short).
+        source: std::io::Error,
+    },
+
     /// The WAL syncer thread is gone, so a log append cannot be made durable.
     #[error("the wal syncer has stopped")]
     SyncerStopped,
@@ -137,6 +154,11 @@ impl StoreError {
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         StoreError::Corrupt { what: what.into() }
     }
+
+    /// A mapper of an I/O error on a snapshot file into [`StoreError::SnapshotFile`].
+    pub(crate) fn snapshot_file(op: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| StoreError::SnapshotFile { op, source }
+    }
 }
 
 /// The one place the crate's errors cross into openraft, whose storage traits report
@@ -147,6 +169,11 @@ impl From<StoreError> for std::io::Error {
     fn from(error: StoreError) -> Self {
         let kind = match &error {
             StoreError::Corrupt { .. } | StoreError::Codec { .. } | StoreError::Entry { .. } => {
+                std::io::ErrorKind::InvalidData
+            }
+            StoreError::SnapshotFile { source, .. }
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
                 std::io::ErrorKind::InvalidData
             }
             _ => std::io::ErrorKind::Other,

@@ -21,7 +21,10 @@
 //!   [`Machine`] (the application logic, implemented elsewhere), its [`SnapshotBuilder`], and the
 //!   [`AppliedState`] watch channel readers subscribe to. Entries arrive as openraft's stream of
 //!   entries with their writers' responders, applied a ready chunk at a time. Snapshots are
-//!   persisted to `snapshot`.
+//!   persisted as files, which `snapshot` names.
+//! - [`snapshot_file`] — [`SnapshotFile`] and [`SnapshotDir`]: a snapshot as a file of
+//!   checksummed frames, written and read as a stream, kept in the database's snapshot
+//!   directory; what openraft hands around as a snapshot's data.
 //! - [`archive`] — what the machine retires from memory ([`ArchiveOp`]), kept in `archive`
 //!   with an expiry and read back by key; the same on every replica, carried by the snapshots
 //!   sent to other nodes.
@@ -59,6 +62,7 @@ pub mod entry_codec;
 pub mod error;
 pub mod journal;
 pub mod log_store;
+pub mod snapshot_file;
 pub mod state_machine;
 mod wal_sync;
 
@@ -70,6 +74,7 @@ pub use entry_codec::{EntryCodec, EntryCodecError};
 pub use error::StoreError;
 pub use journal::{Journal, JournalBounds, JournalEntry};
 pub use log_store::LogStore;
+pub use snapshot_file::{SnapshotDir, SnapshotFile};
 pub use state_machine::{
     decode_snapshot, AppliedState, EntryOfMachine, Machine, SnapshotBuilder, StateMachineStore,
 };

@@ -5,25 +5,29 @@
 //! comes from two places:
 //!
 //! - **Snapshots.** Every snapshot, whether built locally ([`SnapshotBuilder`]) or received from
-//!   the leader ([`RaftStateMachine::install_snapshot`]), is written to the `snapshot` column
-//!   family (keys `meta` = JSON `SnapshotMeta`, `data` = the snapshot bytes) in one batch that
-//!   is durable before it is reported. A snapshot built here goes around the WAL (written to the
-//!   memtable, then flushed to a table file), so its megabytes never share a WAL sync with the
-//!   log's appends; one installed from the leader also replaces the archive and goes through the
-//!   WAL with it. [`StateMachineStore::open`] restores the machine from it.
+//!   the leader ([`RaftStateMachine::install_snapshot`]), is a file of checksummed frames in the
+//!   database's snapshot directory ([`crate::snapshot_file`]), encoded and decoded as a stream
+//!   (never one buffer of the whole state). The file is synced and renamed into place, then the
+//!   `snapshot` column family is pointed at it (keys `meta` = JSON `SnapshotMeta`, `file` = JSON
+//!   [`FileRef`]) in one synced batch; the replaced file is removed after. Nothing of a snapshot
+//!   goes through the log's WAL but that small batch. A snapshot is built on a thread of its
+//!   own at a lower priority than the write path ([`Db`]'s `run_background`).
+//!   [`StateMachineStore::open`] restores the machine from it.
 //! - **The log.** The [`LogStore`](crate::LogStore) persists the committed log id; at start-up
 //!   openraft re-applies the committed entries after the snapshot, bringing the machine back to
 //!   where it was.
 //!
-//! Snapshot bytes are JSON of `{ last_applied, last_membership, machine }`.
+//! A snapshot file's state section is JSON of `{ format, last_applied, last_membership, machine,
+//! archive_pending }`; a snapshot sent to another node adds an archive section (every archived
+//! record) after it.
 //!
 //! A persisted snapshot is never replaced by an older one: a snapshot build that raced with a
 //! newer snapshot install is returned to openraft but not persisted, because after an install the
 //! log may already be purged up to the newer snapshot, and restarting from the older one would
 //! leave a hole.
 //!
-//! The network layer streams snapshots between nodes in chunks and reassembles them; this store
-//! only ever sees whole snapshots (its `SnapshotData` is the snapshot's bytes).
+//! openraft hands snapshots around as a [`SnapshotFile`] (the store's `SnapshotData`): an open
+//! file, which the network layer streams to a peer in chunks.
 //!
 //! openraft hands committed entries to [`RaftStateMachine::apply`] as a stream, each with the
 //! responder of the client write that proposed it (on the leader). The store applies whatever
@@ -31,7 +35,7 @@
 //! they retired to the archive, publishes the new [`AppliedState`], and only then answers their
 //! writers: a writer that hears "committed" finds its change in the machine.
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -48,13 +52,19 @@ use tokio::sync::watch;
 
 use crate::archive::{self, ArchiveOp, ArchivedRecord};
 use crate::backup::SnapshotCut;
-use crate::db::{cf, commit, commit_around_wal, get_json, to_json, Db, CF_SNAPSHOT};
+use crate::db::{cf, commit, get_json, to_json, Db, CF_SNAPSHOT};
 use crate::error::StoreError;
+use crate::snapshot_file::{
+    FrameReader, FrameWriter, PendingFile, Section, SnapshotDir, SnapshotFile,
+};
 
 /// `snapshot` key of the JSON [`SnapshotMeta`].
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
-/// `snapshot` key of the snapshot bytes.
-pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+/// `snapshot` key of the JSON [`FileRef`]: which file holds the snapshot.
+pub(crate) const KEY_SNAPSHOT_FILE: &[u8] = b"file";
+/// `snapshot` key of the snapshot bytes as releases before snapshot files stored them; read
+/// at open if no file is named, removed by the next snapshot persisted.
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// Most entries applied under one lock and answered together.
 pub const APPLY_CHUNK_ENTRIES_MAX: usize = 64;
@@ -206,34 +216,216 @@ pub(crate) fn decode_payload<C: RaftTypeConfig, M: Machine>(
     }
 }
 
-/// What a snapshot's bytes hold, decoded as this release reads them: its format, the last log
-/// id it covers and the machine (for inspection and backups; the archive is left out).
+/// What a snapshot holds, decoded as this release reads it: its format, the last log id it
+/// covers and the machine (for inspection and backups; the archive is left out). `bytes` are a
+/// whole snapshot file, or the JSON of its state section alone.
 pub fn decode_snapshot<C: RaftTypeConfig, M: Machine>(
     bytes: &[u8],
 ) -> Result<(u32, Option<LogIdOf<C>>, M), StoreError> {
-    let payload: SnapshotPayload<C, M> = decode_payload(bytes)?;
+    let payload: SnapshotPayload<C, M> = if bytes.starts_with(crate::snapshot_file::MAGIC) {
+        decode_file_bytes(bytes)?.0
+    } else {
+        decode_payload(bytes)?
+    };
     Ok((payload.format, payload.last_applied, payload.machine))
 }
 
-/// A persisted snapshot: its metadata and its bytes.
-type PersistedSnapshot<C> = (SnapshotMetaOf<C>, Vec<u8>);
+/// Decodes a snapshot file: the state section and, if the file has one, the archive section.
+/// A file whose frames fail their checks is [`StoreError::SnapshotFile`] (`InvalidData`); a
+/// state of a format this release does not read is [`StoreError::Format`].
+pub(crate) fn decode_file<C: RaftTypeConfig, M: Machine>(
+    file: &SnapshotFile,
+) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+    decode_frames(|| file.frames())
+}
 
-/// Reads the persisted snapshot: `None` if there is none, an error if only half of it exists.
-fn read_persisted<C: RaftTypeConfig>(db: &DB) -> Result<Option<PersistedSnapshot<C>>, StoreError> {
+/// [`decode_file`] of a snapshot file's bytes in memory.
+pub(crate) fn decode_file_bytes<C: RaftTypeConfig, M: Machine>(
+    bytes: &[u8],
+) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+    decode_frames(|| FrameReader::new(bytes))
+}
+
+/// Decodes the snapshot file `open` reads from its start (it may be opened twice: the second
+/// time to read the format of a state that did not decode).
+fn decode_frames<C: RaftTypeConfig, M: Machine, R: Read>(
+    open: impl Fn() -> io::Result<FrameReader<R>>,
+) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+    let open = || open().map_err(StoreError::snapshot_file("open"));
+    let mut frames = open()?;
+    let payload = decode_state::<C, M, _>(&mut frames, || {
+        // The state did not decode: its format, read again from the start, may say why.
+        #[derive(Deserialize)]
+        struct Header {
+            #[serde(default = "first_format")]
+            format: u32,
+        }
+        let mut again = open().ok()?;
+        let section = again.section_reader().ok()?;
+        serde_json::from_reader::<_, Header>(section)
+            .ok()
+            .map(|h| h.format)
+    })?;
+    let archive = match frames
+        .next_section()
+        .map_err(StoreError::snapshot_file("read"))?
+    {
+        Section::Archive => {
+            let section = frames
+                .section_reader()
+                .map_err(StoreError::snapshot_file("read"))?;
+            Some(serde_json::from_reader(section).map_err(json_or_file("archive section"))?)
+        }
+        _ => None,
+    };
+    frames
+        .finish()
+        .map_err(StoreError::snapshot_file("read the end"))?;
+    Ok((payload, archive))
+}
+
+/// Decodes the state section of `frames`, refusing a format this release does not read;
+/// `format_of` reads the format alone where the whole state does not decode.
+fn decode_state<C: RaftTypeConfig, M: Machine, R: Read>(
+    frames: &mut FrameReader<R>,
+    format_of: impl FnOnce() -> Option<u32>,
+) -> Result<SnapshotPayload<C, M>, StoreError> {
+    let refused = |format: u32| StoreError::Format {
+        what: "a snapshot".to_owned(),
+        format,
+        reads: format!("this release writes format {}", M::SNAPSHOT_FORMAT),
+    };
+    if frames
+        .next_section()
+        .map_err(StoreError::snapshot_file("read"))?
+        != Section::State
+    {
+        return Err(StoreError::corrupt("snapshot file without a state section"));
+    }
+    let section = frames
+        .section_reader()
+        .map_err(StoreError::snapshot_file("read"))?;
+    match serde_json::from_reader::<_, SnapshotPayload<C, M>>(section) {
+        Ok(payload) if M::reads_snapshot_format(payload.format) => Ok(payload),
+        Ok(payload) => Err(refused(payload.format)),
+        Err(source) if source.is_io() => Err(json_or_file("state section")(source)),
+        Err(source) => match format_of() {
+            Some(format) if !M::reads_snapshot_format(format) => Err(refused(format)),
+            _ => Err(StoreError::Codec {
+                what: "snapshot data",
+                source,
+            }),
+        },
+    }
+}
+
+/// Maps a JSON error while decoding a snapshot file: a failed read of the frames under it (a
+/// checksum, a file cut short) is the file's error, anything else the codec's.
+fn json_or_file(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |source| match source.io_error_kind() {
+        Some(kind) => StoreError::SnapshotFile {
+            op: what,
+            source: io::Error::new(kind, source.to_string()),
+        },
+        None => StoreError::Codec {
+            what: "snapshot data",
+            source,
+        },
+    }
+}
+
+/// Writes a snapshot file to `pending`: `state` as its state section and, if given, `archive`
+/// as its archive section. Returns the file's length in bytes.
+pub(crate) fn encode_file<S: Serialize>(
+    pending: &mut PendingFile,
+    state: &S,
+    archive: Option<&[ArchivedRecord]>,
+) -> Result<u64, StoreError> {
+    let mut out = pending
+        .writer()
+        .map_err(StoreError::snapshot_file("start"))?;
+    serde_json::to_writer(&mut out, state).map_err(json_or_file("write the state"))?;
+    if let Some(records) = archive {
+        out.start(Section::Archive)
+            .map_err(StoreError::snapshot_file("start the archive"))?;
+        serde_json::to_writer(&mut out, records).map_err(json_or_file("write the archive"))?;
+    }
+    let (_, bytes) = out.finish().map_err(StoreError::snapshot_file("finish"))?;
+    Ok(bytes)
+}
+
+/// Which snapshot file holds the persisted snapshot: stored under `file` in the `snapshot`
+/// column family, beside its metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct FileRef {
+    /// The file's name in the snapshot directory.
+    pub(crate) name: String,
+    /// The file's length in bytes.
+    pub(crate) bytes: u64,
+}
+
+/// What became of a snapshot offered for persistence.
+enum Offered {
+    /// It is the node's snapshot now.
+    Kept(SnapshotFile),
+    /// A snapshot covering more of the log was persisted meanwhile; this one is returned
+    /// without a name and goes when dropped.
+    Superseded {
+        /// The file offered.
+        file: SnapshotFile,
+        /// The last log id of the persisted snapshot.
+        persisted: String,
+    },
+}
+
+/// Where the persisted snapshot is.
+enum Persisted {
+    /// In a snapshot file.
+    File(FileRef),
+    /// In the database, as releases before snapshot files kept it.
+    Bytes(Vec<u8>),
+}
+
+/// Reads which snapshot is persisted: `None` if there is none, an error if only half of it
+/// exists.
+fn read_persisted<C: RaftTypeConfig>(
+    db: &DB,
+) -> Result<Option<(SnapshotMetaOf<C>, Persisted)>, StoreError> {
     let meta: Option<SnapshotMetaOf<C>> =
         get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
-    let data = db
-        .get_cf(cf(db, CF_SNAPSHOT)?, KEY_SNAPSHOT_DATA)
-        .map_err(|source| StoreError::Rocks {
-            op: "read snapshot data",
-            source,
-        })?;
-    match (meta, data) {
+    let file: Option<FileRef> = get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_FILE, "snapshot file")?;
+    let where_ = match file {
+        Some(file) => Some(Persisted::File(file)),
+        None => db
+            .get_cf(cf(db, CF_SNAPSHOT)?, KEY_SNAPSHOT_DATA)
+            .map_err(|source| StoreError::Rocks {
+                op: "read snapshot data",
+                source,
+            })?
+            .map(Persisted::Bytes),
+    };
+    match (meta, where_) {
         (None, None) => Ok(None),
-        (Some(meta), Some(data)) => Ok(Some((meta, data))),
-        (Some(_), None) => Err(StoreError::corrupt("snapshot meta present without data")),
+        (Some(meta), Some(where_)) => Ok(Some((meta, where_))),
+        (Some(_), None) => Err(StoreError::corrupt(
+            "snapshot meta present without its data",
+        )),
         (None, Some(_)) => Err(StoreError::corrupt("snapshot data present without meta")),
     }
+}
+
+/// Opens the persisted snapshot's file and checks its length against the record.
+fn open_persisted(dir: &SnapshotDir, file: &FileRef) -> Result<SnapshotFile, StoreError> {
+    let opened = dir.open_file(&file.name)?;
+    if opened.len() != file.bytes {
+        return Err(StoreError::corrupt(format!(
+            "snapshot file {} is {} bytes, {} were written",
+            file.name,
+            opened.len(),
+            file.bytes
+        )));
+    }
+    Ok(opened)
 }
 
 /// The mutable in-memory state, guarded by one lock so readers see whole apply batches.
@@ -257,27 +449,33 @@ struct Shared<C: RaftTypeConfig, M> {
     inner: RwLock<Inner<C, M>>,
     /// Publishes [`AppliedState`] to subscribers.
     applied_tx: watch::Sender<AppliedState<C>>,
-    /// Bytes of the last snapshot built or installed here (0 before the first).
+    /// Bytes of the snapshot file persisted or built last (0 before the first).
     snapshot_bytes: AtomicU64,
     /// Snapshots received from a leader and installed here since start.
     snapshots_installed: AtomicU64,
     /// Serializes "compare with the persisted snapshot, then overwrite it" between concurrent
     /// snapshot builds and installs. Only taken inside [`Db::run`], never across an await.
     snapshot_write: Mutex<()>,
+    /// Makes the names of the snapshot files this process writes unique: starts at the time
+    /// the store opened, so names never repeat across restarts either.
+    file_seq: AtomicU64,
 }
 
 impl<C: RaftTypeConfig, M> Shared<C, M> {
-    /// Persists a snapshot unless the persisted one covers more of the log.
-    ///
-    /// Returns [`StoreError::SnapshotRegression`] (and writes nothing) in that case.
+    /// Persists the snapshot `meta` written to `pending` (already synced), unless the
+    /// persisted one covers more of the log: renames the file into place, points the
+    /// `snapshot` column family at it, writes `archive` (the records and the pending operations
+    /// of an installed snapshot) with it, and removes the file it replaced.
     fn persist_snapshot(
         &self,
         db: &DB,
         meta: &SnapshotMetaOf<C>,
-        data: &[u8],
+        pending: PendingFile,
+        bytes: u64,
         archive: Option<(&[ArchivedRecord], &[ArchiveOp])>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Offered, StoreError> {
         let meta_bytes = to_json(meta, "snapshot meta")?;
+        let dir = self.db.snapshot_dir();
         let _guard = self
             .snapshot_write
             .lock()
@@ -288,37 +486,48 @@ impl<C: RaftTypeConfig, M> Shared<C, M> {
             get_json(db, CF_SNAPSHOT, KEY_SNAPSHOT_META, "snapshot meta")?;
         if let Some(current) = current {
             if current.last_log_id > meta.last_log_id {
-                return Err(StoreError::SnapshotRegression {
+                return Ok(Offered::Superseded {
+                    file: pending.unnamed(bytes),
                     persisted: format!("{:?}", current.last_log_id),
-                    offered: format!("{:?}", meta.last_log_id),
                 });
             }
         }
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        let name = SnapshotDir::file_name(index, self.file_seq.fetch_add(1, Ordering::Relaxed));
+        let file = pending.keep(dir, &name, bytes)?;
+        let file_ref = to_json(
+            &FileRef {
+                name: name.clone(),
+                bytes,
+            },
+            "snapshot file",
+        )?;
         let snapshot_cf = cf(db, CF_SNAPSHOT)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
-        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
-        if let Some((records, pending)) = archive {
-            archive::replace_all(db, &mut batch, records)?;
-            // Written in a second batch: the reads a put makes must see the replaced archive.
-            commit(db, batch, self.db.options().fsync, "persist snapshot")?;
-            let mut batch = WriteBatch::default();
-            archive::write_ops(db, &mut batch, pending)?;
-            return commit(
-                db,
-                batch,
-                self.db.options().fsync,
-                "write archive of snapshot",
-            );
+        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_FILE, file_ref);
+        batch.delete_cf(snapshot_cf, KEY_SNAPSHOT_DATA);
+        // The batch is synced, and a WAL sync covers every write before it: the archive's
+        // unsynced writes this snapshot relies on are durable with it.
+        match archive {
+            Some((records, pending)) => {
+                archive::replace_all(db, &mut batch, records)?;
+                commit(db, batch, self.db.options().fsync, "persist snapshot")?;
+                // A second batch: the reads a put makes must see the replaced archive.
+                let mut batch = WriteBatch::default();
+                archive::write_ops(db, &mut batch, pending)?;
+                commit(
+                    db,
+                    batch,
+                    self.db.options().fsync,
+                    "write archive of snapshot",
+                )?;
+            }
+            None => commit(db, batch, self.db.options().fsync, "persist snapshot")?,
         }
-        // Only the snapshot column family is written: around the WAL.
-        commit_around_wal(
-            db,
-            batch,
-            CF_SNAPSHOT,
-            self.db.options().fsync,
-            "persist snapshot",
-        )
+        let removed = dir.remove_others(Some(&name), false)?;
+        tracing::debug!(index, file = %name, bytes, removed, "persisted snapshot");
+        Ok(Offered::Kept(file))
     }
 }
 
@@ -360,21 +569,40 @@ where
     /// A snapshot whose contents disagree with its metadata is reported as
     /// [`StoreError::Corrupt`] rather than asserted, so a damaged disk never panics the node.
     pub async fn open(db: Db) -> Result<Self, StoreError> {
+        let dir = db.snapshot_dir().clone();
         let restored = db
-            .run(|raw| {
-                let Some((meta, data)) = read_persisted::<C>(raw)? else {
+            .run(move |raw| {
+                let persisted = read_persisted::<C>(raw)?;
+                // What a crash left: a file half-written, or written and never recorded.
+                let keep = match &persisted {
+                    Some((_, Persisted::File(file))) => Some(file.name.as_str()),
+                    _ => None,
+                };
+                let removed = dir.remove_others(keep, true)?;
+                if removed > 0 {
+                    tracing::info!(removed, "removed snapshot files no snapshot record names");
+                }
+                let Some((meta, persisted)) = persisted else {
                     return Ok(None);
                 };
-                let payload: SnapshotPayload<C, M> = decode_payload(&data)?;
+                let (payload, bytes) = match persisted {
+                    Persisted::File(file) => {
+                        let opened = open_persisted(&dir, &file)?;
+                        let (payload, _) = decode_file::<C, M>(&opened)?;
+                        (payload, file.bytes)
+                    }
+                    Persisted::Bytes(data) => (decode_payload::<C, M>(&data)?, data.len() as u64),
+                };
                 payload.check_against(&meta)?;
                 debug_check(&payload.machine, "in the snapshot restored at open");
                 write_archive(raw, &payload.archive_pending)?;
-                Ok(Some(payload))
+                Ok(Some((payload, bytes)))
             })
             .await?;
 
+        let snapshot_bytes = restored.as_ref().map_or(0, |(_, bytes)| *bytes);
         let inner = match restored {
-            Some(payload) => {
+            Some((payload, _)) => {
                 tracing::info!(
                     index = payload.last_applied.as_ref().map(|l| l.index),
                     "restored state machine from snapshot"
@@ -404,9 +632,14 @@ where
                 db,
                 inner: RwLock::new(inner),
                 applied_tx,
-                snapshot_bytes: AtomicU64::new(0),
+                snapshot_bytes: AtomicU64::new(snapshot_bytes),
                 snapshots_installed: AtomicU64::new(0),
                 snapshot_write: Mutex::new(()),
+                file_seq: AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                ),
             }),
         })
     }
@@ -475,8 +708,8 @@ where
             .await
     }
 
-    /// Bytes of the last snapshot this process built or installed (0 before the first): the
-    /// machine in memory, without the archive.
+    /// Bytes of the snapshot file this node persisted or built last (0 before the first): the
+    /// machine without the archive.
     pub fn snapshot_bytes(&self) -> u64 {
         self.shared.snapshot_bytes.load(Ordering::Relaxed)
     }
@@ -485,6 +718,11 @@ where
     /// node that fell behind the leader's compacted log catches up so).
     pub fn snapshots_installed(&self) -> u64 {
         self.shared.snapshots_installed.load(Ordering::Relaxed)
+    }
+
+    /// The directory of the snapshot files (where a snapshot sent by a leader is received).
+    pub fn snapshot_dir(&self) -> &SnapshotDir {
+        self.shared.db.snapshot_dir()
     }
 
     /// A receiver that changes whenever something is applied or a snapshot is installed.
@@ -583,9 +821,9 @@ where
     C: RaftTypeConfig<D = M::Request, R = M::Response, Entry = EntryOfMachine<C, M>>,
     M: Machine,
 {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Vec<u8>>, io::Error> {
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFile>, io::Error> {
         let payload = {
             let inner = self.shared.inner.read().map_err(poisoned)?;
             SnapshotPayload::<C, M> {
@@ -597,7 +835,6 @@ where
                 archive: None,
             }
         };
-        debug_check(&payload.machine, "in a snapshot about to be persisted");
         let index = payload.last_applied.as_ref().map(|l| l.index);
         let meta = SnapshotMetaOf::<C> {
             last_log_id: payload.last_applied.clone(),
@@ -606,31 +843,34 @@ where
 
         let shared = Arc::clone(&self.shared);
         let persist_meta = meta.clone();
-        let bytes = self
+        let (file, bytes) = self
             .shared
             .db
-            .run(move |db| {
-                let bytes = to_json(&payload, "snapshot data")?;
-                match shared.persist_snapshot(db, &persist_meta, &bytes, None) {
-                    Ok(()) => {}
-                    Err(StoreError::SnapshotRegression { .. }) => {
+            .run_background("snapshot", move |db| {
+                debug_check(&payload.machine, "in a snapshot about to be persisted");
+                let mut pending = shared.db.snapshot_dir().create()?;
+                let bytes = encode_file(&mut pending, &payload, None)?;
+                drop(payload);
+                pending.sync()?;
+                let file = match shared.persist_snapshot(db, &persist_meta, pending, bytes, None)? {
+                    Offered::Kept(file) => file,
+                    Offered::Superseded { file, persisted } => {
                         tracing::info!(
                             index,
+                            persisted,
                             "a newer snapshot is already persisted, not persisting the built one"
                         );
+                        file
                     }
-                    Err(e) => return Err(e),
-                }
-                Ok(bytes)
+                };
+                Ok((file, bytes))
             })
             .await?;
-        tracing::debug!(index, size = bytes.len(), "built snapshot");
-        self.shared
-            .snapshot_bytes
-            .store(bytes.len() as u64, Ordering::Relaxed);
-        Ok(SnapshotOf::<C, Vec<u8>> {
+        tracing::debug!(index, bytes, "built snapshot");
+        self.shared.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        Ok(SnapshotOf::<C, SnapshotFile> {
             meta,
-            snapshot: bytes,
+            snapshot: file,
         })
     }
 }
@@ -640,7 +880,7 @@ where
     C: RaftTypeConfig<D = M::Request, R = M::Response, Entry = EntryOfMachine<C, M>>,
     M: Machine,
 {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder<C, M>;
 
     async fn applied_state(
@@ -682,37 +922,40 @@ where
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<C>,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        let bytes = snapshot;
-        let size = bytes.len();
         let shared = Arc::clone(&self.shared);
         let persist_meta = meta.clone();
-        let payload = self
+        let (payload, size) = self
             .shared
             .db
             .run(move |db| {
-                let mut payload: SnapshotPayload<C, M> = decode_payload(&bytes)?;
+                let (mut payload, records) = decode_file::<C, M>(&snapshot)?;
                 payload.check_against(&persist_meta)?;
                 debug_check(&payload.machine, "in a snapshot received for install");
                 // The archive travels with the snapshot but is kept in its own column family:
-                // the persisted copy goes without it.
-                let records = payload.archive.take();
-                let local = to_json(&payload, "snapshot data")?;
-                let pending = std::mem::take(&mut payload.archive_pending);
-                match &records {
-                    Some(records) => shared.persist_snapshot(
-                        db,
-                        &persist_meta,
-                        &local,
-                        Some((records, &pending)),
-                    )?,
-                    None => {
-                        shared.persist_snapshot(db, &persist_meta, &local, None)?;
-                        write_archive(db, &pending)?;
-                    }
+                // the persisted copy is the state section alone, its frames checked again on
+                // the way.
+                let mut pending = shared.db.snapshot_dir().create()?;
+                let size = copy_state(&snapshot, &mut pending)?;
+                pending.sync()?;
+                let archive_pending = std::mem::take(&mut payload.archive_pending);
+                let with_archive = records
+                    .as_deref()
+                    .map(|records| (records, archive_pending.as_slice()));
+                let offered =
+                    shared.persist_snapshot(db, &persist_meta, pending, size, with_archive)?;
+                if let Offered::Superseded { persisted, .. } = offered {
+                    // Installing it would take the machine back behind a persisted snapshot.
+                    return Err(StoreError::SnapshotRegression {
+                        persisted,
+                        offered: format!("{:?}", persist_meta.last_log_id),
+                    });
                 }
-                Ok(payload)
+                if records.is_none() {
+                    write_archive(db, &archive_pending)?;
+                }
+                Ok((payload, size))
             })
             .await?;
 
@@ -731,9 +974,7 @@ where
             size,
             "installed snapshot"
         );
-        self.shared
-            .snapshot_bytes
-            .store(size as u64, Ordering::Relaxed);
+        self.shared.snapshot_bytes.store(size, Ordering::Relaxed);
         self.shared
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
@@ -743,24 +984,58 @@ where
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Vec<u8>>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, SnapshotFile>>, io::Error> {
         // The snapshot sent to a node carries the archive as it is now: newer than the machine
         // at the snapshot's index, which the entries replayed after it make consistent again.
-        let persisted = self
+        let shared = Arc::clone(&self.shared);
+        let current = self
             .shared
             .db
-            .run(|db| {
-                let Some((meta, data)) = read_persisted::<C>(db)? else {
+            .run_background("snapshot-send", move |db| {
+                let Some((meta, persisted)) = read_persisted::<C>(db)? else {
                     return Ok(None);
                 };
-                let mut payload: SnapshotPayload<C, M> = decode_payload(&data)?;
-                payload.archive = Some(archive::dump(db)?);
-                Ok(Some((meta, to_json(&payload, "snapshot data")?)))
+                let dir = shared.db.snapshot_dir();
+                let mut pending = dir.create()?;
+                let records = archive::dump(db)?;
+                let bytes = match persisted {
+                    Persisted::File(file) => {
+                        let persisted = open_persisted(dir, &file)?;
+                        let mut frames = persisted
+                            .frames()
+                            .map_err(StoreError::snapshot_file("open"))?;
+                        let mut out = pending
+                            .writer()
+                            .map_err(StoreError::snapshot_file("start"))?;
+                        out.copy_section(&mut frames)
+                            .map_err(StoreError::snapshot_file("copy the state"))?;
+                        out.start(Section::Archive)
+                            .map_err(StoreError::snapshot_file("start the archive"))?;
+                        serde_json::to_writer(&mut out, &records)
+                            .map_err(json_or_file("write the archive"))?;
+                        out.finish().map_err(StoreError::snapshot_file("finish"))?.1
+                    }
+                    Persisted::Bytes(data) => {
+                        let payload: SnapshotPayload<C, M> = decode_payload(&data)?;
+                        encode_file(&mut pending, &payload, Some(&records))?
+                    }
+                };
+                Ok(Some((meta, pending.unnamed(bytes))))
             })
             .await?;
-        Ok(persisted.map(|(meta, data)| SnapshotOf::<C, Vec<u8>> {
-            meta,
-            snapshot: data,
-        }))
+        Ok(current.map(|(meta, snapshot)| SnapshotOf::<C, SnapshotFile> { meta, snapshot }))
     }
+}
+
+/// Copies the state section of `from` to `to` as a snapshot file of its own (no archive);
+/// returns its length in bytes.
+fn copy_state(from: &SnapshotFile, to: &mut PendingFile) -> Result<u64, StoreError> {
+    let mut frames = from.frames().map_err(StoreError::snapshot_file("open"))?;
+    let mut out: FrameWriter<_> = to.writer().map_err(StoreError::snapshot_file("start"))?;
+    out.copy_section(&mut frames)
+        .map_err(StoreError::snapshot_file("copy the state"))?;
+    let (_, bytes) = out.finish().map_err(StoreError::snapshot_file("finish"))?;
+    Ok(bytes)
 }

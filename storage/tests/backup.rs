@@ -8,7 +8,9 @@ use common::{fresh, lid, membership, put, KvConfig, KvMachine, Log, Sm, Vote};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::RaftSnapshotBuilder;
 use parley_storage::backup::restore;
+use parley_storage::snapshot_file::{FrameReader, FrameWriter, Section};
 use parley_storage::{DbOptions, SnapshotCut, StoreError};
+use std::io::{Read, Write};
 
 type Cut = SnapshotCut<KvConfig, KvMachine>;
 
@@ -54,7 +56,7 @@ async fn a_cut_restores_to_the_same_machine_position_and_archive() {
     // The snapshot a new member of the restored cluster receives carries the archive too.
     let current = restored.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(lid(2, 5)));
-    let sent = Cut::from_bytes(&current.snapshot).unwrap();
+    let sent = Cut::from_bytes(&current.snapshot.read_all().unwrap()).unwrap();
     assert_eq!(sent.archive, cut.archive);
 
     let mut log = Log::new(db);
@@ -125,7 +127,7 @@ async fn what_is_not_a_whole_backup_is_refused() {
         .build_snapshot()
         .await
         .unwrap();
-    let refused = Cut::from_bytes(&own.snapshot);
+    let refused = Cut::from_bytes(&own.snapshot.read_all().unwrap());
     assert!(
         matches!(&refused, Err(StoreError::Corrupt { what }) if what.contains("archive")),
         "{refused:?}"
@@ -133,11 +135,47 @@ async fn what_is_not_a_whole_backup_is_refused() {
 
     // Bytes of a newer snapshot format name their format.
     let cut = sm.cut().await.unwrap();
-    let mut value: serde_json::Value = serde_json::from_slice(&cut.to_bytes().unwrap()).unwrap();
-    value["format"] = serde_json::json!(99);
-    let refused = Cut::from_bytes(&serde_json::to_vec(&value).unwrap());
+    let bytes = cut.to_bytes().unwrap();
+    let mut frames = FrameReader::new(&bytes[..]).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_reader(frames.section_reader().unwrap()).unwrap();
+    let mut archive = Vec::new();
+    frames
+        .section_reader()
+        .unwrap()
+        .read_to_end(&mut archive)
+        .unwrap();
+    frames.finish().unwrap();
+    state["format"] = serde_json::json!(99);
+    let mut out = FrameWriter::new(Vec::new()).unwrap();
+    serde_json::to_writer(&mut out, &state).unwrap();
+    out.start(Section::Archive).unwrap();
+    out.write_all(&archive).unwrap();
+    let (newer, _) = out.finish().unwrap();
+    let refused = Cut::from_bytes(&newer);
     assert!(
         matches!(refused, Err(StoreError::Format { format: 99, .. })),
+        "{refused:?}"
+    );
+    // So do those of a cut as JSON, as cuts were before snapshot files, which still decode.
+    state["archive"] = serde_json::from_slice(&archive).unwrap();
+    state["format"] = serde_json::json!(cut.format);
+    let legacy = Cut::from_bytes(&serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(legacy.archive, cut.archive);
+    assert_eq!(legacy.machine.data, cut.machine.data);
+    state["format"] = serde_json::json!(99);
+    let refused = Cut::from_bytes(&serde_json::to_vec(&state).unwrap());
+    assert!(
+        matches!(refused, Err(StoreError::Format { format: 99, .. })),
+        "{refused:?}"
+    );
+    // A damaged cut is refused, never misread.
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 1;
+    let refused = Cut::from_bytes(&damaged);
+    assert!(
+        matches!(&refused, Err(StoreError::SnapshotFile { source, .. }) if source.kind() == std::io::ErrorKind::InvalidData),
         "{refused:?}"
     );
 

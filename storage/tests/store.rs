@@ -5,7 +5,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    blank, fresh, lid, membership, put, Entry, Log, Sm, SnapshotMeta, StoredMembership, Vote,
+    blank, fresh, lid, membership, put, snapshot_file, Entry, Log, Sm, SnapshotMeta,
+    StoredMembership, Vote,
 };
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{BasicNode, Membership, RaftSnapshotBuilder, StorageHelper};
@@ -255,6 +256,12 @@ async fn snapshot_survives_reopen() {
         "the snapshot of {} bytes built",
         built.snapshot.len()
     );
+    // Nothing but the persisted snapshot's file is left in the directory: what the
+    // transfer wrote has no name.
+    assert_eq!(
+        std::fs::read_dir(sm.snapshot_dir().path()).unwrap().count(),
+        1
+    );
 }
 
 /// The full recovery path: snapshot + committed log entries after it are re-applied by openraft.
@@ -374,7 +381,7 @@ async fn corrupt_snapshot_bytes_are_rejected() {
         last_log_id: Some(lid(1, 5)),
         last_membership: StoredMembership::default(),
     };
-    let garbage = b"{\"last_applied\": not json".to_vec();
+    let garbage = snapshot_file(&sm, b"{\"last_applied\": not json");
     assert!(sm.install_snapshot(&meta, garbage).await.is_err());
 
     // Well-formed bytes that disagree with the meta are rejected too.
@@ -401,6 +408,28 @@ async fn corrupt_snapshot_bytes_are_rejected() {
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
 }
 
+/// The snapshot files in `dir`'s snapshot directory, by name.
+fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Opens the store in `dir`, which must fail, and waits for the database to close.
+async fn open_fails(dir: &std::path::Path) -> StoreError {
+    let db = Db::open(dir, DbOptions::default()).unwrap();
+    let closed = db.close_watch();
+    let err = Sm::open(db).await.unwrap_err();
+    assert!(
+        closed.wait(std::time::Duration::from_secs(10)),
+        "the database closes"
+    );
+    err
+}
+
 #[tokio::test]
 async fn corrupt_persisted_snapshot_fails_open() {
     let (dir, db) = fresh(DbOptions::default());
@@ -413,39 +442,106 @@ async fn corrupt_persisted_snapshot_fails_open() {
             .await
             .unwrap();
     }
+    let files = snapshot_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let good = std::fs::read(&files[0]).unwrap();
 
-    // Damage the stored blob behind the store's back.
-    {
-        let raw = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            dir.path(),
-            ["meta", "logs", "snapshot", "archive", "island_journal"],
-        )
-        .unwrap();
-        let cf = raw.cf_handle("snapshot").unwrap();
-        raw.put_cf(cf, b"data", b"\x00\x01 definitely not a snapshot")
-            .unwrap();
+    // A byte flipped behind the store's back, anywhere in the file.
+    for at in [0, 13, good.len() / 2, good.len() - 1] {
+        let mut damaged = good.clone();
+        damaged[at] ^= 0x10;
+        std::fs::write(&files[0], &damaged).unwrap();
+        let err = open_fails(dir.path()).await;
+        assert!(
+            matches!(&err, StoreError::SnapshotFile { source, .. } if source.kind() == std::io::ErrorKind::InvalidData),
+            "a flip at byte {at}: {err:?}"
+        );
     }
 
-    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
-    let err = Sm::open(db.clone()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Codec { .. }), "got {err:?}");
-    drop(db);
-
-    // A meta without data is corruption as well.
-    {
-        let raw = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            dir.path(),
-            ["meta", "logs", "snapshot", "archive", "island_journal"],
-        )
-        .unwrap();
-        let cf = raw.cf_handle("snapshot").unwrap();
-        raw.delete_cf(cf, b"data").unwrap();
-    }
-    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
-    let err = Sm::open(db).await.unwrap_err();
+    // Cut short: the length recorded says so before the frames do.
+    std::fs::write(&files[0], &good[..good.len() - 1]).unwrap();
+    let err = open_fails(dir.path()).await;
     assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
+
+    // Gone: the open fails rather than starting empty.
+    std::fs::remove_file(&files[0]).unwrap();
+    let err = open_fails(dir.path()).await;
+    assert!(matches!(err, StoreError::Io { .. }), "got {err:?}");
+    std::fs::write(&files[0], &good).unwrap();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let closed = db.close_watch();
+    let sm = Sm::open(db).await.unwrap();
+    sm.read(|m, _| assert_eq!(m.data, kv(&[("a", "b")])));
+    drop(sm);
+    assert!(closed.wait(std::time::Duration::from_secs(10)));
+
+    // A meta that names no file is corruption as well.
+    {
+        let raw = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path(),
+            ["meta", "logs", "snapshot", "archive", "island_journal"],
+        )
+        .unwrap();
+        let cf = raw.cf_handle("snapshot").unwrap();
+        raw.delete_cf(cf, b"file").unwrap();
+    }
+    let err = open_fails(dir.path()).await;
+    assert!(matches!(err, StoreError::Corrupt { .. }), "got {err:?}");
+}
+
+#[tokio::test]
+async fn a_snapshot_replaces_its_file_and_open_clears_what_a_crash_left() {
+    let (dir, db) = fresh(DbOptions::default());
+    {
+        let mut sm = Sm::open(db).await.unwrap();
+        sm.apply_entries(vec![put(1, 1, "a", "1")]).await.unwrap();
+        let first = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let before = snapshot_files(dir.path());
+        assert_eq!(before.len(), 1);
+        sm.apply_entries(vec![put(1, 2, "b", "2")]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let after = snapshot_files(dir.path());
+        assert_eq!(after.len(), 1, "the replaced file is removed: {after:?}");
+        assert_ne!(after, before);
+        // The first snapshot's handle still reads its file, removed or not.
+        let (_other, other_db) = fresh(DbOptions::default());
+        let mut other = Sm::open(other_db).await.unwrap();
+        other
+            .install_snapshot(&first.meta, first.snapshot)
+            .await
+            .unwrap();
+        other.read(|m, _| assert_eq!(m.data, kv(&[("a", "1")])));
+        assert_eq!(
+            sm.snapshot_bytes(),
+            std::fs::metadata(&after[0]).unwrap().len()
+        );
+    }
+    // What a crash leaves: a file half-written and a whole one never recorded.
+    let kept = snapshot_files(dir.path());
+    let snapshots = dir.path().join("snapshots");
+    std::fs::write(snapshots.join(".tmp-half"), b"PRLYSNAP").unwrap();
+    std::fs::copy(
+        &kept[0],
+        snapshots.join("00000000000000000009-0000000000000001.snapshot"),
+    )
+    .unwrap();
+    let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+    let sm = Sm::open(db).await.unwrap();
+    assert_eq!(snapshot_files(dir.path()), kept);
+    sm.read(|m, applied| {
+        assert_eq!(m.data, kv(&[("a", "1"), ("b", "2")]));
+        assert_eq!(applied, Some(&lid(1, 2)));
+    });
 }
 
 #[tokio::test]
@@ -507,7 +603,8 @@ async fn snapshots_at_one_position_are_identical() {
     assert_eq!(a.meta, b.meta);
     assert_eq!(a.meta.last_log_id, Some(lid(3, 8)));
     assert_eq!(
-        a.snapshot, b.snapshot,
+        a.snapshot.read_all().unwrap(),
+        b.snapshot.read_all().unwrap(),
         "a snapshot is a function of the log position it covers"
     );
 }

@@ -149,3 +149,11 @@ pub fn fresh(opts: DbOptions) -> (TempDir, Db) {
     let db = Db::open(dir.path(), opts).expect("open db");
     (dir, db)
 }
+
+/// `bytes` as a snapshot file of `sm`'s store (e.g. damaged bytes offered for install).
+#[allow(dead_code)]
+pub fn snapshot_file(sm: &Sm, bytes: &[u8]) -> parley_storage::SnapshotFile {
+    let mut file = sm.snapshot_dir().unnamed().unwrap();
+    std::io::Write::write_all(&mut file, bytes).unwrap();
+    sm.snapshot_dir().adopt(file, bytes.len() as u64)
+}

@@ -158,7 +158,8 @@ fn expected(state: &State, last_index: u64) -> Expected {
     }
 }
 
-/// The snapshot bytes a real store writes after applying `entries`.
+/// The state a real store's snapshot file holds after applying `entries`: the JSON of its
+/// state section.
 async fn snapshot_bytes(entries: Vec<Entry>) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = Db::open(dir.path(), DbOptions::default()).expect("a database");
@@ -167,7 +168,15 @@ async fn snapshot_bytes(entries: Vec<Entry>) -> Vec<u8> {
         .expect("a store");
     store.apply_entries(entries).await.expect("applying");
     let mut builder = store.get_snapshot_builder().await;
-    builder.build_snapshot().await.expect("a snapshot").snapshot
+    let file = builder.build_snapshot().await.expect("a snapshot").snapshot;
+    let mut frames = file.frames().expect("a snapshot file");
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut frames.section_reader().expect("its state section"),
+        &mut json,
+    )
+    .expect("reading the state section");
+    json
 }
 
 fn read(format: u32, name: &str) -> Vec<u8> {
