@@ -15,11 +15,16 @@
 //!   matches no case (so `apply`, once the fence passed, only moves the cursor and the state
 //!   stays small), and opening a session costs [`SESSION_OPEN`] (connect, log in, select).
 //!
+//! - A fault that cuts the holder off or pauses it asks it for a late write
+//!   ([`request_late_write`]): a fenced command stamped then, inside its lease, that this node
+//!   sends only once it applied its successor's take, as the request of a paused or cut-off
+//!   holder would arrive. The fence must refuse it `lease_lost`.
+//!
 //! Every fenced command's answer is recorded ([`FencedAck`], true simulated time) for the
 //! oracle, and what each node holds is published for the faults aimed at the holder.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +37,7 @@ use parley_raft::command::email::{
 use parley_raft::command::{Channel, QueueSpec};
 use parley_raft::proposer::Clock;
 use parley_raft::{NodeId, Op, Outcome, Rejection, Replica};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::node::SimClock;
@@ -50,6 +55,9 @@ pub const SESSION_OPEN: Duration = Duration::from_millis(100);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(30);
 /// How often a node without the mailbox asks for it to be created.
 const MAILBOX_RETRY: Duration = Duration::from_millis(500);
+/// How long a late write waits for its node to apply a later take, and then for an answer,
+/// each at most.
+const LATE_WRITE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The lease every node contends for: the simulated mailbox's fetch lease.
 pub fn lease_name() -> String {
@@ -87,12 +95,49 @@ thread_local! {
     static STOPPED: Cell<bool> = const { Cell::new(false) };
     /// The next fenced command's number, unique in a run.
     static NEXT: Cell<u64> = const { Cell::new(0) };
+    /// Each running node's late-write trigger (see [`request_late_write`]).
+    static LATE: RefCell<BTreeMap<NodeId, Rc<Notify>>> = const { RefCell::new(BTreeMap::new()) };
+    /// The nodes asked for a late write that is not answered or given up yet.
+    static LATE_PENDING: RefCell<BTreeSet<NodeId>> = const { RefCell::new(BTreeSet::new()) };
 }
 
 /// Readies the workload for a new run.
 pub fn reset() {
     STOPPED.with(|stopped| stopped.set(false));
     NEXT.with(|next| next.set(0));
+    LATE.with(|late| late.borrow_mut().clear());
+    LATE_PENDING.with(|pending| pending.borrow_mut().clear());
+}
+
+/// Asks node `id` for a late write, as a fault cuts it off or pauses it while it holds the
+/// lease: a fenced command stamped now, inside its lease (as the fetcher stamps), that the
+/// node sends only once it has applied another take of the lease, the request of a paused
+/// or cut-off holder arriving after its successor took over. The fence must refuse it
+/// `lease_lost`, and the run counts it superseded. (The command the fetcher was proposing at
+/// the fault shows the same only when its proposer's 5 s write timeout outlasts the fault and
+/// the reconnection after it, by a second or less; this one does not depend on that.)
+/// Nothing is sent if the node does not hold a usable lease then.
+pub fn request_late_write(id: NodeId) {
+    let Some(trigger) = LATE.with(|late| late.borrow().get(&id).cloned()) else {
+        return;
+    };
+    LATE_PENDING.with(|pending| pending.borrow_mut().insert(id));
+    trigger.notify_one();
+}
+
+/// Whether a late write asked for is still waiting or unanswered.
+pub fn late_writes_pending() -> bool {
+    LATE_PENDING.with(|pending| !pending.borrow().is_empty())
+}
+
+/// Node `id`'s late write, no longer pending once dropped (answered, given up, or its host
+/// crashed).
+struct LatePending(NodeId);
+
+impl Drop for LatePending {
+    fn drop(&mut self) {
+        let _ = LATE_PENDING.try_with(|pending| pending.borrow_mut().remove(&self.0));
+    }
 }
 
 /// Stops every node's workload: the keepers release the lease, the fetchers stop.
@@ -143,6 +188,7 @@ pub fn mailbox() -> MailboxSpec {
 }
 
 /// What a fetcher needs.
+#[derive(Clone)]
 struct Fetcher {
     id: NodeId,
     replica: Replica,
@@ -161,6 +207,10 @@ pub fn start(
     records: Records,
 ) {
     records.holders.borrow_mut().insert(id, None);
+    // A restarted node starts without a late write.
+    let trigger = Rc::new(Notify::new());
+    LATE.with(|late| late.borrow_mut().insert(id, trigger.clone()));
+    LATE_PENDING.with(|pending| pending.borrow_mut().remove(&id));
     tokio::task::spawn_local(async move {
         loop {
             if stopped() {
@@ -210,6 +260,17 @@ pub fn start(
             workload,
             acks: records.acks,
         };
+        let late = fetcher.clone();
+        let late_rx = lease_rx.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                trigger.notified().await;
+                let _pending = LatePending(late.id);
+                if let Some(ack) = late_write(&late, &late_rx).await {
+                    late.acks.borrow_mut().push(ack);
+                }
+            }
+        });
         fetch(&fetcher, &mut lease_rx, &stop).await;
     });
 }
@@ -279,37 +340,13 @@ async fn take_in_new(
     fetcher: &Fetcher,
     lease_rx: &watch::Receiver<Option<Held>>,
 ) -> Result<bool, String> {
-    let cursor = fetcher
-        .replica
-        .read(|state, _| state.email.mailboxes.get(MAILBOX).and_then(|m| m.cursor));
-    let uid = match cursor {
-        Some(cursor) if cursor.uid_validity == UID_VALIDITY => cursor.last_uid.saturating_add(1),
-        _ => 1,
-    };
     let Some(held) = lease_rx.borrow().clone() else {
         return Ok(false);
     };
     if !held.usable(fetcher.clock.now_ms()) {
         return Ok(false);
     }
-    let n = NEXT.with(|next| {
-        let n = next.get() + 1;
-        next.set(n);
-        n
-    });
-    let id = format!("lease-w{n}");
-    let op = Op::Email(EmailOp::Ingest(Box::new(IngestEmail {
-        fence: held.fence(),
-        mailbox_id: MAILBOX.to_owned(),
-        uid_validity: UID_VALIDITY,
-        uid,
-        email: auto_reply(n),
-        hints: ThreadHints::default(),
-        new_case_id: id.clone(),
-        new_activity_id: format!("lease-a{n}"),
-        known_case: None,
-        contents: Vec::new(),
-    })));
+    let (id, op) = ingest(fetcher, &held);
     let sent_ms = SimClock.now_ms();
     let answer = fetcher.replica.propose(op).await;
     let (result, answer) = match answer {
@@ -333,6 +370,101 @@ async fn take_in_new(
         answer,
     });
     result
+}
+
+/// One late write (see [`request_late_write`]): its answer, or `None` when the node held no
+/// usable lease, or applied no later take in time.
+async fn late_write(
+    fetcher: &Fetcher,
+    lease_rx: &watch::Receiver<Option<Held>>,
+) -> Option<FencedAck> {
+    let held = lease_rx.borrow().clone()?;
+    if !held.usable(fetcher.clock.now_ms()) {
+        return None;
+    }
+    let (id, op) = ingest(fetcher, &held);
+    // Stamped now, with no await since the check, as `Replica::propose` stamps.
+    let command = fetcher.replica.proposer().stamp(op);
+    let sent_ms = SimClock.now_ms();
+    // Held back until this node applied another take: the command then reaches the log after
+    // it, whatever the network did meanwhile.
+    let superseded = || {
+        fetcher.replica.read_applied(|state, _| {
+            state
+                .lease(&held.name)
+                .is_some_and(|lease| lease.token > held.token)
+        })
+    };
+    let mut applied = fetcher.replica.subscribe_applied();
+    let waited = tokio::time::timeout(LATE_WRITE_PATIENCE, async {
+        while !superseded() {
+            if applied.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(waited, Ok(true)) {
+        tracing::warn!(
+            node = fetcher.id,
+            "late write: no later take applied here; given up"
+        );
+        return None;
+    }
+    let give_up = tokio::time::Instant::now() + LATE_WRITE_PATIENCE;
+    let answer = loop {
+        // The same stamped command every time, as the proposer retries it.
+        match fetcher.replica.proposer().submit(command.clone()).await {
+            Ok(Outcome::EmailIngested { .. }) => break FencedAnswer::Applied,
+            Ok(Outcome::Rejected(Rejection::LeaseLost { .. })) => break FencedAnswer::LeaseLost,
+            Ok(other) => break FencedAnswer::NotCommitted(format!("{other:?}")),
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(node = fetcher.id, %error, "late write; will retry");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => break FencedAnswer::NotCommitted(error.to_string()),
+        }
+    };
+    Some(FencedAck {
+        id,
+        node: fetcher.id,
+        token: held.token,
+        sent_ms,
+        answered_ms: SimClock.now_ms(),
+        answer,
+    })
+}
+
+/// The fenced command taking in the folder's next mail under `held`, as the fetcher's, and
+/// its id.
+fn ingest(fetcher: &Fetcher, held: &Held) -> (String, Op) {
+    let cursor = fetcher
+        .replica
+        .read(|state, _| state.email.mailboxes.get(MAILBOX).and_then(|m| m.cursor));
+    let uid = match cursor {
+        Some(cursor) if cursor.uid_validity == UID_VALIDITY => cursor.last_uid.saturating_add(1),
+        _ => 1,
+    };
+    let n = NEXT.with(|next| {
+        let n = next.get() + 1;
+        next.set(n);
+        n
+    });
+    let id = format!("lease-w{n}");
+    let op = Op::Email(EmailOp::Ingest(Box::new(IngestEmail {
+        fence: held.fence(),
+        mailbox_id: MAILBOX.to_owned(),
+        uid_validity: UID_VALIDITY,
+        uid,
+        email: auto_reply(n),
+        hints: ThreadHints::default(),
+        new_case_id: id.clone(),
+        new_activity_id: format!("lease-a{n}"),
+        known_case: None,
+        contents: Vec::new(),
+    })));
+    (id, op)
 }
 
 /// Mail number `n`: an out-of-office answer that matches no case.

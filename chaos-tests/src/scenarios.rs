@@ -652,9 +652,12 @@ pub fn all() -> Vec<Scenario> {
             // The node holding the mailbox's fetch lease is cut off at 4 s for 3.5 s: its 2 s
             // lease lapses and another node takes it, and the fenced command it was proposing
             // when cut off, still retried by its proposer (the write timeout is 5 s), reaches
-            // the leader after that take. Then whoever holds the lease at 10 s is paused for
-            // 3.5 s as the others see it: every message to and from it is held, delivered at
-            // once at 13.5 s, and its proposer's retries follow.
+            // the leader after that take if the reconnection leaves it time. Then whoever
+            // holds the lease at 10 s is paused for 3.5 s as the others see it: every message
+            // to and from it is held, delivered at once at 13.5 s, and its proposer's retries
+            // follow. At each fault the holder also stamps a late write inside its lease and
+            // sends it once it applied its successor's take (`lease::request_late_write`):
+            // the superseded command this scenario asserts, whatever the timing.
             spec: |seed| {
                 with_leases(Spec::new(
                     3,

@@ -725,7 +725,8 @@ pub fn run(spec: &Spec) -> Report {
             && changes.borrow().pending == 0
     };
     // With a lease workload, the run goes on after the last heal until a fenced command was
-    // accepted again (or the bound passed: the oracle then reports it).
+    // accepted again (or the bound passed: the oracle then reports it), and until every late
+    // write a holder fault asked for was answered or given up.
     let epoch_ms = u64::try_from(
         epoch
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -737,6 +738,7 @@ pub fn run(spec: &Spec) -> Report {
     let lease_done = |elapsed: Duration| {
         spec.leases.is_none()
             || (elapsed >= spec.last_heal()
+                && !crate::lease::late_writes_pending()
                 && (elapsed >= spec.last_heal() + spec.lease_resume_bound()
                     || leases.acks.borrow().iter().any(|ack| {
                         ack.answer == crate::oracle::lease_acks::FencedAnswer::Applied
@@ -1591,6 +1593,11 @@ impl Faults {
                 };
                 tracing::info!(?fault, "aimed at the lease's holder");
                 self.inject(sim, &fault, crashed);
+                // Once cut off or paused, the holder stamps a fenced command it delivers only
+                // after its successor's take (see `lease::request_late_write`).
+                if matches!(fault, Fault::Isolate(_) | Fault::Hold(_)) {
+                    crate::lease::request_late_write(victim);
+                }
                 return Injected::Holder;
             }
             Fault::CutClients(id) => {
