@@ -19,7 +19,7 @@
 //! - [`lease`](self::lease): leases with fencing tokens, for services that run on one node at
 //!   a time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,7 @@ mod agents;
 mod chat;
 mod directory;
 pub mod email;
+mod events;
 pub mod hours;
 mod input;
 pub mod island;
@@ -47,6 +48,7 @@ pub mod touched;
 
 pub use directory::{check_agent_spec, check_queue_spec};
 pub use email::{check_mailbox_spec, Case, CaseMessage, Cursor, Delivery, Direction, EmailState};
+pub use events::{ChatEvents, ClientMsgIds};
 pub use input::{check_entry, check_input};
 pub use island::{island_takes, EventCursor, IslandCursor, IslandMark};
 pub use lease::Lease;
@@ -477,23 +479,12 @@ pub struct Chat {
     pub inactivity_at_ms: Option<u64>,
     /// The customer's rating, once given.
     pub survey: Option<Survey>,
-    /// The chat's events; `events[i].seq == i + 1` always.
-    pub events: Vec<ChatEvent>,
+    /// The chat's events; `events[i].seq == i + 1` always. Shared with the copy a snapshot
+    /// is built from (see [`ChatEvents`]).
+    pub events: ChatEvents,
     /// `sender key/client message id` to the seq it was given, so a retried post is not
-    /// applied twice. Hashed: every post looks its id up, and ids of one client often share a
-    /// long prefix, which a sorted map compares over and over. Serialized in key order, so a
-    /// snapshot and the digest do not depend on the hash.
-    #[serde(serialize_with = "serialize_sorted")]
-    pub client_msg_ids: HashMap<String, u64>,
-}
-
-/// Serializes a hashed map as a map in key order.
-fn serialize_sorted<S: serde::Serializer>(
-    map: &HashMap<String, u64>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    let sorted: BTreeMap<&String, &u64> = map.iter().collect();
-    serializer.collect_map(sorted)
+    /// applied twice (see [`ClientMsgIds`]).
+    pub client_msg_ids: ClientMsgIds,
 }
 
 /// A customer's rating.
@@ -634,15 +625,11 @@ impl State {
 
     /// The events of `chat_id` with `seq > after`, at most `limit` (capped at
     /// [`limits::EVENTS_PAGE_MAX`]). `None` when the chat does not exist.
-    pub fn chat_events(&self, chat_id: &str, after: u64, limit: usize) -> Option<&[ChatEvent]> {
+    pub fn chat_events(&self, chat_id: &str, after: u64, limit: usize) -> Option<Vec<&ChatEvent>> {
         let chat = self.chats.get(chat_id)?;
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(chat.events.len());
-        let end = start
-            .saturating_add(limit.min(limits::EVENTS_PAGE_MAX))
-            .min(chat.events.len());
-        Some(&chat.events[start..end])
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        let end = start.saturating_add(limit.min(limits::EVENTS_PAGE_MAX));
+        Some(chat.events.range(start, end).collect())
     }
 
     /// Checks every state invariant; used by tests, the chaos oracle and debug assertions.

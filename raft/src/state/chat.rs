@@ -1,12 +1,11 @@
 //! Chat sessions: start, messages, end, survey.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::touched::Touch;
 use super::{
     check_text, hours, Activity, ActivityDetail, ActivityStatus, AgentEventBody, Chat, ChatEvent,
-    ChatStatus, EventBody, State, Survey, Transition,
+    ChatStatus, ClientMsgIds, EventBody, State, Survey, Transition,
 };
 use crate::command::{
     Channel, EndChat, Outcome, Participant, PostMessage, Rejection, StartChat, SubmitSurvey,
@@ -150,7 +149,7 @@ impl State {
                 agent_id: None,
                 inactivity_at_ms: None,
                 survey: None,
-                events: vec![ChatEvent {
+                events: std::iter::once(ChatEvent {
                     seq: 1,
                     at_ms,
                     body: EventBody::Started {
@@ -159,8 +158,9 @@ impl State {
                         question: start.question.clone(),
                     },
                     island: self.island_write.take_mark(1),
-                }],
-                client_msg_ids: HashMap::new(),
+                })
+                .collect(),
+                client_msg_ids: ClientMsgIds::default(),
             }),
         );
         self.activities.insert(

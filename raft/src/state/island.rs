@@ -1044,8 +1044,8 @@ impl State {
                 .is_some_and(|mark| covered(&mark, cursor.origin, cursor.epoch, cursor.seq))
         };
         Some(
-            chat.events[start..]
-                .iter()
+            chat.events
+                .from(start)
                 .filter(|event| !seen(event))
                 .take(limit.min(crate::limits::EVENTS_PAGE_MAX))
                 .collect(),
@@ -1063,7 +1063,7 @@ impl State {
     ) -> Option<Vec<(&ChatEvent, EventCursor)>> {
         let chat = self.chats.get(chat_id)?;
         let events: Vec<&ChatEvent> = match cursor {
-            EventCursor::After(after) => self.chat_events(chat_id, *after, limit)?.iter().collect(),
+            EventCursor::After(after) => self.chat_events(chat_id, *after, limit)?,
             EventCursor::Island(island) => self.events_after_island(chat_id, island, limit)?,
         };
         // On an island's own view: the island, and the last number of the chat that is
@@ -1106,7 +1106,7 @@ impl State {
                 let start = usize::try_from(c.fork)
                     .unwrap_or(usize::MAX)
                     .min(chat.events.len());
-                let ahead = chat.events[start..].iter().any(|event| {
+                let ahead = chat.events.from(start).any(|event| {
                     event
                         .island
                         .is_some_and(|mark| covered(&mark, c.origin, c.epoch, c.seq))

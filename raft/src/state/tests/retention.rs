@@ -98,7 +98,10 @@ fn an_ended_chat_leaves_memory_after_the_hot_retention_with_its_transcript() {
     assert!(record.activity.status.is_terminal());
     // The record reads like the live state did.
     let restored = record.clone().into_state();
-    assert_eq!(restored.chat_events("c1", 0, 100).map(<[_]>::len), Some(5));
+    assert_eq!(
+        restored.chat_events("c1", 0, 100).map(|page| page.len()),
+        Some(5)
+    );
 
     // The dedupe window is over: the same request id starts a new chat.
     assert!(matches!(

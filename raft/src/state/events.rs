@@ -1,0 +1,206 @@
+//! A chat's events and its client message ids, in persistent collections (`imbl`).
+//!
+//! The copy of the state a snapshot is built from shares every chat with the state (chats sit
+//! in `Arc`s, copied on their first change). With the events in a `Vec`, the first post to a
+//! chat after a snapshot copied all of the chat's events (up to
+//! [`crate::limits::CHAT_EVENTS_MAX`]) on the write path. Here a copy of a chat shares its
+//! events and ids, and a change copies one path of the tree (a chunk of events, a few nodes),
+//! whatever the chat's length. They serialize as the `Vec` and the sorted map did, so
+//! snapshots, digests and the fixtures of earlier formats do not change.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ChatEvent;
+
+/// A chat's events in order: `events[i].seq == i + 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChatEvents(imbl::Vector<ChatEvent>);
+
+impl ChatEvents {
+    /// How many events the chat has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the chat has none (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The event at `index` (seq `index + 1`).
+    pub fn get(&self, index: usize) -> Option<&ChatEvent> {
+        self.0.get(index)
+    }
+
+    /// The first event (`Started`).
+    pub fn first(&self) -> Option<&ChatEvent> {
+        self.0.front()
+    }
+
+    /// The latest event.
+    pub fn last(&self) -> Option<&ChatEvent> {
+        self.0.back()
+    }
+
+    /// Every event, in order.
+    pub fn iter(&self) -> imbl::vector::Iter<'_, ChatEvent, imbl::shared_ptr::DefaultSharedPtr> {
+        self.0.iter()
+    }
+
+    /// The events at `start..end` (clamped to the events there are), each found in
+    /// logarithmic time: a page read costs the page, not the events before it.
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &ChatEvent> + '_ {
+        let end = end.min(self.0.len());
+        (start.min(end)..end).filter_map(|index| self.0.get(index))
+    }
+
+    /// The events from `start` on.
+    pub fn from(&self, start: usize) -> impl Iterator<Item = &ChatEvent> + '_ {
+        self.range(start, usize::MAX)
+    }
+
+    /// Appends an event.
+    pub fn push(&mut self, event: ChatEvent) {
+        self.0.push_back(event);
+    }
+
+    /// Removes the event at `index` (tests break a chat's invariants so).
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, index: usize) -> ChatEvent {
+        self.0.remove(index)
+    }
+}
+
+impl<'a> IntoIterator for &'a ChatEvents {
+    type Item = &'a ChatEvent;
+    type IntoIter = imbl::vector::Iter<'a, ChatEvent, imbl::shared_ptr::DefaultSharedPtr>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<usize> for ChatEvents {
+    type Output = ChatEvent;
+
+    fn index(&self, index: usize) -> &ChatEvent {
+        &self.0[index]
+    }
+}
+
+impl FromIterator<ChatEvent> for ChatEvents {
+    fn from_iter<I: IntoIterator<Item = ChatEvent>>(events: I) -> Self {
+        ChatEvents(events.into_iter().collect())
+    }
+}
+
+/// `sender key/client message id` to the seq it was given, so a retried post is not applied
+/// twice. Hashed (every post looks its id up, and ids of one client often share a long
+/// prefix, which a sorted map compares over and over) and serialized in key order, so a
+/// snapshot and the digest do not depend on the hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ClientMsgIds(imbl::HashMap<String, u64>);
+
+impl ClientMsgIds {
+    /// The seq given to `key`.
+    pub fn get(&self, key: &str) -> Option<&u64> {
+        self.0.get(key)
+    }
+
+    /// Whether `key` was given a seq.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// Records `key` as given `seq`.
+    pub fn insert(&mut self, key: String, seq: u64) {
+        self.0.insert(key, seq);
+    }
+
+    /// How many ids are recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for ClientMsgIds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sorted: BTreeMap<&String, &u64> = self.0.iter().collect();
+        serializer.collect_map(sorted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EventBody;
+
+    fn event(seq: u64) -> ChatEvent {
+        ChatEvent {
+            seq,
+            at_ms: seq * 10,
+            body: EventBody::Message {
+                from: crate::command::Participant::Customer,
+                client_msg_id: format!("m{seq}"),
+                text: format!("message {seq}"),
+            },
+            island: None,
+        }
+    }
+
+    #[test]
+    fn events_serialize_as_a_list_and_pages_read_their_range() {
+        let events: ChatEvents = (1..=300).map(event).collect();
+        let as_vec: Vec<ChatEvent> = (1..=300).map(event).collect();
+        assert_eq!(
+            serde_json::to_vec(&events).unwrap(),
+            serde_json::to_vec(&as_vec).unwrap()
+        );
+        let back: ChatEvents =
+            serde_json::from_slice(&serde_json::to_vec(&as_vec).unwrap()).unwrap();
+        assert_eq!(back, events);
+        let page: Vec<u64> = events.range(250, 260).map(|e| e.seq).collect();
+        assert_eq!(page, (251..=260).collect::<Vec<_>>());
+        assert_eq!(events.range(295, usize::MAX).count(), 5);
+        assert_eq!(events.range(400, 500).count(), 0);
+        assert_eq!(events.range(10, 5).count(), 0);
+        assert_eq!(events.from(299).map(|e| e.seq).collect::<Vec<_>>(), [300]);
+        assert_eq!(events.first().map(|e| e.seq), Some(1));
+        assert_eq!(events.last().map(|e| e.seq), Some(300));
+        assert_eq!(events[41].seq, 42);
+    }
+
+    #[test]
+    fn a_copy_shares_until_changed_and_changes_stay_apart() {
+        let mut events: ChatEvents = (1..=1000).map(event).collect();
+        let copy = events.clone();
+        events.push(event(1001));
+        assert_eq!(copy.len(), 1000);
+        assert_eq!(events.len(), 1001);
+        assert_eq!(
+            events.range(0, 1000).collect::<Vec<_>>(),
+            copy.iter().collect::<Vec<_>>()
+        );
+
+        let mut ids = ClientMsgIds::default();
+        for n in (0..100).rev() {
+            ids.insert(format!("k{n:03}"), n);
+        }
+        let before = ids.clone();
+        ids.insert("k999".to_owned(), 999);
+        assert!(!before.contains_key("k999") && ids.contains_key("k999"));
+        let json = serde_json::to_string(&before).unwrap();
+        assert!(json.starts_with("{\"k000\":0,\"k001\":1,"), "{json}");
+        let back: ClientMsgIds = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, before);
+    }
+}
