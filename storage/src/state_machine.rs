@@ -230,19 +230,22 @@ pub fn decode_snapshot<C: RaftTypeConfig, M: Machine>(
     Ok((payload.format, payload.last_applied, payload.machine))
 }
 
+/// A decoded snapshot file: its state and, if it has an archive section, the archive.
+pub(crate) type DecodedFile<C, M> = (SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>);
+
 /// Decodes a snapshot file: the state section and, if the file has one, the archive section.
 /// A file whose frames fail their checks is [`StoreError::SnapshotFile`] (`InvalidData`); a
 /// state of a format this release does not read is [`StoreError::Format`].
 pub(crate) fn decode_file<C: RaftTypeConfig, M: Machine>(
     file: &SnapshotFile,
-) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+) -> Result<DecodedFile<C, M>, StoreError> {
     decode_frames(|| file.frames())
 }
 
 /// [`decode_file`] of a snapshot file's bytes in memory.
 pub(crate) fn decode_file_bytes<C: RaftTypeConfig, M: Machine>(
     bytes: &[u8],
-) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+) -> Result<DecodedFile<C, M>, StoreError> {
     decode_frames(|| FrameReader::new(bytes))
 }
 
@@ -250,7 +253,7 @@ pub(crate) fn decode_file_bytes<C: RaftTypeConfig, M: Machine>(
 /// time to read the format of a state that did not decode).
 fn decode_frames<C: RaftTypeConfig, M: Machine, R: Read>(
     open: impl Fn() -> io::Result<FrameReader<R>>,
-) -> Result<(SnapshotPayload<C, M>, Option<Vec<ArchivedRecord>>), StoreError> {
+) -> Result<DecodedFile<C, M>, StoreError> {
     let open = || open().map_err(StoreError::snapshot_file("open"));
     let mut frames = open()?;
     let payload = decode_state::<C, M, _>(&mut frames, || {
