@@ -1,12 +1,13 @@
-//! A chat's events and its client message ids, in persistent collections (`imbl`).
+//! A chat's events and its client message ids, each held behind an `Arc`.
 //!
 //! The copy of the state a snapshot is built from shares every chat with the state (chats sit
-//! in `Arc`s, copied on their first change). With the events in a `Vec`, the first post to a
-//! chat after a snapshot copied all of the chat's events (up to
-//! [`crate::limits::CHAT_EVENTS_MAX`]) on the write path. Here a copy of a chat shares its
-//! events and ids, and a change copies one path of the tree (a chunk of events, a few nodes),
-//! whatever the chat's length. They serialize as the `Vec` and the sorted map did, so
-//! snapshots, digests and the fixtures of earlier formats do not change.
+//! in `Arc`s, copied on their first change). With the events held by value, the first post to
+//! a chat after a snapshot copied all of the chat's events (up to
+//! [`crate::limits::CHAT_EVENTS_MAX`], with their texts) on the write path. Here that copy
+//! copies pointers: one per event and one per id, no text. (Persistent collections made the
+//! copy cheaper still but cost about 9 KiB more per short chat: docs/BENCHMARKS.md.) They
+//! serialize as the plain vector and the sorted map did, so snapshots, digests and the
+//! fixtures of earlier formats do not change.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use super::ChatEvent;
 /// A chat's events in order: `events[i].seq == i + 1`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ChatEvents(imbl::Vector<ChatEvent>);
+pub struct ChatEvents(Vec<std::sync::Arc<ChatEvent>>);
 
 impl ChatEvents {
     /// How many events the chat has.
@@ -32,29 +33,29 @@ impl ChatEvents {
 
     /// The event at `index` (seq `index + 1`).
     pub fn get(&self, index: usize) -> Option<&ChatEvent> {
-        self.0.get(index)
+        self.0.get(index).map(|e| &**e)
     }
 
     /// The first event (`Started`).
     pub fn first(&self) -> Option<&ChatEvent> {
-        self.0.front()
+        self.0.first().map(|e| &**e)
     }
 
     /// The latest event.
     pub fn last(&self) -> Option<&ChatEvent> {
-        self.0.back()
+        self.0.last().map(|e| &**e)
     }
 
     /// Every event, in order.
-    pub fn iter(&self) -> imbl::vector::Iter<'_, ChatEvent, imbl::shared_ptr::DefaultSharedPtr> {
-        self.0.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &ChatEvent> + '_ {
+        self.0.iter().map(|e| &**e)
     }
 
     /// The events at `start..end` (clamped to the events there are), each found in
     /// logarithmic time: a page read costs the page, not the events before it.
     pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &ChatEvent> + '_ {
         let end = end.min(self.0.len());
-        (start.min(end)..end).filter_map(|index| self.0.get(index))
+        (start.min(end)..end).filter_map(|index| self.get(index))
     }
 
     /// The events from `start` on.
@@ -64,22 +65,25 @@ impl ChatEvents {
 
     /// Appends an event.
     pub fn push(&mut self, event: ChatEvent) {
-        self.0.push_back(event);
+        self.0.push(std::sync::Arc::new(event));
     }
 
     /// Removes the event at `index` (tests break a chat's invariants so).
     #[cfg(test)]
     pub(crate) fn remove(&mut self, index: usize) -> ChatEvent {
-        self.0.remove(index)
+        (*self.0.remove(index)).clone()
     }
 }
 
 impl<'a> IntoIterator for &'a ChatEvents {
     type Item = &'a ChatEvent;
-    type IntoIter = imbl::vector::Iter<'a, ChatEvent, imbl::shared_ptr::DefaultSharedPtr>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, std::sync::Arc<ChatEvent>>,
+        fn(&'a std::sync::Arc<ChatEvent>) -> &'a ChatEvent,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.iter().map(|e| &**e)
     }
 }
 
@@ -93,7 +97,7 @@ impl std::ops::Index<usize> for ChatEvents {
 
 impl FromIterator<ChatEvent> for ChatEvents {
     fn from_iter<I: IntoIterator<Item = ChatEvent>>(events: I) -> Self {
-        ChatEvents(events.into_iter().collect())
+        ChatEvents(events.into_iter().map(std::sync::Arc::new).collect())
     }
 }
 
@@ -103,7 +107,7 @@ impl FromIterator<ChatEvent> for ChatEvents {
 /// snapshot and the digest do not depend on the hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct ClientMsgIds(imbl::HashMap<String, u64>);
+pub struct ClientMsgIds(std::collections::HashMap<std::sync::Arc<str>, u64>);
 
 impl ClientMsgIds {
     /// The seq given to `key`.
@@ -118,7 +122,7 @@ impl ClientMsgIds {
 
     /// Records `key` as given `seq`.
     pub fn insert(&mut self, key: String, seq: u64) {
-        self.0.insert(key, seq);
+        self.0.insert(std::sync::Arc::from(key), seq);
     }
 
     /// How many ids are recorded.
@@ -134,7 +138,7 @@ impl ClientMsgIds {
 
 impl Serialize for ClientMsgIds {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let sorted: BTreeMap<&String, &u64> = self.0.iter().collect();
+        let sorted: BTreeMap<&str, &u64> = self.0.iter().map(|(k, v)| (&**k, v)).collect();
         serializer.collect_map(sorted)
     }
 }
