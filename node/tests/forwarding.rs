@@ -71,6 +71,36 @@ async fn concurrent_writes_through_a_follower_share_forwards_and_commit_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_is_readable_there_when_acknowledged() {
+    let cluster = Cluster::start_ready(3, "", Duration::from_secs(30)).await;
+    let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let chat = cluster.start_chat(follower, "forwarding-read").await;
+    let mut acked = BTreeMap::new();
+    for i in 0..150 {
+        let id = format!("r{i}");
+        let seq = cluster
+            .post(follower, &chat, &id, &format!("read me {i}"))
+            .await
+            .unwrap_or_else(|e| panic!("post {id} through node {follower}: {e}"));
+        acked.insert(id, seq);
+        // Read at once, on the node written through: the answer came only after it applied.
+        // The follower usually applies before the leader's answer arrives anyway; without the
+        // wait, one run in three of these 150 writes found a write missing.
+        let events = cluster.events(follower, &chat).await.expect("events");
+        check_events(&events, &acked)
+            .unwrap_or_else(|e| panic!("node {follower} after write {i}: {e}"));
+    }
+    let forwarded = cluster
+        .metric(follower, "parley_forwarded_writes_total")
+        .await;
+    assert!(
+        forwarded >= 150,
+        "{forwarded} writes forwarded: the writes did not go through the leader"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_forwards_are_refused() {
     let cluster = Cluster::start_ready(3, "", Duration::from_secs(30)).await;
     let leader = cluster.wait_leader(1, None, Duration::from_secs(10)).await;

@@ -27,10 +27,11 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
+use openraft::metrics::RaftServerMetrics;
 use openraft::type_config::alias::WatchReceiverOf;
-use openraft::RaftMetrics;
 use parley_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use parley_storage::AppliedState;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::codec::{self, Encoding};
@@ -167,11 +168,14 @@ struct Inner {
 }
 
 impl Proposer {
-    /// Starts the batch and forward tasks on the current tokio runtime.
+    /// Starts the batch and forward tasks on the current tokio runtime. `applied` is this
+    /// node's state machine's own record of what it applied: a forwarded write waits on it
+    /// (read your writes) without a round through openraft's core and metrics.
     pub fn start(
         id: NodeId,
         raft: Raft,
         peers: Peers,
+        applied: watch::Receiver<AppliedState<TypeConfig>>,
         clock: Arc<dyn Clock>,
         format: WriteFormat,
         options: ProposerOptions,
@@ -183,6 +187,7 @@ impl Proposer {
         tokio::spawn(run_forwards(
             raft.clone(),
             peers,
+            applied,
             forward_rx,
             Arc::clone(&forward_stats),
             format,
@@ -236,7 +241,9 @@ impl Proposer {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut sent = false;
-        let mut metrics = self.inner.raft.metrics();
+        // Server metrics change only with the vote, the leader or the membership, not with
+        // every append and apply: a write waiting here is not woken for each entry.
+        let mut metrics = self.inner.raft.server_metrics();
         let mut hint: Option<NodeId> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -365,7 +372,7 @@ impl Proposer {
 /// Resolves once this node knows of a leader that is none of `leaders` (never while no leader
 /// is known, nor if the metrics channel closes).
 async fn leader_other_than(
-    metrics: &mut WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>,
+    metrics: &mut WatchReceiverOf<TypeConfig, RaftServerMetrics<TypeConfig>>,
     leaders: [Option<NodeId>; 2],
 ) -> NodeId {
     loop {
@@ -430,6 +437,7 @@ async fn next_batch<T>(
 async fn run_forwards(
     raft: Raft,
     peers: Peers,
+    applied: watch::Receiver<AppliedState<TypeConfig>>,
     mut rx: mpsc::Receiver<Forwarding>,
     stats: Arc<ForwardStats>,
     format: WriteFormat,
@@ -462,7 +470,10 @@ async fn run_forwards(
                 Ordering::Relaxed,
             );
             let (raft, peers, permit) = (raft.clone(), peers.clone(), Arc::clone(&permit));
-            tokio::spawn(forward_batch(raft, peers, leader, group, encoding, permit));
+            let applied = applied.clone();
+            tokio::spawn(forward_batch(
+                raft, peers, applied, leader, group, encoding, permit,
+            ));
         }
     }
 }
@@ -473,6 +484,7 @@ async fn run_forwards(
 async fn forward_batch(
     raft: Raft,
     peers: Peers,
+    applied: watch::Receiver<AppliedState<TypeConfig>>,
     leader: NodeId,
     group: Vec<Forwarding>,
     encoding: Encoding,
@@ -485,7 +497,7 @@ async fn forward_batch(
     // and its in-flight place given back at once, so forwards to the successor are not held up
     // behind it until the deadline. Each caller then retries with the new leader (its own
     // watch sees the change too).
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     let known = metrics.borrow_watched().current_leader;
     let sent = tokio::select! {
         sent = send_forward(&raft, &peers, leader, &group, encoding, deadline) => {
@@ -530,7 +542,7 @@ async fn forward_batch(
     if committed.is_empty() {
         return;
     }
-    wait_applied(&raft, last_index, deadline).await;
+    wait_applied(applied, last_index, deadline).await;
     for (forwarding, outcome, index) in committed {
         let _ = forwarding
             .reply
@@ -548,7 +560,7 @@ async fn send_forward(
     deadline: Instant,
 ) -> Result<Vec<Result<LocalOutcome, ForwardError>>, ForwardError> {
     let addr = {
-        let metrics = raft.metrics();
+        let metrics = raft.server_metrics();
         let metrics = metrics.borrow_watched();
         metrics
             .membership_config
@@ -612,16 +624,24 @@ fn forward_result(result: pb::ForwardResult) -> Result<LocalOutcome, ForwardErro
 /// Waits (bounded by [`APPLY_WAIT_MAX`] and `deadline`) until this node has applied `index`, so
 /// a client that wrote through this node reads its own write here. The write is committed
 /// either way.
-async fn wait_applied(raft: &Raft, index: u64, deadline: Instant) {
+async fn wait_applied(
+    mut applied: watch::Receiver<AppliedState<TypeConfig>>,
+    index: u64,
+    deadline: Instant,
+) {
     let remaining = deadline
         .saturating_duration_since(Instant::now())
         .min(APPLY_WAIT_MAX);
-    if let Err(error) = raft
-        .wait(Some(remaining))
-        .applied_index_at_least(Some(index), "read your writes")
-        .await
-    {
-        tracing::debug!(index, %error, "committed write not yet applied here");
+    let reached = |state: &AppliedState<TypeConfig>| {
+        state
+            .last_applied
+            .as_ref()
+            .is_some_and(|log_id| log_id.index >= index)
+    };
+    match tokio::time::timeout(remaining, applied.wait_for(reached)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_closed)) => tracing::debug!(index, "state machine closed before applying"),
+        Err(_elapsed) => tracing::debug!(index, "committed write not yet applied here"),
     }
 }
 

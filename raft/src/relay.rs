@@ -40,7 +40,8 @@ impl Relays {
             peers,
             queues: Arc::new(Mutex::new(BTreeMap::new())),
         };
-        let mut metrics = raft.metrics();
+        // Server metrics change with the membership, not with every entry.
+        let mut metrics = raft.server_metrics();
         let follower = relays.clone();
         tokio::spawn(async move {
             let mut seen = None;

@@ -266,6 +266,7 @@ impl Replica {
             options.id,
             raft.clone(),
             peers.clone(),
+            store.subscribe(),
             clock,
             format,
             options.proposer,
@@ -668,7 +669,7 @@ impl Replica {
             tracing::warn!(%error, target, "could not start the leadership transfer");
             return false;
         }
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let moved = tokio::time::timeout(within, async {
             loop {
                 let leader = metrics.borrow_watched().current_leader;

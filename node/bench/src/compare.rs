@@ -13,6 +13,9 @@
 //!   with `sync_interval: always`, which syncs every write before acknowledging it: the same
 //!   durable work as Parley and etcd.
 //!
+//! Every system's members talk to each other over mutual TLS, as Parley's nodes always do
+//! (`--members-plaintext` turns it off for etcd and NATS); clients connect in plain text to all.
+//!
 //! Beside throughput and latency every row gives the servers' CPU seconds per 1,000
 //! acknowledged writes (all three nodes, from /proc). At one client Parley is also measured
 //! with the client on the leader (`parley-leader`) and on a follower (`parley-follower`), which
@@ -30,8 +33,8 @@ use super::driver::{drive, ClosedLoopArgs, Figures, Op};
 use super::etcd::kv_client::KvClient;
 use super::etcd::PutRequest;
 use super::peers::{
-    post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, Setup, WritePath,
-    PARLEY_QUEUE,
+    post_message, start_chat, start_etcd, start_nats, start_parley, ClusterArgs, MemberCerts,
+    Setup, WritePath, PARLEY_QUEUE,
 };
 use super::report;
 
@@ -90,12 +93,22 @@ pub struct CompareArgs {
     /// `./dev.sh bench` installs it and passes its path).
     #[arg(long, default_value = "nats-server")]
     pub nats_fsync_server: PathBuf,
+    /// etcd's and NATS's members talk to each other in plain text. By default they use mutual
+    /// TLS, as Parley's nodes always do (certificates from `parley certs`), so every system
+    /// does the same work between its members.
+    #[arg(long)]
+    pub members_plaintext: bool,
     /// The cluster's binary, data and output directories.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
 impl CompareArgs {
+    /// Whether the peers' members use mutual TLS between them.
+    fn members_tls(&self) -> bool {
+        !self.members_plaintext && self.systems.iter().any(|system| *system != System::Parley)
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         if self.systems.is_empty() {
             bail!("--systems must not be empty");
@@ -342,7 +355,8 @@ async fn measure(
             }
         }
         System::Etcd => {
-            let cluster = start_etcd(&args.etcd, dir, http).await?;
+            let certs = member_certs(args, parley, dir, "etcd")?;
+            let cluster = start_etcd(&args.etcd, dir, http, certs.as_ref()).await?;
             for &c in &args.load.concurrency {
                 let ops = etcd_ops(&cluster.endpoints, c, payload.as_bytes())?;
                 figures.push(measured(system.name(), ops, args, &cluster.processes).await?);
@@ -353,7 +367,8 @@ async fn measure(
                 System::NatsFsync => (&args.nats_fsync_server, true),
                 _ => (&args.nats_server, false),
             };
-            let cluster = start_nats(binary, dir, http, fsync).await?;
+            let certs = member_certs(args, parley, dir, system.name())?;
+            let cluster = start_nats(binary, dir, http, fsync, certs.as_ref()).await?;
             for &c in &args.load.concurrency {
                 let ops = nats_ops(&cluster.urls, c, payload.as_bytes()).await?;
                 figures.push(measured(system.name(), ops, args, &cluster.processes).await?);
@@ -363,22 +378,44 @@ async fn measure(
     Ok(figures)
 }
 
+/// Certificates for a peer system's members (valid for 127.0.0.1, the address they dial each
+/// other by), unless they talk in plain text.
+fn member_certs(
+    args: &CompareArgs,
+    parley: &Path,
+    dir: &Path,
+    system: &str,
+) -> anyhow::Result<Option<MemberCerts>> {
+    if args.members_plaintext {
+        return Ok(None);
+    }
+    let dir = dir.join(format!("{system}-certs"));
+    MemberCerts::issue(parley, &dir, 3, &["127.0.0.1", "localhost"]).map(Some)
+}
+
 /// Runs the comparison and writes its report.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     args.check()?;
     let setup = Setup::new(&args.cluster, "parley-bench-")?;
-    if args.systems.contains(&System::Parley) {
+    // Parley's binary also makes the certificates of the other systems' members.
+    if args.systems.contains(&System::Parley) || args.members_tls() {
         setup.require_parley()?;
     }
     let machine = report::Machine::read();
     println!("parley-bench compare on {machine}");
     println!(
-        "systems {:?}, concurrency {:?}, {} s measured after {} s warm-up, {} byte payloads",
+        "systems {:?}, concurrency {:?}, {} s measured after {} s warm-up, {} byte payloads, \
+         {}",
         args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
         args.load.concurrency,
         args.load.duration.as_secs_f64(),
         args.load.warmup.as_secs_f64(),
-        args.payload_bytes
+        args.payload_bytes,
+        if args.members_plaintext {
+            "etcd's and NATS's members in plain text (Parley's nodes over mutual TLS)"
+        } else {
+            "mutual TLS between every system's members"
+        }
     );
     let all = setup.runtime.block_on(async {
         let http = reqwest::Client::builder()

@@ -326,6 +326,65 @@ pub fn loopback_places(n: usize) -> anyhow::Result<Vec<NodePlace>> {
         .collect())
 }
 
+/// A cluster CA and one certificate per member (ids from 1), made by `parley certs`: Parley's
+/// nodes use them for mutual TLS, and so do etcd's and NATS's members in the comparison, so
+/// every system pays for encrypted traffic between its members.
+#[derive(Debug, Clone)]
+pub struct MemberCerts {
+    dir: PathBuf,
+}
+
+impl MemberCerts {
+    /// Makes a CA and certificates for members `1..=members` in `dir` with `parley certs`,
+    /// each also valid for the names in `names` (addresses a peer dials it by).
+    pub fn issue(
+        parley: &Path,
+        dir: &Path,
+        members: usize,
+        names: &[&str],
+    ) -> anyhow::Result<Self> {
+        let ids: Vec<String> = (1..=members).map(|id| id.to_string()).collect();
+        let mut command = Command::new(parley);
+        command
+            .arg("certs")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--nodes")
+            .arg(ids.join(","))
+            .arg("--force");
+        if !names.is_empty() {
+            command.arg("--name").arg(names.join(","));
+        }
+        let made = command
+            .output()
+            .with_context(|| format!("running {} certs", parley.display()))?;
+        if !made.status.success() {
+            bail!(
+                "parley certs failed: {}",
+                String::from_utf8_lossy(&made.stderr).trim()
+            );
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The CA's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Member `id`'s certificate.
+    pub fn cert(&self, id: usize) -> PathBuf {
+        self.dir.join(format!("node-{id}.pem"))
+    }
+
+    /// Member `id`'s private key.
+    pub fn key(&self, id: usize) -> PathBuf {
+        self.dir.join(format!("node-{id}.key"))
+    }
+}
+
 /// Starts one `parley serve` process per place (node ids from 1 in order), configured as
 /// [`start_parley`] does, and waits until every node is ready.
 pub async fn start_parley_placed(
@@ -340,7 +399,6 @@ pub async fn start_parley_placed(
         .iter()
         .map(|place| (place.http.clone(), place.grpc.clone()))
         .collect();
-    let ids: Vec<String> = (1..=places.len()).map(|id| id.to_string()).collect();
     let mut peers = String::new();
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         let _ = write!(
@@ -350,30 +408,15 @@ pub async fn start_parley_placed(
         );
     }
     // Mutual TLS between nodes, as in production.
-    let certs = processes.dir().join("certs");
-    let made = Command::new(parley)
-        .arg("certs")
-        .arg("--dir")
-        .arg(&certs)
-        .arg("--nodes")
-        .arg(ids.join(","))
-        .arg("--force")
-        .output()
-        .with_context(|| format!("running {} certs", parley.display()))?;
-    if !made.status.success() {
-        anyhow::bail!(
-            "parley certs failed: {}",
-            String::from_utf8_lossy(&made.stderr).trim()
-        );
-    }
+    let certs = MemberCerts::issue(parley, &processes.dir().join("certs"), places.len(), &[])?;
     for (index, (http, grpc)) in addrs.iter().enumerate() {
         let id = index + 1;
         let data = processes.dir().join(format!("data{id}"));
         let tls = format!(
             "\n[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            certs.join("ca.pem").display(),
-            certs.join(format!("node-{id}.pem")).display(),
-            certs.join(format!("node-{id}.key")).display()
+            certs.ca().display(),
+            certs.cert(id).display(),
+            certs.key(id).display()
         );
         let config = processes.dir().join(format!("node{id}.toml"));
         let text = format!(
@@ -408,29 +451,43 @@ pub struct EtcdCluster {
     pub endpoints: Vec<String>,
 }
 
-/// Starts a three-member etcd cluster (static bootstrap; etcd fsyncs its WAL per batch).
+/// Starts a three-member etcd cluster (static bootstrap; etcd fsyncs its WAL per batch). With
+/// `tls`, the members talk to each other over mutual TLS (clients still use plain HTTP/2).
 pub async fn start_etcd(
     etcd: &Path,
     dir: &Path,
     client: &reqwest::Client,
+    tls: Option<&MemberCerts>,
 ) -> anyhow::Result<EtcdCluster> {
     let mut processes = Processes::new("etcd", dir)?;
     let ports = free_ports(6)?;
     let (client_ports, peer_ports) = ports.split_at(3);
+    let peer_scheme = if tls.is_some() { "https" } else { "http" };
     let initial: Vec<String> = peer_ports
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("e{}=http://127.0.0.1:{p}", i + 1))
+        .map(|(i, p)| format!("e{}={peer_scheme}://127.0.0.1:{p}", i + 1))
         .collect();
     let initial = initial.join(",");
     for i in 0..3 {
         let name = format!("e{}", i + 1);
         let client_url = format!("http://127.0.0.1:{}", client_ports[i]);
-        let peer_url = format!("http://127.0.0.1:{}", peer_ports[i]);
+        let peer_url = format!("{peer_scheme}://127.0.0.1:{}", peer_ports[i]);
         let data = processes.dir().join(format!("{name}.data"));
+        let mut command = Command::new(etcd);
+        if let Some(certs) = tls {
+            command
+                .arg("--peer-cert-file")
+                .arg(certs.cert(i + 1))
+                .arg("--peer-key-file")
+                .arg(certs.key(i + 1))
+                .arg("--peer-trusted-ca-file")
+                .arg(certs.ca())
+                .arg("--peer-client-cert-auth");
+        }
         processes.spawn(
             &name,
-            Command::new(etcd)
+            command
                 .arg("--name")
                 .arg(&name)
                 .arg("--data-dir")
@@ -473,12 +530,14 @@ pub struct NatsCluster {
 
 /// Starts three nats-server nodes clustered with JetStream on file storage. With `fsync`,
 /// JetStream syncs every write to disk before acknowledging it (`sync_interval: always`,
-/// nats-server 2.10 and later); without, it syncs on its own schedule.
+/// nats-server 2.10 and later); without, it syncs on its own schedule. With `tls`, the routes
+/// between the servers use mutual TLS (clients still connect in plain text).
 pub async fn start_nats(
     nats_server: &Path,
     dir: &Path,
     client: &reqwest::Client,
     fsync: bool,
+    tls: Option<&MemberCerts>,
 ) -> anyhow::Result<NatsCluster> {
     let mut processes = Processes::new(if fsync { "nats-fsync" } else { "nats" }, dir)?;
     let sync = if fsync { ", sync_interval: always" } else { "" };
@@ -493,10 +552,20 @@ pub async fn start_nats(
         let name = format!("n{}", i + 1);
         let store = processes.dir().join(format!("{name}.data"));
         let config = processes.dir().join(format!("{name}.conf"));
+        let route_tls = match tls {
+            Some(certs) => format!(
+                "  tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true, \
+                 timeout: 2 }}\n",
+                certs.cert(i + 1).display(),
+                certs.key(i + 1).display(),
+                certs.ca().display()
+            ),
+            None => String::new(),
+        };
         let text = format!(
             "server_name: {name}\nhost: 127.0.0.1\nport: {}\nhttp_port: {}\n\
              jetstream {{ store_dir: \"{}\", max_memory_store: 256MB, max_file_store: 8GB{sync} }}\n\
-             cluster {{\n  name: parley-bench\n  listen: 127.0.0.1:{}\n  routes: [ {} ]\n}}\n",
+             cluster {{\n  name: parley-bench\n  listen: 127.0.0.1:{}\n  routes: [ {} ]\n{route_tls}}}\n",
             client_ports[i],
             monitor_ports[i],
             store.display(),

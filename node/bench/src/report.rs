@@ -83,6 +83,8 @@ struct Report<'a> {
     duration_s: f64,
     warmup_s: f64,
     payload_bytes: usize,
+    /// Whether etcd's and NATS's members used mutual TLS between them (Parley's always do).
+    members_tls: bool,
     results: &'a [Figures],
     ratios: Vec<Ratio>,
 }
@@ -198,6 +200,7 @@ pub fn write(
         duration_s: args.load.duration.as_secs_f64(),
         warmup_s: args.load.warmup.as_secs_f64(),
         payload_bytes: args.payload_bytes,
+        members_tls: !args.members_plaintext,
         results,
         ratios,
     };

@@ -51,11 +51,11 @@ impl ChatEvents {
         self.0.iter().map(|e| &**e)
     }
 
-    /// The events at `start..end` (clamped to the events there are), each found by index: a
-    /// page read costs the page, not the events before it.
+    /// The events at `start..end` (clamped to the events there are): a page read costs the
+    /// page, not the events before it.
     pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &ChatEvent> + '_ {
         let end = end.min(self.0.len());
-        (start.min(end)..end).filter_map(|index| self.get(index))
+        self.0[start.min(end)..end].iter().map(|e| &**e)
     }
 
     /// The events from `start` on.
